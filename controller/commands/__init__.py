@@ -1,0 +1,19 @@
+"""Subcommands of `rollout`; each module exposes click commands and is listed here."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# module name -> names of the click commands or groups it exposes
+_COMMANDS: dict[str, tuple[str, ...]] = {
+    "controller.commands.devkafka": ("dev_kafka",),
+}
+
+
+def register_all(group: click.Group) -> None:
+    for module_name, names in _COMMANDS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            group.add_command(getattr(module, name))
