@@ -9,6 +9,7 @@ import click
 # module name -> names of the click commands or groups it exposes
 _COMMANDS: dict[str, tuple[str, ...]] = {
     "controller.commands.devkafka": ("dev_kafka",),
+    "controller.commands.schemas_cmd": ("schemas_group",),
 }
 
 

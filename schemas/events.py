@@ -1,0 +1,496 @@
+"""The payloads (CloudEvents `data`) of every event type, one model each.
+
+Each payload class names its CloudEvents `type` and the logical topic it travels on. The key of
+every record that belongs to a rollout is its deployment id (the envelope's `subject`), so one
+worker sees all of a rollout.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, Field, Strict, model_validator
+
+from schemas.base import (
+    Bool,
+    Contract,
+    Count,
+    Evidence,
+    Float,
+    Ident,
+    Int,
+    Name,
+    NonNegative,
+    Percent,
+    Share,
+    Str,
+    Text,
+)
+
+TYPE_PREFIX = "dev.rollout."
+
+
+class Topic(enum.StrEnum):
+    """Logical topics; the deployed names carry a configurable prefix."""
+
+    DEPLOYMENTS = "deployments"
+    PREDICTIONS = "predictions"
+    LABELS = "labels"
+    METRICS = "metrics"
+    COMMANDS = "commands"
+    ALERTS = "alerts"
+    DECISIONS = "decisions"
+    DEAD_LETTER = "deadletter"
+
+
+class Payload(Contract):
+    """A CloudEvents `data` model. Subclasses set EVENT_TYPE, TOPIC and the key field."""
+
+    EVENT_TYPE: ClassVar[str]
+    TOPIC: ClassVar[Topic]
+
+    def record_key(self) -> str:
+        """The Kafka record key: the deployment id for everything that belongs to a rollout."""
+        return str(getattr(self, "deployment_id"))  # noqa: B009  # every rollout payload has it
+
+
+# ---------------------------------------------------------------------------------------------
+# deployments topic: what people and routers say about a rollout
+# ---------------------------------------------------------------------------------------------
+
+
+class TrafficStep(Contract):
+    """One step of the plan: route `canary_percent` of traffic to the candidate."""
+
+    canary_percent: Annotated[float, Strict(), Field(gt=0, le=100)]
+    min_bake_s: NonNegative = 60.0
+    min_samples: Count = 100
+    requires_approval: Bool = False
+
+
+class GuardrailRule(Contract):
+    """A rule of the rollout policy: a named detector with its parameters."""
+
+    name: Ident
+    detector: Ident
+    params: dict[str, Float | Int | Str | Bool | list[Float] | None] = Field(default_factory=dict)
+    dry_run: Bool = False
+
+
+class FeatureProfile(Contract):
+    """The distribution of one feature (or the label, or the prediction) in a dataset.
+
+    Numeric: `bin_edges` (ascending, n edges) and `proportions` of n + 1 bins: below the first
+    edge, between consecutive edges, at or above the last edge. Categorical: `categories` maps a
+    value to its share. `missing_rate` is the share of rows with no value; `domain_min`,
+    `domain_max` and `allowed` bound what counts as a valid value.
+    """
+
+    name: Name
+    kind: Literal["numeric", "categorical"]
+    bin_edges: tuple[Float, ...] = ()
+    proportions: tuple[Share, ...] = ()
+    categories: dict[str, Share] = Field(default_factory=dict)
+    missing_rate: Share = 0.0
+    domain_min: Float | None = None
+    domain_max: Float | None = None
+    allowed: tuple[Str, ...] | None = None
+    count: Count | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> FeatureProfile:
+        if self.kind == "numeric":
+            if not self.bin_edges:
+                raise ValueError("a numeric profile needs bin_edges")
+            if any(b <= a for a, b in itertools.pairwise(self.bin_edges)):
+                raise ValueError("bin_edges must be strictly ascending")
+            if len(self.proportions) != len(self.bin_edges) + 1:
+                raise ValueError(
+                    f"a numeric profile with {len(self.bin_edges)} bin_edges needs "
+                    f"{len(self.bin_edges) + 1} proportions, got {len(self.proportions)}"
+                )
+            total = sum(self.proportions)
+        else:
+            if not self.categories:
+                raise ValueError("a categorical profile needs categories")
+            total = sum(self.categories.values())
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"proportions must sum to 1, got {total:.4f}")
+        return self
+
+
+class TrainingProfile(Contract):
+    """Feature distributions the model was trained on, for training-serving skew."""
+
+    dataset: Name | None = None
+    features: tuple[FeatureProfile, ...] = ()
+    prediction: FeatureProfile | None = None
+
+
+class RolloutPlan(Contract):
+    steps: tuple[TrafficStep, ...] = Field(min_length=1, max_length=100)
+    approval_to_start: Bool = False
+    deadline_s: Annotated[float, Strict(), Field(gt=0)] | None = None
+    guardrails: tuple[GuardrailRule, ...] = ()
+    policy: Name | None = None
+
+    @model_validator(mode="after")
+    def _ascending(self) -> RolloutPlan:
+        shares = [s.canary_percent for s in self.steps]
+        if any(b < a for a, b in itertools.pairwise(shares)):
+            raise ValueError(f"traffic steps must not decrease: {shares}")
+        names = [g.name for g in self.guardrails]
+        if len(names) != len(set(names)):
+            raise ValueError(f"guardrail names must be unique: {names}")
+        return self
+
+
+class DeploymentRequested(Payload):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "deployment.requested.v1"
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    deployment_id: Ident
+    model: Ident
+    candidate_version: Ident
+    baseline_version: Ident
+    plan: RolloutPlan
+    training_profile: TrainingProfile | None = None
+    requested_by: Name | None = None
+
+    @model_validator(mode="after")
+    def _distinct_versions(self) -> DeploymentRequested:
+        if self.candidate_version == self.baseline_version:
+            raise ValueError("candidate_version and baseline_version must differ")
+        return self
+
+
+class _Approval(Payload):
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    deployment_id: Ident
+    step: Count = Field(
+        description="Index of the traffic step the approval opens (0 is the start gate)."
+    )
+    by: Name
+    reason: Text = ""
+
+
+class ApprovalGranted(_Approval):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "approval.granted.v1"
+
+
+class ApprovalDenied(_Approval):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "approval.denied.v1"
+
+
+class _ManualAction(Payload):
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    deployment_id: Ident
+    by: Name
+    reason: Text = ""
+
+
+class PauseRequested(_ManualAction):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "pause.requested.v1"
+
+
+class ResumeRequested(_ManualAction):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "resume.requested.v1"
+
+
+class AbortRequested(_ManualAction):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "abort.requested.v1"
+
+
+class RollbackRequested(_ManualAction):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "rollback.requested.v1"
+
+
+class TrafficApplied(Payload):
+    """The serving router's acknowledgement that it applied a command."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "traffic.applied.v1"
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    deployment_id: Ident
+    command_id: Ident
+    canary_percent: Percent
+    applied_by: Name
+    applied_at: AwareDatetime
+
+
+# ---------------------------------------------------------------------------------------------
+# predictions topic
+# ---------------------------------------------------------------------------------------------
+
+
+class Cohort(enum.StrEnum):
+    BASELINE = "baseline"
+    CANARY = "canary"
+    SHADOW = "shadow"
+
+
+#: A prediction: a number (regression, score), a class, or class probabilities.
+PredictionValue = Float | Name | dict[str, Share]
+FeatureValue = Int | Float | Str | Bool | None
+
+
+class Prediction(Contract):
+    """One served prediction: the item of a batch, and the body of a single record."""
+
+    version: Ident
+    cohort: Cohort
+    request_id: Ident
+    event_time: AwareDatetime
+    latency_ms: Annotated[float, Strict(), Field(ge=0, le=3_600_000)]
+    ok: Bool = True
+    error_type: Name | None = None
+    prediction: PredictionValue | None = None
+    features: dict[str, FeatureValue] | None = None
+    user_key: Name | None = None
+
+    @model_validator(mode="after")
+    def _error_type_with_errors(self) -> Prediction:
+        if not self.ok and self.error_type is None:
+            raise ValueError("a failed prediction (ok=false) needs an error_type")
+        if self.ok and self.error_type is not None:
+            raise ValueError("error_type is only allowed when ok=false")
+        return self
+
+
+class PredictionServed(Prediction, Payload):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "prediction.served.v1"
+    TOPIC: ClassVar[Topic] = Topic.PREDICTIONS
+
+    deployment_id: Ident
+    model: Ident
+
+
+MAX_BATCH = 10_000
+
+
+class PredictionBatch(Payload):
+    """Many predictions of one deployment in one record, for high-volume services."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "prediction.batch.v1"
+    TOPIC: ClassVar[Topic] = Topic.PREDICTIONS
+
+    deployment_id: Ident
+    model: Ident
+    predictions: tuple[Prediction, ...] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+# ---------------------------------------------------------------------------------------------
+# labels topic
+# ---------------------------------------------------------------------------------------------
+
+
+class LabelReported(Payload):
+    """Ground truth arriving later for a request id."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "label.reported.v1"
+    TOPIC: ClassVar[Topic] = Topic.LABELS
+
+    deployment_id: Ident
+    request_id: Ident
+    label: Float | Name
+    event_time: AwareDatetime
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics topic: the rest of what a production ML system must watch
+# ---------------------------------------------------------------------------------------------
+
+
+class MetricReported(Payload):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "metric.reported.v1"
+    TOPIC: ClassVar[Topic] = Topic.METRICS
+
+    deployment_id: Ident
+    name: Name
+    value: Float
+    unit: Name = "1"
+    cohort: Cohort | None = None
+    attributes: dict[str, Str] = Field(default_factory=dict)
+
+
+class ResourceUsage(Payload):
+    """Quota or resource use: `used` of `limit` (GPU hours, memory, requests per day, ...)."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "resource.usage.v1"
+    TOPIC: ClassVar[Topic] = Topic.METRICS
+
+    deployment_id: Ident
+    resource: Name
+    used: NonNegative
+    limit: Annotated[float, Strict(), Field(gt=0)] | None = None
+    unit: Name = "1"
+    pipeline: Name | None = None
+
+
+class TrainingRun(Payload):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "training.run.v1"
+    TOPIC: ClassVar[Topic] = Topic.METRICS
+
+    deployment_id: Ident
+    pipeline: Name
+    run_id: Ident
+    status: Literal["started", "succeeded", "failed"]
+    duration_s: NonNegative | None = None
+    error: Text | None = None
+
+    @model_validator(mode="after")
+    def _error_when_failed(self) -> TrainingRun:
+        if self.status == "failed" and not self.error:
+            raise ValueError("a failed training run needs an error")
+        return self
+
+
+class DataProfile(Payload):
+    """Feature and label statistics of a dataset: training, validation, test or serving."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "data.profile.v1"
+    TOPIC: ClassVar[Topic] = Topic.METRICS
+
+    deployment_id: Ident
+    dataset: Name
+    split: Literal["training", "validation", "test", "serving"]
+    row_count: Count
+    features: tuple[FeatureProfile, ...] = ()
+    label: FeatureProfile | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# out: commands, alerts, decisions, dead letters
+# ---------------------------------------------------------------------------------------------
+
+
+class CommandAction(enum.StrEnum):
+    SET_TRAFFIC = "set_traffic"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    PAUSE = "pause"
+
+    def is_terminal(self) -> bool:
+        return self in (CommandAction.PROMOTE, CommandAction.ROLLBACK)
+
+
+class Command(Payload):
+    """What the serving router must do. `command_id` is deterministic: a re-delivered or
+    replayed input produces the same id, so routers apply each command once."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "command.v1"
+    TOPIC: ClassVar[Topic] = Topic.COMMANDS
+
+    command_id: Ident
+    deployment_id: Ident
+    action: CommandAction
+    canary_percent: Percent
+    step: Count
+    model: Ident
+    candidate_version: Ident
+    baseline_version: Ident
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
+    evidence: Evidence = Field(default_factory=dict)
+    issued_at: AwareDatetime
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(Payload):
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "alert.v1"
+    TOPIC: ClassVar[Topic] = Topic.ALERTS
+
+    status: Literal["firing", "resolved"]
+    severity: Severity
+    kind: Name
+    deployment_id: Ident
+    subject: Name
+    summary: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
+    evidence: Evidence = Field(default_factory=dict)
+    runbook_url: Annotated[str, Strict(), Field(max_length=2048)] | None = None
+    dedup_key: Ident
+    at: AwareDatetime
+
+
+PhaseName = Literal[
+    "pending", "awaiting_approval", "progressing", "paused", "promoted", "rolled_back", "aborted"
+]
+
+
+class Decision(Payload):
+    """A rollout transition with its reason and evidence: the audit trail."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "decision.v1"
+    TOPIC: ClassVar[Topic] = Topic.DECISIONS
+
+    decision_id: Ident
+    deployment_id: Ident
+    from_phase: PhaseName
+    to_phase: PhaseName
+    step: Count
+    canary_percent: Percent
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
+    evidence: Evidence = Field(default_factory=dict)
+    verdicts: tuple[Evidence, ...] = ()
+    command_ids: tuple[Ident, ...] = ()
+    at: AwareDatetime
+
+
+class FieldError(Contract):
+    loc: Str
+    message: Str
+    kind: Str
+
+
+class DeadLetter(Payload):
+    """A record that could not be decoded or validated, with why, so nothing is lost."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "deadletter.v1"
+    TOPIC: ClassVar[Topic] = Topic.DEAD_LETTER
+
+    original_b64: Str
+    original_size: Count
+    source_topic: Name | None = None
+    partition: Count | None = None
+    offset: Count | None = None
+    key: Str | None = None
+    reason: Annotated[str, Strict(), Field(min_length=1)]
+    errors: tuple[FieldError, ...] = ()
+    rejected_at: AwareDatetime
+
+    def record_key(self) -> str:
+        return self.key or ""
+
+
+#: Every payload, in a stable order (used by the envelope union and the JSON Schema export).
+PAYLOADS: tuple[type[Payload], ...] = (
+    DeploymentRequested,
+    ApprovalGranted,
+    ApprovalDenied,
+    PauseRequested,
+    ResumeRequested,
+    AbortRequested,
+    RollbackRequested,
+    TrafficApplied,
+    PredictionServed,
+    PredictionBatch,
+    LabelReported,
+    MetricReported,
+    ResourceUsage,
+    TrainingRun,
+    DataProfile,
+    Command,
+    Alert,
+    Decision,
+    DeadLetter,
+)
+
+PAYLOAD_BY_TYPE: dict[str, type[Payload]] = {p.EVENT_TYPE: p for p in PAYLOADS}
