@@ -20,7 +20,9 @@ def _default_cache_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ROLLOUT_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ROLLOUT_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     bootstrap_servers: str = Field(
         default="127.0.0.1:9092",

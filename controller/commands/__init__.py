@@ -10,6 +10,7 @@ import click
 _COMMANDS: dict[str, tuple[str, ...]] = {
     "controller.commands.devkafka": ("dev_kafka",),
     "controller.commands.schemas_cmd": ("schemas_group",),
+    "controller.commands.topics_cmd": ("topics_group",),
 }
 
 

@@ -1,0 +1,109 @@
+"""The project's topics: names, partition counts and cleanup policies, created in code.
+
+Source topics are never auto-created (the local broker turns that off); the worker and
+`rollout topics create` create them idempotently. Faust creates only its own internal topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controller.settings import Settings
+from schemas import Topic
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    topic: Topic
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+    @property
+    def compacted(self) -> bool:
+        return "compact" in self.config.get("cleanup.policy", "")
+
+
+def topic_name(settings: Settings, topic: Topic) -> str:
+    return settings.topic_prefix + topic.value
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the controller reads or writes.
+
+    Inputs and the audit trail are keyed by deployment id and share one partition count, so a
+    rollout's events land on the same partition number everywhere (Faust co-partitioning).
+    Commands are compacted with deletion (the latest command per deployment survives for
+    routers that start late); dead letters are kept longest, for people to inspect.
+    """
+    n = settings.topic_partitions
+    keep = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
+
+    def spec(topic: Topic, purpose: str, **config: str) -> TopicSpec:
+        return TopicSpec(topic, topic_name(settings, topic), n, {**keep, **config}, purpose)
+
+    return [
+        spec(Topic.DEPLOYMENTS, "deployment requests, approvals, manual actions, router acks"),
+        spec(
+            Topic.PREDICTIONS,
+            "served predictions, single and batched",
+            **{"retention.ms": str(2 * 24 * 3600 * 1000)},
+        ),
+        spec(Topic.LABELS, "ground truth arriving later"),
+        spec(Topic.METRICS, "metrics, resource and quota use, training runs, data profiles"),
+        spec(
+            Topic.COMMANDS,
+            "set-traffic / promote / rollback / pause for serving routers",
+            **{"cleanup.policy": "compact,delete"},
+        ),
+        spec(Topic.ALERTS, "firing and resolved alerts for SREs"),
+        spec(
+            Topic.DECISIONS,
+            "every rollout transition with its reason: the audit trail",
+            **{"retention.ms": str(90 * 24 * 3600 * 1000)},
+        ),
+        spec(
+            Topic.DEAD_LETTER,
+            "records that failed to decode or validate, with why",
+            **{"retention.ms": str(30 * 24 * 3600 * 1000)},
+        ),
+    ]
+
+
+def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, str]:
+    """Create every missing topic; return name -> "created" | "exists". Idempotent."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    specs = topic_specs(settings)
+    admin = KafkaAdminClient(
+        client_id="rollout-topics",
+        request_timeout_ms=int(timeout_s * 1000),
+        **settings.kafka_client_options(),  # type: ignore[arg-type]
+    )
+    try:
+        existing = set(admin.list_topics())
+        result = {s.name: "exists" for s in specs if s.name in existing}
+        missing = [s for s in specs if s.name not in existing]
+        for s in missing:
+            try:
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            s.name,
+                            s.partitions,
+                            settings.replication_factor,
+                            topic_configs=s.config,
+                        )
+                    ],
+                    timeout_ms=int(timeout_s * 1000),
+                )
+                result[s.name] = "created"
+            except TopicAlreadyExistsError:
+                result[s.name] = "exists"  # another worker won the race
+        return result
+    finally:
+        admin.close()
