@@ -14,9 +14,13 @@ from schemas import Topic
 WEEK_MS = 7 * 24 * 3600 * 1000
 
 
+#: The worker's internal topic: statistics deltas from the prediction lane to the rollout agent.
+STATS = "internal.stats"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
-    topic: Topic
+    topic: Topic | str
     name: str
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
@@ -29,6 +33,10 @@ class TopicSpec:
 
 def topic_name(settings: Settings, topic: Topic) -> str:
     return settings.topic_prefix + topic.value
+
+
+def stats_topic_name(settings: Settings) -> str:
+    return settings.topic_prefix + STATS
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
