@@ -1,0 +1,465 @@
+"""Everything the detectors need about one cohort (baseline or canary) of one rollout step.
+
+`CohortStats.observe(...)` runs once per served prediction, so it only updates counters and
+sketches. Every part is a mergeable plain value: `merged` combines partitions (pure), `to_dict`
+/ `from_dict` store it in a table, `==` compares it in a test.
+
+Distributions of numbers (latency, numeric predictions, numeric features) are DDSketches
+(`QuantileSketch`) with a negative store, not histograms over fixed edges: a policy does not know
+the range of a score or a feature in advance. Distances between two cohorts are computed on a
+common binning derived from both sketches (pooled quantiles, on the shared bucket grid, see
+`controller.core.stats.distance`); distances to a training profile re-bin the sketch onto the
+profile's own edges. A field that carries strings counts categories; a field that carries both
+keeps both, and the majority decides how it is compared.
+
+Predictions are recorded under output names: a number or a class under "prediction"; class
+probabilities as the arg-max class under "prediction" plus each class score under
+"prediction.<class>" (when there are at most `max_class_scores` classes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from controller.core.stats.categorical import DEFAULT_MAX_CATEGORIES, CategoricalCounts
+from controller.core.stats.errors import IncompatibleStatsError
+from controller.core.stats.profile import FeatureProfile
+from controller.core.stats.quality import FieldQuality
+from controller.core.stats.sketch import (
+    DEFAULT_ALPHA,
+    DEFAULT_MAX_BUCKETS,
+    DEFAULT_MIN_POSITIVE,
+    QuantileSketch,
+)
+
+FeatureValue = float | int | str | bool | None
+PredictionValue = float | int | str | bool | Mapping[str, float]
+
+PREDICTION = "prediction"
+UNKNOWN_ERROR = "unknown"
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Settings every cohort of a rollout shares; stats merge only under equal settings."""
+
+    latency_alpha: float = DEFAULT_ALPHA
+    value_alpha: float = DEFAULT_ALPHA
+    max_buckets: int = DEFAULT_MAX_BUCKETS
+    min_positive: float = DEFAULT_MIN_POSITIVE
+    max_categories: int = DEFAULT_MAX_CATEGORIES
+    max_error_types: int = 64
+    max_class_scores: int = 16
+
+    def latency_sketch(self) -> QuantileSketch:
+        return QuantileSketch(self.latency_alpha, self.max_buckets, self.min_positive)
+
+    def value_sketch(self) -> QuantileSketch:
+        return QuantileSketch(self.value_alpha, self.max_buckets, self.min_positive)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "latency_alpha": self.latency_alpha,
+            "value_alpha": self.value_alpha,
+            "max_buckets": self.max_buckets,
+            "min_positive": self.min_positive,
+            "max_categories": self.max_categories,
+            "max_error_types": self.max_error_types,
+            "max_class_scores": self.max_class_scores,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StatsConfig:
+        return cls(**{k: data[k] for k in cls().to_dict() if k in data})
+
+
+class ValueDistribution:
+    """The values of one field: numbers in a sketch, strings (and booleans) as categories."""
+
+    __slots__ = ("categories", "numbers")
+
+    def __init__(self, numbers: QuantileSketch, categories: CategoricalCounts) -> None:
+        self.numbers = numbers
+        self.categories = categories
+
+    @classmethod
+    def empty(cls, config: StatsConfig) -> ValueDistribution:
+        return cls(config.value_sketch(), CategoricalCounts(config.max_categories))
+
+    @property
+    def count(self) -> int:
+        return self.numbers.count + self.categories.total
+
+    def is_numeric(self) -> bool:
+        """True when most values were numbers (ties go to numbers)."""
+        return self.numbers.count >= self.categories.total
+
+    def merged(self, other: ValueDistribution) -> ValueDistribution:
+        return ValueDistribution(
+            self.numbers.merged(other.numbers), self.categories.merged(other.categories)
+        )
+
+    def copy(self) -> ValueDistribution:
+        return ValueDistribution(self.numbers.copy(), self.categories.copy())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"numbers": self.numbers.to_dict(), "categories": self.categories.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ValueDistribution:
+        return cls(
+            QuantileSketch.from_dict(data["numbers"]),
+            CategoricalCounts.from_dict(data["categories"]),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ValueDistribution):
+            return NotImplemented
+        return self.numbers == other.numbers and self.categories == other.categories
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
+
+    def __repr__(self) -> str:
+        return f"ValueDistribution(numbers={self.numbers!r}, categories={self.categories!r})"
+
+
+class Observation(NamedTuple):
+    """One served prediction, as plain values: the batch path's item."""
+
+    ok: bool
+    latency_ms: float
+    event_time: float
+    error_type: str | None = None
+    prediction: PredictionValue | None = None
+    features: Mapping[str, FeatureValue] | None = None
+
+
+def _as_number(value: object) -> float | None:
+    """The value as a finite float, or None when it is not a finite number (bools are not)."""
+    kind = type(value)
+    if kind is float:
+        number = value
+    elif kind is int or (isinstance(value, int | float) and kind is not bool):
+        try:
+            number = float(value)  # type: ignore[arg-type]  # an int or float subclass
+        except OverflowError:
+            return None
+    else:
+        return None
+    assert isinstance(number, float)
+    return number if math.isfinite(number) else None
+
+
+def _merge_maps(
+    mine: Mapping[str, Any], theirs: Mapping[str, Any], copy: Any, merge: Any
+) -> dict[str, Any]:
+    result = {name: copy(value) for name, value in mine.items()}
+    for name, value in theirs.items():
+        result[name] = merge(result[name], value) if name in result else copy(value)
+    return result
+
+
+class CohortStats:
+    """Requests, errors, latency, predictions, features and data quality of one cohort.
+
+    Mutable `observe` (the hot path) and pure `merged`. Times are epoch seconds from the caller
+    (event time in replay, the same in the live worker); `first_event_time` and
+    `last_event_time` are the min and max seen, so they merge in any order.
+    """
+
+    __slots__ = (
+        "config",
+        "errors",
+        "errors_by_type",
+        "feature_events",
+        "features",
+        "first_event_time",
+        "invalid_latency",
+        "last_event_time",
+        "latency",
+        "prediction_quality",
+        "predictions",
+        "quality",
+        "requests",
+    )
+
+    def __init__(self, config: StatsConfig | None = None) -> None:
+        self.config = config or StatsConfig()
+        self.requests = 0
+        self.errors = 0
+        self.errors_by_type = CategoricalCounts(self.config.max_error_types)
+        self.latency = self.config.latency_sketch()
+        self.invalid_latency = 0
+        self.predictions: dict[str, ValueDistribution] = {}
+        self.prediction_quality = FieldQuality()
+        self.features: dict[str, ValueDistribution] = {}
+        self.quality: dict[str, FieldQuality] = {}
+        self.feature_events = 0
+        self.first_event_time: float | None = None
+        self.last_event_time: float | None = None
+
+    # ---- the hot path ------------------------------------------------------------------
+
+    def observe(
+        self,
+        *,
+        ok: bool,
+        latency_ms: float,
+        event_time: float,
+        error_type: str | None = None,
+        prediction: PredictionValue | None = None,
+        features: Mapping[str, FeatureValue] | None = None,
+    ) -> None:
+        """Record one served prediction (or failed request).
+
+        Latency is recorded for every request, failed ones too (a timeout is slow); a negative
+        or non-finite latency is counted in `invalid_latency` instead. A missing prediction
+        counts as missing only for a successful request. Features absent from an event that
+        carries features count as missing (see `field_quality`).
+        """
+        if not math.isfinite(event_time):
+            raise ValueError(f"event_time must be a finite epoch time, got {event_time}")
+        self.requests += 1
+        if not ok:
+            self.errors += 1
+            self.errors_by_type.add(error_type or UNKNOWN_ERROR)
+        if latency_ms >= 0.0 and latency_ms != math.inf:
+            self.latency.add(latency_ms)
+        else:
+            self.invalid_latency += 1
+        first = self.first_event_time
+        if first is None or event_time < first:
+            self.first_event_time = event_time
+        last = self.last_event_time
+        if last is None or event_time > last:
+            self.last_event_time = event_time
+        if prediction is not None:
+            self._observe_prediction(prediction)
+        elif ok:
+            self.prediction_quality.missing += 1
+        if features is not None:
+            self.feature_events += 1
+            for name, value in features.items():
+                self._observe_feature(name, value)
+
+    def observe_all(self, observations: Iterable[Observation]) -> None:
+        """The batch path: observe each item of a prediction batch."""
+        observe = self.observe
+        for o in observations:
+            observe(
+                ok=o.ok,
+                latency_ms=o.latency_ms,
+                event_time=o.event_time,
+                error_type=o.error_type,
+                prediction=o.prediction,
+                features=o.features,
+            )
+
+    @classmethod
+    def of(
+        cls, observations: Iterable[Observation], config: StatsConfig | None = None
+    ) -> CohortStats:
+        stats = cls(config)
+        stats.observe_all(observations)
+        return stats
+
+    def _distribution(self, table: dict[str, ValueDistribution], name: str) -> ValueDistribution:
+        found = table.get(name)
+        if found is None:
+            found = table[name] = ValueDistribution.empty(self.config)
+        return found
+
+    def _observe_feature(self, name: str, value: FeatureValue) -> None:
+        quality = self.quality.get(name)
+        if quality is None:
+            quality = self.quality[name] = FieldQuality()
+        if value is None:
+            quality.missing += 1
+        elif type(value) is str:
+            quality.present += 1
+            self._distribution(self.features, name).categories.add(value)
+        elif type(value) is bool:
+            quality.present += 1
+            self._distribution(self.features, name).categories.add("true" if value else "false")
+        else:
+            number = _as_number(value)
+            if number is None:
+                quality.invalid += 1
+            else:
+                quality.present += 1
+                self._distribution(self.features, name).numbers.add(number)
+
+    def _observe_prediction(self, prediction: PredictionValue) -> None:
+        quality = self.prediction_quality
+        if type(prediction) is str:
+            quality.present += 1
+            self._distribution(self.predictions, PREDICTION).categories.add(prediction)
+        elif type(prediction) is bool:
+            quality.present += 1
+            self._distribution(self.predictions, PREDICTION).categories.add(
+                "true" if prediction else "false"
+            )
+        elif isinstance(prediction, Mapping):
+            scores = {str(k): _as_number(v) for k, v in prediction.items()}
+            if not scores or any(v is None for v in scores.values()):
+                quality.invalid += 1
+                return
+            quality.present += 1
+            top = max(scores, key=lambda k: (scores[k], k))
+            self._distribution(self.predictions, PREDICTION).categories.add(top)
+            if len(scores) <= self.config.max_class_scores:
+                for label, score in scores.items():
+                    assert score is not None
+                    self._distribution(self.predictions, f"{PREDICTION}.{label}").numbers.add(score)
+        else:
+            number = _as_number(prediction)
+            if number is None:
+                quality.invalid += 1
+            else:
+                quality.present += 1
+                self._distribution(self.predictions, PREDICTION).numbers.add(number)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def duration(self) -> float:
+        """Seconds between the first and the last event (0 with fewer than two)."""
+        if self.first_event_time is None or self.last_event_time is None:
+            return 0.0
+        return self.last_event_time - self.first_event_time
+
+    def field_quality(self, name: str, profile: FeatureProfile | None = None) -> FieldQuality:
+        """The quality of feature `name` over every event that carried features.
+
+        A feature absent from such an event counts as missing. With a profile that bounds the
+        domain, `out_of_domain` counts categories outside `allowed` exactly, and numbers in
+        sketch buckets wholly outside [domain_min, domain_max] (a bucket straddling a bound is
+        not counted, so the count errs low by at most one bucket of width 2 alpha).
+        """
+        stored = self.quality.get(name, FieldQuality())
+        absent = max(self.feature_events - stored.total, 0)
+        out_of_domain = 0
+        distribution = self.features.get(name)
+        if profile is not None and distribution is not None:
+            out_of_domain = out_of_domain_count(distribution, profile)
+        return FieldQuality(stored.present, stored.missing + absent, stored.invalid, out_of_domain)
+
+    # ---- merging and plain values ------------------------------------------------------
+
+    def check_compatible(self, other: CohortStats) -> None:
+        if self.config != other.config:
+            raise IncompatibleStatsError(
+                f"cannot merge cohort stats built with different settings: {self.config} vs "
+                f"{other.config}"
+            )
+
+    def copy(self) -> CohortStats:
+        return self.merged(CohortStats(self.config))
+
+    def merged(self, other: CohortStats) -> CohortStats:
+        """A new CohortStats of both streams; neither input changes."""
+        self.check_compatible(other)
+        result = CohortStats(self.config)
+        result.requests = self.requests + other.requests
+        result.errors = self.errors + other.errors
+        result.errors_by_type = self.errors_by_type.merged(other.errors_by_type)
+        result.latency = self.latency.merged(other.latency)
+        result.invalid_latency = self.invalid_latency + other.invalid_latency
+        result.predictions = _merge_maps(
+            self.predictions, other.predictions, ValueDistribution.copy, ValueDistribution.merged
+        )
+        result.prediction_quality = self.prediction_quality.merged(other.prediction_quality)
+        result.features = _merge_maps(
+            self.features, other.features, ValueDistribution.copy, ValueDistribution.merged
+        )
+        result.quality = _merge_maps(
+            self.quality, other.quality, FieldQuality.copy, FieldQuality.merged
+        )
+        result.feature_events = self.feature_events + other.feature_events
+        result.first_event_time = _pick(min, self.first_event_time, other.first_event_time)
+        result.last_event_time = _pick(max, self.last_event_time, other.last_event_time)
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "requests": self.requests,
+            "errors": self.errors,
+            "errors_by_type": self.errors_by_type.to_dict(),
+            "latency": self.latency.to_dict(),
+            "invalid_latency": self.invalid_latency,
+            "predictions": {k: v.to_dict() for k, v in sorted(self.predictions.items())},
+            "prediction_quality": self.prediction_quality.to_dict(),
+            "features": {k: v.to_dict() for k, v in sorted(self.features.items())},
+            "quality": {k: v.to_dict() for k, v in sorted(self.quality.items())},
+            "feature_events": self.feature_events,
+            "first_event_time": self.first_event_time,
+            "last_event_time": self.last_event_time,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CohortStats:
+        stats = cls(StatsConfig.from_dict(data.get("config", {})))
+        stats.requests = int(data["requests"])
+        stats.errors = int(data["errors"])
+        stats.errors_by_type = CategoricalCounts.from_dict(data["errors_by_type"])
+        stats.latency = QuantileSketch.from_dict(data["latency"])
+        stats.invalid_latency = int(data.get("invalid_latency", 0))
+        stats.predictions = {
+            str(k): ValueDistribution.from_dict(v) for k, v in data.get("predictions", {}).items()
+        }
+        stats.prediction_quality = FieldQuality.from_dict(data.get("prediction_quality", {}))
+        stats.features = {
+            str(k): ValueDistribution.from_dict(v) for k, v in data.get("features", {}).items()
+        }
+        stats.quality = {
+            str(k): FieldQuality.from_dict(v) for k, v in data.get("quality", {}).items()
+        }
+        stats.feature_events = int(data.get("feature_events", 0))
+        first, last = data.get("first_event_time"), data.get("last_event_time")
+        stats.first_event_time = None if first is None else float(first)
+        stats.last_event_time = None if last is None else float(last)
+        return stats
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CohortStats):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
+
+    def __repr__(self) -> str:
+        return (
+            f"CohortStats(requests={self.requests}, errors={self.errors}, "
+            f"latency={self.latency!r}, features={sorted(self.features)})"
+        )
+
+
+def _pick(choose: Any, a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return float(choose(a, b))
+
+
+def out_of_domain_count(distribution: ValueDistribution, profile: FeatureProfile) -> int:
+    """Values of `distribution` outside the profile's domain (see `CohortStats.field_quality`)."""
+    count = 0
+    low, high = profile.domain_min, profile.domain_max
+    if low is not None or high is not None:
+        for bucket in distribution.numbers.buckets():
+            if (low is not None and bucket.upper < low) or (
+                high is not None and bucket.lower > high
+            ):
+                count += bucket.count
+    if profile.allowed is not None and not distribution.categories.overflowed:
+        allowed = set(profile.allowed)
+        count += sum(c for k, c in distribution.categories.counts.items() if k not in allowed)
+    return count

@@ -1,0 +1,143 @@
+"""Anytime-valid tests: safe to check after every event, for as long as the rollout runs.
+
+The building block is a one-sided test on a Bernoulli rate, H0: rate <= r0, with an e-value
+that is a nonnegative supermartingale under H0: a mixture of likelihood ratios against
+alternatives above r0,
+
+    E_n = mean over k of (r_k / r0)^x ((1 - r_k) / (1 - r0))^(n - x),
+    odds(r_k) = odds(r0) * odds_ratio_k,
+
+with x events in n trials. Each component has expectation <= 1 per trial whenever the true rate
+is <= r0, so by Ville's inequality P(E_n ever reaches 1/alpha) <= alpha: the false alarm rate
+holds under continuous monitoring, at any sample size, with optional stopping. The grid of odds
+ratios (1.5x to 20x by default) spreads power from modest to gross regressions; it only changes
+power, never validity. Act on the first crossing (a rollback is terminal), since E_n can fall
+again later.
+
+`share_test` compares two cohorts without knowing either rate (the counting-process test used
+for software deployments): requests are routed to the canary with share s, so among all "bad"
+requests (errors, slow requests, missing features) each one is the canary's with probability
+theta = s rate_c / (s rate_c + (1 - s) rate_b). H0: rate_c <= (1 + tolerance) rate_b means
+odds(theta) <= (1 + tolerance) s / (1 - s), a Bernoulli test on the canary's share of the bad
+requests. The rates cancel, so it works with zero baseline errors. The share s is estimated from
+the request counts, a plug-in that is accurate once both cohorts have a few hundred requests.
+
+`split_alpha` is the significance budget: give each of n rules alpha / n (Bonferroni) and the
+chance that any of them falsely fails during the rollout stays <= alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: Alternatives, as odds ratios over the null rate, that the mixture e-value averages over.
+DEFAULT_ODDS_RATIOS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
+
+_MAX_LOG = 700.0  # exp(700) is near the float maximum
+
+
+def split_alpha(total_alpha: float, n_rules: int) -> float:
+    """The per-rule significance level that keeps the overall false failure rate <= total_alpha.
+
+    Bonferroni: P(any of n rules fails falsely) <= sum of their levels = total_alpha. Valid
+    whatever the dependence between rules, and with anytime-valid rules it holds over the whole
+    rollout.
+    """
+    if not 0.0 < total_alpha < 1.0:
+        raise ValueError(f"total_alpha must be in (0, 1), got {total_alpha}")
+    if n_rules < 1:
+        raise ValueError(f"n_rules must be at least 1, got {n_rules}")
+    return total_alpha / n_rules
+
+
+def log_e_value(
+    events: int,
+    trials: int,
+    null_rate: float,
+    odds_ratios: Sequence[float] = DEFAULT_ODDS_RATIOS,
+) -> float:
+    """Log of the mixture e-value against H0: rate <= null_rate, after `events` in `trials`.
+
+    0 (an e-value of 1, no evidence) when there are no trials or the null rate leaves no room
+    above it.
+    """
+    if events < 0 or trials < events:
+        raise ValueError(f"need 0 <= events <= trials, got {events} of {trials}")
+    if trials == 0 or not 0.0 < null_rate < 1.0:
+        return 0.0
+    non_events = trials - events
+    null_odds = null_rate / (1.0 - null_rate)
+    log_null, log_null_miss = math.log(null_rate), math.log1p(-null_rate)
+    logs = []
+    for ratio in odds_ratios:
+        odds = null_odds * ratio
+        alt = odds / (1.0 + odds)
+        logs.append(
+            events * (math.log(alt) - log_null) + non_events * (math.log1p(-alt) - log_null_miss)
+        )
+    top = max(logs)
+    return top + math.log(math.fsum(math.exp(x - top) for x in logs) / len(logs))
+
+
+@dataclass(frozen=True)
+class SequentialTest:
+    """The state of one anytime-valid test: fail when `e_value >= threshold` (= 1 / alpha)."""
+
+    e_value: float
+    log_e_value: float
+    threshold: float
+    null_rate: float
+    events: int
+    trials: int
+
+    @property
+    def rejects(self) -> bool:
+        return self.log_e_value >= math.log(self.threshold)
+
+
+def bernoulli_test(
+    events: int,
+    trials: int,
+    null_rate: float,
+    alpha: float,
+    odds_ratios: Sequence[float] = DEFAULT_ODDS_RATIOS,
+) -> SequentialTest:
+    """Test H0: rate <= null_rate (e.g. "the canary error rate is at most 5%")."""
+    log_e = log_e_value(events, trials, null_rate, odds_ratios)
+    return SequentialTest(
+        e_value=math.exp(min(log_e, _MAX_LOG)),
+        log_e_value=log_e,
+        threshold=1.0 / alpha,
+        null_rate=null_rate,
+        events=events,
+        trials=trials,
+    )
+
+
+def null_share(canary_trials: int, baseline_trials: int, tolerance: float) -> float:
+    """The canary's largest share of bad requests under H0: rate_c <= (1 + tolerance) rate_b."""
+    if canary_trials <= 0 or baseline_trials <= 0:
+        return 1.0
+    odds = (1.0 + tolerance) * canary_trials / baseline_trials
+    return odds / (1.0 + odds)
+
+
+def share_test(
+    canary_events: int,
+    canary_trials: int,
+    baseline_events: int,
+    baseline_trials: int,
+    tolerance: float,
+    alpha: float,
+    odds_ratios: Sequence[float] = DEFAULT_ODDS_RATIOS,
+) -> SequentialTest:
+    """Test H0: canary rate <= (1 + tolerance) * baseline rate, from counts of both cohorts.
+
+    `events` / `trials` of the result are the canary's bad requests among all bad requests.
+    """
+    if tolerance < 0.0:
+        raise ValueError(f"tolerance must not be negative, got {tolerance}")
+    share = null_share(canary_trials, baseline_trials, tolerance)
+    return bernoulli_test(canary_events, canary_events + baseline_events, share, alpha, odds_ratios)

@@ -1,0 +1,412 @@
+"""A relative-error quantile sketch (DDSketch) that merges exactly.
+
+Values map to logarithmic buckets: with `gamma = (1 + alpha) / (1 - alpha)`, a positive value v
+goes to key `ceil(log_gamma(v))`, the bucket `(gamma**(k-1), gamma**k]`, whose representative
+`2 gamma**k / (1 + gamma)` is within a relative `alpha` of every value in it. So each quantile is
+within `alpha` (1% by default) of the exact one (rank `floor(q (n - 1))`, 0-based). Negative values
+go to a mirror store keyed by `|v|`; values within `min_positive` of zero to a zero bucket.
+
+Memory is bounded: a store spans at most `max_buckets` consecutive keys; keys below its highest
+key minus `max_buckets - 1` collapse into that floor key (the lowest values lose accuracy first,
+tails stay exact). With the defaults that only happens for data spanning 17 orders of magnitude.
+
+Merging is exact: the collapsed state depends only on the multiset of keys, so merging sketches of
+any split of a stream, in any order, gives a sketch `==` to the one built from the whole stream.
+The sum is kept exactly too (Shewchuk's non-overlapping partials, compared in a canonical form),
+so `==` holds on every field, not just within rounding.
+
+The hot path, `add`, is a log, a ceil and a dict update: about a microsecond in CPython.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.core.stats.errors import IncompatibleStatsError
+
+DEFAULT_ALPHA = 0.01
+DEFAULT_MAX_BUCKETS = 2048
+DEFAULT_MIN_POSITIVE = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Exact sums
+# --------------------------------------------------------------------------------------------
+
+
+def grow_partials(partials: list[float], x: float) -> None:
+    """Add x to a list of non-overlapping partials in place; their exact sum gains x exactly."""
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo:
+            partials[i] = lo
+            i += 1
+        x = hi
+    partials[i:] = [x]
+
+
+def canonical_partials(partials: Iterable[float]) -> list[float]:
+    """The canonical expansion of an exact sum: each term is the correctly rounded remainder.
+
+    Two lists of partials with the same exact sum give the same list, whatever the order in which
+    their values were added. Usually one term; never more than a few dozen.
+    """
+    rest = list(partials)
+    terms: list[float] = []
+    while True:
+        head = math.fsum(rest)
+        if head == 0.0:
+            return terms
+        terms.append(head)
+        rest.append(-head)
+
+
+def _add_weighted(partials: list[float], value: float, count: int) -> None:
+    """Add value * count exactly (as a sum of value * 2**k terms, each exact)."""
+    bit = 0
+    while count:
+        if count & 1:
+            grow_partials(partials, math.ldexp(value, bit))
+        count >>= 1
+        bit += 1
+
+
+# --------------------------------------------------------------------------------------------
+# Buckets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One bucket in ascending value order. `slot` sorts buckets of compatible sketches."""
+
+    slot: tuple[int, int]
+    lower: float
+    upper: float
+    value: float
+    count: int
+
+
+class _Store:
+    """Counts per integer key, spanning at most `max_buckets` consecutive keys."""
+
+    __slots__ = ("counts", "hi", "lo", "max_buckets")
+
+    def __init__(self, max_buckets: int) -> None:
+        self.max_buckets = max_buckets
+        self.counts: dict[int, int] = {}
+        self.lo = 0
+        self.hi = 0
+
+    def add(self, key: int, count: int) -> None:
+        counts = self.counts
+        if not counts:
+            counts[key] = count
+            self.lo = self.hi = key
+            return
+        if key > self.hi:
+            self.hi = key
+            floor = key - self.max_buckets + 1
+            if self.lo < floor:
+                self._collapse_below(floor)
+        else:
+            floor = self.hi - self.max_buckets + 1
+            if key < floor:
+                key = floor
+        counts[key] = counts.get(key, 0) + count
+        if key < self.lo:
+            self.lo = key
+
+    def _collapse_below(self, floor: int) -> None:
+        counts = self.counts
+        moved = 0
+        for key in [k for k in counts if k < floor]:
+            moved += counts.pop(key)
+        counts[floor] = counts.get(floor, 0) + moved
+        self.lo = floor
+
+    def copy(self) -> _Store:
+        clone = _Store(self.max_buckets)
+        clone.counts = dict(self.counts)
+        clone.lo = self.lo
+        clone.hi = self.hi
+        return clone
+
+    def pairs(self) -> list[list[int]]:
+        return [[key, self.counts[key]] for key in sorted(self.counts)]
+
+
+class QuantileSketch:
+    """DDSketch with positive, negative and zero stores. Mutable `add`; pure `merged`.
+
+    >>> sketch = QuantileSketch()
+    >>> sketch.add_many([10.0, 20.0, 30.0])
+    >>> round(sketch.quantile(0.5) or 0.0)
+    20
+    """
+
+    __slots__ = (
+        "_gamma",
+        "_log_gamma",
+        "_max",
+        "_min",
+        "_multiplier",
+        "_negative",
+        "_partials",
+        "_positive",
+        "alpha",
+        "count",
+        "max_buckets",
+        "min_positive",
+        "zero_count",
+    )
+
+    def __init__(
+        self,
+        alpha: float = DEFAULT_ALPHA,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+        min_positive: float = DEFAULT_MIN_POSITIVE,
+    ) -> None:
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        if max_buckets < 2:
+            raise ValueError(f"max_buckets must be at least 2, got {max_buckets}")
+        if not (min_positive > 0.0 and math.isfinite(min_positive)):
+            raise ValueError(f"min_positive must be a positive number, got {min_positive}")
+        self.alpha = float(alpha)
+        self.max_buckets = int(max_buckets)
+        self.min_positive = float(min_positive)
+        self._gamma = (1.0 + alpha) / (1.0 - alpha)
+        self._log_gamma = math.log(self._gamma)
+        self._multiplier = 1.0 / self._log_gamma
+        self._positive = _Store(self.max_buckets)
+        self._negative = _Store(self.max_buckets)
+        self.zero_count = 0
+        self.count = 0
+        self._min = math.inf
+        self._max = -math.inf
+        self._partials: list[float] = []
+
+    # ---- the hot path ------------------------------------------------------------------
+
+    def add(self, value: float, count: int = 1) -> None:
+        """Record `value` `count` times. Raises ValueError for a non-finite value."""
+        if count != 1:
+            if count == 0:
+                return
+            if count < 0:
+                raise ValueError(f"count must not be negative, got {count}")
+        if value > self.min_positive:
+            if value == math.inf:
+                raise ValueError("a sketch takes finite values only, got inf")
+            self._positive.add(math.ceil(math.log(value) * self._multiplier), count)
+        elif value < -self.min_positive:
+            if value == -math.inf:
+                raise ValueError("a sketch takes finite values only, got -inf")
+            self._negative.add(math.ceil(math.log(-value) * self._multiplier), count)
+        elif value == value:
+            self.zero_count += count
+        else:
+            raise ValueError("a sketch takes finite values only, got nan")
+        self.count += count
+        if value < self._min:
+            self._min = value
+        if value > self._max:
+            self._max = value
+        if count == 1:
+            grow_partials(self._partials, value)
+        else:
+            _add_weighted(self._partials, value, count)
+
+    def add_many(self, values: Iterable[float]) -> None:
+        for value in values:
+            self.add(value)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    @property
+    def sum(self) -> float:
+        """The correctly rounded exact sum of every value added."""
+        return math.fsum(self._partials)
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+    @property
+    def min(self) -> float | None:
+        return self._min if self.count else None
+
+    @property
+    def max(self) -> float | None:
+        return self._max if self.count else None
+
+    def is_empty(self) -> bool:
+        return self.count == 0
+
+    def key_of(self, value: float) -> tuple[int, int]:
+        """The slot a value falls into (see `Bucket.slot`)."""
+        if value > self.min_positive:
+            return (1, math.ceil(math.log(value) * self._multiplier))
+        if value < -self.min_positive:
+            return (-1, -math.ceil(math.log(-value) * self._multiplier))
+        return (0, 0)
+
+    def _bounds(self, key: int) -> tuple[float, float, float]:
+        upper = self._gamma**key
+        lower = upper / self._gamma
+        return lower, upper, 2.0 * upper / (1.0 + self._gamma)
+
+    def buckets(self) -> Iterator[Bucket]:
+        """Non-empty buckets in ascending value order, with representative values clamped to
+        [min, max]. Slots compare across sketches with the same alpha and min_positive."""
+        lo, hi = self._min, self._max
+        for key in sorted(self._negative.counts, reverse=True):
+            lower, upper, value = self._bounds(key)
+            value = min(max(-value, lo), hi)
+            yield Bucket((-1, -key), -upper, -lower, value, self._negative.counts[key])
+        if self.zero_count:
+            value = min(max(0.0, lo), hi)
+            yield Bucket((0, 0), -self.min_positive, self.min_positive, value, self.zero_count)
+        for key in sorted(self._positive.counts):
+            lower, upper, value = self._bounds(key)
+            value = min(max(value, lo), hi)
+            yield Bucket((1, key), lower, upper, value, self._positive.counts[key])
+
+    def quantile_bucket(self, q: float) -> Bucket | None:
+        """The bucket holding the value at rank floor(q (count - 1)); None when empty."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"q must be in [0, 1], got {q}")
+        if not self.count:
+            return None
+        rank = q * (self.count - 1)
+        seen = 0
+        last = None
+        for bucket in self.buckets():
+            seen += bucket.count
+            last = bucket
+            if seen > rank:
+                return bucket
+        return last  # pragma: no cover  (rank < count always stops the loop)
+
+    def quantile(self, q: float) -> float | None:
+        """The value at rank floor(q (count - 1)), within a relative alpha; None when empty."""
+        bucket = self.quantile_bucket(q)
+        return None if bucket is None else bucket.value
+
+    def count_above(self, slot: tuple[int, int]) -> int:
+        """How many values fall in buckets after `slot` (strictly greater values)."""
+        return sum(b.count for b in self.buckets() if b.slot > slot)
+
+    # ---- merging and copying -----------------------------------------------------------
+
+    def params(self) -> tuple[float, int, float]:
+        return (self.alpha, self.max_buckets, self.min_positive)
+
+    def check_compatible(self, other: QuantileSketch) -> None:
+        if self.params() != other.params():
+            raise IncompatibleStatsError(
+                "cannot merge or compare sketches with different (alpha, max_buckets, "
+                f"min_positive): {self.params()} vs {other.params()}; build both with the same "
+                "settings"
+            )
+
+    def copy(self) -> QuantileSketch:
+        clone = QuantileSketch(self.alpha, self.max_buckets, self.min_positive)
+        clone._positive = self._positive.copy()
+        clone._negative = self._negative.copy()
+        clone.zero_count = self.zero_count
+        clone.count = self.count
+        clone._min = self._min
+        clone._max = self._max
+        clone._partials = list(self._partials)
+        return clone
+
+    def merged(self, other: QuantileSketch) -> QuantileSketch:
+        """A new sketch of both streams; neither input changes."""
+        self.check_compatible(other)
+        result = self.copy()
+        for key, count in other._positive.counts.items():
+            result._positive.add(key, count)
+        for key, count in other._negative.counts.items():
+            result._negative.add(key, count)
+        result.zero_count += other.zero_count
+        result.count += other.count
+        result._min = min(result._min, other._min)
+        result._max = max(result._max, other._max)
+        for part in other._partials:
+            grow_partials(result._partials, part)
+        return result
+
+    # ---- plain values ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "max_buckets": self.max_buckets,
+            "min_positive": self.min_positive,
+            "count": self.count,
+            "zero_count": self.zero_count,
+            "min": self.min,
+            "max": self.max,
+            "sum": self.sum,
+            "sum_parts": canonical_partials(self._partials),
+            "positive": self._positive.pairs(),
+            "negative": self._negative.pairs(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantileSketch:
+        sketch = cls(
+            alpha=float(data["alpha"]),
+            max_buckets=int(data["max_buckets"]),
+            min_positive=float(data["min_positive"]),
+        )
+        for key, count in data.get("positive", []):
+            sketch._positive.add(int(key), int(count))
+        for key, count in data.get("negative", []):
+            sketch._negative.add(int(key), int(count))
+        sketch.zero_count = int(data.get("zero_count", 0))
+        sketch.count = int(data["count"])
+        if sketch.count:
+            sketch._min = float(data["min"])
+            sketch._max = float(data["max"])
+        parts = data.get("sum_parts")
+        sketch._partials = [float(p) for p in parts] if parts is not None else []
+        if parts is None and data.get("sum"):
+            sketch._partials = [float(data["sum"])]
+        return sketch
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QuantileSketch):
+            return NotImplemented
+        return (
+            self.params() == other.params()
+            and self.count == other.count
+            and self.zero_count == other.zero_count
+            and self._positive.counts == other._positive.counts
+            and self._negative.counts == other._negative.counts
+            and self.min == other.min
+            and self.max == other.max
+            and canonical_partials(self._partials) == canonical_partials(other._partials)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
+
+    def __repr__(self) -> str:
+        buckets = len(self._positive.counts) + len(self._negative.counts)
+        return (
+            f"QuantileSketch(count={self.count}, min={self.min}, max={self.max}, "
+            f"alpha={self.alpha}, buckets={buckets})"
+        )
+
+
+#: Latencies are a QuantileSketch; the name says what the policy reads.
+LatencySketch = QuantileSketch
