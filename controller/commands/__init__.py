@@ -11,6 +11,21 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "controller.commands.devkafka": ("dev_kafka",),
     "controller.commands.schemas_cmd": ("schemas_group",),
     "controller.commands.topics_cmd": ("topics_group",),
+    "controller.commands.worker_cmd": ("worker_cmd",),
+    "controller.commands.demo_cmd": ("demo_cmd",),
+    "controller.commands.ops": (
+        "emit_cmd",
+        "deploy_cmd",
+        "approve_cmd",
+        "deny_cmd",
+        "pause_cmd",
+        "resume_cmd",
+        "abort_cmd",
+        "rollback_cmd",
+        "status_cmd",
+        "watch_cmd",
+        "alerts_cmd",
+    ),
 }
 
 

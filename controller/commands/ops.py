@@ -1,0 +1,325 @@
+"""Commands for people: deploy, approve, pause, resume, abort, rollback, status, watch, alerts,
+and `emit` for shell producers. Readable by default, `--json` for scripts."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from controller.settings import Settings, load_settings
+from schemas import (
+    PAYLOAD_BY_TYPE,
+    AbortRequested,
+    ApprovalDenied,
+    ApprovalGranted,
+    DeploymentRequested,
+    Envelope,
+    PauseRequested,
+    Rejection,
+    ResumeRequested,
+    RollbackRequested,
+    Topic,
+    decode,
+    make_event,
+)
+
+SOURCE = "rollout-cli"
+
+
+def _settings(bootstrap: str | None) -> Settings:
+    return load_settings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
+
+
+bootstrap_option = click.option(
+    "--bootstrap-servers", "bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS", help="host:port,..."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="JSON lines instead of text.")
+
+
+def _send(settings: Settings, events: list[Envelope[Any]]) -> int:
+    from controller.sdk.emit import emit
+
+    return emit(settings, events)
+
+
+def _echo_sent(event: Envelope[Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(event.to_json().decode())
+    else:
+        click.echo(f"sent {event.type} for {event.key()} (id {event.id})")
+
+
+def _load_document(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text)
+    return json.loads(text)
+
+
+@click.command("emit")
+@click.argument("file", type=click.Path(path_type=Path, allow_dash=True), default="-")
+@click.option(
+    "--type",
+    "event_type",
+    help="Wrap each line as the data of this event type "
+    "(e.g. prediction.served.v1); without it each line is a whole CloudEvent.",
+)
+@bootstrap_option
+@json_option
+def emit_cmd(file: Path, event_type: str | None, bootstrap: str | None, as_json: bool) -> None:
+    """Send events from FILE (JSON lines; default stdin) to their topics.
+
+    Every line is validated first; nothing is sent if any line is invalid."""
+    settings = _settings(bootstrap)
+    stream = sys.stdin if str(file) == "-" else file.open(encoding="utf-8")
+    events: list[Envelope[Any]] = []
+    payload_cls = None
+    if event_type:
+        full = event_type if event_type.startswith("dev.rollout.") else "dev.rollout." + event_type
+        payload_cls = PAYLOAD_BY_TYPE.get(full)
+        if payload_cls is None:
+            known = ", ".join(sorted(t.removeprefix("dev.rollout.") for t in PAYLOAD_BY_TYPE))
+            raise click.UsageError(f"unknown event type {event_type!r}; known: {known}")
+    for n, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        if payload_cls is not None:
+            try:
+                payload = payload_cls.model_validate_json(line)
+            except ValueError as exc:
+                raise click.ClickException(f"line {n}: invalid {event_type}: {exc}") from exc
+            events.append(make_event(payload, source=SOURCE))
+            continue
+        result = decode(line.encode(), now=datetime.now(UTC))
+        if isinstance(result, Rejection):
+            raise click.ClickException(f"line {n}: {result.reason}")
+        events.append(result)
+    sent = _send(settings, events)
+    for event in events:
+        _echo_sent(event, as_json)
+    if not as_json:
+        click.echo(f"{sent} event(s) sent")
+
+
+@click.command("deploy")
+@click.argument(
+    "plan", type=click.Path(exists=True, dir_okay=False, path_type=Path, allow_dash=True)
+)
+@click.option(
+    "--deployment-id",
+    help="Override the plan's deployment_id (default: the plan's, or model-candidate-<random>).",
+)
+@bootstrap_option
+@json_option
+def deploy_cmd(plan: Path, deployment_id: str | None, bootstrap: str | None, as_json: bool) -> None:
+    """Request a rollout described by PLAN (YAML or JSON: the fields of deployment.requested)."""
+    doc = _load_document(plan)
+    if not isinstance(doc, dict):
+        raise click.ClickException(f"{plan}: a plan is a mapping of deployment.requested fields")
+    if deployment_id:
+        doc["deployment_id"] = deployment_id
+    doc.setdefault(
+        "deployment_id",
+        f"{doc.get('model', 'model')}-{doc.get('candidate_version', 'v')}-{uuid.uuid4().hex[:6]}",
+    )
+    doc.setdefault("requested_by", getpass.getuser())
+    try:
+        payload = DeploymentRequested.model_validate_json(orjson.dumps(doc))
+    except ValueError as exc:
+        raise click.ClickException(f"{plan}: invalid plan: {exc}") from exc
+    event = make_event(payload, source=SOURCE)
+    _send(_settings(bootstrap), [event])
+    _echo_sent(event, as_json)
+
+
+def _person_command(name: str, cls: Any, help_text: str, with_step: bool = False) -> click.Command:
+    @click.command(name, help=help_text)
+    @click.argument("deployment_id")
+    @click.option("--reason", default="", help="Why; it goes into the audit trail.")
+    @click.option("--by", default=None, help="Who (default: the current user).")
+    @bootstrap_option
+    @json_option
+    def command(
+        deployment_id: str,
+        reason: str,
+        by: str | None,
+        bootstrap: str | None,
+        as_json: bool,
+        step: int | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "deployment_id": deployment_id,
+            "by": by or getpass.getuser(),
+            "reason": reason,
+        }
+        if with_step:
+            fields["step"] = step
+        event = make_event(cls(**fields), source=SOURCE)
+        _send(_settings(bootstrap), [event])
+        _echo_sent(event, as_json)
+
+    if with_step:
+        command = click.option(
+            "--step",
+            type=int,
+            required=True,
+            help="The traffic step the approval is for (0 = the start).",
+        )(command)
+    return command
+
+
+approve_cmd = _person_command("approve", ApprovalGranted, "Approve a gate of a rollout.", True)
+deny_cmd = _person_command(
+    "deny", ApprovalDenied, "Deny a gate of a rollout (it is aborted).", True
+)
+pause_cmd = _person_command("pause", PauseRequested, "Hold a rollout where it is.")
+resume_cmd = _person_command("resume", ResumeRequested, "Resume a paused rollout.")
+abort_cmd = _person_command(
+    "abort", AbortRequested, "Abort a rollout: all traffic back to the baseline."
+)
+rollback_cmd = _person_command("rollback", RollbackRequested, "Roll a rollout back now.")
+
+
+# ---- reading the audit trail ----------------------------------------------------------------
+
+
+def _consume(
+    settings: Settings,
+    topics: list[Topic],
+    *,
+    follow: bool,
+    from_beginning: bool,
+    idle_ms: int = 2000,
+) -> Iterator[Envelope[Any]]:
+    from kafka import KafkaConsumer
+
+    from controller.topics import topic_name
+
+    consumer = KafkaConsumer(
+        *[topic_name(settings, t) for t in topics],
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        consumer_timeout_ms=-1 if follow else idle_ms,
+        **settings.kafka_client_options(),
+    )
+    try:
+        for record in consumer:
+            event = decode(record.value)
+            if isinstance(event, Envelope):
+                yield event
+    finally:
+        consumer.close()
+
+
+def _decision_line(event: Envelope[Any]) -> str:
+    d = event.data
+    at = d.at.strftime("%H:%M:%S")
+    return (
+        f"{at}  {d.deployment_id}  {d.from_phase} -> {d.to_phase}  step {d.step} "
+        f"({d.canary_percent:g}%)  {d.reason}"
+    )
+
+
+@click.command("status")
+@click.argument("deployment_id", required=False)
+@bootstrap_option
+@json_option
+def status_cmd(deployment_id: str | None, bootstrap: str | None, as_json: bool) -> None:
+    """Where each rollout stands, from the decisions topic (the audit trail)."""
+    latest: dict[str, Any] = {}
+    for event in _consume(
+        _settings(bootstrap), [Topic.DECISIONS], follow=False, from_beginning=True
+    ):
+        if deployment_id and event.key() != deployment_id:
+            continue
+        latest[event.key()] = event.data
+    if deployment_id and deployment_id not in latest:
+        raise click.ClickException(f"no decisions for {deployment_id} yet")
+    if as_json:
+        for d in latest.values():
+            click.echo(d.model_dump_json())
+        return
+    if not latest:
+        click.echo("no rollouts yet")
+    for d in sorted(latest.values(), key=lambda d: d.at):
+        click.echo(
+            f"{d.deployment_id:32} {d.to_phase:18} step {d.step} ({d.canary_percent:g}%)  "
+            f"{d.reason}"
+        )
+
+
+@click.command("watch")
+@click.argument("deployment_id")
+@click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
+@bootstrap_option
+@json_option
+def watch_cmd(
+    deployment_id: str, timeout: float | None, bootstrap: str | None, as_json: bool
+) -> None:
+    """Follow one rollout: its decisions, commands and alerts, from the start. Ends when the
+    rollout reaches a terminal phase (or at --timeout)."""
+    deadline = time.monotonic() + timeout if timeout else None
+    for event in _consume(
+        _settings(bootstrap),
+        [Topic.DECISIONS, Topic.COMMANDS, Topic.ALERTS],
+        follow=True,
+        from_beginning=True,
+    ):
+        if event.key() != deployment_id:
+            continue
+        if as_json:
+            click.echo(event.to_json().decode())
+        else:
+            click.echo(_line(event))
+        data = event.data
+        if getattr(data, "to_phase", None) in ("promoted", "rolled_back", "aborted"):
+            return
+        if deadline and time.monotonic() > deadline:
+            return
+
+
+def _line(event: Envelope[Any]) -> str:
+    d = event.data
+    kind = event.type.removeprefix("dev.rollout.").removesuffix(".v1")
+    if kind == "decision":
+        return "decision " + _decision_line(event)
+    if kind == "command":
+        return (
+            f"command  {d.issued_at:%H:%M:%S}  {d.deployment_id}  {d.action.value} "
+            f"{d.canary_percent:g}%  [{d.command_id}]  {d.reason}"
+        )
+    if kind == "alert":
+        return (
+            f"alert    {d.at:%H:%M:%S}  {d.deployment_id}  {d.status.upper()} "
+            f"{d.severity.value} {d.kind}: {d.summary}"
+        )
+    return f"{kind} {event.key()}"
+
+
+@click.command("alerts")
+@click.option("--follow", "-f", is_flag=True, help="Keep following new alerts.")
+@click.option("--from-beginning", is_flag=True, help="Start with the alerts already recorded.")
+@bootstrap_option
+@json_option
+def alerts_cmd(follow: bool, from_beginning: bool, bootstrap: str | None, as_json: bool) -> None:
+    """Alerts, firing and resolved."""
+    for event in _consume(
+        _settings(bootstrap),
+        [Topic.ALERTS],
+        follow=follow,
+        from_beginning=from_beginning or not follow,
+    ):
+        click.echo(event.to_json().decode() if as_json else _line(event))

@@ -1,0 +1,1 @@
+"""The live controller on the event stream: the prediction lane and the Faust worker."""

@@ -1,0 +1,138 @@
+"""Statistics deltas: what the prediction lane hands the rollout agent.
+
+The lane folds many predictions of one deployment into mergeable `CohortStats`, one per
+(cohort, version), and sends the fold as one record on the internal stats topic, keyed by
+deployment id. The agent merges it into the rollout's state. This is the internal wire contract
+between the two halves of the worker; it is versioned like the public ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from controller.core.stats.cohort import CohortStats, StatsConfig
+from schemas import Envelope, Prediction, PredictionBatch, PredictionServed
+
+DELTA_VERSION = 1
+
+
+@dataclass
+class DeploymentFold:
+    """The predictions of one deployment since the last flush."""
+
+    deployment_id: str
+    model: str
+    cohorts: dict[tuple[str, str], CohortStats] = field(default_factory=dict)
+    count: int = 0
+    contexts: list[Any] = field(default_factory=list)  # span contexts of the records
+
+    def add(self, item: Prediction, config: StatsConfig) -> None:
+        key = (item.cohort.value, item.version)
+        stats = self.cohorts.get(key)
+        if stats is None:
+            stats = self.cohorts[key] = CohortStats(config)
+        stats.observe(
+            ok=item.ok,
+            latency_ms=item.latency_ms,
+            event_time=item.event_time.timestamp(),
+            error_type=item.error_type,
+            prediction=item.prediction,
+            features=item.features,
+        )
+        self.count += 1
+
+
+class Folder:
+    """Folds decoded prediction events by deployment until `drain()`."""
+
+    def __init__(self, config: StatsConfig | None = None) -> None:
+        self.config = config or StatsConfig()
+        self.folds: dict[str, DeploymentFold] = {}
+
+    def add(self, event: Envelope[Any]) -> DeploymentFold | None:
+        data = event.data
+        if isinstance(data, PredictionBatch):
+            fold = self._fold(data.deployment_id, data.model)
+            config = self.config
+            for item in data.predictions:
+                fold.add(item, config)
+            return fold
+        if isinstance(data, PredictionServed):
+            fold = self._fold(data.deployment_id, data.model)
+            fold.add(data, self.config)
+            return fold
+        return None
+
+    def _fold(self, deployment_id: str, model: str) -> DeploymentFold:
+        fold = self.folds.get(deployment_id)
+        if fold is None:
+            fold = self.folds[deployment_id] = DeploymentFold(deployment_id, model)
+        return fold
+
+    def drain(self) -> list[DeploymentFold]:
+        folds = list(self.folds.values())
+        self.folds = {}
+        return folds
+
+
+@dataclass(frozen=True)
+class StatsDelta:
+    delta_id: str
+    deployment_id: str
+    model: str
+    count: int
+    cohorts: tuple[tuple[str, str, CohortStats], ...]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": DELTA_VERSION,
+                "delta_id": self.delta_id,
+                "deployment_id": self.deployment_id,
+                "model": self.model,
+                "count": self.count,
+                "cohorts": [
+                    {"cohort": c, "version": v, "stats": s.to_dict()} for c, v, s in self.cohorts
+                ],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> StatsDelta:
+        doc = orjson.loads(raw)
+        if not isinstance(doc, dict) or doc.get("v") != DELTA_VERSION:
+            raise ValueError(f"not a stats delta of version {DELTA_VERSION}")
+        return cls(
+            delta_id=str(doc["delta_id"]),
+            deployment_id=str(doc["deployment_id"]),
+            model=str(doc["model"]),
+            count=int(doc["count"]),
+            cohorts=tuple(
+                (str(c["cohort"]), str(c["version"]), CohortStats.from_dict(c["stats"]))
+                for c in doc["cohorts"]
+            ),
+        )
+
+    @classmethod
+    def of(cls, fold: DeploymentFold, delta_id: str) -> StatsDelta:
+        return cls(
+            delta_id=delta_id,
+            deployment_id=fold.deployment_id,
+            model=fold.model,
+            count=fold.count,
+            cohorts=tuple((c, v, s) for (c, v), s in sorted(fold.cohorts.items())),
+        )
+
+
+def by_cohort(deltas: Iterable[StatsDelta]) -> Mapping[tuple[str, str], CohortStats]:
+    """Merge deltas into one CohortStats per (cohort, version)."""
+    out: dict[tuple[str, str], CohortStats] = {}
+    for delta in deltas:
+        for cohort, version, stats in delta.cohorts:
+            key = (cohort, version)
+            out[key] = out[key].merged(stats) if key in out else stats
+    return out
