@@ -176,36 +176,30 @@ def common_bins(a: QuantileSketch, b: QuantileSketch, bins: int = DEFAULT_BINS) 
         raise ValueError(f"need at least 2 bins, got {bins}")
     if a.is_empty() or b.is_empty():
         raise ValueError("both sketches need values to be binned together")
-    slots: dict[tuple[int, int], list[float]] = {}
-    for bucket in a.buckets():
-        slots[bucket.slot] = [bucket.count, 0, bucket.value]
-    for bucket in b.buckets():
-        entry = slots.setdefault(bucket.slot, [0, 0, bucket.value])
-        entry[1] = bucket.count
-        entry[2] = max(entry[2], bucket.value)
-    weight_a, weight_b = 1.0 / a.count, 1.0 / b.count
+    pooled: dict[tuple[int, int], list[int]] = {slot: [count, 0] for slot, count in a.slot_counts()}
+    for slot, count in b.slot_counts():
+        pooled.setdefault(slot, [0, 0])[1] = count
+    weight_a, weight_b = 0.5 / a.count, 0.5 / b.count
     labels: list[str] = []
     counts_a: list[int] = []
     counts_b: list[int] = []
     cumulative = 0.0
     next_cut = 1
     in_a = in_b = 0
-    for slot in sorted(slots):
-        count_a, count_b, value = slots[slot]
-        in_a += int(count_a)
-        in_b += int(count_b)
-        cumulative += (count_a * weight_a + count_b * weight_b) / 2.0
-        if cumulative >= next_cut / bins - 1e-12:
+    last = len(pooled) - 1
+    for index, slot in enumerate(sorted(pooled)):
+        count_a, count_b = pooled[slot]
+        in_a += count_a
+        in_b += count_b
+        cumulative += count_a * weight_a + count_b * weight_b
+        if cumulative >= next_cut / bins - 1e-12 or index == last:
+            value = max(a.slot_value(slot), b.slot_value(slot))
             labels.append(f"<= {value:.6g}")
             counts_a.append(in_a)
             counts_b.append(in_b)
             in_a = in_b = 0
             while next_cut <= bins and cumulative >= next_cut / bins - 1e-12:
                 next_cut += 1
-    if in_a or in_b:
-        labels.append("rest")
-        counts_a.append(in_a)
-        counts_b.append(in_b)
     return BinnedPair(labels, counts_a, counts_b)
 
 

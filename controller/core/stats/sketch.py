@@ -280,6 +280,22 @@ class QuantileSketch:
             value = min(max(value, lo), hi)
             yield Bucket((1, key), lower, upper, value, self._positive.counts[key])
 
+    def slot_counts(self) -> list[tuple[tuple[int, int], int]]:
+        """(slot, count) of every non-empty bucket in ascending value order: the cheap form of
+        `buckets()` for binning and counting."""
+        result = [((-1, -k), c) for k, c in self._negative.counts.items()]
+        if self.zero_count:
+            result.append(((0, 0), self.zero_count))
+        result += [((1, k), c) for k, c in self._positive.counts.items()]
+        result.sort()
+        return result
+
+    def slot_value(self, slot: tuple[int, int]) -> float:
+        """The representative value of a slot, clamped to [min, max] when not empty."""
+        sign, key = slot
+        value = 0.0 if sign == 0 else sign * self._bounds(sign * key)[2]
+        return min(max(value, self._min), self._max) if self.count else value
+
     def quantile_bucket(self, q: float) -> Bucket | None:
         """The bucket holding the value at rank floor(q (count - 1)); None when empty."""
         if not 0.0 <= q <= 1.0:
@@ -303,7 +319,7 @@ class QuantileSketch:
 
     def count_above(self, slot: tuple[int, int]) -> int:
         """How many values fall in buckets after `slot` (strictly greater values)."""
-        return sum(b.count for b in self.buckets() if b.slot > slot)
+        return sum(count for other, count in self.slot_counts() if other > slot)
 
     # ---- merging and copying -----------------------------------------------------------
 

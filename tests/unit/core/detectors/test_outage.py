@@ -1,0 +1,96 @@
+"""outage: judged from `now`, so a silent canary fails without any new event."""
+
+from __future__ import annotations
+
+from controller.core.detectors import EvaluationContext, Outage
+from controller.core.stats import CohortStats
+from controller.core.verdict import Outcome, Verdict
+
+from ..factories import make_cohort
+
+#: 18 req/s to the baseline from t=0 to t=110 while the canary has 10% of traffic (2 req/s).
+BASELINE = make_cohort(1_981, rate=18.0)
+#: The canary answered at 2 req/s until t=100, then stopped.
+CANARY = make_cohort(201, rate=2.0)
+
+
+def judge(
+    now: float,
+    baseline: CohortStats = BASELINE,
+    canary: CohortStats = CANARY,
+    share: float | None = 0.1,
+    started: float | None = 0.0,
+    **params: object,
+) -> Verdict:
+    context = EvaluationContext(now=now, step_started_at=started, traffic_share=share)
+    return Outage.from_params(params).evaluate(baseline, canary, context)  # type: ignore[arg-type]
+
+
+def test_a_short_gap_is_normal() -> None:
+    verdict = judge(now=105.0)
+
+    assert Outcome.PASS == verdict.outcome
+    assert (
+        "canary silent for 5.0 s at 2.0 req/s expected: a normal gap; "
+        "canary fails 0.0% of requests (0/201), below 95.0%"
+    ) == verdict.reason
+
+
+def test_the_same_stats_fail_once_now_passes_the_minimum_gap() -> None:
+    verdict = judge(now=111.0)
+
+    assert Outcome.FAIL == verdict.outcome
+    assert verdict.reason.startswith("no canary predictions for 11.0 s while 2.0 req/s expected")
+    assert 22.0 == round(verdict.evidence["expected_requests"], 6)  # type: ignore[arg-type]
+
+
+def test_a_canary_that_never_answered_is_silent_since_the_step_started() -> None:
+    verdict = judge(now=112.3, canary=CohortStats(), started=100.0, expected_rate=20.0)
+
+    assert Outcome.FAIL == verdict.outcome
+    assert verdict.reason.startswith("no canary predictions for 12.3 s while 20.0 req/s expected")
+
+
+def test_a_gap_needs_enough_expected_requests_not_just_time() -> None:
+    """At 0.5 req/s, 20 s of silence is 10 expected requests: P(silence) = e^-10 > 1e-6."""
+    verdict = judge(now=120.0, expected_rate=0.5)
+
+    assert Outcome.PASS == verdict.outcome
+
+
+def test_when_the_baseline_is_silent_too_the_stream_is_quiet_not_the_canary() -> None:
+    verdict = judge(now=200.0)
+
+    assert Outcome.INCONCLUSIVE == verdict.outcome
+    assert "the baseline is silent too for 90.0 s" in verdict.reason
+
+
+def test_no_traffic_routed_to_the_canary_is_no_outage() -> None:
+    assert Outcome.PASS == judge(now=500.0, share=0.0).outcome
+
+
+def test_without_a_traffic_share_or_an_expected_rate_there_is_no_expectation() -> None:
+    verdict = judge(now=500.0, share=None)
+
+    assert Outcome.NO_DATA == verdict.outcome
+    assert "traffic share unknown" in verdict.reason
+
+
+def test_a_baseline_too_small_to_measure_its_rate_gives_no_data() -> None:
+    verdict = judge(now=500.0, baseline=make_cohort(5))
+
+    assert Outcome.NO_DATA == verdict.outcome
+
+
+def test_a_canary_failing_nearly_every_request_fails() -> None:
+    canary = make_cohort(60, 58, start=100.0, rate=2.0)
+
+    verdict = judge(now=130.0, canary=canary)
+
+    assert Outcome.FAIL == verdict.outcome
+    assert "canary failing 96.7% of requests (58/60)" == verdict.reason
+
+
+def test_a_few_failed_requests_are_not_an_outage() -> None:
+    assert Outcome.NO_DATA != judge(now=101.0, canary=make_cohort(10, 10, start=96.0)).outcome
+    assert Outcome.PASS == judge(now=101.0, canary=make_cohort(10, 10, start=96.0)).outcome
