@@ -53,7 +53,7 @@ def test_an_illegal_transition_raises_naming_both_phases() -> None:
 
 
 def test_an_illegal_transition_lists_what_the_table_allows() -> None:
-    with pytest.raises(IllegalTransition, match="pending -> paused.*allows: aborted"):
+    with pytest.raises(IllegalTransition, match=r"pending -> paused.*allows: aborted"):
         transition(Phase.PENDING, Phase.PAUSED)
 
 

@@ -99,7 +99,7 @@ def test_an_unknown_detector_is_rejected_with_the_list_of_known_ones() -> None:
 def test_an_unknown_detector_parameter_is_rejected_with_the_known_parameters() -> None:
     doc = _policy(rules=[{"name": "p99", "detector": "latency", "params": {"max_ratoi": 1.5}}])
 
-    with pytest.raises(PolicyError, match="unknown parameter 'max_ratoi'.*max_ratio"):
+    with pytest.raises(PolicyError, match=r"unknown parameter 'max_ratoi'.*max_ratio"):
         Policy.from_mapping(doc)
 
 
@@ -250,7 +250,7 @@ def test_a_guardrail_naming_an_unknown_detector_is_rejected_with_the_known_ones(
     policy = Policy.from_mapping(_policy())
     guard = s.GuardrailRule(name="x", detector="vibes")
 
-    with pytest.raises(PolicyError, match="unknown detector 'vibes'.*error_rate"):
+    with pytest.raises(PolicyError, match=r"unknown detector 'vibes'.*error_rate"):
         policy.bind((guard,))
 
 

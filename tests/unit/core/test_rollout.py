@@ -1,0 +1,653 @@
+"""The rollout state machine, driven by literal predictions and events with a test-held clock."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+import schemas as s
+from controller.core.phases import Phase
+from controller.core.rollout import Served, apply, evaluate, merge, observe
+from controller.core.state import RolloutState
+from controller.core.stats.cohort import CohortStats
+from tests.factories import make_event
+from tests.unit.core.rollout_helpers import START, Rollout, deployment, three_steps, unit_policy
+
+# ---- a healthy rollout ----------------------------------------------------------------------
+
+
+def test_a_healthy_rollout_goes_through_every_step_and_promotes() -> None:
+    rollout = Rollout()
+
+    rollout.serve_until("promoted")
+
+    assert [
+        ("set_traffic", 10.0),
+        ("set_traffic", 50.0),
+        ("set_traffic", 100.0),
+        ("promote", 100.0),
+    ] == rollout.actions()
+    assert [
+        ("pending", "progressing"),
+        ("progressing", "progressing"),
+        ("progressing", "progressing"),
+        ("progressing", "promoted"),
+    ] == rollout.phases()
+    assert [] == rollout.alerts
+
+
+def test_a_step_advances_only_after_its_bake_time_and_sample_minimum() -> None:
+    rollout = Rollout()
+
+    rollout.serve(9, canary=10)  # 90 requests, but only 9 s of the 10 s bake
+    assert 1 == len(rollout.commands)
+
+    rollout.serve(1, canary=10)
+    assert ("set_traffic", 50.0) == rollout.actions()[-1]
+
+
+def test_too_few_canary_requests_keep_the_step_baking() -> None:
+    rollout = Rollout()
+
+    rollout.serve(30, canary=1)  # 30 s baked, 30 of the 50 requests
+
+    assert [("set_traffic", 10.0)] == rollout.actions()
+    assert 30 == rollout.state.step_samples
+
+
+def test_every_command_and_decision_carries_its_reason_and_the_time() -> None:
+    rollout = Rollout()
+    rollout.serve_until("promoted")
+
+    for command in rollout.commands:
+        assert command.reason
+        assert command.issued_at.tzinfo is not None
+    promote = rollout.commands[-1]
+    assert "promoted" in promote.reason
+    assert datetime.fromtimestamp(rollout.now, UTC) == promote.issued_at
+    advance = rollout.decisions[1]
+    assert "step 0 (10%) passed" in advance.reason
+    assert advance.verdicts and "errors" == advance.verdicts[0]["rule"]
+    assert advance.command_ids == (rollout.commands[1].command_id,)
+
+
+def test_the_plan_gates_win_over_the_policy_defaults_and_fill_in_where_unset() -> None:
+    steps = (
+        s.TrafficStep(canary_percent=10),  # gates unset: the policy's 20 s / 50 requests
+        s.TrafficStep(canary_percent=100, min_bake_s=0, min_samples=0),
+    )
+    policy = unit_policy(steps={"min_samples": 50, "min_bake_s": 20})
+    rollout = Rollout(deployment(steps=steps), policy)
+
+    rollout.serve(19, canary=10)
+    assert 1 == len(rollout.commands)
+
+    rollout.serve(1, canary=10)
+    assert ("set_traffic", 100.0) == rollout.actions()[-1]
+
+
+# ---- a failing canary -----------------------------------------------------------------------
+
+
+def test_a_failing_acting_rule_rolls_back_at_once_with_the_verdicts_evidence() -> None:
+    rollout = Rollout()
+
+    rollout.serve(3, canary=10, canary_errors=5)
+
+    assert ("rollback", 0.0) == rollout.actions()[-1]
+    assert Phase.ROLLED_BACK is rollout.state.phase
+    rollback = rollout.commands[-1]
+    assert "canary failed errors" in rollback.reason
+    assert "canary error rate" in rollback.reason
+    assert "errors" == rollback.evidence["rule"]
+    assert rollback.evidence["canary_errors"] > 0
+    decision = rollout.decisions[-1]
+    assert ("progressing", "rolled_back") == (decision.from_phase, decision.to_phase)
+    assert (rollback.command_id,) == decision.command_ids
+    assert rollback.reason == decision.reason
+
+
+def test_a_rollback_fires_one_critical_alert_with_the_runbook() -> None:
+    rollout = Rollout()
+
+    rollout.serve(3, canary=10, canary_errors=5)
+
+    [alert] = rollout.alerts
+    assert ("firing", "critical") == (alert.status, alert.severity.value)
+    assert "dep-1/errors" == alert.dedup_key
+    assert "https://runbooks.example/error_rate" == alert.runbook_url
+    assert alert.summary.startswith("errors: canary error rate")
+
+
+def test_a_dry_run_rule_warns_but_never_acts_and_resolves_when_it_passes_again() -> None:
+    policy = unit_policy(
+        rules=[
+            {"name": "errors", "detector": "error_rate"},
+            {"name": "silence", "detector": "outage", "dry_run": True},
+        ]
+    )
+    rollout = Rollout(policy=policy)
+    rollout.serve(3)
+
+    rollout.serve(30, canary=0)  # the canary goes silent
+
+    assert [("set_traffic", 10.0)] == rollout.actions()
+    [firing] = rollout.alerts
+    assert ("firing", "warning", "dep-1/silence") == (
+        firing.status,
+        firing.severity.value,
+        firing.dedup_key,
+    )
+    assert firing.summary.startswith("silence (dry run): no canary predictions for")
+
+    rollout.serve(1)  # it answers again
+    assert ["firing", "resolved"] == [a.status for a in rollout.alerts]
+
+
+def test_inconclusive_and_no_data_keep_the_step_baking() -> None:
+    policy = unit_policy(
+        rules=[{"name": "errors", "detector": "error_rate", "params": {"min_samples": 1000}}]
+    )
+    rollout = Rollout(policy=policy)
+
+    rollout.serve(60, canary=10)
+
+    assert [("set_traffic", 10.0)] == rollout.actions()
+    assert "no_data" == rollout.steps[-1].verdicts[0].outcome.value
+
+
+def test_no_data_may_be_told_to_pass() -> None:
+    policy = unit_policy(
+        no_data="pass",
+        rules=[{"name": "errors", "detector": "error_rate", "params": {"min_samples": 1000}}],
+    )
+    rollout = Rollout(policy=policy)
+
+    rollout.serve(10, canary=10)
+
+    assert ("set_traffic", 50.0) == rollout.actions()[-1]
+
+
+# ---- approvals ------------------------------------------------------------------------------
+
+
+def test_an_approval_gate_holds_the_start_until_approved() -> None:
+    rollout = Rollout(deployment(approval_to_start=True))
+
+    assert Phase.AWAITING_APPROVAL is rollout.state.phase
+    assert [] == rollout.commands
+    rollout.wait(600)
+    rollout.tick()
+    assert [] == rollout.commands
+
+    rollout.send(s.ApprovalGranted(deployment_id="dep-1", step=0, by="bob", reason="go"))
+
+    assert [("set_traffic", 10.0)] == rollout.actions()
+    assert "step 0 (10%) approved by bob: go" == rollout.commands[0].reason
+
+
+def test_an_approval_for_another_step_does_not_open_the_gate() -> None:
+    rollout = Rollout(deployment(approval_to_start=True))
+
+    step = rollout.send(s.ApprovalGranted(deployment_id="dep-1", step=1, by="bob"))
+
+    assert step.is_noop()
+    assert Phase.AWAITING_APPROVAL is rollout.state.phase
+    assert "the gate waiting is step 0" in step.note
+
+
+def test_a_step_that_requires_approval_waits_with_traffic_held() -> None:
+    plan = three_steps()
+    steps = list(plan.steps)
+    steps[1] = steps[1].model_copy(update={"requires_approval": True})
+    rollout = Rollout(deployment(steps=tuple(steps)))
+
+    rollout.serve_until("awaiting_approval")
+    rollout.serve(30)
+
+    assert [("set_traffic", 10.0)] == rollout.actions()
+    assert "waiting for approval of step 1 (50%)" in rollout.decisions[-1].reason
+
+    rollout.send(s.ApprovalGranted(deployment_id="dep-1", step=1, by="carol"))
+    assert ("set_traffic", 50.0) == rollout.actions()[-1]
+
+
+def test_an_approval_given_ahead_of_time_opens_its_gate_when_reached() -> None:
+    plan = three_steps()
+    steps = list(plan.steps)
+    steps[1] = steps[1].model_copy(update={"requires_approval": True})
+    rollout = Rollout(deployment(steps=tuple(steps)))
+
+    rollout.send(s.ApprovalGranted(deployment_id="dep-1", step=1, by="carol"))
+    rollout.serve(10)
+
+    assert ("set_traffic", 50.0) == rollout.actions()[-1]
+    assert "approved by carol" in rollout.commands[-1].reason
+
+
+def test_a_denial_before_any_traffic_aborts_without_a_command() -> None:
+    rollout = Rollout(deployment(approval_to_start=True))
+
+    rollout.send(s.ApprovalDenied(deployment_id="dep-1", step=0, by="bob", reason="not today"))
+
+    assert Phase.ABORTED is rollout.state.phase
+    assert [] == rollout.commands
+    assert "step 0 (10%) denied by bob: not today" == rollout.decisions[-1].reason
+
+
+def test_a_denial_once_the_canary_has_traffic_rolls_it_back() -> None:
+    rollout = Rollout()
+    rollout.serve(2)
+
+    rollout.send(s.ApprovalDenied(deployment_id="dep-1", step=1, by="bob"))
+
+    assert Phase.ROLLED_BACK is rollout.state.phase
+    assert ("rollback", 0.0) == rollout.actions()[-1]
+
+
+# ---- people: pause, resume, abort, rollback -------------------------------------------------
+
+
+def test_a_pause_holds_traffic_and_the_step_until_resumed() -> None:
+    rollout = Rollout()
+    rollout.serve(2)
+
+    rollout.send(s.PauseRequested(deployment_id="dep-1", by="sre", reason="freeze"))
+    rollout.serve(30)
+
+    assert [("set_traffic", 10.0), ("pause", 10.0)] == rollout.actions()
+    assert Phase.PAUSED is rollout.state.phase
+    assert "paused by sre: freeze" == rollout.commands[-1].reason
+
+    rollout.send(s.ResumeRequested(deployment_id="dep-1", by="sre"))
+
+    # the router is told the current share again; the bake time kept counting while paused,
+    # so the step's gates are met at once
+    assert [("set_traffic", 10.0), ("set_traffic", 50.0)] == rollout.actions()[-2:]
+    assert "resumed by sre" == rollout.commands[-2].reason
+    assert rollout.commands[-1].reason.startswith("step 0 (10%) passed")
+
+
+def test_a_failing_canary_is_rolled_back_even_while_paused() -> None:
+    rollout = Rollout()
+    rollout.send(s.PauseRequested(deployment_id="dep-1", by="sre"))
+
+    rollout.serve(3, canary_errors=5)
+
+    assert Phase.ROLLED_BACK is rollout.state.phase
+    assert ("paused", "rolled_back") == rollout.phases()[-1]
+
+
+def test_an_abort_withdraws_the_canary_and_ends_aborted() -> None:
+    rollout = Rollout()
+    rollout.serve(2)
+
+    rollout.send(s.AbortRequested(deployment_id="dep-1", by="sre", reason="wrong build"))
+
+    assert ("rollback", 0.0) == rollout.actions()[-1]
+    assert Phase.ABORTED is rollout.state.phase
+    assert "aborted by sre: wrong build" == rollout.commands[-1].reason
+
+
+def test_a_requested_rollback_ends_rolled_back() -> None:
+    rollout = Rollout()
+    rollout.serve(2)
+
+    rollout.send(s.RollbackRequested(deployment_id="dep-1", by="sre", reason="pager"))
+
+    assert ("rollback", 0.0) == rollout.actions()[-1]
+    assert Phase.ROLLED_BACK is rollout.state.phase
+
+
+# ---- the deadline ---------------------------------------------------------------------------
+
+
+def test_the_deadline_rolls_back_by_default() -> None:
+    policy = unit_policy(
+        rules=[{"name": "errors", "detector": "error_rate", "params": {"min_samples": 10**6}}]
+    )
+    rollout = Rollout(deployment(deadline_s=120.0), policy)
+
+    rollout.serve(119)
+    assert Phase.PROGRESSING is rollout.state.phase
+
+    rollout.serve(1)
+    assert ("rollback", 0.0) == rollout.actions()[-1]
+    assert "deadline of 120 s passed at step 0 (10%)" == rollout.commands[-1].reason
+
+
+def test_the_policy_deadline_applies_when_the_plan_sets_none() -> None:
+    policy = unit_policy(deadline={"after_s": 30, "action": "rollback"})
+    rollout = Rollout(deployment(deadline_s=None, approval_to_start=True), policy)
+
+    rollout.wait(30)
+    rollout.tick()
+
+    assert Phase.ABORTED is rollout.state.phase  # no traffic was ever sent: nothing to roll back
+    assert [] == rollout.commands
+
+
+def test_a_promote_deadline_promotes_a_canary_that_is_not_failing() -> None:
+    policy = unit_policy(
+        deadline={"action": "promote"},
+        rules=[{"name": "errors", "detector": "error_rate", "params": {"min_samples": 10**6}}],
+    )
+    rollout = Rollout(deployment(deadline_s=60.0), policy)
+
+    rollout.serve(60)
+
+    assert ("promote", 100.0) == rollout.actions()[-1]
+    assert Phase.PROMOTED is rollout.state.phase
+
+
+def test_a_promote_deadline_waits_for_a_pause_to_end() -> None:
+    policy = unit_policy(
+        deadline={"action": "promote"},
+        rules=[{"name": "errors", "detector": "error_rate", "params": {"min_samples": 10**6}}],
+    )
+    rollout = Rollout(deployment(deadline_s=60.0), policy)
+    rollout.send(s.PauseRequested(deployment_id="dep-1", by="sre"))
+
+    rollout.serve(120)
+    assert "paused" == rollout.state.phase.value
+
+    rollout.send(s.ResumeRequested(deployment_id="dep-1", by="sre"))
+    assert "promoted" == rollout.state.phase.value
+
+
+def test_a_pause_deadline_pauses_once() -> None:
+    policy = unit_policy(
+        deadline={"action": "pause"},
+        rules=[{"name": "errors", "detector": "error_rate", "params": {"min_samples": 10**6}}],
+    )
+    rollout = Rollout(deployment(deadline_s=60.0), policy)
+
+    rollout.serve(60)
+    assert ("pause", 10.0) == rollout.actions()[-1]
+
+    rollout.send(s.ResumeRequested(deployment_id="dep-1", by="sre"))
+    rollout.serve(60)
+    assert Phase.PROGRESSING is rollout.state.phase
+
+
+def test_a_rule_without_data_rolls_back_at_the_deadline_when_told_to() -> None:
+    policy = unit_policy(
+        deadline={"action": "promote"},
+        rules=[
+            {
+                "name": "errors",
+                "detector": "error_rate",
+                "params": {"min_samples": 10**6},
+                "no_data": "rollback",
+            }
+        ],
+    )
+    rollout = Rollout(deployment(deadline_s=60.0), policy)
+
+    rollout.serve(60)
+
+    assert ("rollback", 0.0) == rollout.actions()[-1]
+    assert "no data for errors" in rollout.commands[-1].reason
+
+
+# ---- the end is the end ---------------------------------------------------------------------
+
+
+def test_a_terminal_phase_never_changes_and_never_issues_another_command() -> None:
+    rollout = Rollout()
+    rollout.serve_until("promoted")
+    commands = len(rollout.commands)
+
+    for payload in (
+        s.RollbackRequested(deployment_id="dep-1", by="sre"),
+        s.PauseRequested(deployment_id="dep-1", by="sre"),
+        s.ApprovalDenied(deployment_id="dep-1", step=0, by="bob"),
+        deployment(),
+    ):
+        step = rollout.send(payload)
+        assert step.is_noop()
+        assert "already promoted" in step.note
+    rollout.serve(10, canary_errors=10)
+
+    assert Phase.PROMOTED is rollout.state.phase
+    assert commands == len(rollout.commands)
+    assert rollout.state.ignored["after_end"] > 0
+
+
+def test_the_same_event_applied_twice_issues_no_second_command() -> None:
+    rollout = Rollout()
+    rollout.serve(2)
+    pause = s.PauseRequested(deployment_id="dep-1", by="sre")
+    resume = s.ResumeRequested(deployment_id="dep-1", by="sre")
+
+    rollout.send(pause, event_id="evt-7")
+    rollout.send(resume, event_id="evt-8")
+    again = rollout.send(pause, event_id="evt-7")
+
+    assert again.is_noop()
+    assert "already applied" in again.note
+    assert Phase.PROGRESSING is rollout.state.phase
+
+
+def test_an_envelope_brings_its_own_event_id() -> None:
+    policy = unit_policy()
+    first = apply(None, make_event(deployment(), id="evt-1"), policy, START)
+    assert first.state is not None
+
+    again = apply(first.state, make_event(deployment(), id="evt-1"), policy, START + 1)
+
+    assert again.is_noop()
+    assert "evt-1 already applied" in again.note
+
+
+def test_events_for_a_rollout_never_requested_change_nothing() -> None:
+    step = apply(None, s.PauseRequested(deployment_id="dep-9", by="sre"), unit_policy(), START)
+
+    assert step.state is None
+    assert step.is_noop()
+    assert "no rollout 'dep-9'" in step.note
+
+
+def test_a_deployment_with_a_bad_guardrail_is_rejected_with_the_known_detectors() -> None:
+    request = deployment(guardrails=(s.GuardrailRule(name="x", detector="vibes"),))
+
+    step = apply(None, request, unit_policy(), START)
+
+    assert step.state is not None
+    assert Phase.ABORTED is step.state.phase
+    assert [] == list(step.commands)
+    assert "unknown detector 'vibes'" in step.decisions[0].reason
+    assert "error_rate" in step.decisions[0].reason
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+def test_predictions_of_another_version_are_counted_and_left_out() -> None:
+    rollout = Rollout()
+
+    rollout.serve(1, canary=5, baseline=5, canary_version="v3")
+
+    assert 0 == rollout.state.canary.requests
+    assert 5 == rollout.state.baseline.requests
+    assert {"version_mismatch:canary": 5} == rollout.state.ignored
+
+
+def test_shadow_predictions_are_kept_apart_and_never_gate() -> None:
+    rollout = Rollout()
+
+    observe(rollout.state, [Served("shadow", "v2", True, 10.0, START)] * 100, START)
+
+    assert 100 == rollout.state.shadow.requests
+    assert 0 == rollout.state.step_samples
+
+
+def test_prediction_models_take_the_same_path_as_plain_tuples() -> None:
+    rollout = Rollout()
+    item = s.Prediction(
+        version="v2",
+        cohort="canary",
+        request_id="r-1",
+        event_time=datetime.fromtimestamp(START, UTC),
+        latency_ms=80.0,
+        ok=False,
+        error_type="timeout",
+    )
+
+    rollout.send(s.PredictionBatch(deployment_id="dep-1", model="fraud", predictions=(item,)))
+
+    assert (1, 1) == (rollout.state.canary.requests, rollout.state.canary.errors)
+    assert 1 == rollout.state.step_samples
+
+
+def test_merged_statistics_count_like_observed_ones_and_a_redelivery_counts_once() -> None:
+    rollout = Rollout()
+    delta = CohortStats()
+    for _ in range(7):
+        delta.observe(ok=True, latency_ms=50.0, event_time=START)
+
+    merge(rollout.state, [("canary", "v2", delta), ("baseline", "v0", delta)], START, "d-1")
+    merge(rollout.state, [("canary", "v2", delta)], START, "d-1")
+
+    assert 7 == rollout.state.canary.requests
+    assert 7 == rollout.state.step_samples
+    assert {"version_mismatch:baseline": 7} == rollout.state.ignored
+
+
+def test_traffic_applied_for_the_current_step_moves_the_bake_clock() -> None:
+    rollout = Rollout()
+    first = rollout.commands[0]
+    applied = datetime.fromtimestamp(START + 5, UTC)
+    rollout.wait(6)
+
+    rollout.send(
+        s.TrafficApplied(
+            deployment_id="dep-1",
+            command_id=first.command_id,
+            canary_percent=10.0,
+            applied_by="router",
+            applied_at=applied,
+        )
+    )
+
+    assert START + 5 == rollout.state.step_started_at
+    rollout.serve(8)  # 14 s since the command, only 9 s since the router applied it
+    assert 1 == len(rollout.commands)
+    rollout.serve(1)
+    assert 2 == len(rollout.commands)
+
+
+def test_a_training_profile_from_a_data_profile_replaces_the_requests_one() -> None:
+    rollout = Rollout()
+    profile = s.FeatureProfile(
+        name="amount", kind="numeric", bin_edges=(10.0,), proportions=(0.5, 0.5)
+    )
+
+    rollout.send(
+        s.DataProfile(
+            deployment_id="dep-1",
+            dataset="train-2",
+            split="training",
+            row_count=10,
+            features=(profile,),
+        )
+    )
+
+    assert rollout.state.training_profile is not None
+    assert "train-2" == rollout.state.training_profile.dataset
+    assert 1 == rollout.state.profile_version
+    assert rollout.state.has_training_profile()
+
+
+def test_resource_usage_warns_escalates_and_resolves() -> None:
+    rollout = Rollout()
+
+    def usage(used: float) -> None:
+        rollout.send(
+            s.ResourceUsage(deployment_id="dep-1", resource="gpu_hours", used=used, limit=100)
+        )
+
+    usage(50)
+    usage(91)
+    usage(95)
+    usage(100)
+    usage(40)
+
+    assert [("firing", "warning"), ("firing", "critical"), ("resolved", "critical")] == [
+        (a.status, a.severity.value) for a in rollout.alerts
+    ]
+    assert {"dep-1/resource.gpu_hours"} == {a.dedup_key for a in rollout.alerts}
+    assert [("set_traffic", 10.0)] == rollout.actions()  # alerts only, never a rollback
+
+
+def test_a_failed_training_run_warns_until_the_pipeline_succeeds() -> None:
+    rollout = Rollout()
+
+    def run(status: str, error: str | None = None) -> None:
+        rollout.send(
+            s.TrainingRun(
+                deployment_id="dep-1", pipeline="nightly", run_id="r", status=status, error=error
+            )
+        )
+
+    run("failed", "OOM")
+    run("failed", "OOM again")
+    run("succeeded")
+
+    assert [("firing", "warning"), ("resolved", "warning")] == [
+        (a.status, a.severity.value) for a in rollout.alerts
+    ]
+    assert "failed: OOM" in rollout.alerts[0].summary
+
+
+def test_labels_are_counted() -> None:
+    rollout = Rollout()
+
+    rollout.send(
+        s.LabelReported(
+            deployment_id="dep-1",
+            request_id="r-1",
+            label=1.0,
+            event_time=datetime.fromtimestamp(START, UTC),
+        )
+    )
+
+    assert 1 == rollout.state.labels
+
+
+# ---- plain data -----------------------------------------------------------------------------
+
+
+def test_the_state_round_trips_through_plain_json() -> None:
+    rollout = Rollout()
+    rollout.serve(12, canary_errors=0)
+    rollout.send(s.ResourceUsage(deployment_id="dep-1", resource="gpu", used=95, limit=100))
+
+    text = json.dumps(rollout.state.to_dict())
+    restored = RolloutState.from_dict(json.loads(text))
+
+    assert rollout.state == restored
+
+
+def test_a_restored_state_decides_exactly_like_the_original() -> None:
+    rollout = Rollout()
+    rollout.serve(5)
+    copy = rollout.state.copy()
+
+    original = evaluate(rollout.state, rollout.policy, rollout.now + 20)
+    restored = evaluate(copy, rollout.policy, rollout.now + 20)
+
+    assert original.commands == restored.commands
+    assert original.decisions == restored.decisions
+    assert rollout.state == copy
+
+
+@pytest.mark.parametrize("phase", [p for p in Phase if p.is_terminal()])
+def test_a_terminal_state_is_not_live(phase: Phase) -> None:
+    rollout = Rollout()
+    rollout.state.phase = phase
+
+    assert not rollout.state.is_live()
+    assert evaluate(rollout.state, rollout.policy, rollout.now + 10**6).is_noop()
