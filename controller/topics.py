@@ -73,6 +73,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             "every rollout transition with its reason: the audit trail",
             **{"retention.ms": str(90 * 24 * 3600 * 1000)},
         ),
+        TopicSpec(
+            STATS,
+            stats_topic_name(settings),
+            n,
+            {"cleanup.policy": "delete", "retention.ms": str(24 * 3600 * 1000)},
+            "internal: statistics deltas from the prediction lane to the rollout agent",
+        ),
         spec(
             Topic.DEAD_LETTER,
             "records that failed to decode or validate, with why",

@@ -1,0 +1,41 @@
+"""`rollout worker`: the live controller."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("worker")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="ROLLOUT_POLICY_FILE",
+    help="Rollout policy (YAML or JSON); default: built in.",
+)
+@click.option(
+    "--loglevel",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def worker_cmd(policy_file: Path | None, loglevel: str) -> None:
+    """Run the controller worker: consume the input topics, judge rollouts, publish commands,
+    alerts and decisions. Settings come from the environment (see the README)."""
+    import faust
+
+    from controller.observability import configure_logging, configure_tracing
+    from controller.settings import load_settings
+    from controller.stream.app import RolloutWorker
+    from controller.stream.engine import Engine
+    from controller.topics import create_topics
+
+    settings = load_settings(**({"policy_file": policy_file} if policy_file else {}))
+    configure_logging(level=loglevel.upper())
+    configure_tracing("rollout-worker")
+    create_topics(settings)
+    engine = Engine.from_policy_file(settings.policy_file)
+    worker = RolloutWorker(settings, engine)
+    faust.Worker(worker.app, loglevel=loglevel, override_logging=False).execute_from_commandline()
