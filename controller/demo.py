@@ -220,7 +220,7 @@ def run_demo(*, timeout_s: float = 110.0, out: Callable[[str], None] = print) ->
     from controller.observability import configure_logging
 
     # the timeline is the demo's output; library chatter only when something goes wrong
-    configure_logging(level="WARNING", json=False)
+    configure_logging(level="WARNING", json=False, stdlib_level="ERROR")
     run = uuid.uuid4().hex[:6]
     base = load_settings()
     with _broker(base, out) as bootstrap:
@@ -233,9 +233,9 @@ def run_demo(*, timeout_s: float = 110.0, out: Callable[[str], None] = print) ->
         )
         create_topics(settings)
         services = {
-            "fraud-v2": Service("fraud-v2", "fraud", "v1", "v2", 1.0, 120.0, rng=random.Random(1)),
+            "fraud-v2": Service("fraud-v2", "fraud", "v1", "v2", 1.0, 400.0, rng=random.Random(1)),
             "ranker-v7": Service(
-                "ranker-v7", "ranker", "v6", "v7", 2.5, 120.0, rng=random.Random(2)
+                "ranker-v7", "ranker", "v6", "v7", 2.5, 400.0, rng=random.Random(2)
             ),
         }
         env = {
