@@ -1,0 +1,179 @@
+"""One trace from the predictions that hurt to the rollback that fixed it.
+
+The worker runs in this process (so its spans reach the same in-memory exporter as the SDK's):
+the reporter's send span, the lane's process span, the agent's process and decision spans, the
+command's send span and the router's apply span must share one trace id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from controller.policy_io import default_policy
+from controller.sdk import CommandListener, PredictionReporter, emit
+from controller.settings import Settings, load_settings
+from controller.stream.app import RolloutWorker
+from controller.stream.engine import Engine
+from controller.topics import create_topics, stats_topic_name, topic_name
+from schemas import (
+    Command,
+    CommandAction,
+    DeploymentRequested,
+    Prediction,
+    RolloutPlan,
+    Topic,
+    TrafficStep,
+    make_event,
+)
+from tests.otel import Recorder, make_recorder
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+class InProcessWorker:
+    """The Faust app of a RolloutWorker on an event loop in a background thread."""
+
+    def __init__(self, worker: RolloutWorker) -> None:
+        self.worker = worker
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.worker.app.start())
+        self.loop.run_forever()
+
+    def __enter__(self) -> InProcessWorker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.worker.app.stop(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return make_recorder()
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    settings = load_settings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"test.{run}.",
+        topic_partitions=2,
+        consumer_group=f"test-worker-{run}",
+        tick_interval_s=0.5,
+    )
+    create_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def worker(settings: Settings, recorder: Recorder) -> Iterator[InProcessWorker]:
+    engine = Engine(default_policy())
+    with InProcessWorker(RolloutWorker(settings, engine, tracer=recorder.tracer)) as running:
+        yield running
+
+
+def test_a_rollback_is_one_trace_from_send_to_apply(
+    settings: Settings, recorder: Recorder, worker: InProcessWorker
+) -> None:
+    applied: list[Command] = []
+    listener = CommandListener(
+        settings, apply=applied.append, applied_by="router-under-test", tracer=recorder.tracer
+    )
+    listener.start()
+    deployment = DeploymentRequested(
+        deployment_id="ranker-slow",
+        model="ranker",
+        candidate_version="v7",
+        baseline_version="v6",
+        plan=RolloutPlan(
+            steps=(
+                TrafficStep(canary_percent=20, min_bake_s=60, min_samples=500),
+                TrafficStep(canary_percent=100, min_bake_s=0, min_samples=0),
+            )
+        ),
+    )
+    emit(settings, [make_event(deployment, source="tests")], tracer=recorder.tracer)
+    rng = random.Random(3)
+    reporter = PredictionReporter(
+        settings,
+        deployment_id="ranker-slow",
+        model="ranker",
+        source="tests",
+        linger_ms=20,
+        tracer=recorder.tracer,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        n = 0
+        while time.monotonic() < deadline and not any(
+            c.action is CommandAction.ROLLBACK for c in applied
+        ):
+            for _ in range(40):
+                n += 1
+                canary = n % 5 == 0
+                reporter.report(
+                    Prediction(
+                        version="v7" if canary else "v6",
+                        cohort="canary" if canary else "baseline",
+                        request_id=f"r{n}",
+                        event_time=datetime.now(UTC),
+                        latency_ms=rng.lognormvariate(3.6, 0.3) * (3.0 if canary else 1.0),
+                        prediction=rng.random(),
+                    )
+                )
+            time.sleep(0.05)
+    finally:
+        reporter.close()
+        listener.close()
+
+    rollbacks = [c for c in applied if c.action is CommandAction.ROLLBACK]
+    assert 1 == len(rollbacks), f"applied: {[c.action.value for c in applied]}"
+    commands_topic = topic_name(settings, Topic.COMMANDS)
+    apply_spans = [
+        s
+        for s in recorder.named(f"apply {commands_topic}")
+        if s.attributes.get("messaging.kafka.message.key") == "ranker-slow"
+    ]
+    trace_ids = {s.context.trace_id for s in apply_spans}
+    rollback_trace = _trace_with(recorder, trace_ids, "decide rollout", "rolled_back")
+    names = {s.name for s in recorder.spans() if s.context.trace_id == rollback_trace}
+    predictions_topic = topic_name(settings, Topic.PREDICTIONS)
+    assert {
+        f"send {predictions_topic}",  # the SDK's reporter
+        f"process {predictions_topic}",  # the worker's prediction lane
+        f"process {stats_topic_name(settings)}",  # the rollout agent
+        "decide rollout",  # the decision
+        f"send {commands_topic}",  # the command record
+        f"apply {commands_topic}",  # the router's listener
+    } <= names
+    lane = next(
+        s
+        for s in recorder.spans()
+        if s.context.trace_id == rollback_trace and s.name == f"process {predictions_topic}"
+    )
+    assert lane.links, "the lane's process span links the records of its batch"
+
+
+def _trace_with(recorder: Recorder, trace_ids: set[int], name: str, to_phase: str) -> int:
+    for span in recorder.named(name):
+        if (
+            span.context.trace_id in trace_ids
+            and span.attributes.get("rollout.to_phase") == to_phase
+        ):
+            return span.context.trace_id
+    raise AssertionError(f"no {name!r} span to {to_phase} in the traces of the apply spans")
