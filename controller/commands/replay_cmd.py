@@ -1,0 +1,196 @@
+"""`rollout replay LOG` and `rollout simulate --scenario NAME`: the core over a recorded log, and
+realistic logs to record (see controller.replay)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from controller.replay.simulate import PLANS, SCENARIOS
+
+
+def _policy(path: Path | None) -> Any:
+    from controller.core.policy import PolicyError
+    from controller.policy_io import default_policy, load_policy
+
+    try:
+        return default_policy() if path is None else load_policy(path)
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+policy_option = click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Policy file (YAML or JSON); default: the packaged default policy.",
+)
+
+
+@click.command("replay")
+@click.argument("log", type=click.Path(allow_dash=True, dir_okay=False))
+@policy_option
+@click.option("--summary", is_flag=True, help="A table per deployment instead of the outputs.")
+@click.option(
+    "--tick",
+    "tick_s",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Tick the core every S seconds of event time between events (0: never).",
+)
+def replay_cmd(log: str, policy_path: Path | None, summary: bool, tick_s: float) -> None:
+    """Run the rollout core over LOG (JSON lines of CloudEvents; - for stdin).
+
+    Prints what the core publishes (commands, alerts, decisions) as CloudEvents JSON lines,
+    one per line, in order; the `type` says which. Lines that are not valid events go to stderr
+    as {"kind": "rejected", ...} JSON lines and are skipped. Same log, same policy: same bytes.
+    """
+    from controller.replay.replay import read_lines, replay, summary_table
+
+    policy = _policy(policy_path)
+    out = sys.stdout.buffer
+    err = sys.stderr.buffer
+
+    def emit(event: Any) -> None:
+        if not summary:
+            out.write(event.to_json() + b"\n")
+
+    def reject(rejected: Any) -> None:
+        err.write(rejected.to_json() + b"\n")
+        err.flush()
+
+    try:
+        result = replay(read_lines(log), policy, tick_s=tick_s, emit=emit, reject=reject)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {log}: {exc.strerror}") from exc
+    if summary:
+        out.write(summary_table(result).encode() + b"\n")
+    out.flush()
+
+
+@click.command("simulate")
+@click.option(
+    "--scenario",
+    "scenario_name",
+    type=click.Choice(list(SCENARIOS)),
+    required=True,
+    help="What the canary does wrong (healthy: nothing).",
+)
+@click.option("--seed", type=int, required=True, help="Same seed, same log.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="Canary requests per second in the first traffic step (baseline: the rest).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(allow_dash=True, dir_okay=False),
+    default="-",
+    show_default=True,
+    help="Where to write the log (JSON lines).",
+)
+@click.option(
+    "--plan",
+    "plan_name",
+    type=click.Choice(list(PLANS)),
+    default="standard",
+    show_default=True,
+    help="The deployment's rollout plan.",
+)
+@click.option(
+    "--onset",
+    "onset_s",
+    type=click.FloatRange(min=0.0),
+    default=60.0,
+    show_default=True,
+    help="Seconds after the canary gets traffic when the fault starts.",
+)
+@click.option(
+    "--predictions",
+    "kind",
+    type=click.Choice(["score", "class", "probabilities"]),
+    default="score",
+    show_default=True,
+    help="What the model predicts.",
+)
+@click.option(
+    "--canary-batch",
+    "canary_batch_s",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Batch canary predictions every S seconds (default: one record per prediction).",
+)
+@click.option(
+    "--open-loop",
+    "open_loop_s",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="No controller: S seconds at the first step's traffic share.",
+)
+@policy_option
+def simulate_cmd(
+    scenario_name: str,
+    seed: int,
+    rate: float,
+    out_path: str,
+    plan_name: str,
+    onset_s: float,
+    kind: str,
+    canary_batch_s: float | None,
+    open_loop_s: float | None,
+    policy_path: Path | None,
+) -> None:
+    """Write a realistic rollout log: CloudEvents JSON lines as they travel on the topics.
+
+    The rollout core runs in the loop with the policy: a simulated router applies its commands
+    and acknowledges them (traffic.applied), a simulated approver grants what the plan gates,
+    and the log ends a few seconds after a promote or rollback (or at the deadline). A summary
+    of the run goes to stderr.
+    """
+    from controller.replay.replay import Runner
+    from controller.replay.simulate import ClosedLoop, FleetConfig, generate
+
+    config = FleetConfig(
+        rate=rate,
+        fault_onset_s=onset_s,
+        prediction_kind=kind,  # type: ignore[arg-type]  # click.Choice narrows it
+        canary_batch_s=canary_batch_s,
+    )
+    plan = PLANS[plan_name]
+    stream: IO[bytes]
+    with click.open_file(out_path, "wb") as stream:
+        if open_loop_s is not None:
+            count = 0
+            for event in generate(
+                scenario_name, seed=seed, duration_s=open_loop_s, config=config, rollout_plan=plan
+            ):
+                stream.write(event.to_json() + b"\n")
+                count += 1
+            click.echo(f"{count} records, open loop, {open_loop_s:g} s", err=True)
+            return
+        loop = ClosedLoop(
+            scenario_name,
+            Runner(_policy(policy_path)),
+            seed=seed,
+            config=config,
+            rollout_plan=plan,
+        )
+        for event in loop:
+            stream.write(event.to_json() + b"\n")
+    o = loop.outcome
+    ended = "no terminal command" if o.terminal_action is None else o.terminal_action
+    timing = ""
+    if o.terminal_ms is not None:
+        timing = f" at +{(o.terminal_ms - o.begin_ms) / 1000:.1f} s"
+        if o.onset_ms is not None and o.terminal_ms >= o.onset_ms:
+            timing += f" ({(o.terminal_ms - o.onset_ms) / 1000:.1f} s after the fault's onset)"
+    click.echo(f"{o.deployment_id}: {o.records} records, {ended}{timing}", err=True)
+    if o.terminal_reason:
+        click.echo(f"  reason: {o.terminal_reason}", err=True)

@@ -1,0 +1,301 @@
+"""Run the core over a recorded log: the same decisions, byte for byte, every time.
+
+A log is JSON lines of CloudEvents envelopes exactly as they travel on the topics (what
+`rollout simulate` writes, or a dump of the topics merged in time order). `Runner` holds one
+`RolloutState` per deployment and applies each event with `now` = the event's CloudEvents
+`time`; between events it ticks the core on a grid of `tick_s` seconds of event time (like
+the live worker's timer), so silences, bake times and deadlines act without events.
+
+Time never runs backwards: `now` is the largest event time seen so far (a record stamped a
+little before the previous one, as happens when producers' clocks and batching interleave, is
+applied at the previous time). Ticks fall on multiples of `tick_s` (epoch-aligned); the ticks
+due at or before an event's time run before it is applied.
+
+The outputs (commands, alerts, decisions, in the order the core returns them) come out as
+CloudEvents envelopes, as the worker would publish them, with deterministic ids (a command's
+`command_id`, a decision's `decision_id`, an alert's digest of its dedup key, status, time and
+position) and `time` = the output's own timestamp: the same log and policy give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+import schemas as s
+from controller.core import rollout
+from controller.core.policy import Policy
+from controller.core.state import RolloutState
+from schemas import Envelope, Rejection
+
+SOURCE = "rollout-controller/replay"
+DEFAULT_TICK_S = 1.0
+
+Output = s.Command | s.Decision | s.Alert
+
+
+def output_time(payload: Output) -> Any:
+    if isinstance(payload, s.Command):
+        return payload.issued_at
+    return payload.at
+
+
+def output_id(payload: Output, position: int) -> str:
+    """A deterministic CloudEvents id for an output of the core."""
+    if isinstance(payload, s.Command):
+        return payload.command_id
+    if isinstance(payload, s.Decision):
+        return payload.decision_id
+    material = "\x1f".join(
+        (payload.dedup_key, payload.status, payload.at.isoformat(), str(position))
+    )
+    return "alert-" + hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+@dataclass
+class DeploymentReport:
+    """What happened to one deployment during a replay."""
+
+    deployment_id: str
+    created_at: float | None = None
+    phase: str = "pending"
+    step: int = 0
+    steps: int = 0
+    canary_percent: float = 0.0
+    decided_at: float | None = None
+    reason: str = ""
+    commands: int = 0
+    decisions: int = 0
+    alerts: int = 0
+    canary_requests: int = 0
+    baseline_requests: int = 0
+
+    @property
+    def steps_passed(self) -> int:
+        """Traffic steps passed: all of them once promoted, else those before the current one."""
+        return self.steps if self.phase == "promoted" else self.step
+
+    @property
+    def time_to_decision_s(self) -> float | None:
+        """Seconds from the deployment request to the terminal decision."""
+        if self.decided_at is None or self.created_at is None:
+            return None
+        return self.decided_at - self.created_at
+
+
+@dataclass
+class Runner:
+    """The core over a stream of events: one state per deployment, ticks between events.
+
+    `feed(event)` returns what the core published because of it (and of the ticks before
+    it), as envelopes. The same sequence of events gives the same outputs.
+    """
+
+    policy: Policy
+    tick_s: float = DEFAULT_TICK_S
+    source: str = SOURCE
+    states: dict[str, RolloutState] = field(default_factory=dict)
+    reports: dict[str, DeploymentReport] = field(default_factory=dict)
+    now: float | None = None
+    events: int = 0
+    _next_tick: float | None = None
+    _outputs: int = 0
+
+    def feed(self, event: Envelope[Any]) -> list[Envelope[Any]]:
+        """Apply one event at its time, after the ticks due before it."""
+        t = event.time.timestamp()
+        published = self.advance(t)
+        now = self.now if self.now is not None and self.now > t else t
+        self.now = now
+        self.events += 1
+        key = event.key()
+        state = self.states.get(key)
+        step = rollout.apply(state, event, self.policy, now)
+        if step.state is not None:
+            self.states[key] = step.state
+        published += self._publish(key, step)
+        return published
+
+    def advance(self, until: float) -> list[Envelope[Any]]:
+        """Tick every live rollout at each grid time up to `until` (inclusive)."""
+        if self.tick_s <= 0.0:
+            return []
+        if self._next_tick is None:
+            self._next_tick = (math.floor(until / self.tick_s) + 1) * self.tick_s
+            return []
+        published: list[Envelope[Any]] = []
+        while self._next_tick <= until:
+            tick_at = self._next_tick
+            self._next_tick = tick_at + self.tick_s
+            if self.now is None or tick_at > self.now:
+                self.now = tick_at
+            for key in sorted(self.states):
+                state = self.states[key]
+                if not state.is_live():
+                    continue
+                step = rollout.tick(state, self.policy, self.now)
+                if step.state is not None:
+                    self.states[key] = step.state
+                published += self._publish(key, step)
+        return published
+
+    def _publish(self, key: str, step: rollout.Step) -> list[Envelope[Any]]:
+        state = step.state
+        report = self.reports.get(key)
+        if report is None and state is not None:
+            report = self.reports[key] = DeploymentReport(
+                key, created_at=state.created_at, steps=len(state.steps)
+            )
+        envelopes = []
+        for payload in step.outputs:
+            self._outputs += 1
+            envelopes.append(
+                s.make_event(
+                    payload,
+                    source=self.source,
+                    time=output_time(payload),
+                    id=output_id(payload, self._outputs),
+                )
+            )
+            if report is None:
+                continue
+            if isinstance(payload, s.Command):
+                report.commands += 1
+            elif isinstance(payload, s.Alert):
+                report.alerts += 1
+            else:
+                report.decisions += 1
+                if payload.to_phase in ("promoted", "rolled_back", "aborted"):
+                    report.decided_at = payload.at.timestamp()
+                    report.reason = payload.reason
+        if report is not None and state is not None:
+            report.phase = state.phase.value
+            report.step = state.step
+            report.canary_percent = state.canary_percent
+            report.canary_requests = state.canary.requests
+            report.baseline_requests = state.baseline.requests
+        return envelopes
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs: lines in, outputs and rejections out
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A line of the log that is not a valid event, with why: skipped and counted."""
+
+    line: int
+    rejection: Rejection
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.rejection
+        return {
+            "kind": "rejected",
+            "line": self.line,
+            "reason": r.reason,
+            "event_type": r.event_type,
+            "event_id": r.event_id,
+            "errors": [e.model_dump() for e in r.errors],
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+@dataclass
+class ReplayResult:
+    """Counts of a replay and what happened to each deployment (in order of appearance)."""
+
+    lines: int = 0
+    events: int = 0
+    rejected: int = 0
+    outputs: int = 0
+    deployments: list[DeploymentReport] = field(default_factory=list)
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+def replay(
+    lines: Iterable[bytes | str],
+    policy: Policy,
+    *,
+    tick_s: float = DEFAULT_TICK_S,
+    emit: Callable[[Envelope[Any]], None] = _ignore,
+    reject: Callable[[Rejected], None] = _ignore,
+) -> ReplayResult:
+    """Run the core over the lines of a log; `emit` gets each output, `reject` each bad line.
+
+    Blank lines are skipped; any other line that does not decode to an event is rejected
+    (reported, counted, skipped) and the replay goes on.
+    """
+    runner = Runner(policy, tick_s=tick_s)
+    result = ReplayResult()
+    for number, line in enumerate(lines, start=1):
+        raw = line.encode() if isinstance(line, str) else line
+        if not raw.strip():
+            continue
+        result.lines += 1
+        decoded = s.decode(raw)
+        if isinstance(decoded, Rejection):
+            result.rejected += 1
+            reject(Rejected(number, decoded))
+            continue
+        for output in runner.feed(decoded):
+            result.outputs += 1
+            emit(output)
+    result.events = runner.events
+    result.deployments = list(runner.reports.values())
+    return result
+
+
+def read_lines(path: str) -> Iterator[bytes]:
+    """The lines of a log file ("-" for standard input), as bytes."""
+    import sys
+
+    if path == "-":
+        yield from sys.stdin.buffer
+        return
+    with open(path, "rb") as f:
+        yield from f
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary table
+# ---------------------------------------------------------------------------------------------
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def summary_table(result: ReplayResult, *, reason_width: int = 100) -> str:
+    """A Markdown table, one row per deployment, and the counts of the replay."""
+    rows = [
+        "| deployment | final phase | steps passed | time to decision | canary / baseline "
+        "requests | reason |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in result.deployments:
+        reason = d.reason.replace("|", "/").replace("\n", " ")
+        if len(reason) > reason_width:
+            reason = reason[: reason_width - 3] + "..."
+        rows.append(
+            f"| {d.deployment_id} | {d.phase} | {d.steps_passed}/{d.steps} | "
+            f"{_seconds(d.time_to_decision_s)} | {d.canary_requests} / {d.baseline_requests} | "
+            f"{reason or '-'} |"
+        )
+    rows.append("")
+    rows.append(
+        f"{result.lines} lines, {result.events} events applied, {result.rejected} rejected, "
+        f"{result.outputs} outputs"
+    )
+    return "\n".join(rows)

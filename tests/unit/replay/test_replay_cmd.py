@@ -1,0 +1,110 @@
+"""`rollout simulate` writes a log; `rollout replay` reads it back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from click.testing import CliRunner
+
+import schemas as s
+from controller.commands.replay_cmd import replay_cmd, simulate_cmd
+
+SIMULATE = ["--plan", "quick", "--rate", "40", "--onset", "10", "--canary-batch", "0.5"]
+
+
+def simulate(tmp_path: Path, scenario: str, seed: int = 1) -> Path:
+    out = tmp_path / f"{scenario}.jsonl"
+    result = CliRunner().invoke(
+        simulate_cmd, ["--scenario", scenario, "--seed", str(seed), "--out", str(out), *SIMULATE]
+    )
+    assert 0 == result.exit_code, result.output
+    return out
+
+
+def test_simulate_writes_cloudevents_as_on_the_topics(tmp_path: Path) -> None:
+    log = simulate(tmp_path, "latency_p99_x2")
+
+    events = [s.decode(line) for line in log.read_bytes().splitlines()]
+
+    assert all(not isinstance(e, s.Rejection) for e in events)
+    types = {e.type for e in events if not isinstance(e, s.Rejection)}
+    assert {
+        s.DeploymentRequested.EVENT_TYPE,
+        s.PredictionBatch.EVENT_TYPE,
+        s.TrafficApplied.EVENT_TYPE,
+    } <= types
+
+
+def test_simulate_says_how_the_rollout_ended(tmp_path: Path) -> None:
+    out = tmp_path / "log.jsonl"
+    result = CliRunner().invoke(
+        simulate_cmd,
+        ["--scenario", "total_outage", "--seed", "2", "--out", str(out), *SIMULATE],
+    )
+
+    assert "sim-total-outage-2:" in result.stderr
+    assert "rollback at +" in result.stderr
+    assert "after the fault's onset" in result.stderr
+
+
+def test_simulate_open_loop_has_no_controller_in_it(tmp_path: Path) -> None:
+    out = tmp_path / "open.jsonl"
+    result = CliRunner().invoke(
+        simulate_cmd,
+        ["--scenario", "healthy", "--seed", "1", "--out", str(out), "--open-loop", "5"],
+    )
+
+    assert 0 == result.exit_code, result.output
+    types = {orjson.loads(line)["type"] for line in out.read_bytes().splitlines()}
+    assert s.TrafficApplied.EVENT_TYPE not in types
+
+
+def test_replay_prints_the_same_bytes_every_time(tmp_path: Path) -> None:
+    log = simulate(tmp_path, "error_burst_x5")
+
+    first = CliRunner().invoke(replay_cmd, [str(log)])
+    second = CliRunner().invoke(replay_cmd, [str(log)])
+
+    assert 0 == first.exit_code, first.output
+    assert first.stdout_bytes == second.stdout_bytes
+    lines = [orjson.loads(line) for line in first.stdout_bytes.splitlines()]
+    assert {s.Command.EVENT_TYPE, s.Decision.EVENT_TYPE} <= {d["type"] for d in lines}
+    assert "rolled_back" == lines[-1]["data"]["to_phase"]
+
+
+def test_replay_reports_bad_lines_on_stderr_and_goes_on(tmp_path: Path) -> None:
+    log = simulate(tmp_path, "error_burst_x5")
+    good = CliRunner().invoke(replay_cmd, [str(log)]).stdout_bytes
+    lines = log.read_bytes().splitlines(keepends=True)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b"".join([lines[0], b'{"specversion": "1.0"\n', *lines[1:]]))
+
+    result = CliRunner().invoke(replay_cmd, [str(broken)])
+
+    assert 0 == result.exit_code
+    assert good == result.stdout_bytes
+    (rejection,) = [orjson.loads(line) for line in result.stderr_bytes.splitlines()]
+    assert ("rejected", 2) == (rejection["kind"], rejection["line"])
+    assert rejection["reason"].startswith("truncated JSON")
+
+
+def test_replay_summary_is_a_table_per_deployment(tmp_path: Path) -> None:
+    log = simulate(tmp_path, "healthy", seed=4)
+
+    result = CliRunner().invoke(replay_cmd, [str(log), "--summary"])
+
+    assert 0 == result.exit_code, result.output
+    assert "| sim-healthy-4 | promoted | 2/2 |" in result.stdout
+    assert "0 rejected" in result.stdout
+
+
+def test_replay_reads_a_policy_file_and_names_its_problems(tmp_path: Path) -> None:
+    log = simulate(tmp_path, "healthy", seed=4)
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("version: 1\nrules:\n  - {name: x, detector: crystal_ball}\n")
+
+    result = CliRunner().invoke(replay_cmd, [str(log), "--policy", str(bad)])
+
+    assert 0 != result.exit_code
+    assert "unknown detector 'crystal_ball'" in result.stderr
