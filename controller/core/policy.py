@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,10 @@ SEQUENTIAL_DETECTORS = frozenset({"error_rate", "latency", "data_quality"})
 #: Detectors judged from `now` (silence): their verdict can change without new data, so they are
 #: never judged less often than every evaluation (`every_n` must be 1).
 TIME_DEPENDENT_DETECTORS = frozenset({"outage"})
+#: The longest a rollout without a deadline is assumed to last (for the recent-window split).
+DEFAULT_HORIZON_S = 86_400.0
+#: The detectors' own default alpha (what a recent-window rule without one starts from).
+_DETECTOR_DEFAULT_ALPHA = 0.01
 #: Fields a runbook URL template may use.
 RUNBOOK_FIELDS = frozenset({"deployment_id", "rule", "detector", "kind", "model"})
 
@@ -146,8 +151,10 @@ class Window(enum.StrEnum):
 
     #: Everything since the rollout started: what anytime-valid tests need.
     ROLLOUT = "rollout"
-    #: The last `recent_s` seconds (two rotating panes): a shift that starts late in a long
-    #: rollout is not diluted by the healthy data before it. For threshold rules only.
+    #: The last `recent_s` to 2 x `recent_s` seconds (two rotating panes): a shift that starts
+    #: late in a long rollout is not diluted by the healthy data before it. An anytime-valid
+    #: rule on it is a new test with every pane, so its alpha is divided by the number of
+    #: panes in the rollout's horizon (its deadline, or a day): the rollout keeps its budget.
     RECENT = "recent"
 
 
@@ -318,6 +325,8 @@ class RuleSet:
     alpha_total: float
     alpha_shared_by: tuple[str, ...]
     alpha_each: float | None
+    #: Panes of the recent window in the rollout's horizon (tests on it divide alpha by this).
+    recent_windows: int = 1
 
     def by_name(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -406,18 +415,20 @@ class Policy:
 
     # ---- binding the rules of one rollout ---------------------------------------------
 
-    def bind(self, guardrails: Sequence[GuardrailRule]) -> RuleSet:
-        """The rules of a rollout whose plan carries `guardrails`; raises PolicyError."""
-        key = _guardrails_key(guardrails)
+    def bind(self, guardrails: Sequence[GuardrailRule], horizon_s: float | None = None) -> RuleSet:
+        """The rules of a rollout whose plan carries `guardrails` and that lasts at most
+        `horizon_s` (its deadline; a day when it has none); raises PolicyError."""
+        horizon = DEFAULT_HORIZON_S if horizon_s is None else horizon_s
+        key = f"{horizon!r}|{_guardrails_key(guardrails)}"
         found = self._bound.get(key)
         if found is None:
-            found = self._bind(guardrails)
+            found = self._bind(guardrails, horizon)
             if len(self._bound) >= 1024:  # bounded: plans rarely differ, but never grow forever
                 self._bound.clear()
             self._bound[key] = found
         return found
 
-    def _bind(self, guardrails: Sequence[GuardrailRule]) -> RuleSet:
+    def _bind(self, guardrails: Sequence[GuardrailRule], horizon_s: float) -> RuleSet:
         specs: dict[str, tuple[RuleSpec, str]] = {
             s.name: (s, "policy") for s in self.document.rules
         }
@@ -462,11 +473,17 @@ class Policy:
             if s.detector in SEQUENTIAL_DETECTORS and not s.dry_run and "alpha" not in s.params
         ]
         each = split_alpha(self.alpha, len(sharing)) if sharing else None
+        windows = math.ceil(horizon_s / self.recent_s) + 1
         rules = []
         for spec, origin in specs.values():
             params = dict(spec.params)
             if spec.name in sharing:
                 params["alpha"] = each
+            if spec.window is Window.RECENT and spec.detector in SEQUENTIAL_DETECTORS:
+                # one test per pane: the rule's alpha is spread over the panes of the horizon
+                alpha = params.get("alpha", _DETECTOR_DEFAULT_ALPHA)
+                assert isinstance(alpha, float | int)
+                params["alpha"] = float(alpha) / windows
             rules.append(
                 Rule(
                     name=spec.name,
@@ -482,7 +499,7 @@ class Policy:
                     origin=origin,
                 )
             )
-        return RuleSet(tuple(rules), self.alpha, tuple(sharing), each)
+        return RuleSet(tuple(rules), self.alpha, tuple(sharing), each, windows)
 
     def _check_spec(self, spec: RuleSpec, where: str) -> list[str]:
         """Problems of one rule: unknown detector (with the known ones), bad parameters."""

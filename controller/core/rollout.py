@@ -108,6 +108,7 @@ from schemas import (
     TrainingProfile,
     TrainingRun,
 )
+from schemas.events import Severity
 
 __all__ = [
     "HANDLERS",
@@ -120,9 +121,9 @@ __all__ = [
     "observe",
     "tick",
 ]
-from schemas.events import Severity
 
-# ---------------------------------------------------------------------------------------------
+#: Reasons and summaries are bounded on the wire.
+MAX_TEXT = 4096
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,10 @@ def _at(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
 # ---------------------------------------------------------------------------------------------
 # Transitions: the one place where the phase changes and commands are made
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +199,7 @@ def _transition(
     gone to the canary, except set_traffic, which is what starts it.
     """
     assert reason, "every decision carries a reason"
+    reason = _clip(reason)
     from_phase = state.phase
     transition(from_phase, to)
     state.seq += 1
@@ -530,7 +536,8 @@ def _create(event: DeploymentRequested, policy: Policy, now: float, out: _Out) -
         "rules": [r.describe() for r in rules.rules],
         "alpha_total": rules.alpha_total,
         "alpha_shared_by": list(rules.alpha_shared_by),
-        "deadline_s": _deadline_s(state, policy),
+        "recent_windows": rules.recent_windows,
+        "deadline_s": state.deadline_s(policy),
     }
     if plan.approval_to_start or plan.steps[0].requires_approval:
         state.gate = 0
@@ -868,7 +875,7 @@ HANDLERS: Mapping[type[Payload], Handler] = {
 
 
 def _dedup_key(state: RolloutState, name: str) -> str:
-    key = f"{state.deployment_id}/{name}".strip()
+    key = "_".join(f"{state.deployment_id}/{name}".split())  # an Ident: no blanks
     if len(key) > MAX_KEY:  # keep it an Ident: a long key keeps its start and a digest
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         key = f"{key[: MAX_KEY - 18]}~{digest}"
@@ -901,7 +908,7 @@ def _alert(
             kind=kind,
             deployment_id=dep.deployment_id,
             subject=f"{dep.model} {dep.candidate_version}",
-            summary=summary[:4096],
+            summary=_clip(summary),
             evidence=dict(evidence),
             runbook_url=policy.runbook_url(
                 deployment_id=dep.deployment_id,
@@ -947,11 +954,6 @@ class _Judged:
             "reason": self.verdict.reason,
             "evidence": dict(self.verdict.evidence),
         }
-
-
-def _deadline_s(state: RolloutState, policy: Policy) -> float | None:
-    plan_deadline = state.deployment.plan.deadline_s
-    return plan_deadline if plan_deadline is not None else policy.deadline.after_s
 
 
 def _judge(state: RolloutState, rules: RuleSet, now: float) -> list[_Judged]:
@@ -1080,7 +1082,7 @@ def _deadline(
     state: RolloutState, policy: Policy, now: float, out: _Out, judged: Sequence[_Judged]
 ) -> bool:
     """Apply the deadline once it has passed; True when the rollout ended."""
-    deadline_s = _deadline_s(state, policy)
+    deadline_s = state.deadline_s(policy)
     if deadline_s is None or state.deadline_fired or now < state.created_at + deadline_s:
         return False
     action = policy.deadline.action

@@ -236,9 +236,14 @@ class RolloutState:
         cached = self._rules
         if cached is not None and cached[0] is policy:
             return cached[1]
-        bound = policy.bind(self.deployment.plan.guardrails)
+        bound = policy.bind(self.deployment.plan.guardrails, self.deadline_s(policy))
         self._rules = (policy, bound)
         return bound
+
+    def deadline_s(self, policy: Policy) -> float | None:
+        """Seconds from the request to the deadline: the plan's, else the policy's."""
+        plan_deadline = self.deployment.plan.deadline_s
+        return plan_deadline if plan_deadline is not None else policy.deadline.after_s
 
     def profiles(self) -> tuple[Mapping[str, StatsProfile], StatsProfile | None]:
         """The training profile as the detectors take it (features by name, prediction)."""

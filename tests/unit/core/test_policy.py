@@ -289,3 +289,33 @@ def test_a_runbook_url_is_filled_from_its_template() -> None:
     )
 
     assert "https://runbooks.example/latency?d=dep-1" == url
+
+
+def test_a_sequential_rule_on_the_recent_window_spreads_its_alpha_over_the_panes() -> None:
+    doc = _policy(
+        evaluation={"recent_s": 10},
+        rules=[
+            {"name": "errors", "detector": "error_rate"},
+            {"name": "errors_now", "detector": "error_rate", "window": "recent"},
+        ],
+    )
+    policy = Policy.from_mapping(doc)
+
+    rules = policy.bind((), horizon_s=600.0)  # 60 panes of 10 s, plus the one in progress
+
+    assert 61 == rules.recent_windows
+    recent, whole = rules.by_name("errors_now"), rules.by_name("errors")
+    assert recent is not None and whole is not None
+    assert whole.params["alpha"] == pytest.approx(0.005)
+    assert recent.params["alpha"] == pytest.approx(0.005 / 61)
+
+
+def test_a_rollout_without_a_deadline_is_split_over_a_days_panes() -> None:
+    doc = _policy(
+        evaluation={"recent_s": 60},
+        rules=[{"name": "errors_now", "detector": "error_rate", "window": "recent"}],
+    )
+
+    rules = Policy.from_mapping(doc).bind(())
+
+    assert 24 * 60 + 1 == rules.recent_windows

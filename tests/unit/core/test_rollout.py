@@ -10,7 +10,7 @@ import pytest
 import schemas as s
 from controller.core.phases import Phase
 from controller.core.rollout import Served, apply, evaluate, merge, observe
-from controller.core.state import RolloutState
+from controller.core.state import Panes, RolloutState
 from controller.core.stats.cohort import CohortStats
 from tests.factories import make_event
 from tests.unit.core.rollout_helpers import START, Rollout, deployment, three_steps, unit_policy
@@ -651,3 +651,48 @@ def test_a_terminal_state_is_not_live(phase: Phase) -> None:
 
     assert not rollout.state.is_live()
     assert evaluate(rollout.state, rollout.policy, rollout.now + 10**6).is_noop()
+
+
+# ---- the recent window ----------------------------------------------------------------------
+
+
+def test_recent_panes_rotate_on_the_clock_and_forget_what_is_two_panes_old() -> None:
+    panes = Panes.empty(10.0, now=100.0)
+    for now in (101.0, 105.0):
+        panes.rotate(now)
+        panes.current.observe(ok=True, latency_ms=1.0, event_time=now)
+
+    panes.rotate(112.0)  # the next pane: what came before is the previous pane
+    panes.current.observe(ok=False, latency_ms=1.0, event_time=112.0)
+    assert (3, 1) == (panes.view().requests, panes.view().errors)
+
+    panes.rotate(121.0)  # one more: the first pane is gone
+    assert (1, 1) == (panes.view().requests, panes.view().errors)
+
+    panes.rotate(150.0)  # a long silence: both panes are empty
+    assert 0 == panes.view().requests
+    assert 150.0 == panes.start
+
+
+def test_a_rule_on_the_recent_window_judges_only_the_last_panes() -> None:
+    policy = unit_policy(
+        evaluation={"recent_s": 10},
+        rules=[
+            {
+                "name": "errors_now",
+                "detector": "error_rate",
+                "window": "recent",
+                "dry_run": True,
+                "params": {"min_samples": 20},
+            }
+        ],
+    )
+    long_bake = (s.TrafficStep(canary_percent=10, min_bake_s=1000, min_samples=50),)
+    rollout = Rollout(deployment(steps=long_bake), policy)
+
+    rollout.serve(40, canary=10, baseline=10)
+
+    [verdict] = rollout.steps[-1].verdicts
+    assert verdict.evidence["canary_requests"] < 200  # 10 to 20 s of traffic, not 40
+    assert rollout.state.panes is not None
+    assert 400 == rollout.state.canary.requests
