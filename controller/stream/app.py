@@ -117,15 +117,19 @@ class RolloutWorker:
             broker_commit_every=100,
             broker_commit_interval=0.5,
         )
+        # Keys and values are bytes, stored raw: the changelog key is the deployment id's UTF-8,
+        # so the partitioner puts a rollout's state on the partition number of its source
+        # records, and recovery hands back the very bytes that were written. (Faust derives a
+        # table's serializers from key_type / value_type alone: with `str` keys or a Schema
+        # argument they become json, which quotes the key, moves the state to another
+        # partition, and recovers the value as a decoded dict.)
         self.table = self.app.Table(
             "rollouts",
             default=None,
             partitions=settings.topic_partitions,
             use_partitioner=True,
-            # raw keys: the partitioner hashes the same bytes as the source topics' keys
-            schema=faust.Schema(
-                key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"
-            ),
+            key_type=bytes,
+            value_type=bytes,
         )
         raw = {
             "key_type": bytes,
@@ -244,7 +248,7 @@ class RolloutWorker:
     def _load(self, deployment_id: str) -> Any:
         """The rollout's state: decoded from the table, or the decoded copy this worker wrote
         last (the table still holds the very bytes object it was stored as)."""
-        raw = self.table.get(deployment_id)
+        raw = self.table.get(deployment_id.encode())
         if raw is None:
             return None
         cached = self._decoded.get(deployment_id)
@@ -264,7 +268,7 @@ class RolloutWorker:
         await self._publish(outputs, now)
         if state is not None and store:
             raw = orjson.dumps(self.engine.dump(state))
-            self.table[deployment_id] = raw
+            self.table[deployment_id.encode()] = raw
             self._decoded[deployment_id] = (raw, state)
 
     # ---- the tick timer ---------------------------------------------------------------
@@ -282,7 +286,8 @@ class RolloutWorker:
             if tp.topic == self.names[Topic.DEPLOYMENTS]
         }
         now = self.clock()
-        for deployment_id in list(self.table.keys()):
+        for key in list(self.table.keys()):
+            deployment_id = key.decode()
             if partition_of(deployment_id, self.partitions) not in actives:
                 continue
             state = self._load(deployment_id)
