@@ -14,7 +14,8 @@ due at or before an event's time run before it is applied.
 The outputs (commands, alerts, decisions, in the order the core returns them) come out as
 CloudEvents envelopes, as the worker would publish them, with deterministic ids (a command's
 `command_id`, a decision's `decision_id`, an alert's digest of its dedup key, status, time and
-position) and `time` = the output's own timestamp: the same log and policy give the same bytes.
+position among its deployment's outputs) and `time` = the output's own timestamp: the same log
+and policy give the same bytes.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class Runner:
     now: float | None = None
     events: int = 0
     _next_tick: float | None = None
-    _outputs: int = 0
+    _outputs: dict[str, int] = field(default_factory=dict)
 
     def feed(self, event: Envelope[Any]) -> list[Envelope[Any]]:
         """Apply one event at its time, after the ticks due before it."""
@@ -153,13 +154,13 @@ class Runner:
             )
         envelopes = []
         for payload in step.outputs:
-            self._outputs += 1
+            position = self._outputs[key] = self._outputs.get(key, 0) + 1
             envelopes.append(
                 s.make_event(
                     payload,
                     source=self.source,
                     time=output_time(payload),
-                    id=output_id(payload, self._outputs),
+                    id=output_id(payload, position),
                 )
             )
             if report is None:

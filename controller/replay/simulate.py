@@ -877,6 +877,8 @@ class ClosedLoop:
         self.fleet = ServingFleet(self.deployment, self.scenario, seed=seed, config=config)
         self.timeline = Timeline(self.fleet)
         self._rng = random.Random(f"{seed}/loop")
+        #: Everything the controller published, in order.
+        self.published: list[Envelope[Any]] = []
         self._applied: set[str] = set()
         self._approvals: set[int] = set()
         plan_ = self.deployment.plan
@@ -923,6 +925,7 @@ class ClosedLoop:
         return self.outcome
 
     def _react(self, output: Envelope[Any], now: int) -> None:
+        self.published.append(output)
         data = output.data
         if isinstance(data, s.Command):
             self._route(data, now)

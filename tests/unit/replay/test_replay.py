@@ -28,24 +28,9 @@ def policy() -> Policy:
 @functools.cache
 def simulated(scenario: str, seed: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     """A closed-loop log and what the controller published in the loop, as JSON lines."""
-    published: list[bytes] = []
-
-    class Recording(Runner):
-        def feed(self, event: s.Envelope[Any]) -> list[s.Envelope[Any]]:
-            outputs = super().feed(event)
-            published.extend(o.to_json() for o in outputs)
-            return outputs
-
-        def advance(self, until: float) -> list[s.Envelope[Any]]:
-            outputs = super().advance(until)
-            published.extend(o.to_json() for o in outputs)
-            return outputs
-
-    loop = ClosedLoop(
-        scenario, Recording(policy()), seed=seed, config=FAST, rollout_plan=QUICK_PLAN
-    )
+    loop = ClosedLoop(scenario, Runner(policy()), seed=seed, config=FAST, rollout_plan=QUICK_PLAN)
     log = tuple(event.to_json() for event in loop)
-    return log, tuple(published)
+    return log, tuple(o.to_json() for o in loop.published)
 
 
 def run(lines: list[bytes] | tuple[bytes, ...]) -> tuple[list[bytes], list[Rejected], ReplayResult]:
