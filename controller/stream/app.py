@@ -290,18 +290,26 @@ class RolloutWorker:
             deployment_id = key.decode()
             if partition_of(deployment_id, self.partitions) not in actives:
                 continue
-            state = self._load(deployment_id)
-            if state is None or not self.engine.is_live(state):
-                continue
-            new_state, outputs = self.engine.on_tick(state, now)
-            if outputs.empty():
-                continue  # a tick that decides nothing only re-derives state: not stored
-            with self.tracer.start_as_current_span(
-                "tick rollout",
-                kind=SpanKind.INTERNAL,
-                attributes={"rollout.deployment_id": deployment_id},
-            ):
-                await self._commit(deployment_id, new_state, outputs, now)
+            try:
+                await self._tick_one(deployment_id, now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one broken rollout must not stop the timer for the others
+                log.exception("tick.error", deployment=deployment_id)
+
+    async def _tick_one(self, deployment_id: str, now: float) -> None:
+        state = self._load(deployment_id)
+        if state is None or not self.engine.is_live(state):
+            return
+        new_state, outputs = self.engine.on_tick(state, now)
+        if outputs.empty():
+            return  # a tick that decides nothing only re-derives state: not stored
+        with self.tracer.start_as_current_span(
+            "tick rollout",
+            kind=SpanKind.INTERNAL,
+            attributes={"rollout.deployment_id": deployment_id},
+        ):
+            await self._commit(deployment_id, new_state, outputs, now)
 
     # ---- publishing -------------------------------------------------------------------
 
