@@ -1,0 +1,49 @@
+"""What people see: `rollout status` and `rollout watch` read a finished rollout's audit trail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from controller.cli import cli
+from schemas import ApprovalDenied
+from tests.e2e.harness import Rollouts, deployment_request, plan, step
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_status_and_watch_show_a_finished_rollout(world: Rollouts) -> None:
+    world.start_worker()
+    gated = plan(step(10), step(100), approval_to_start=True)
+    world.send(deployment_request("promo-v8", gated, model="promo"))
+    world.wait_for(
+        lambda: world.observer.phase("promo-v8") == "awaiting_approval",
+        what="promo-v8 to wait for approval to start",
+    )
+    world.send(ApprovalDenied(deployment_id="promo-v8", step=0, by="bob", reason="freeze"))
+    world.wait_terminal("promo-v8")
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": world.settings.bootstrap_servers,
+        "ROLLOUT_TOPIC_PREFIX": world.settings.topic_prefix,
+    }
+    runner = CliRunner()
+
+    status = runner.invoke(cli, ["status", "promo-v8"], env=env)
+    as_json = runner.invoke(cli, ["status", "promo-v8", "--json"], env=env)
+    watch = runner.invoke(cli, ["watch", "promo-v8", "--timeout", "30"], env=env)
+
+    assert (0, 0, 0) == (status.exit_code, as_json.exit_code, watch.exit_code), (
+        status.output + as_json.output + watch.output
+    )
+    assert 1 == len(status.output.splitlines())
+    assert status.output.split()[:5] == ["promo-v8", "aborted", "step", "0", "(0%)"]
+    assert "step 0 (10%) denied by bob: freeze" in status.output
+    latest = json.loads(as_json.output)
+    assert ("awaiting_approval", "aborted") == (latest["from_phase"], latest["to_phase"])
+    lines = watch.output.splitlines()
+    assert 2 == len(lines), watch.output
+    assert "pending -> awaiting_approval" in lines[0]
+    assert "awaiting_approval -> aborted" in lines[1] and "denied by bob" in lines[1]
+    assert all(line.startswith("decision ") for line in lines)  # no traffic, so no command
