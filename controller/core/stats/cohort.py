@@ -276,7 +276,10 @@ class CohortStats:
         quality = self.quality.get(name)
         if quality is None:
             quality = self.quality[name] = FieldQuality()
-        if value is None:
+        if type(value) is float and math.isfinite(value):  # the common case first
+            quality.present += 1
+            self._distribution(self.features, name).numbers.add(value)
+        elif value is None:
             quality.missing += 1
         elif type(value) is str:
             quality.present += 1
@@ -294,7 +297,10 @@ class CohortStats:
 
     def _observe_prediction(self, prediction: PredictionValue) -> None:
         quality = self.prediction_quality
-        if type(prediction) is str:
+        if type(prediction) is float and math.isfinite(prediction):  # the common case first
+            quality.present += 1
+            self._distribution(self.predictions, PREDICTION).numbers.add(prediction)
+        elif type(prediction) is str:
             quality.present += 1
             self._distribution(self.predictions, PREDICTION).categories.add(prediction)
         elif type(prediction) is bool:

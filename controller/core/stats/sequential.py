@@ -67,18 +67,15 @@ def log_e_value(
         raise ValueError(f"need 0 <= events <= trials, got {events} of {trials}")
     if trials == 0 or not 0.0 < null_rate < 1.0:
         return 0.0
-    non_events = trials - events
+    # With odds(alt) = r odds(null), a component's log is x ln r - n ln((1 + r o) / (1 + o)).
     null_odds = null_rate / (1.0 - null_rate)
-    log_null, log_null_miss = math.log(null_rate), math.log1p(-null_rate)
-    logs = []
-    for ratio in odds_ratios:
-        odds = null_odds * ratio
-        alt = odds / (1.0 + odds)
-        logs.append(
-            events * (math.log(alt) - log_null) + non_events * (math.log1p(-alt) - log_null_miss)
-        )
+    log_base = math.log1p(null_odds)
+    logs = [
+        events * math.log(ratio) - trials * (math.log1p(null_odds * ratio) - log_base)
+        for ratio in odds_ratios
+    ]
     top = max(logs)
-    return top + math.log(math.fsum(math.exp(x - top) for x in logs) / len(logs))
+    return top + math.log(math.fsum([math.exp(x - top) for x in logs]) / len(logs))
 
 
 @dataclass(frozen=True)

@@ -103,18 +103,17 @@ def test_a_rate_near_the_cap_is_not_evidence_of_exceeding_it() -> None:
     assert Outcome.PASS == verdict.outcome
 
 
-def test_false_alarms_of_the_detector_stay_below_alpha_when_checked_every_ten_events() -> None:
+def test_false_alarms_of_the_detector_stay_below_alpha_when_checked_every_five_events() -> None:
     """Equal error rates at the edge of H0 (tolerance 0), 100 rollouts of 2000 requests."""
     alpha, alarms = 0.05, 0
+    detector = ErrorRate.from_params({"alpha": alpha, "tolerance": 0.0})
     for seed in range(100):
         rng = random.Random(seed)
         baseline, canary = CohortStats(), CohortStats()
         for i in range(2_000):
             cohort = canary if rng.random() < 0.2 else baseline
             cohort.observe(ok=rng.random() >= 0.05, latency_ms=10.0, event_time=float(i))
-            if i % 10 == 9 and judge(baseline, canary, alpha=alpha, tolerance=0.0).outcome is (
-                Outcome.FAIL
-            ):
+            if i % 5 == 4 and detector.evaluate(baseline, canary, NOW).outcome is Outcome.FAIL:
                 alarms += 1
                 break
 
