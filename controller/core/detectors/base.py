@@ -62,6 +62,11 @@ class EvaluationContext:
     training_profile: Mapping[str, FeatureProfile] = field(default_factory=dict, hash=False)
     prediction_profile: FeatureProfile | None = None
 
+    def __post_init__(self) -> None:
+        share = self.traffic_share
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise ValueError(f"traffic_share is a fraction in [0, 1], got {share} (a percent?)")
+
 
 class Detector(Protocol):
     """A configured detector: judges a canary against its baseline."""

@@ -11,8 +11,9 @@ would stay silent that long with probability exp(-rate * gap). The rule fails wh
 per-silence probability: a rollout sees about as many silences as canary requests, so keep it
 far below 1 / (expected canary requests); the default 1e-6 needs 13.8 expected requests.
 
-When the baseline is silent too (by the same criterion), the whole stream is quiet (a stalled
-consumer, a night without traffic): that is INCONCLUSIVE, not a canary outage.
+When the baseline is silent too (by the same criterion) while it should get traffic, the whole
+stream is quiet (a stalled consumer, a night without traffic): that is INCONCLUSIVE, not a canary
+outage. With all traffic on the canary there is no baseline rate: give `expected_rate`.
 
 Failing: the canary fails at least `max_failure_share` of at least `min_requests` requests.
 """
@@ -97,12 +98,17 @@ def _silence(
     if share is not None and share <= 0.0:
         return Verdict.passed(NAME, "no traffic routed to the canary")
     observed = baseline_rate(baseline, params.min_baseline_requests)
+    baseline_share = params.baseline_share
+    if baseline_share is None and share is not None:
+        baseline_share = 1.0 - share
     rate = params.expected_rate
     if rate is None:
-        if share is None:
+        if share is None or baseline_share is None:
             return Verdict.no_data(NAME, "traffic share unknown: cannot expect a canary rate")
-        baseline_share = 1.0 - share if params.baseline_share is None else params.baseline_share
-        if observed is None or baseline_share <= 0.0:
+        if baseline_share <= 0.0:
+            reason = "no traffic goes to the baseline: set expected_rate to judge canary silence"
+            return Verdict.no_data(NAME, reason)
+        if observed is None:
             reason = (
                 f"baseline has {baseline.requests} requests, {params.min_baseline_requests} "
                 "needed to expect a canary request rate"
@@ -127,7 +133,8 @@ def _silence(
     if expected < needed or gap < params.min_gap_s:
         reason = f"canary silent for {gap:.1f} s at {_per_second(rate)} expected: a normal gap"
         return Verdict.passed(NAME, reason, facts)
-    if observed is not None and baseline.last_event_time is not None:
+    baseline_expected = baseline_share is None or baseline_share > 0.0
+    if baseline_expected and observed is not None and baseline.last_event_time is not None:
         baseline_gap = max(context.now - baseline.last_event_time, 0.0)
         facts["baseline_silence_s"] = baseline_gap
         if observed * baseline_gap >= needed and baseline_gap >= params.min_gap_s:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controller.core.detectors import EvaluationContext, Outage
 from controller.core.stats import CohortStats
 from controller.core.verdict import Outcome, Verdict
@@ -74,6 +76,16 @@ def test_without_a_traffic_share_or_an_expected_rate_there_is_no_expectation() -
 
     assert Outcome.NO_DATA == verdict.outcome
     assert "traffic share unknown" in verdict.reason
+
+
+def test_with_all_traffic_on_the_canary_only_an_expected_rate_sets_the_expectation() -> None:
+    assert Outcome.NO_DATA == judge(now=500.0, share=1.0).outcome
+    assert Outcome.FAIL == judge(now=500.0, share=1.0, expected_rate=2.0).outcome
+
+
+def test_a_traffic_share_given_in_percent_is_refused() -> None:
+    with pytest.raises(ValueError, match="a percent"):
+        EvaluationContext(now=0.0, traffic_share=10.0)
 
 
 def test_a_baseline_too_small_to_measure_its_rate_gives_no_data() -> None:
