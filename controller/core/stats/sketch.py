@@ -292,6 +292,19 @@ class QuantileSketch:
         value = 0.0 if sign == 0 else sign * self._bounds(sign * key)[2]
         return min(max(value, self._min), self._max) if self.count else value
 
+    def bucket_at(self, slot: tuple[int, int]) -> Bucket:
+        """The bucket of a slot, with its bounds, representative value and count."""
+        sign, key = slot
+        if sign == 0:
+            lower, upper, count = -self.min_positive, self.min_positive, self.zero_count
+        elif sign > 0:
+            lower, upper, _ = self._bounds(key)
+            count = self._positive.counts.get(key, 0)
+        else:
+            low, high, _ = self._bounds(-key)
+            lower, upper, count = -high, -low, self._negative.counts.get(-key, 0)
+        return Bucket(slot, lower, upper, self.slot_value(slot), count)
+
     def quantile_bucket(self, q: float) -> Bucket | None:
         """The bucket holding the value at rank floor(q (count - 1)); None when empty."""
         if not 0.0 <= q <= 1.0:
@@ -300,13 +313,12 @@ class QuantileSketch:
             return None
         rank = q * (self.count - 1)
         seen = 0
-        last = None
-        for bucket in self.buckets():
-            seen += bucket.count
-            last = bucket
+        slots = self.slot_counts()
+        for slot, count in slots:
+            seen += count
             if seen > rank:
-                return bucket
-        return last  # pragma: no cover  (rank < count always stops the loop)
+                return self.bucket_at(slot)
+        return self.bucket_at(slots[-1][0])  # pragma: no cover  (rank < count stops the loop)
 
     def quantile(self, q: float) -> float | None:
         """The value at rank floor(q (count - 1)), within a relative alpha; None when empty."""
