@@ -176,9 +176,7 @@ def common_bins(a: QuantileSketch, b: QuantileSketch, bins: int = DEFAULT_BINS) 
         raise ValueError(f"need at least 2 bins, got {bins}")
     if a.is_empty() or b.is_empty():
         raise ValueError("both sketches need values to be binned together")
-    pooled: dict[tuple[int, int], list[int]] = {slot: [count, 0] for slot, count in a.slot_counts()}
-    for slot, count in b.slot_counts():
-        pooled.setdefault(slot, [0, 0])[1] = count
+    pooled = a.joint_slot_counts(b)
     weight_a, weight_b = 0.5 / a.count, 0.5 / b.count
     labels: list[str] = []
     counts_a: list[int] = []
@@ -187,8 +185,7 @@ def common_bins(a: QuantileSketch, b: QuantileSketch, bins: int = DEFAULT_BINS) 
     next_cut = 1
     in_a = in_b = 0
     last = len(pooled) - 1
-    for index, slot in enumerate(sorted(pooled)):
-        count_a, count_b = pooled[slot]
+    for index, (slot, count_a, count_b) in enumerate(pooled):
         in_a += count_a
         in_b += count_b
         cumulative += count_a * weight_a + count_b * weight_b

@@ -279,12 +279,26 @@ class QuantileSketch:
     def slot_counts(self) -> list[tuple[tuple[int, int], int]]:
         """(slot, count) of every non-empty bucket in ascending value order: the cheap form of
         `buckets()` for binning and counting."""
-        result = [((-1, -k), c) for k, c in self._negative.counts.items()]
+        negative, positive = self._negative.counts, self._positive.counts
+        result = [((-1, -k), negative[k]) for k in sorted(negative, reverse=True)]
         if self.zero_count:
             result.append(((0, 0), self.zero_count))
-        result += [((1, k), c) for k, c in self._positive.counts.items()]
-        result.sort()
+        result += [((1, k), positive[k]) for k in sorted(positive)]
         return result
+
+    def joint_slot_counts(self, other: QuantileSketch) -> list[tuple[tuple[int, int], int, int]]:
+        """(slot, count here, count in other) over the buckets of either, ascending."""
+        self.check_compatible(other)
+        joint: list[tuple[tuple[int, int], int, int]] = []
+        mine, theirs = self._negative.counts, other._negative.counts
+        for k in sorted(mine.keys() | theirs.keys(), reverse=True):
+            joint.append(((-1, -k), mine.get(k, 0), theirs.get(k, 0)))
+        if self.zero_count or other.zero_count:
+            joint.append(((0, 0), self.zero_count, other.zero_count))
+        mine, theirs = self._positive.counts, other._positive.counts
+        for k in sorted(mine.keys() | theirs.keys()):
+            joint.append(((1, k), mine.get(k, 0), theirs.get(k, 0)))
+        return joint
 
     def slot_value(self, slot: tuple[int, int]) -> float:
         """The representative value of a slot, clamped to [min, max] when not empty."""
