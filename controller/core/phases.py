@@ -42,13 +42,14 @@ class Phase(enum.StrEnum):
 
     def is_active(self) -> bool:
         """The canary may be serving and rules are evaluated (though only PROGRESSING advances)."""
-        return self in (Phase.AWAITING_APPROVAL, Phase.PROGRESSING, Phase.PAUSED)
+        return self in _ACTIVE
 
     def can_go_to(self, to: Phase) -> bool:
         return to in TRANSITIONS[self]
 
 
 _TERMINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED})
+_ACTIVE = frozenset({Phase.AWAITING_APPROVAL, Phase.PROGRESSING, Phase.PAUSED})
 
 #: The legal transitions. The only self-transition is `progressing -> progressing`: the next
 #: traffic step, a decision without a phase change. `pending -> aborted` is a deployment request

@@ -10,12 +10,13 @@ job (controller.policy_io); this module only turns a parsed mapping (or JSON tex
 ```yaml
 version: 1
 name: default
-significance: {alpha: 0.005}           # total false-rollback budget of the sequential rules
+significance: {alpha: 0.01}            # total false-rollback budget of the sequential rules
 steps: {min_samples: 200, min_bake_s: 60}   # used where the plan's TrafficStep leaves them unset
 deadline: {after_s: 7200, action: rollback} # rollback | promote | pause; plan.deadline_s wins
 no_data: wait                           # wait | pass | rollback
 inconclusive: wait                      # wait | pass
 alerts: {runbook_url: "https://runbooks.example/rollout/{rule}", resource_warning: 0.9, ...}
+evaluation: {recent_s: 6}               # pane width of `window: recent` rules
 rules:
   - name: errors
     detector: error_rate
@@ -32,10 +33,12 @@ rules:
 **The significance budget.** The detectors `error_rate`, `latency` and `data_quality` are
 anytime-valid: each fails falsely with probability at most its `alpha` over the whole rollout,
 however often it is checked. The policy's `significance.alpha` is the budget of the acting rules
-among them: each one that does not set `alpha` itself gets `split_alpha(alpha, n)` (Bonferroni,
-alpha / n over the n such rules), so the probability that any of them rolls back a healthy canary
-stays at most `significance.alpha` (plus any alpha a rule sets explicitly: that rule opts out of
-the split and its alpha adds to the total). Dry-run rules never act, so they take no share. The
+among them (a latency rule with `quantiles: []` has no test and takes no share): each one that
+does not set `alpha` itself gets `split_alpha(alpha, n)` (Bonferroni, alpha / n over the n such
+rules), so the probability that any of them rolls back a healthy canary stays at most
+`significance.alpha` (plus any alpha a rule sets explicitly: that rule opts out of the split and
+its alpha adds to the total). A rule on the recent window divides its share again by the number
+of panes in the rollout's horizon (see `Window`). Dry-run rules never act: they take no share. The
 other detectors (outage, prediction_skew, training_serving_skew, latency's plain p99 rules) are
 thresholds far beyond sampling noise, not tests with a level: their false alarm rate is governed
 by their own parameters (outage's per-silence alpha, skew's max_p_value and min_samples).
@@ -311,7 +314,7 @@ class Rule:
             "dry_run": self.dry_run,
             "origin": self.origin,
             "alpha": self.params.get("alpha")
-            if self.detector_name in SEQUENTIAL_DETECTORS
+            if uses_alpha(self.detector_name, self.params)
             else None,
         }
 
@@ -470,7 +473,7 @@ class Policy:
         sharing = [
             s.name
             for s in ordered
-            if s.detector in SEQUENTIAL_DETECTORS and not s.dry_run and "alpha" not in s.params
+            if uses_alpha(s.detector, s.params) and not s.dry_run and "alpha" not in s.params
         ]
         each = split_alpha(self.alpha, len(sharing)) if sharing else None
         windows = math.ceil(horizon_s / self.recent_s) + 1
@@ -479,7 +482,7 @@ class Policy:
             params = dict(spec.params)
             if spec.name in sharing:
                 params["alpha"] = each
-            if spec.window is Window.RECENT and spec.detector in SEQUENTIAL_DETECTORS:
+            if spec.window is Window.RECENT and uses_alpha(spec.detector, spec.params):
                 # one test per pane: the rule's alpha is spread over the panes of the horizon
                 alpha = params.get("alpha", _DETECTOR_DEFAULT_ALPHA)
                 assert isinstance(alpha, float | int)
@@ -515,6 +518,14 @@ class Policy:
         if spec.every_n > 1 and spec.detector in TIME_DEPENDENT_DETECTORS:
             problems.append(f"{label}: {spec.detector} is judged from the clock, every_n must be 1")
         return problems
+
+
+def uses_alpha(detector: str, params: Mapping[str, ParamValue]) -> bool:
+    """Does a rule spend significance? The anytime-valid detectors do, except a latency rule
+    whose slow-request tests are switched off (`quantiles: []`: only its plain p99 rules)."""
+    if detector not in SEQUENTIAL_DETECTORS:
+        return False
+    return not (detector == "latency" and params.get("quantiles") == [])
 
 
 def _guardrails_key(guardrails: Sequence[GuardrailRule]) -> str:

@@ -1020,6 +1020,7 @@ def _evaluate_into(state: RolloutState, policy: Policy, now: float, out: _Out) -
             "rule": first.rule.name,
             "detector": first.rule.detector_name,
             "failed_rules": [j.rule.name for j in failing],
+            "ignored": dict(state.ignored),
         }
         _end(
             state,
@@ -1042,8 +1043,10 @@ def _rule_alerts(
     state: RolloutState, policy: Policy, now: float, out: _Out, judged: Sequence[_Judged]
 ) -> None:
     for j in judged:
-        key = _dedup_key(state, j.rule.name)
         failed = j.verdict.outcome is Outcome.FAIL
+        if not failed and not state.firing:
+            continue  # the common case: nothing fails, nothing to resolve
+        key = _dedup_key(state, j.rule.name)
         firing = state.firing.get(key)
         severity = Severity.CRITICAL if j.acting else Severity.WARNING
         mode = "" if j.acting else " (dry run)"
@@ -1194,6 +1197,7 @@ def _gates(
         "baseline_requests": state.baseline.requests,
         "canary_error_rate": state.canary.error_rate,
         "baseline_error_rate": state.baseline.error_rate,
+        "ignored": dict(state.ignored),
     }
     acting = [j for j in judged if j.acting]
     passed = f"{len(acting)} acting rules pass" if acting else "no acting rules"

@@ -46,6 +46,7 @@ def test_the_default_policy_ships_with_the_package_and_loads() -> None:
     assert [
         "error_rate",
         "latency",
+        "latency_p99",
         "outage",
         "prediction_skew",
         "training_serving_skew",
@@ -62,6 +63,14 @@ def test_the_default_policy_splits_its_alpha_over_the_acting_sequential_rules() 
         rule = rules.by_name(name)
         assert rule is not None
         assert rule.params["alpha"] == pytest.approx(0.01 / 3)
+
+
+def test_a_latency_rule_without_slow_request_tests_takes_no_share_of_alpha() -> None:
+    rule = default_policy().default_rules.by_name("latency_p99")
+
+    assert rule is not None
+    assert "alpha" not in rule.params
+    assert None is rule.describe()["alpha"]
 
 
 def test_training_serving_skew_acts_only_when_a_training_profile_exists() -> None:

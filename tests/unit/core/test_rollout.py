@@ -696,3 +696,12 @@ def test_a_rule_on_the_recent_window_judges_only_the_last_panes() -> None:
     assert verdict.evidence["canary_requests"] < 200  # 10 to 20 s of traffic, not 40
     assert rollout.state.panes is not None
     assert 400 == rollout.state.canary.requests
+
+
+def test_predictions_left_out_are_reported_in_the_decisions_evidence() -> None:
+    rollout = Rollout()
+
+    rollout.serve(1, canary=3, canary_version="v3")
+    rollout.serve_until("promoted")
+
+    assert {"version_mismatch:canary": 3} == rollout.decisions[1].evidence["ignored"]
