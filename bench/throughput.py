@@ -170,6 +170,7 @@ async def worker(bootstrap: str, topic: str, n_predictions: int) -> tuple[float,
         started = time.perf_counter()
         while lane.counters.predictions < n_predictions:
             await lane.step()
+        await lane.commit()  # every delta acknowledged and the position committed
         return time.perf_counter() - started, lane.counters.deltas
     finally:
         await lane.stop()

@@ -9,68 +9,72 @@ between the two halves of the worker; it is versioned like the public ones.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from controller.core.stats.cohort import CohortStats, StatsConfig
-from schemas import Envelope, Prediction, PredictionBatch, PredictionServed
+from schemas import Envelope, PredictionBatch, PredictionServed
 
 DELTA_VERSION = 1
 
 
-@dataclass
 class DeploymentFold:
-    """The predictions of one deployment since the last flush."""
+    """The predictions of one deployment since the last flush, one CohortStats per
+    (cohort, version)."""
 
-    deployment_id: str
-    model: str
-    cohorts: dict[tuple[str, str], CohortStats] = field(default_factory=dict)
-    count: int = 0
-    contexts: list[Any] = field(default_factory=list)  # span contexts of the records
+    __slots__ = ("cohorts", "count", "deployment_id", "model")
 
-    def add(self, item: Prediction, config: StatsConfig) -> None:
-        key = (item.cohort.value, item.version)
-        stats = self.cohorts.get(key)
-        if stats is None:
-            stats = self.cohorts[key] = CohortStats(config)
-        stats.observe(
-            ok=item.ok,
-            latency_ms=item.latency_ms,
-            event_time=item.event_time.timestamp(),
-            error_type=item.error_type,
-            prediction=item.prediction,
-            features=item.features,
-        )
-        self.count += 1
+    def __init__(self, deployment_id: str, model: str) -> None:
+        self.deployment_id = deployment_id
+        self.model = model
+        self.cohorts: dict[tuple[str, str], CohortStats] = {}
+        self.count = 0
+
+    def add_all(self, items: Iterable[Any], config: StatsConfig) -> None:
+        """Fold predictions: `schemas.Prediction` models or the fast path's `Item` structs
+        (the same field names)."""
+        cohorts = self.cohorts
+        n = 0
+        for item in items:
+            key = (str(item.cohort), item.version)
+            stats = cohorts.get(key)
+            if stats is None:
+                stats = cohorts[key] = CohortStats(config)
+            stats.observe(
+                ok=item.ok,
+                latency_ms=item.latency_ms,
+                event_time=item.event_time.timestamp(),
+                error_type=item.error_type,
+                prediction=item.prediction,
+                features=item.features,
+            )
+            n += 1
+        self.count += n
 
 
 class Folder:
-    """Folds decoded prediction events by deployment until `drain()`."""
+    """Folds predictions by deployment until `drain()`."""
 
     def __init__(self, config: StatsConfig | None = None) -> None:
         self.config = config or StatsConfig()
         self.folds: dict[str, DeploymentFold] = {}
 
     def add(self, event: Envelope[Any]) -> DeploymentFold | None:
+        """Fold a decoded event; None when it carries no predictions."""
         data = event.data
         if isinstance(data, PredictionBatch):
-            fold = self._fold(data.deployment_id, data.model)
-            config = self.config
-            for item in data.predictions:
-                fold.add(item, config)
-            return fold
+            return self.add_items(data.deployment_id, data.model, data.predictions)
         if isinstance(data, PredictionServed):
-            fold = self._fold(data.deployment_id, data.model)
-            fold.add(data, self.config)
-            return fold
+            return self.add_items(data.deployment_id, data.model, (data,))
         return None
 
-    def _fold(self, deployment_id: str, model: str) -> DeploymentFold:
+    def add_items(self, deployment_id: str, model: str, items: Iterable[Any]) -> DeploymentFold:
         fold = self.folds.get(deployment_id)
         if fold is None:
             fold = self.folds[deployment_id] = DeploymentFold(deployment_id, model)
+        fold.add_all(items, self.config)
         return fold
 
     def drain(self) -> list[DeploymentFold]:

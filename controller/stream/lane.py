@@ -39,6 +39,7 @@ from controller.observability.messaging import Operation
 from controller.observability.propagation import span_context_of
 from controller.stream.deltas import Folder, StatsDelta
 from schemas import Envelope, Rejection, decode
+from schemas.fast import decode_predictions
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +91,7 @@ class PredictionLane:
         poll_timeout_ms: int = 100,
         stats_config: StatsConfig | None = None,
         trace_records: bool = True,
+        commit_interval_s: float = 0.5,
     ) -> None:
         self.settings = settings
         self.topic = topic
@@ -102,7 +104,10 @@ class PredictionLane:
         self.poll_timeout_ms = poll_timeout_ms
         self.stats_config = stats_config or StatsConfig()
         self.trace_records = trace_records
+        self.commit_interval_s = commit_interval_s
         self.counters = LaneCounters()
+        self._unacked: list[asyncio.Future[Any]] = []
+        self._last_commit = clock()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -130,6 +135,11 @@ class PredictionLane:
         return self._consumer
 
     async def stop(self) -> None:
+        if self._consumer is not None and self._producer is not None:
+            try:
+                await self.commit()
+            except Exception:  # the group may be gone already; uncommitted work is redone
+                log.warning("lane.final_commit_failed", exc_info=True)
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -142,19 +152,36 @@ class PredictionLane:
             await self.step()
 
     async def step(self) -> int:
-        """Take one group of records, fold, publish, commit. Returns the records taken."""
+        """Take one group of records, fold, publish; commit when due. Returns the records taken.
+
+        Sends are not awaited one group at a time: the broker's acknowledgements of a group
+        arrive while the next is folded. Every `commit_interval_s` (and when the lane stops) the
+        lane waits for all outstanding acknowledgements and then commits the position: every
+        record up to it has its delta or dead letter safely on the broker."""
         assert self._consumer is not None, "start() the lane first"
         batches = await self._consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_records
         )
         records = [r for rs in batches.values() for r in rs]
-        if not records:
-            return 0
-        await self.process(records)
-        await self._consumer.commit()
+        if records:
+            self._unacked.extend(await self.process(records))
+        if self._unacked and self.clock() - self._last_commit >= self.commit_interval_s:
+            await self.commit()
         return len(records)
 
-    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+    async def commit(self) -> None:
+        """Wait for every outstanding acknowledgement, then commit the consumed position."""
+        assert self._consumer is not None
+        unacked, self._unacked = self._unacked, []
+        if unacked:
+            await asyncio.gather(*unacked)
+        await self._consumer.commit()
+        self._last_commit = self.clock()
+
+    async def process(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> list[asyncio.Future[Any]]:
+        """Fold a group and send its deltas and dead letters; return the send futures."""
         assert self._producer is not None
         now = datetime.fromtimestamp(self.clock(), UTC)
         folder = Folder(self.stats_config)
@@ -162,6 +189,13 @@ class PredictionLane:
         first_offsets: dict[str, tuple[int, int]] = {}
         pending = []
         for record in records:
+            fast = decode_predictions(record.value, now=now) if record.value else None
+            if fast is not None:
+                fold = folder.add_items(fast.deployment_id, fast.model, fast.items)
+                by_deployment.setdefault(fold.deployment_id, []).append(record)
+                first_offsets.setdefault(fold.deployment_id, (record.partition, record.offset))
+                continue
+            # the fast path cannot vouch for it: the full decoder types it or says why not
             result = decode(record.value, now=now)
             if isinstance(result, Rejection):
                 pending.append(self._dead_letter(record, result, now))
@@ -192,9 +226,7 @@ class PredictionLane:
         self.counters.predictions += sum(f.count for f in folds)
         self.counters.deltas += len(folds)
         self.counters.groups += 1
-        if pending:
-            futures = await asyncio.gather(*pending)
-            await asyncio.gather(*futures)
+        return list(await asyncio.gather(*pending)) if pending else []
 
     async def _send_delta(
         self, delta: StatsDelta, records: Sequence[ConsumerRecord[bytes, bytes]]

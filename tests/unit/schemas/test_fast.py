@@ -1,0 +1,151 @@
+"""The fast path accepts only what `schemas.decode` accepts, with the same values."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import schemas as s
+from schemas.fast import decode_predictions
+from tests.factories import T0, make_event, make_prediction, sample_payloads
+from tests.unit.schemas.test_decode import BAD_INPUTS
+
+BATCH = sample_payloads()[s.PAYLOADS.index(s.PredictionBatch)]
+VALID = [make_event(make_prediction()).to_json(), make_event(BATCH).to_json()]
+
+
+def _as_plain(item: Any) -> dict[str, Any]:
+    names = (
+        "version",
+        "cohort",
+        "request_id",
+        "event_time",
+        "latency_ms",
+        "ok",
+        "error_type",
+        "prediction",
+        "features",
+        "user_key",
+    )
+    return {n: str(getattr(item, n)) if n == "cohort" else getattr(item, n) for n in names}
+
+
+def _agrees(raw: bytes) -> None:
+    """Soundness: whatever the fast path accepts, decode accepts with the same values."""
+    fast = decode_predictions(raw)
+    if fast is None:
+        return
+    full = s.decode(raw)
+    assert isinstance(full, s.Envelope), f"fast path accepted what decode rejects: {full}"
+    data = full.data
+    items = data.predictions if isinstance(data, s.PredictionBatch) else (data,)
+    assert (full.id, full.type, data.deployment_id, data.model, full.traceparent) == (
+        fast.event_id,
+        fast.event_type,
+        fast.deployment_id,
+        fast.model,
+        fast.traceparent,
+    )
+    assert [_as_plain(i) for i in items] == [_as_plain(i) for i in fast.items]
+
+
+@pytest.mark.parametrize("raw", VALID, ids=["single", "batch"])
+def test_valid_prediction_records_take_the_fast_path_with_the_same_values(raw: bytes) -> None:
+    assert decode_predictions(raw) is not None
+    _agrees(raw)
+
+
+@pytest.mark.parametrize("raw", [c[1] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_every_rejection_of_decode_is_refused_by_the_fast_path(raw: bytes) -> None:
+    assert decode_predictions(raw) is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [p for p in sample_payloads() if not isinstance(p, s.PredictionServed | s.PredictionBatch)],
+    ids=lambda p: type(p).__name__,
+)
+def test_other_event_types_are_left_to_decode(payload: s.Payload) -> None:
+    assert decode_predictions(make_event(payload).to_json()) is None
+
+
+def test_a_future_timestamp_is_refused_when_the_clock_is_given() -> None:
+    raw = make_event(make_prediction(event_time=T0 + timedelta(hours=1)), time=T0).to_json()
+
+    assert decode_predictions(raw) is not None
+    assert decode_predictions(raw, now=T0) is None
+
+
+def test_a_batch_item_with_an_error_type_but_ok_is_refused() -> None:
+    doc = json.loads(VALID[1])
+    doc["data"]["predictions"][0]["error_type"] = "timeout"
+
+    assert decode_predictions(json.dumps(doc).encode()) is None
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=300)
+    | st.sampled_from(
+        [
+            "",
+            " x",
+            "x ",
+            "canary",
+            "2026-11-25T12:00:00Z",
+            "2026-11-25T12:00:00",
+            "1.0",
+            "application/json",
+            "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        ]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node[:2]):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.sampled_from([0, 1]),
+    data=st.data(),
+    value=_json_values,
+    mode=st.sampled_from(["set", "delete", "add"]),
+)
+def test_mutated_records_never_pass_the_fast_path_alone(
+    which: int, data: st.DataObject, value: Any, mode: str
+) -> None:
+    doc = json.loads(VALID[which])
+    path = data.draw(st.sampled_from(_paths(doc)))
+    *parents, last = path
+    node = doc
+    for p in parents:
+        node = node[p]
+    if mode == "delete" and isinstance(node, dict):
+        del node[last]
+    elif mode == "add" and isinstance(node, dict):
+        node[str(last) + "_extra"] = value
+    else:
+        node[last] = value
+
+    _agrees(json.dumps(doc).encode())
