@@ -286,7 +286,7 @@ PLANS: Mapping[str, s.RolloutPlan] = {
     # The same shape with shorter bakes: what the detection benchmark runs many times.
     "short": s.RolloutPlan(
         steps=(
-            s.TrafficStep(canary_percent=20, min_bake_s=120, min_samples=1000),
+            s.TrafficStep(canary_percent=20, min_bake_s=90, min_samples=1000),
             s.TrafficStep(canary_percent=50, min_bake_s=60, min_samples=1000),
             s.TrafficStep(canary_percent=100, min_bake_s=0, min_samples=0),
         ),

@@ -1,0 +1,431 @@
+"""Detection benchmark: how often and how fast the policy rolls back each fault, and how often
+it rolls back a healthy canary.
+
+Each run is one closed-loop rollout (controller.replay.simulate.ClosedLoop): a simulated fleet
+serves both cohorts, the rollout core judges every record it reports (and ticks every second of
+event time), and a simulated router applies the commands. Per scenario it prints the runs, the
+detection rate (rolled back after the fault's onset) with a 95% lower confidence bound, the
+median and 95th percentile of the time from the onset to the rollback command, and for healthy
+rollouts the false rollback rate with a 95% upper confidence bound (one-sided
+Clopper-Pearson).
+
+    python bench/detection.py [--runs N] [--other-runs N] [--healthy N] [--rate 20] [--workers 2]
+
+Not a test: it prints figures. `--update-docs docs/detection.md` also writes the results
+between the benchmark markers of that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from controller.core.policy import Policy  # noqa: E402
+from controller.policy_io import default_policy, default_policy_text, load_policy  # noqa: E402
+from controller.replay.replay import Runner  # noqa: E402
+from controller.replay.simulate import (  # noqa: E402
+    PLANS,
+    SCENARIOS,
+    ClosedLoop,
+    FleetConfig,
+)
+
+BEGIN = "<!-- bench:detection:begin -->"
+END = "<!-- bench:detection:end -->"
+#: The hard faults and their targets: detected in >= 99% of runs, median < 10 s after onset.
+TARGET_DETECTION = 0.99
+TARGET_MEDIAN_S = 10.0
+#: The false rollback target of healthy rollouts.
+TARGET_FALSE_ROLLBACK = 0.01
+CONFIDENCE = 0.95
+
+
+# ---------------------------------------------------------------------------------------------
+# One run (in a worker process)
+# ---------------------------------------------------------------------------------------------
+
+_POLICY: Policy | None = None
+
+
+def _init_worker(policy_path: str | None) -> None:
+    global _POLICY
+    _POLICY = load_policy(policy_path) if policy_path else default_policy()
+
+
+@dataclass(frozen=True)
+class Job:
+    scenario: str
+    seed: int
+    rate: float
+    canary_batch_s: float | None
+    fault_onset_s: float
+    plan: str
+
+
+@dataclass(frozen=True)
+class Result:
+    scenario: str
+    seed: int
+    action: str | None
+    detection_s: float | None
+    rule: str | None
+    records: int
+    cpu_s: float
+
+
+def run_one(job: Job) -> Result:
+    assert _POLICY is not None, "the worker initializer loads the policy"
+    started = time.process_time()
+    config = FleetConfig(
+        rate=job.rate, fault_onset_s=job.fault_onset_s, canary_batch_s=job.canary_batch_s
+    )
+    loop = ClosedLoop(
+        job.scenario, Runner(_POLICY), seed=job.seed, config=config, rollout_plan=PLANS[job.plan]
+    )
+    outcome = loop.run()
+    rule = None
+    for command in outcome.commands:
+        if command.action.value == "rollback":
+            rules = command.evidence.get("failed_rules") or [command.evidence.get("rule")]
+            rule = ",".join(str(r) for r in rules if r) or None
+    return Result(
+        scenario=job.scenario,
+        seed=job.seed,
+        action=outcome.terminal_action,
+        detection_s=outcome.detection_s,
+        rule=rule,
+        records=outcome.records,
+        cpu_s=time.process_time() - started,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k + 1):
+        log_term = (
+            math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
+        ) + (n - i) * log_q
+        total += math.exp(log_term)
+    return min(total, 1.0)
+
+
+def upper_bound(k: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson upper bound of a rate after k events in n trials."""
+    if n == 0:
+        return 1.0
+    if k >= n:
+        return 1.0
+    lo, hi = k / n, 1.0
+    for _ in range(100):  # P(X <= k | p) falls as p grows: bisect where it is 1 - confidence
+        mid = (lo + hi) / 2
+        if _binom_cdf(k, n, mid) > 1.0 - confidence:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def lower_bound(k: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson lower bound (the upper bound of the complement)."""
+    if n == 0:
+        return 0.0
+    return 1.0 - upper_bound(n - k, n, confidence)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100])."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Row:
+    scenario: str
+    hard: bool
+    expected: str
+    runs: int
+    rolled_back: int
+    detected: int
+    early: int
+    promoted: int
+    undecided: int
+    times: list[float]
+    rules: Counter[str]
+    cpu_s: float
+
+    @property
+    def detection_rate(self) -> float:
+        return self.detected / self.runs if self.runs else 0.0
+
+    def median(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    def p95(self) -> float | None:
+        return percentile(self.times, 95) if self.times else None
+
+
+def summarize(scenario: str, results: list[Result]) -> Row:
+    sc = SCENARIOS[scenario]
+    times = [r.detection_s for r in results if r.detection_s is not None and r.detection_s >= 0]
+    rules: Counter[str] = Counter(r.rule for r in results if r.rule)
+    return Row(
+        scenario=scenario,
+        hard=sc.hard,
+        expected=sc.expected,
+        runs=len(results),
+        rolled_back=sum(r.action == "rollback" for r in results),
+        detected=len(times),
+        early=sum(
+            r.action == "rollback" and r.detection_s is not None and r.detection_s < 0
+            for r in results
+        ),
+        promoted=sum(r.action == "promote" for r in results),
+        undecided=sum(r.action is None for r in results),
+        times=times,
+        rules=rules,
+        cpu_s=sum(r.cpu_s for r in results),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _rules(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counter.most_common(3)) or "-"
+
+
+def fault_table(rows: list[Row]) -> str:
+    lines = [
+        "| scenario | hard | runs | detected (rolled back after onset) | 95% lower bound | "
+        "median onset to rollback | p95 | before onset | promoted | undecided | rules that fired "
+        "| target met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        median = r.median()
+        met = "-"
+        if r.hard:
+            met = (
+                "yes"
+                if r.detection_rate >= TARGET_DETECTION
+                and median is not None
+                and median < TARGET_MEDIAN_S
+                else "**no**"
+            )
+        lines.append(
+            f"| {r.scenario} | {'yes' if r.hard else ''} | {r.runs} | {r.detected} "
+            f"({_pct(r.detection_rate)}) | {_pct(lower_bound(r.detected, r.runs))} | "
+            f"{_s(median)} | {_s(r.p95())} | {r.early} | {r.promoted} | {r.undecided} | "
+            f"{_rules(r.rules)} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def healthy_table(row: Row) -> str:
+    bound = upper_bound(row.rolled_back, row.runs)
+    met = "yes" if bound <= TARGET_FALSE_ROLLBACK else "**no**"
+    point = row.rolled_back / row.runs if row.runs else 0.0
+    return "\n".join(
+        [
+            "| scenario | runs | false rollbacks | rate | 95% upper bound | promoted | "
+            "undecided | rules that fired | target met (bound <= 1%) |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| healthy | {row.runs} | {row.rolled_back} | {_pct(point)} | {_pct(bound)} | "
+            f"{row.promoted} | {row.undecided} | {_rules(row.rules)} | {met} |",
+        ]
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def report(
+    args: argparse.Namespace, policy: Policy, rows: list[Row], healthy: Row | None, wall_s: float
+) -> str:
+    plan = PLANS[args.plan]
+    steps = ", ".join(
+        f"{s.canary_percent:g}% (bake {s.min_bake_s:g} s, {s.min_samples} samples)"
+        for s in plan.steps
+    )
+    if args.policy:
+        policy_line = f"`{Path(args.policy).name}` (name `{policy.name}`; an experiment)"
+    else:
+        digest = hashlib.sha256(default_policy_text().encode()).hexdigest()[:12]
+        policy_line = f"the default policy `controller/policies/default.yaml` (sha256 {digest})"
+    batch = (
+        "one record per prediction"
+        if args.canary_batch_ms == 0
+        else f"batched every {args.canary_batch_ms:g} ms"
+    )
+    cpu = sum(r.cpu_s for r in rows) + (healthy.cpu_s if healthy else 0.0)
+    parts = [
+        f"Command: `{command_line(args)}`",
+        "",
+        f"- Policy: {policy_line}.",
+        f"- Plan `{args.plan}`: {steps}; deadline {plan.deadline_s:g} s.",
+        f"- Traffic: {args.rate:g} canary requests/s in the first step (baseline "
+        f"{args.rate * (100 / plan.steps[0].canary_percent - 1):g} req/s); canary predictions "
+        f"{batch}, baseline predictions batched every second; the core judges every record "
+        "and ticks every second of event time.",
+        f"- Fault onset {args.onset:g} s after the canary gets traffic.",
+        f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), Python "
+        f"{platform.python_version()}, {args.workers} worker processes; "
+        f"{wall_s / 60:.1f} min wall, {cpu / 60:.1f} min CPU.",
+        "",
+    ]
+    if healthy is not None:
+        parts += ["Healthy rollouts (false rollbacks):", "", healthy_table(healthy), ""]
+    if rows:
+        parts += [
+            "Faults (onset to the rollback command; target for hard faults: detected in >= 99% "
+            "of runs, median < 10 s):",
+            "",
+            fault_table(rows),
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    words = ["python bench/detection.py"]
+    defaults = vars(parser().parse_args([]))
+    for key, value in vars(args).items():
+        if key == "update_docs" or value == defaults.get(key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, list):
+            words.append(f"{flag} {' '.join(value)}")
+        else:
+            words.append(f"{flag} {value}")
+    return " ".join(words)
+
+
+def update_docs(path: Path, text: str) -> None:
+    doc = path.read_text(encoding="utf-8")
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers to write between")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=100, help="runs per hard fault scenario")
+    p.add_argument("--other-runs", type=int, default=50, help="runs per other fault scenario")
+    p.add_argument("--healthy", type=int, default=500, help="healthy rollouts")
+    p.add_argument("--rate", type=float, default=20.0, help="canary req/s in the first step")
+    p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=[name for name in SCENARIOS if name != "healthy"],
+        choices=[name for name in SCENARIOS if name != "healthy"],
+        help="fault scenarios to run",
+    )
+    p.add_argument("--plan", default="short", choices=list(PLANS), help="the rollout plan")
+    p.add_argument("--onset", type=float, default=60.0, help="fault onset after the canary starts")
+    p.add_argument(
+        "--canary-batch-ms",
+        type=float,
+        default=250.0,
+        help="canary predictions batched every N ms (0: one record each)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="first seed; run k uses seed + k")
+    p.add_argument("--policy", default=None, help="a policy file (experiments; default policy)")
+    p.add_argument("--update-docs", type=Path, default=None, help="write the results into FILE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    policy = load_policy(args.policy) if args.policy else default_policy()
+    batch = None if args.canary_batch_ms == 0 else args.canary_batch_ms / 1000
+
+    def job(scenario: str, k: int) -> Job:
+        return Job(scenario, args.seed + k, args.rate, batch, args.onset, args.plan)
+
+    healthy_jobs = [job("healthy", k) for k in range(args.healthy)]
+    fault_jobs = [
+        job(name, k)
+        for name in args.scenarios
+        for k in range(args.runs if SCENARIOS[name].hard else args.other_runs)
+    ]
+    # healthy rollouts run longest: interleave them so the workers finish together
+    jobs: list[Job] = []
+    for i in range(max(len(healthy_jobs), len(fault_jobs))):
+        jobs += healthy_jobs[i : i + 1] + fault_jobs[i : i + 1]
+
+    results: dict[str, list[Result]] = {}
+    started = time.monotonic()
+    ctx = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork")
+    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.policy,)) as pool:
+        for done, result in enumerate(pool.imap_unordered(run_one, jobs, chunksize=2), start=1):
+            results.setdefault(result.scenario, []).append(result)
+            if done % 50 == 0 or done == len(jobs):
+                elapsed = time.monotonic() - started
+                print(
+                    f"  {done}/{len(jobs)} runs, {elapsed / 60:.1f} min",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    wall = time.monotonic() - started
+
+    rows = [summarize(name, results.get(name, [])) for name in args.scenarios]
+    healthy = summarize("healthy", results["healthy"]) if args.healthy else None
+    text = report(args, policy, rows, healthy, wall)
+    print(text)
+    if args.update_docs is not None:
+        update_docs(args.update_docs, text)
+
+
+if __name__ == "__main__":
+    main()
