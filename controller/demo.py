@@ -213,11 +213,10 @@ def _worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[by
 
 
 def run_demo(*, timeout_s: float = 110.0, out: Callable[[str], None] = print) -> int:
+    from controller.observability import configure_logging
     from controller.sdk import CommandListener, PredictionReporter
     from controller.sdk.emit import emit
     from controller.topics import create_topics
-
-    from controller.observability import configure_logging
 
     # the timeline is the demo's output; library chatter only when something goes wrong
     configure_logging(level="WARNING", json=False, stdlib_level="ERROR")
