@@ -221,12 +221,14 @@ class RolloutState:
         return data_id in self._seen_data
 
     def remember(self, event_id: str) -> None:
-        _remember(self.recent_ids, self.seen(event_id), event_id, MAX_RECENT_IDS)
-        self._seen = None
+        if not self.seen(event_id):
+            assert self._seen is not None
+            _remember(self.recent_ids, self._seen, event_id, MAX_RECENT_IDS)
 
     def remember_data(self, data_id: str) -> None:
-        _remember(self.recent_data_ids, self.seen_data(data_id), data_id, MAX_RECENT_DATA_IDS)
-        self._seen_data = None
+        if not self.seen_data(data_id):
+            assert self._seen_data is not None
+            _remember(self.recent_data_ids, self._seen_data, data_id, MAX_RECENT_DATA_IDS)
 
     def count_ignored(self, reason: str, n: int = 1) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + n
@@ -377,11 +379,13 @@ class RolloutState:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
 
-def _remember(ring: list[str], present: bool, item: str, bound: int) -> None:
-    if present:
-        return
+def _remember(ring: list[str], index: set[str], item: str, bound: int) -> None:
+    """Append a new id to a bounded ring (oldest dropped first), keeping its index in step."""
     ring.append(item)
+    index.add(item)
     if len(ring) > bound:
+        for old in ring[: len(ring) - bound]:
+            index.discard(old)
         del ring[: len(ring) - bound]
 
 

@@ -705,3 +705,15 @@ def test_predictions_left_out_are_reported_in_the_decisions_evidence() -> None:
     rollout.serve_until("promoted")
 
     assert {"version_mismatch:canary": 3} == rollout.decisions[1].evidence["ignored"]
+
+
+def test_only_the_last_1024_control_event_ids_are_remembered() -> None:
+    rollout = Rollout()
+    for i in range(1030):
+        rollout.send(s.MetricReported(deployment_id="dep-1", name="m", value=1.0), f"m-{i}")
+
+    assert 1024 == len(rollout.state.recent_ids)
+    assert not rollout.state.seen("m-0")
+    assert rollout.state.seen("m-1029")
+    assert rollout.state.seen("m-6")
+    assert not rollout.state.copy().seen("m-5")
