@@ -8,12 +8,15 @@ records and batched records (`prediction.batch`, --batch predictions each). Each
 consumed twice from the beginning:
 
 - **bare**: an aiokafka `getmany` loop that only counts records (the Kafka client's own speed);
-- **worker**: the worker's prediction lane (controller.stream.lane.PredictionLane), exactly as
-  `rollout worker` runs it: decode and validate every record, fold predictions into per-cohort
-  statistics, publish one statistics delta per deployment and group, commit.
+- **worker**: the whole `rollout worker` (controller.stream.app.RolloutWorker, the Faust app
+  with its prediction lane, rollout agent, table and timer) in this process, with the default
+  policy and a rollout per deployment: every record decoded and validated, every prediction
+  folded into per-cohort statistics, the deltas merged into the rollouts' states by the agent
+  and judged. The clock runs from the first record the lane takes to the moment the agent has
+  merged the last prediction.
 
-It prints events (predictions) per second for both and their ratio. Not a test: nothing is
-asserted, figures vary with the machine.
+It prints predictions per second for both and their ratio. Not a test: nothing is asserted,
+and the figures vary with the machine and its load.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import os
 import random
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -32,9 +36,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from controller.settings import load_settings
-from controller.stream.lane import PredictionLane
-from schemas import Prediction, PredictionBatch, PredictionServed, make_event
+from controller.policy_io import default_policy
+from controller.sdk import emit
+from controller.settings import Settings, load_settings
+from controller.stream.app import RolloutWorker
+from controller.stream.engine import Engine
+from controller.topics import create_topics, topic_name
+from schemas import (
+    DeploymentRequested,
+    Prediction,
+    PredictionBatch,
+    PredictionServed,
+    RolloutPlan,
+    Topic,
+    TrafficStep,
+    make_event,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DEPLOYMENTS = 20
@@ -105,12 +122,19 @@ def batch_records(items: list[tuple[str, Prediction]], size: int) -> list[tuple[
     return out
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
+def deployment(deployment_id: str) -> DeploymentRequested:
+    return DeploymentRequested(
+        deployment_id=deployment_id,
+        model="m",
+        candidate_version="v2",
+        baseline_version="v1",
+        plan=RolloutPlan(
+            steps=(TrafficStep(canary_percent=20, min_bake_s=3600, min_samples=10**9),)
+        ),
+    )
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, 6, 1)])
-    admin.close()
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         linger_ms=20,
@@ -149,31 +173,32 @@ async def bare(bootstrap: str, topic: str, n_records: int) -> float:
         await consumer.stop()
 
 
-async def worker(bootstrap: str, topic: str, n_predictions: int) -> tuple[float, int]:
-    settings = load_settings(bootstrap_servers=bootstrap)
-    from kafka.admin import KafkaAdminClient, NewTopic
+def run_worker(settings: Settings, n_predictions: int) -> tuple[float, int]:
+    """Run the worker until it merged n predictions; return (seconds, deltas published)."""
+    worker = RolloutWorker(settings, Engine(default_policy()))
+    assert worker.lane is not None
+    loop = asyncio.new_event_loop()
 
-    stats, dlq = f"{topic}.stats", f"{topic}.dlq"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(stats, 6, 1), NewTopic(dlq, 1, 1)])
-    admin.close()
-    lane = PredictionLane(
-        settings,
-        topic=topic,
-        stats_topic=stats,
-        dead_letter_topic=dlq,
-        group_id=f"bench-lane-{uuid.uuid4().hex}",
-    )
-    await lane.start()
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(worker.app.start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
     try:
-        await assigned(lane.consumer)
-        started = time.perf_counter()
-        while lane.counters.predictions < n_predictions:
-            await lane.step()
-        await lane.commit()  # every delta acknowledged and the position committed
-        return time.perf_counter() - started, lane.counters.deltas
+        deadline = time.monotonic() + 600
+        while worker.merged_predictions < n_predictions and time.monotonic() < deadline:
+            time.sleep(0.005)
+        done = time.perf_counter()
+        first = worker.lane.counters.first_record_at
+        if worker.merged_predictions < n_predictions or first is None:
+            raise SystemExit(f"the worker merged {worker.merged_predictions} of {n_predictions}")
+        return done - first, worker.lane.counters.deltas
     finally:
-        await lane.stop()
+        asyncio.run_coroutine_threadsafe(worker.app.stop(), loop).result(120)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
 
 
 async def assigned(consumer: AIOKafkaConsumer) -> None:
@@ -204,10 +229,21 @@ async def main() -> None:
         ("single", single_records(items)),
         ("batched", batch_records(items, args.batch)),
     ):
-        topic = f"bench.{run}.{form}"
+        settings = load_settings(
+            bootstrap_servers=bootstrap,
+            topic_prefix=f"bench.{run}.{form}.",
+            consumer_group=f"bench-{run}-{form}",
+            topic_partitions=6,
+        )
+        create_topics(settings)
+        emit(
+            settings,
+            [make_event(deployment(f"dep-{i}"), source="bench") for i in range(DEPLOYMENTS)],
+        )
+        topic = topic_name(settings, Topic.PREDICTIONS)
         await produce(bootstrap, topic, records)
         bare_s = await bare(bootstrap, topic, len(records))
-        worker_s, deltas = await worker(bootstrap, topic, args.events)
+        worker_s, deltas = await asyncio.to_thread(run_worker, settings, args.events)
         rows.append(
             (
                 form,
@@ -223,7 +259,7 @@ async def main() -> None:
         f"broker {bootstrap}, {os.cpu_count()} cores\n"
     )
     print(
-        "| records | count | bare aiokafka getmany (predictions/s) | worker lane "
+        "| records | count | bare aiokafka getmany (predictions/s) | worker "
         "(predictions/s) | worker / bare | deltas published |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

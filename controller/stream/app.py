@@ -153,6 +153,8 @@ class RolloutWorker:
         #: one rollout is judged at a time: the agent and the timer never interleave on a state
         self._lock = asyncio.Lock()
         self._decoded: dict[str, tuple[bytes, Any]] = {}
+        #: predictions the agent has merged into rollout states (statistics deltas' counts)
+        self.merged_predictions = 0
         self.lane: PredictionLane | None = None
         if lane:
             self.lane = PredictionLane(
@@ -231,6 +233,7 @@ class RolloutWorker:
                 if state is None:
                     return
                 new_state, outputs = self.engine.on_delta(state, delta, now)
+                self.merged_predictions += delta.count
                 await self._commit(delta.deployment_id, new_state, outputs, now)
             return
         result = decode(value, now=_dt(now))

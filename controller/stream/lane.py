@@ -53,6 +53,8 @@ class LaneCounters:
     rejected: int = 0
     deltas: int = 0
     groups: int = 0
+    #: perf_counter() when the first record arrived (for throughput figures)
+    first_record_at: float | None = None
 
 
 def aiokafka_options(settings: Any) -> dict[str, Any]:
@@ -222,6 +224,8 @@ class PredictionLane:
             partition, offset = first_offsets[fold.deployment_id]
             delta_id = f"{self.topic}:{partition}:{offset}:{recs[-1].offset}:{fold.deployment_id}"
             pending.append(self._send_delta(StatsDelta.of(fold, delta_id), recs))
+        if self.counters.first_record_at is None:
+            self.counters.first_record_at = time.perf_counter()
         self.counters.records += len(records)
         self.counters.predictions += sum(f.count for f in folds)
         self.counters.deltas += len(folds)
@@ -248,14 +252,23 @@ class PredictionLane:
     def _process_span(
         self, deployment_id: str, records: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> Any:
+        # links to the newest MAX_LINKS distinct producer spans (the span limit), newest first;
+        # records without headers carry no context and cost nothing here
         contexts = []
         seen = set()
-        for r in records:
+        parent_headers = None
+        for r in reversed(records):
+            if not r.headers:
+                continue
+            if parent_headers is None:
+                parent_headers = r.headers
             sc = span_context_of(extract_from_headers(r.headers))
             if sc.is_valid and sc.span_id not in seen:
                 seen.add(sc.span_id)
                 contexts.append(sc)
-        parent = extract_from_headers(records[-1].headers)
+                if len(contexts) >= MAX_LINKS:
+                    break
+        parent = extract_from_headers(parent_headers) if parent_headers else None
         attributes = messaging_attributes(
             Operation.PROCESS,
             self.topic,
@@ -269,7 +282,7 @@ class PredictionLane:
             f"process {self.topic}",
             context=parent,
             kind=Operation.PROCESS.span_kind(),
-            links=[Link(sc) for sc in contexts[-MAX_LINKS:]],
+            links=[Link(sc) for sc in contexts],
             attributes=attributes,
         )
 
