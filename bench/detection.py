@@ -272,6 +272,25 @@ def healthy_table(row: Row) -> str:
     )
 
 
+def _commit() -> str:
+    """The checkout's commit, and whether it has local changes (the code that was measured)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + (" with local changes" if dirty else "")
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -304,7 +323,7 @@ def report(
     parts = [
         f"Command: `{command_line(args)}`",
         "",
-        f"- Policy: {policy_line}.",
+        f"- Code: commit {_commit()}. Policy: {policy_line}.",
         f"- Plan `{args.plan}`: {steps}; deadline {plan.deadline_s:g} s.",
         f"- Traffic: {args.rate:g} canary requests/s in the first step (baseline "
         f"{args.rate * (100 / plan.steps[0].canary_percent - 1):g} req/s); canary predictions "
