@@ -189,8 +189,13 @@ def simulate_cmd(
     timing = ""
     if o.terminal_ms is not None:
         timing = f" at +{(o.terminal_ms - o.begin_ms) / 1000:.1f} s"
-        if o.onset_ms is not None and o.terminal_ms >= o.onset_ms:
-            timing += f" ({(o.terminal_ms - o.onset_ms) / 1000:.1f} s after the fault's onset)"
+        if scenario_name != "healthy" and o.onset_ms is not None:
+            since = (o.terminal_ms - o.onset_ms) / 1000
+            timing += (
+                f" ({since:.1f} s after the fault's onset)"
+                if since >= 0
+                else f" ({-since:.1f} s before the fault's onset: see --onset)"
+            )
     click.echo(f"{o.deployment_id}: {o.records} records, {ended}{timing}", err=True)
     if o.terminal_reason:
         click.echo(f"  reason: {o.terminal_reason}", err=True)
