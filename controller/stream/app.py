@@ -19,6 +19,7 @@ own mergeable statistics and idempotency comes from deterministic ids.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +43,7 @@ from controller.stream.deltas import StatsDelta
 from controller.stream.engine import Engine, Outputs
 from controller.stream.lane import PredictionLane
 from controller.topics import stats_topic_name, topic_name
-from schemas import Envelope, Payload, Rejection, Topic, decode, make_event
+from schemas import Alert, Envelope, Payload, Rejection, Topic, decode, make_event
 
 log = structlog.get_logger(__name__)
 
@@ -380,7 +381,7 @@ class RolloutWorker:
                         dedup_key=alert.dedup_key,
                         summary=alert.summary,
                     )
-                    await self._send(Topic.ALERTS, alert, None, now)
+                    await self._send(Topic.ALERTS, alert, alert_id(alert), now)
                 if decision is not None:
                     await self._send(Topic.DECISIONS, decision, decision.decision_id, now)
 
@@ -430,6 +431,12 @@ class RolloutWorker:
             letter, source=SOURCE, time=_dt(self.clock()), id=f"dlq:{topic}:{partition}:{offset}"
         )
         await self.out[Topic.DEAD_LETTER].send(key=key, value=event.to_json())
+
+
+def alert_id(alert: Alert) -> str:
+    """A deterministic CloudEvents id for an alert: its dedup key, status and time."""
+    material = "\x1f".join((alert.dedup_key, alert.status, alert.at.isoformat()))
+    return "alert-" + hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:
