@@ -26,7 +26,6 @@ import asyncio
 import os
 import random
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -40,6 +39,7 @@ from controller.policy_io import default_policy
 from controller.sdk import emit
 from controller.settings import Settings, load_settings
 from controller.stream.app import RolloutWorker
+from controller.stream.embedded import EmbeddedWorker
 from controller.stream.engine import Engine
 from controller.topics import create_topics, topic_name
 from schemas import (
@@ -177,16 +177,7 @@ def run_worker(settings: Settings, n_predictions: int) -> tuple[float, int]:
     """Run the worker until it merged n predictions; return (seconds, deltas published)."""
     worker = RolloutWorker(settings, Engine(default_policy()))
     assert worker.lane is not None
-    loop = asyncio.new_event_loop()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(worker.app.start())
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with EmbeddedWorker(worker, stop_timeout_s=120):
         deadline = time.monotonic() + 600
         while worker.merged_predictions < n_predictions and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -195,10 +186,6 @@ def run_worker(settings: Settings, n_predictions: int) -> tuple[float, int]:
         if worker.merged_predictions < n_predictions or first is None:
             raise SystemExit(f"the worker merged {worker.merged_predictions} of {n_predictions}")
         return done - first, worker.lane.counters.deltas
-    finally:
-        asyncio.run_coroutine_threadsafe(worker.app.stop(), loop).result(120)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 async def assigned(consumer: AIOKafkaConsumer) -> None:

@@ -1,15 +1,14 @@
 """One trace from the predictions that hurt to the rollback that fixed it.
 
-The worker runs in this process (so its spans reach the same in-memory exporter as the SDK's):
+The worker runs embedded in this process (so its spans reach the same in-memory exporter as the
+SDK's):
 the reporter's send span, the lane's process span, the agent's process and decision spans, the
 command's send span and the router's apply span must share one trace id.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from controller.policy_io import default_policy
 from controller.sdk import CommandListener, PredictionReporter, emit
 from controller.settings import Settings, load_settings
 from controller.stream.app import RolloutWorker
+from controller.stream.embedded import EmbeddedWorker
 from controller.stream.engine import Engine
 from controller.topics import create_topics, stats_topic_name, topic_name
 from schemas import (
@@ -36,29 +36,6 @@ from schemas import (
 from tests.otel import Recorder, make_recorder
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-class InProcessWorker:
-    """The Faust app of a RolloutWorker on an event loop in a background thread."""
-
-    def __init__(self, worker: RolloutWorker) -> None:
-        self.worker = worker
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.worker.app.start())
-        self.loop.run_forever()
-
-    def __enter__(self) -> InProcessWorker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.worker.app.stop(), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
 
 
 @pytest.fixture
@@ -81,14 +58,14 @@ def settings(kafka_bootstrap: str) -> Settings:
 
 
 @pytest.fixture
-def worker(settings: Settings, recorder: Recorder) -> Iterator[InProcessWorker]:
+def worker(settings: Settings, recorder: Recorder) -> Iterator[EmbeddedWorker]:
     engine = Engine(default_policy())
-    with InProcessWorker(RolloutWorker(settings, engine, tracer=recorder.tracer)) as running:
+    with EmbeddedWorker(RolloutWorker(settings, engine, tracer=recorder.tracer)) as running:
         yield running
 
 
 def test_a_rollback_is_one_trace_from_send_to_apply(
-    settings: Settings, recorder: Recorder, worker: InProcessWorker
+    settings: Settings, recorder: Recorder, worker: EmbeddedWorker
 ) -> None:
     applied: list[Command] = []
     listener = CommandListener(
