@@ -675,32 +675,31 @@ def _resume(
     )
 
 
-def _on_abort(
-    state: RolloutState, event: AbortRequested, policy: Policy, now: float, out: _Out
-) -> None:
-    detail = f": {event.reason}" if event.reason else ""
-    _end(
-        state,
-        Phase.ABORTED,
-        out,
-        now,
-        reason=f"aborted by {event.by}{detail}",
-        evidence={"by": event.by},
-    )
+def _manual_end(phase: Phase, verb: str) -> Handler:
+    """The handler of a person's request to end the rollout in `phase` ("aborted by bob: ...")."""
+
+    def handler(
+        state: RolloutState,
+        event: AbortRequested | RollbackRequested,
+        policy: Policy,
+        now: float,
+        out: _Out,
+    ) -> None:
+        detail = f": {event.reason}" if event.reason else ""
+        _end(
+            state,
+            phase,
+            out,
+            now,
+            reason=f"{verb} by {event.by}{detail}",
+            evidence={"by": event.by},
+        )
+
+    return handler
 
 
-def _on_rollback(
-    state: RolloutState, event: RollbackRequested, policy: Policy, now: float, out: _Out
-) -> None:
-    detail = f": {event.reason}" if event.reason else ""
-    _end(
-        state,
-        Phase.ROLLED_BACK,
-        out,
-        now,
-        reason=f"rolled back by {event.by}{detail}",
-        evidence={"by": event.by},
-    )
+_on_abort = _manual_end(Phase.ABORTED, "aborted")
+_on_rollback = _manual_end(Phase.ROLLED_BACK, "rolled back")
 
 
 def _on_traffic_applied(
