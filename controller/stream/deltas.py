@@ -37,12 +37,18 @@ class DeploymentFold:
         (the same field names)."""
         cohorts = self.cohorts
         n = 0
+        key: tuple[str, str] | None = None
+        observe: Any = None
         for item in items:
-            key = (str(item.cohort), item.version)
-            stats = cohorts.get(key)
-            if stats is None:
-                stats = cohorts[key] = CohortStats(config)
-            stats.observe(
+            # the cohort is a str (fast path) or a StrEnum (pydantic): equal and hash-equal
+            item_key = (item.cohort, item.version)
+            if item_key != key:  # runs of one cohort are common: look up only on a change
+                key = item_key
+                stats = cohorts.get(key)
+                if stats is None:
+                    stats = cohorts[key] = CohortStats(config)
+                observe = stats.observe
+            observe(
                 ok=item.ok,
                 latency_ms=item.latency_ms,
                 event_time=item.event_time.timestamp(),

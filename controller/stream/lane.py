@@ -185,6 +185,8 @@ class PredictionLane:
     ) -> list[asyncio.Future[Any]]:
         """Fold a group and send its deltas and dead letters; return the send futures."""
         assert self._producer is not None
+        if self.counters.first_record_at is None:
+            self.counters.first_record_at = time.perf_counter()
         now = datetime.fromtimestamp(self.clock(), UTC)
         folder = Folder(self.stats_config)
         by_deployment: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
@@ -224,8 +226,6 @@ class PredictionLane:
             partition, offset = first_offsets[fold.deployment_id]
             delta_id = f"{self.topic}:{partition}:{offset}:{recs[-1].offset}:{fold.deployment_id}"
             pending.append(self._send_delta(StatsDelta.of(fold, delta_id), recs))
-        if self.counters.first_record_at is None:
-            self.counters.first_record_at = time.perf_counter()
         self.counters.records += len(records)
         self.counters.predictions += sum(f.count for f in folds)
         self.counters.deltas += len(folds)

@@ -199,7 +199,14 @@ class QuantileSketch:
         if value > self.min_positive:
             if value == math.inf:
                 raise ValueError("a sketch takes finite values only, got inf")
-            self._positive.add(math.ceil(math.log(value) * self._multiplier), count)
+            key = math.ceil(math.log(value) * self._multiplier)
+            store = self._positive
+            counts = store.counts
+            if counts and store.lo <= key <= store.hi:
+                # the common case, inlined: a key inside the span moves no bounds
+                counts[key] = counts.get(key, 0) + count
+            else:
+                store.add(key, count)
         elif value < -self.min_positive:
             if value == -math.inf:
                 raise ValueError("a sketch takes finite values only, got -inf")
