@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,12 +48,6 @@ class Rejection:
             errors=self.errors,
             rejected_at=rejected_at,
         )
-
-
-@dataclass(frozen=True)
-class Decoded:
-    event: Envelope[Any]
-    warnings: tuple[str, ...] = field(default=())
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:

@@ -8,7 +8,7 @@ between the two halves of the worker; it is versioned like the public ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,13 +136,3 @@ class StatsDelta:
             count=fold.count,
             cohorts=tuple((c, v, s) for (c, v), s in sorted(fold.cohorts.items())),
         )
-
-
-def by_cohort(deltas: Iterable[StatsDelta]) -> Mapping[tuple[str, str], CohortStats]:
-    """Merge deltas into one CohortStats per (cohort, version)."""
-    out: dict[tuple[str, str], CohortStats] = {}
-    for delta in deltas:
-        for cohort, version, stats in delta.cohorts:
-            key = (cohort, version)
-            out[key] = out[key].merged(stats) if key in out else stats
-    return out

@@ -37,7 +37,7 @@ from controller.observability import (
 )
 from controller.observability.messaging import Operation
 from controller.observability.propagation import span_context_of
-from controller.stream.deltas import Folder, StatsDelta
+from controller.stream.deltas import DeploymentFold, Folder, StatsDelta
 from schemas import Envelope, Rejection, decode
 from schemas.fast import decode_predictions
 
@@ -190,47 +190,52 @@ class PredictionLane:
         now = datetime.fromtimestamp(self.clock(), UTC)
         folder = Folder(self.stats_config)
         by_deployment: dict[str, list[ConsumerRecord[bytes, bytes]]] = {}
-        first_offsets: dict[str, tuple[int, int]] = {}
         pending = []
         for record in records:
-            fast = decode_predictions(record.value, now=now) if record.value else None
-            if fast is not None:
-                fold = folder.add_items(fast.deployment_id, fast.model, fast.items)
+            fold = self._fold(folder, record, now, pending)
+            if fold is not None:
                 by_deployment.setdefault(fold.deployment_id, []).append(record)
-                first_offsets.setdefault(fold.deployment_id, (record.partition, record.offset))
-                continue
-            # the fast path cannot vouch for it: the full decoder types it or says why not
-            result = decode(record.value, now=now)
-            if isinstance(result, Rejection):
-                pending.append(self._dead_letter(record, result, now))
-                continue
-            fold = folder.add(result)
-            if fold is None:  # a valid event of another type on the predictions topic
-                pending.append(
-                    self._dead_letter(
-                        record,
-                        Rejection(
-                            reason=f"{result.type} does not belong on the predictions topic",
-                            event_type=result.type,
-                            event_id=result.id,
-                        ),
-                        now,
-                    )
-                )
-                continue
-            by_deployment.setdefault(fold.deployment_id, []).append(record)
-            first_offsets.setdefault(fold.deployment_id, (record.partition, record.offset))
         folds = folder.drain()
         for fold in folds:
             recs = by_deployment[fold.deployment_id]
-            partition, offset = first_offsets[fold.deployment_id]
-            delta_id = f"{self.topic}:{partition}:{offset}:{recs[-1].offset}:{fold.deployment_id}"
+            first = recs[0]
+            delta_id = (
+                f"{self.topic}:{first.partition}:{first.offset}:{recs[-1].offset}:"
+                f"{fold.deployment_id}"
+            )
             pending.append(self._send_delta(StatsDelta.of(fold, delta_id), recs))
         self.counters.records += len(records)
         self.counters.predictions += sum(f.count for f in folds)
         self.counters.deltas += len(folds)
         self.counters.groups += 1
         return list(await asyncio.gather(*pending)) if pending else []
+
+    def _fold(
+        self,
+        folder: Folder,
+        record: ConsumerRecord[bytes, bytes],
+        now: datetime,
+        pending: list[Any],
+    ) -> DeploymentFold | None:
+        """Fold one record's predictions; a record that is not a valid prediction record gets
+        its dead letter queued on `pending` instead."""
+        fast = decode_predictions(record.value, now=now) if record.value else None
+        if fast is not None:
+            return folder.add_items(fast.deployment_id, fast.model, fast.items)
+        # the fast path cannot vouch for it: the full decoder types it or says why not
+        result = decode(record.value, now=now)
+        if isinstance(result, Rejection):
+            pending.append(self._dead_letter(record, result, now))
+            return None
+        fold = folder.add(result)
+        if fold is None:  # a valid event of another type on the predictions topic
+            wrong_topic = Rejection(
+                reason=f"{result.type} does not belong on the predictions topic",
+                event_type=result.type,
+                event_id=result.id,
+            )
+            pending.append(self._dead_letter(record, wrong_topic, now))
+        return fold
 
     async def _send_delta(
         self, delta: StatsDelta, records: Sequence[ConsumerRecord[bytes, bytes]]
