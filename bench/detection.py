@@ -23,10 +23,12 @@ import math
 import multiprocessing
 import os
 import platform
+import random
 import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +112,108 @@ def run_one(job: Job) -> Result:
         rule=rule,
         records=outcome.records,
         cpu_s=time.process_time() - started,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The information limit of an error-rate regression
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Onset-to-detection times of tests that know more than any real test can."""
+
+    alpha: float
+    tolerance: float
+    canary_rps: float
+    baseline_rps: float
+    baseline_error_rate: float
+    canary_error_rate: float
+    two_sample: tuple[float, float]
+    one_sample: tuple[float, float]
+
+
+def _sprt_times(
+    rng: random.Random, up: float, down: float, p_up: float, gap: Callable[[], float], runs: int
+) -> tuple[float, float]:
+    """Median and p95 of the first time a random walk reaches 1: a step after each `gap()`
+    seconds, +up with probability p_up, else +down (log likelihood ratios over ln(1/alpha))."""
+    times = []
+    for _ in range(runs):
+        t = level = 0.0
+        while level < 1.0:
+            t += gap()
+            level += up if rng.random() < p_up else down
+        times.append(t)
+    return statistics.median(times), percentile(times, 95)
+
+
+def error_rate_limit(policy: Policy, plan: str, rate: float, runs: int = 4000) -> Limit | None:
+    """How fast the error_burst_x5 fault can be seen at all, at the error_rate rule's alpha
+    and tolerance (Monte Carlo, seed fixed): Wald's sequential probability ratio test told the
+    true rates and the onset (no history, no mixture over alternatives, no plug-in share). For
+    that one alternative no test with the same error rates has a shorter expected time (Wald
+    and Wolfowitz); a test that must also find the alternative and the onset is slower.
+
+    - two-sample: the canary's share of all errors (the baseline's rate unknown, learned from
+      the baseline cohort: what the error_rate rule's test sees);
+    - one-sample: the canary's requests against the baseline's error rate known exactly.
+    """
+    rules = policy.bind(()).rules
+    rule = next((r for r in rules if r.detector_name == "error_rate"), None)
+    if rule is None:
+        return None
+    alpha = float(rule.params.get("alpha") or 0.01)  # type: ignore[arg-type]
+    tolerance = float(rule.params.get("tolerance", 0.2))  # type: ignore[arg-type]
+    share = PLANS[plan].steps[0].canary_percent / 100.0
+    baseline_rps = rate * (1.0 - share) / share
+    p_b = SCENARIOS["healthy"].canary.error_rate
+    p_c = SCENARIOS["error_burst_x5"].canary.error_rate
+    scale = math.log(1.0 / alpha)
+    rng = random.Random(20261125)
+    # two-sample: each error is the canary's with probability theta
+    odds0 = (1.0 + tolerance) * rate / baseline_rps
+    theta0, errors_per_s = odds0 / (1.0 + odds0), rate * p_c + baseline_rps * p_b
+    theta1 = rate * p_c / errors_per_s
+    two = _sprt_times(
+        rng,
+        math.log(theta1 / theta0) / scale,
+        math.log((1.0 - theta1) / (1.0 - theta0)) / scale,
+        theta1,
+        lambda: rng.expovariate(errors_per_s),
+        runs,
+    )
+    # one-sample: each canary request fails with p_c against the null (1 + tolerance) p_b
+    q0 = (1.0 + tolerance) * p_b
+    one = _sprt_times(
+        rng,
+        math.log(p_c / q0) / scale,
+        math.log((1.0 - p_c) / (1.0 - q0)) / scale,
+        p_c,
+        lambda: 1.0 / rate,
+        runs,
+    )
+    return Limit(alpha, tolerance, rate, baseline_rps, p_b, p_c, two, one)
+
+
+def limit_text(limit: Limit) -> str:
+    return "\n".join(
+        [
+            f"The information limit of `error_burst_x5` (canary {limit.canary_rps:g} req/s at "
+            f"{limit.canary_error_rate:.1%} errors, baseline {limit.baseline_rps:g} req/s at "
+            f"{limit.baseline_error_rate:.1%}; the error_rate rule's alpha {limit.alpha:.4g}, "
+            f"tolerance {limit.tolerance:g}): Wald's SPRT told the true rates and the onset, "
+            "the test with the shortest expected time for that one alternative (Wald and "
+            "Wolfowitz), 4000 Monte Carlo runs each:",
+            "",
+            "| test that knows the truth | median onset to detection | p95 |",
+            "|---|---|---|",
+            f"| two-sample: canary share of all errors (baseline rate learned, as the rule's "
+            f"test) | {limit.two_sample[0]:.1f} s | {limit.two_sample[1]:.1f} s |",
+            f"| one-sample: baseline error rate known exactly | {limit.one_sample[0]:.1f} s | "
+            f"{limit.one_sample[1]:.1f} s |",
+        ]
     )
 
 
@@ -345,6 +449,10 @@ def report(
             fault_table(rows),
             "",
         ]
+    if "error_burst_x5" in args.scenarios:
+        limit = error_rate_limit(policy, args.plan, args.rate)
+        if limit is not None:
+            parts += [limit_text(limit), ""]
     return "\n".join(parts)
 
 

@@ -239,10 +239,14 @@ class AlertSettings(_Model):
 
 
 class Evaluation(_Model):
-    """How the statistics behind rules with `window: recent` are kept."""
+    """How the statistics behind rules with `window: recent` are kept, and how often the
+    change-point tests restart."""
 
     #: Width of one pane; a recent window covers between recent_s and 2 * recent_s seconds.
     recent_s: Annotated[float, Field(gt=0)] = 30.0
+    #: A checkpoint of the counts every checkpoint_s seconds once the canary has traffic: the
+    #: error-rate test restarts there too (controller.core.stats.sequential); 0 turns it off.
+    checkpoint_s: Annotated[float, Field(ge=0)] = 10.0
 
 
 class PolicyDocument(_Model):
@@ -391,6 +395,10 @@ class Policy:
     @property
     def recent_s(self) -> float:
         return self.document.evaluation.recent_s
+
+    @property
+    def checkpoint_s(self) -> float:
+        return self.document.evaluation.checkpoint_s
 
     def to_dict(self) -> dict[str, Any]:
         """The policy document as plain JSON values (defaults filled in)."""

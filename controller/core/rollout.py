@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -963,6 +963,7 @@ def _judge(state: RolloutState, rules: RuleSet, now: float) -> list[_Judged]:
         traffic_share=state.canary_percent / 100.0,
         training_profile=features,
         prediction_profile=prediction,
+        checkpoints=state.checkpoints,
     )
     has_profile = state.has_training_profile()
     canary_requests = state.canary.requests
@@ -983,9 +984,12 @@ def _judge(state: RolloutState, rules: RuleSet, now: float) -> list[_Judged]:
                         p.rotate(now)
                     recent = (state.panes[BASELINE].view(), state.panes[CANARY].view())
                 baseline, canary = recent
+                # the checkpoints count the whole rollout, not the panes
+                rule_context = replace(context, checkpoints=())
             else:
                 baseline, canary = state.baseline, state.canary
-            verdict = rule.detector.evaluate(baseline, canary, context).renamed(rule.name)
+                rule_context = context
+            verdict = rule.detector.evaluate(baseline, canary, rule_context).renamed(rule.name)
             if rule.every_n > 1:
                 state.rule_cache[rule.name] = CachedVerdict(
                     canary_requests, state.profile_version, verdict
@@ -1006,6 +1010,8 @@ def _evaluate_into(state: RolloutState, policy: Policy, now: float, out: _Out) -
         judged: list[_Judged] = []
         _deadline(state, policy, now, out, judged)
         return out.step(state)
+    if state.traffic_started:
+        state.take_checkpoint(now, policy.checkpoint_s)
     judged = _judge(state, rules, now) if state.traffic_started else []
     out.verdicts = tuple(j.verdict for j in judged)
     _rule_alerts(state, policy, now, out, judged)

@@ -19,6 +19,7 @@ from controller.core.phases import Phase
 from controller.core.policy import Policy, RuleSet
 from controller.core.stats.cohort import CohortStats, FeatureValue, PredictionValue
 from controller.core.stats.profile import FeatureProfile as StatsProfile
+from controller.core.stats.sequential import Checkpoint
 from controller.core.verdict import Verdict
 from schemas import DeploymentRequested, TrafficStep, TrainingProfile
 
@@ -26,6 +27,8 @@ STATE_VERSION = 1
 MAX_RECENT_IDS = 1024
 MAX_RECENT_DATA_IDS = 256
 MAX_KEY = 256
+#: Checkpoints kept for the change-point tests (the newest; 10 minutes at the default 10 s).
+MAX_CHECKPOINTS = 60
 
 BASELINE, CANARY, SHADOW = "baseline", "canary", "shadow"
 COHORTS = (BASELINE, CANARY, SHADOW)
@@ -172,6 +175,11 @@ class RolloutState:
     deadline_fired: bool = False
     terminal_command_id: str | None = None
     rule_cache: dict[str, CachedVerdict] = field(default_factory=dict)
+    #: Counts at the newest MAX_CHECKPOINTS checkpoints, oldest first (change-point tests), and
+    #: the clock slot (now // checkpoint_s) of the newest, or of the first judgement with canary
+    #: requests, from which the first checkpoint counts.
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    checkpoint_slot: int | None = None
     # ---- derived, not part of the value (rebuilt on demand) ----
     _seen: set[str] | None = field(default=None, repr=False)
     _seen_data: set[str] | None = field(default=None, repr=False)
@@ -264,6 +272,28 @@ class RolloutState:
         self._profile = (self.profile_version, features, prediction)
         return features, prediction
 
+    def take_checkpoint(self, now: float, every_s: float) -> Checkpoint | None:
+        """Record the counts when `now` has entered a new slot of `every_s` seconds since the
+        last checkpoint (the first slot starts once the canary has requests). The k-th
+        checkpoint gets index k, however many the state still keeps."""
+        if every_s <= 0 or self.canary.requests == 0:
+            return None
+        slot = math.floor(now / every_s)
+        if self.checkpoint_slot is None:
+            self.checkpoint_slot = slot
+            return None
+        if slot <= self.checkpoint_slot:
+            return None
+        self.checkpoint_slot = slot
+        index = self.checkpoints[-1].index + 1 if self.checkpoints else 1
+        canary, baseline = self.canary, self.baseline
+        checkpoint = Checkpoint(
+            index, now, canary.errors, canary.requests, baseline.errors, baseline.requests
+        )
+        self.checkpoints.append(checkpoint)
+        del self.checkpoints[:-MAX_CHECKPOINTS]
+        return checkpoint
+
     # ---- plain values -----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -298,6 +328,8 @@ class RolloutState:
             "deadline_fired": self.deadline_fired,
             "terminal_command_id": self.terminal_command_id,
             "rule_cache": {k: v.to_dict() for k, v in sorted(self.rule_cache.items())},
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
+            "checkpoint_slot": self.checkpoint_slot,
         }
 
     @classmethod
@@ -309,6 +341,7 @@ class RolloutState:
         panes = data.get("panes")
         step_started_at = data.get("step_started_at")
         gate = data.get("gate")
+        slot = data.get("checkpoint_slot")
         return cls(
             deployment=DeploymentRequested.model_validate(data["deployment"]),
             phase=Phase(data["phase"]),
@@ -337,6 +370,8 @@ class RolloutState:
             rule_cache={
                 str(k): CachedVerdict.from_dict(v) for k, v in data.get("rule_cache", {}).items()
             },
+            checkpoints=[Checkpoint.from_dict(c) for c in data.get("checkpoints", ())],
+            checkpoint_slot=None if slot is None else int(slot),
         )
 
     def copy(self) -> RolloutState:
@@ -369,6 +404,8 @@ class RolloutState:
         "deadline_fired",
         "terminal_command_id",
         "rule_cache",
+        "checkpoints",
+        "checkpoint_slot",
     )
 
     def __eq__(self, other: object) -> bool:

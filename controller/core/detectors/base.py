@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.profile import FeatureProfile
+from controller.core.stats.sequential import Checkpoint
 from controller.core.verdict import Evidence, EvidenceValue, Outcome, Verdict
 from controller.errors import RolloutError
 
@@ -53,7 +54,8 @@ class EvaluationContext:
 
     `traffic_share` is the canary's configured share of traffic (0..1) in the current step;
     `training_profile` maps feature names to reference distributions, `prediction_profile` is
-    the training distribution of the prediction.
+    the training distribution of the prediction. `checkpoints` are the rollout's counts at its
+    newest checkpoints (where the change-point tests restart), oldest first.
     """
 
     now: float
@@ -61,6 +63,7 @@ class EvaluationContext:
     traffic_share: float | None = None
     training_profile: Mapping[str, FeatureProfile] = field(default_factory=dict, hash=False)
     prediction_profile: FeatureProfile | None = None
+    checkpoints: Sequence[Checkpoint] = field(default=(), hash=False)
 
     def __post_init__(self) -> None:
         share = self.traffic_share

@@ -8,8 +8,13 @@ the test is valid at every sample size, it may fail before `min_samples`; it pas
 (PASS means "no evidence of harm so far": a sequential test never accepts).
 
 Sparse data is handled by the evidence, not by special cases: with 0 of 1000 baseline requests
-failing, 3 errors in 100 canary requests give an e-value of about 81, short of 100 at the default
-alpha of 0.01; a fourth error crosses it.
+failing, 3 errors in 100 canary requests give an e-value of about 40, short of 100 at the default
+alpha of 0.01; a fourth error (230) crosses it.
+
+A fault that starts late in a rollout is not diluted by the healthy history before it: with
+`restarts` on (the default) the test also restarts at the rollout's checkpoints
+(`changepoint_share_test`: half the weight on the test from the start, the rest spread over the
+restarts), and the reason says over which recent span the evidence is strongest.
 
 An optional absolute cap (`max_error_rate`) fails when there is evidence, by the same kind of
 test, that the canary's error rate exceeds the cap; alpha is then split between the two tests.
@@ -36,10 +41,11 @@ from controller.core.stats.cohort import CohortStats
 from controller.core.stats.sequential import (
     DEFAULT_ODDS_RATIOS,
     bernoulli_test,
+    changepoint_share_test,
     share_test,
     split_alpha,
 )
-from controller.core.verdict import Verdict
+from controller.core.verdict import EvidenceValue, Verdict
 
 NAME = "error_rate"
 
@@ -51,6 +57,7 @@ class ErrorRateParams(ParamsBase):
     min_samples: int = 100
     max_error_rate: float | None = None
     odds_ratios: tuple[float, ...] = DEFAULT_ODDS_RATIOS
+    restarts: bool = True
 
     def check(self) -> list[str]:
         problems = check_alpha(self.alpha) + check_share(max_error_rate=self.max_error_rate)
@@ -67,7 +74,10 @@ def _rate(errors: int, requests: int) -> str:
 
 
 def judge_error_rate(
-    baseline: CohortStats, canary: CohortStats, params: ErrorRateParams
+    baseline: CohortStats,
+    canary: CohortStats,
+    params: ErrorRateParams,
+    context: EvaluationContext | None = None,
 ) -> Verdict:
     n_c, e_c, n_b, e_b = canary.requests, canary.errors, baseline.requests, baseline.errors
     evidence = {
@@ -90,19 +100,35 @@ def judge_error_rate(
     if n_b == 0:
         parts.append(Verdict.no_data(NAME, "no baseline requests to compare with"))
     else:
-        test = share_test(e_c, n_c, e_b, n_b, params.tolerance, alpha, params.odds_ratios)
-        facts = {
+        if params.restarts:
+            checkpoints = () if context is None else context.checkpoints
+            test = changepoint_share_test(
+                e_c, n_c, e_b, n_b, checkpoints, params.tolerance, alpha, params.odds_ratios
+            )
+        else:
+            test = share_test(e_c, n_c, e_b, n_b, params.tolerance, alpha, params.odds_ratios)
+        facts: dict[str, EvidenceValue] = {
             "e_value": test.e_value,
             "threshold": test.threshold,
             "tolerance": params.tolerance,
             "null_share": test.null_rate,
         }
+        since = ""
+        if test.since is not None:
+            facts["since"] = test.since.at
+            facts["since_canary_errors"] = test.events
+            facts["since_errors"] = test.trials
+            if context is not None:
+                since = (
+                    f" (strongest over the last {context.now - test.since.at:.0f} s: "
+                    f"{test.events} of the {test.trials} errors of both cohorts were the canary's)"
+                )
         versus = f"canary error rate {_rate(e_c, n_c)} vs baseline {_rate(e_b, n_b)}"
         limit = f"{1 + params.tolerance:g}x the baseline's"
         if test.rejects:
             reason = (
                 f"{versus}: e-value {number(test.e_value)} >= {number(test.threshold)}, "
-                f"evidence that the canary fails more than {limit}"
+                f"evidence that the canary fails more than {limit}{since}"
             )
             parts.append(Verdict.failed(NAME, reason, facts))
         elif not enough:
@@ -152,4 +178,4 @@ class ErrorRate:
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
     ) -> Verdict:
-        return judge_error_rate(baseline, canary, self.params)
+        return judge_error_rate(baseline, canary, self.params, context)

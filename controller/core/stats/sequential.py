@@ -22,6 +22,22 @@ odds(theta) <= (1 + tolerance) s / (1 - s), a Bernoulli test on the canary's sha
 requests. The rates cancel, so it works with zero baseline errors. The share s is estimated from
 the request counts, a plug-in that is accurate once both cohorts have a few hundred requests.
 
+`changepoint_share_test` is `share_test` for a fault that starts late. A cumulative e-value
+carries the canary's healthy history: every healthy error pulls the alternatives down, so a
+regression that starts after ten healthy minutes needs minutes of evidence to climb out of the
+hole. Restarting the test at checkpoints (every few seconds of the caller's clock, k = 1, 2, ...)
+and averaging the restarted e-values with weights fixed in advance,
+
+    E_t = w_0 E_t(from the start) + sum over k of w_k E_t(from checkpoint k),
+    w_0 = 1/2, w_k = 1 / (2 k (k + 1)), so that sum w = 1,
+
+keeps Ville's inequality: each restarted e-value is a test supermartingale that is 1 until its
+checkpoint (a stopping time: it depends on the past only), a weighted average of them is one too,
+and dropping terms (old checkpoints the caller no longer keeps) only lowers it. A fault that
+starts just before checkpoint k is judged on its own data at the price of ln(1 / w_k) in
+evidence (4.4 nats at k = 6) instead of the whole healthy history (the shift-detection
+"e-detector" idea, with a fixed budget instead of an average run length).
+
 `split_alpha` is the significance budget: give each of n rules alpha / n (Bonferroni) and the
 chance that any of them falsely fails during the rollout stays <= alpha.
 """
@@ -29,8 +45,9 @@ chance that any of them falsely fails during the rollout stays <= alpha.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: Alternatives, as odds ratios over the null rate, that the mixture e-value averages over.
 DEFAULT_ODDS_RATIOS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
@@ -80,7 +97,10 @@ def log_e_value(
 
 @dataclass(frozen=True)
 class SequentialTest:
-    """The state of one anytime-valid test: fail when `e_value >= threshold` (= 1 / alpha)."""
+    """The state of one anytime-valid test: fail when `e_value >= threshold` (= 1 / alpha).
+
+    `since` is the checkpoint whose restarted e-value weighs most (change-point tests; None
+    for the test from the start)."""
 
     e_value: float
     log_e_value: float
@@ -88,6 +108,7 @@ class SequentialTest:
     null_rate: float
     events: int
     trials: int
+    since: Checkpoint | None = None
 
     @property
     def rejects(self) -> bool:
@@ -111,6 +132,51 @@ def bernoulli_test(
         events=events,
         trials=trials,
     )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The counts a share test needs, as they stood at a checkpoint: the k-th (from 1) since
+    the canary got traffic, at time `at` of the caller's clock."""
+
+    index: int
+    at: float
+    canary_events: int
+    canary_trials: int
+    baseline_events: int
+    baseline_trials: int
+
+    def __post_init__(self) -> None:
+        if self.index < 1:
+            raise ValueError(f"checkpoint indices start at 1, got {self.index}")
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "index": self.index,
+            "at": self.at,
+            "canary_events": self.canary_events,
+            "canary_trials": self.canary_trials,
+            "baseline_events": self.baseline_events,
+            "baseline_trials": self.baseline_trials,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
+        return cls(
+            int(data["index"]),
+            float(data["at"]),
+            int(data["canary_events"]),
+            int(data["canary_trials"]),
+            int(data["baseline_events"]),
+            int(data["baseline_trials"]),
+        )
+
+
+def restart_weight(index: int) -> float:
+    """The prior weight of the e-value restarted at checkpoint `index` (0: from the start)."""
+    if index < 0:
+        raise ValueError(f"index must not be negative, got {index}")
+    return 0.5 if index == 0 else 0.5 / (index * (index + 1))
 
 
 def null_share(canary_trials: int, baseline_trials: int, tolerance: float) -> float:
@@ -138,3 +204,52 @@ def share_test(
         raise ValueError(f"tolerance must not be negative, got {tolerance}")
     share = null_share(canary_trials, baseline_trials, tolerance)
     return bernoulli_test(canary_events, canary_events + baseline_events, share, alpha, odds_ratios)
+
+
+def changepoint_share_test(
+    canary_events: int,
+    canary_trials: int,
+    baseline_events: int,
+    baseline_trials: int,
+    checkpoints: Sequence[Checkpoint],
+    tolerance: float,
+    alpha: float,
+    odds_ratios: Sequence[float] = DEFAULT_ODDS_RATIOS,
+) -> SequentialTest:
+    """`share_test` restarted at every checkpoint, weights `restart_weight` (module docstring).
+
+    `checkpoints` are the ones the caller kept, in any order; a checkpoint with more counts than
+    now (not of this stream) is an error. `events` / `trials` of the result are those of the
+    strongest restart, or of the whole stream when that weighs most.
+    """
+    if tolerance < 0.0:
+        raise ValueError(f"tolerance must not be negative, got {tolerance}")
+
+    def component(ce: int, ct: int, be: int, bt: int) -> tuple[float, float, int, int]:
+        share = null_share(ct, bt, tolerance)
+        return log_e_value(ce, ce + be, share, odds_ratios), share, ce, ce + be
+
+    whole = component(canary_events, canary_trials, baseline_events, baseline_trials)
+    terms = [math.log(restart_weight(0)) + whole[0]]
+    best, best_term, best_at = whole, terms[0], None
+    for cp in checkpoints:
+        ce, ct = canary_events - cp.canary_events, canary_trials - cp.canary_trials
+        be, bt = baseline_events - cp.baseline_events, baseline_trials - cp.baseline_trials
+        if min(ce, ct, be, bt) < 0:
+            raise ValueError(f"checkpoint {cp.index} has more counts than the stream now")
+        part = component(ce, ct, be, bt)
+        term = math.log(restart_weight(cp.index)) + part[0]
+        terms.append(term)
+        if term > best_term:
+            best, best_term, best_at = part, term, cp
+    top = max(terms)
+    log_e = top + math.log(math.fsum([math.exp(t - top) for t in terms]))
+    return SequentialTest(
+        e_value=math.exp(min(log_e, _MAX_LOG)),
+        log_e_value=log_e,
+        threshold=1.0 / alpha,
+        null_rate=best[1],
+        events=best[2],
+        trials=best[3],
+        since=best_at,
+    )

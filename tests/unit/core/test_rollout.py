@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 
@@ -10,7 +11,7 @@ import pytest
 import schemas as s
 from controller.core.phases import Phase
 from controller.core.rollout import Served, apply, evaluate, merge, observe
-from controller.core.state import Panes, RolloutState
+from controller.core.state import MAX_CHECKPOINTS, Panes, RolloutState
 from controller.core.stats.cohort import CohortStats
 from tests.factories import make_event
 from tests.unit.core.rollout_helpers import START, Rollout, deployment, three_steps, unit_policy
@@ -717,3 +718,88 @@ def test_only_the_last_1024_control_event_ids_are_remembered() -> None:
     assert rollout.state.seen("m-1029")
     assert rollout.state.seen("m-6")
     assert not rollout.state.copy().seen("m-5")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: where the change-point tests restart
+# ---------------------------------------------------------------------------------------------
+
+
+def one_long_step() -> s.DeploymentRequested:
+    return deployment(steps=(s.TrafficStep(canary_percent=20, min_bake_s=3_600, min_samples=50),))
+
+
+def serve_second(
+    rollout: Rollout, second: int, *, canary_fails: bool, baseline_fails: bool
+) -> None:
+    """20 canary and 80 baseline requests in one second, at most one error each, then judge."""
+    rollout.now += 1.0
+    canary = [
+        Served("canary", "v2", i > 0 or not canary_fails, 100.0, rollout.now) for i in range(20)
+    ]
+    baseline = [
+        Served("baseline", "v1", i > 0 or not baseline_fails, 100.0, rollout.now) for i in range(80)
+    ]
+    observe(rollout.state, canary + baseline, rollout.now)
+    rollout.tick()
+
+
+def rollback_after_late_burst(restarts: bool, onset_s: int = 900) -> int | None:
+    """Healthy for `onset_s` seconds (canary errors 1 s in 7, baseline 1 s in 2: 0.7 % and
+    0.6 %), then the canary fails 7 s in 10 (3.5 %); seconds from the onset to the rollback."""
+    policy = unit_policy(
+        rules=[
+            {
+                "name": "errors",
+                "detector": "error_rate",
+                "params": {"min_samples": 20, "restarts": restarts},
+            }
+        ]
+    )
+    rollout = Rollout(one_long_step(), policy)
+    for second in range(onset_s + 600):
+        late = second >= onset_s
+        canary_fails = second % 10 < 7 if late else second % 7 == 0
+        serve_second(rollout, second, canary_fails=canary_fails, baseline_fails=second % 2 == 0)
+        if rollout.state.phase is Phase.ROLLED_BACK:
+            assert late, f"rolled back a healthy canary at {second} s"
+            return second - onset_s
+    return None
+
+
+def test_checkpoints_are_taken_every_ten_seconds_once_the_canary_has_requests() -> None:
+    rollout = Rollout(one_long_step())
+    rollout.tick()  # traffic set, no canary requests yet: the checkpoint clock has not started
+
+    assert [] == rollout.state.checkpoints
+    assert rollout.state.checkpoint_slot is None
+    for second in range(35):
+        serve_second(rollout, second, canary_fails=False, baseline_fails=False)
+
+    checkpoints = rollout.state.checkpoints
+    assert [1, 2, 3] == [c.index for c in checkpoints]
+    assert [10.0, 10.0] == [b.at - a.at for a, b in itertools.pairwise(checkpoints)]
+    assert all(c.baseline_trials == 4 * c.canary_trials > 0 for c in checkpoints)
+    assert [10 * 20, 10 * 20] == [
+        b.canary_trials - a.canary_trials for a, b in itertools.pairwise(checkpoints)
+    ]
+    restored = RolloutState.from_dict(json.loads(json.dumps(rollout.state.to_dict())))
+    assert rollout.state == restored
+
+
+def test_only_the_newest_checkpoints_are_kept_and_their_indices_go_on() -> None:
+    rollout = Rollout(one_long_step())
+    for second in range(10 * (MAX_CHECKPOINTS + 5)):
+        serve_second(rollout, second, canary_fails=False, baseline_fails=False)
+
+    indices = [c.index for c in rollout.state.checkpoints]
+    assert list(range(indices[-1] - MAX_CHECKPOINTS + 1, indices[-1] + 1)) == indices
+    assert indices[-1] > MAX_CHECKPOINTS
+
+
+def test_a_late_error_burst_is_rolled_back_quickly_despite_the_healthy_history() -> None:
+    restarted = rollback_after_late_burst(restarts=True)
+    cumulative = rollback_after_late_burst(restarts=False)
+
+    assert restarted is not None and 0 <= restarted <= 60
+    assert cumulative is None or cumulative > 2 * restarted

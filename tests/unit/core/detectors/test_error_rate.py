@@ -8,6 +8,7 @@ import pytest
 
 from controller.core.detectors import ErrorRate, EvaluationContext
 from controller.core.stats import CohortStats
+from controller.core.stats.sequential import Checkpoint
 from controller.core.verdict import Outcome, Verdict
 
 from ..factories import make_cohort
@@ -38,9 +39,9 @@ def test_without_baseline_requests_there_is_nothing_to_compare_with() -> None:
     [
         (1, 0.01, Outcome.PASS),
         (2, 0.01, Outcome.PASS),
-        (3, 0.01, Outcome.PASS),  # e-value 81 < 100: suggestive, not yet strong evidence
-        (4, 0.01, Outcome.FAIL),  # e-value 460 >= 100
-        (3, 0.05, Outcome.FAIL),  # e-value 81 >= 20 at a looser alpha
+        (3, 0.01, Outcome.PASS),  # e-value 40 < 100: suggestive, not yet strong evidence
+        (4, 0.01, Outcome.FAIL),  # e-value 230 >= 100
+        (3, 0.05, Outcome.FAIL),  # e-value 40 >= 20 at a looser alpha
     ],
 )
 def test_a_few_canary_errors_against_a_clean_baseline_fail_only_on_strong_evidence(
@@ -56,7 +57,7 @@ def test_the_reason_gives_rates_counts_and_the_e_value_against_its_threshold() -
     verdict = judge(make_cohort(1_000, 0), make_cohort(100, 4))
 
     assert verdict.reason.startswith("canary error rate 4.0% (4/100) vs baseline 0.0% (0/1000)")
-    assert "e-value 460 >= 100" in verdict.reason
+    assert "e-value 230 >= 100" in verdict.reason
     assert 4 == verdict.evidence["canary_errors"]
     assert 100.0 == verdict.evidence["threshold"]
 
@@ -118,3 +119,20 @@ def test_false_alarms_of_the_detector_stay_below_alpha_when_checked_every_five_e
                 break
 
     assert alarms / 100 <= alpha
+
+
+def test_a_late_burst_fails_on_the_restarted_test_and_says_since_when() -> None:
+    """Ten healthy minutes, then a minute of x5 canary errors (see the change-point test)."""
+    checkpoint = Checkpoint(60, 600.0, 84, 12_000, 336, 48_000)
+    context = EvaluationContext(now=660.0, checkpoints=(checkpoint,))
+    baseline, canary = make_cohort(52_800, 370), make_cohort(13_200, 126)
+
+    verdict = ErrorRate.from_params({}).evaluate(baseline, canary, context)
+    cumulative = ErrorRate.from_params({"restarts": False}).evaluate(baseline, canary, context)
+
+    assert Outcome.FAIL == verdict.outcome, verdict.reason
+    assert verdict.reason.endswith(
+        "(strongest over the last 60 s: 42 of the 76 errors of both cohorts were the canary's)"
+    )
+    assert 600.0 == verdict.evidence["since"]
+    assert Outcome.PASS == cumulative.outcome, cumulative.reason

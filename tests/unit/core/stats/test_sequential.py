@@ -8,7 +8,13 @@ import random
 import pytest
 
 from controller.core.stats import bernoulli_test, share_test, split_alpha
-from controller.core.stats.sequential import log_e_value, null_share
+from controller.core.stats.sequential import (
+    Checkpoint,
+    changepoint_share_test,
+    log_e_value,
+    null_share,
+    restart_weight,
+)
 
 
 def test_no_trials_is_no_evidence() -> None:
@@ -111,3 +117,101 @@ def test_five_times_the_baseline_error_rate_is_detected() -> None:
     ]
 
     assert sum(d is not None for d in detected) >= 90
+
+
+# ---------------------------------------------------------------------------------------------
+# Change-point restarts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_restart_weights_are_fixed_in_advance_and_sum_to_one() -> None:
+    assert 0.5 == restart_weight(0)
+    assert 0.25 == restart_weight(1)
+    assert pytest.approx(1 / 84) == restart_weight(6)
+    # 1/2 + sum over k >= 1 of 1/(2k(k+1)) telescopes to 1 - 1/(2(K+1))
+    assert pytest.approx(1 - 1 / (2 * 100_001)) == math.fsum(map(restart_weight, range(100_001)))
+    with pytest.raises(ValueError):
+        restart_weight(-1)
+
+
+def test_without_checkpoints_the_change_point_test_is_half_the_share_test() -> None:
+    plain = share_test(8, 100, 3, 1_000, tolerance=0.2, alpha=0.01)
+    restarted = changepoint_share_test(8, 100, 3, 1_000, (), tolerance=0.2, alpha=0.01)
+
+    assert pytest.approx(plain.log_e_value - math.log(2)) == restarted.log_e_value
+    assert restarted.since is None
+
+
+def test_a_late_burst_is_not_diluted_by_the_healthy_history_before_it() -> None:
+    """Ten healthy minutes (0.7 % errors on both cohorts, canary share 20 %), then a minute in
+    which the canary fails 3.5 % of its requests: the cumulative test is buried by the
+    history, the test restarted at the checkpoint just before the burst is not."""
+    before = Checkpoint(60, 600.0, 84, 12_000, 336, 48_000)
+    now = (84 + 42, 12_000 + 1_200, 336 + 34, 48_000 + 4_800)
+    cumulative = share_test(*now, tolerance=0.2, alpha=0.01 / 3)
+    restarted = changepoint_share_test(*now, [before], tolerance=0.2, alpha=0.01 / 3)
+
+    assert not cumulative.rejects
+    assert cumulative.e_value < 1.0
+    assert restarted.rejects
+    assert before == restarted.since
+    assert (42, 76) == (restarted.events, restarted.trials)
+
+
+def test_every_restart_counts_towards_the_e_value() -> None:
+    checkpoints = [Checkpoint(k, 10.0 * k, 0, 0, 0, 0) for k in (1, 2, 3)]
+    one = changepoint_share_test(8, 100, 3, 1_000, checkpoints[:1], tolerance=0.2, alpha=0.01)
+    three = changepoint_share_test(8, 100, 3, 1_000, checkpoints, tolerance=0.2, alpha=0.01)
+
+    # checkpoints with nothing before them restart on the whole stream: their weights add up
+    plain = share_test(8, 100, 3, 1_000, tolerance=0.2, alpha=0.01).e_value
+    assert pytest.approx(plain * (0.5 + 0.25)) == one.e_value
+    assert pytest.approx(plain * (0.5 + 0.25 + 1 / 12 + 1 / 24)) == three.e_value
+
+
+def test_a_checkpoint_of_another_stream_is_an_error() -> None:
+    with pytest.raises(ValueError, match="more counts than the stream"):
+        changepoint_share_test(1, 10, 1, 10, [Checkpoint(1, 0.0, 2, 5, 0, 5)], 0.2, 0.01)
+    with pytest.raises(ValueError, match="start at 1"):
+        Checkpoint(0, 0.0, 0, 0, 0, 0)
+
+
+def test_a_checkpoint_round_trips_through_plain_values() -> None:
+    checkpoint = Checkpoint(3, 30.5, 1, 200, 4, 800)
+
+    assert checkpoint == Checkpoint.from_dict(checkpoint.to_dict())
+
+
+def first_restarted_rejection(seed: int, *, events: int, every: int, alpha: float) -> int | None:
+    """H0 at its boundary (equal error rates, share 0.1, no tolerance), checked after every
+    error (the e-value moves with the errors), with a checkpoint every `every` requests (all of
+    them kept)."""
+    rng = random.Random(seed)
+    n_c = e_c = n_b = e_b = 0
+    checkpoints: list[Checkpoint] = []
+    for i in range(1, events + 1):
+        failed = rng.random() < 0.05
+        if rng.random() < 0.1:
+            n_c += 1
+            e_c += failed
+        else:
+            n_b += 1
+            e_b += failed
+        if i % every == 0:
+            checkpoints.append(Checkpoint(len(checkpoints) + 1, float(i), e_c, n_c, e_b, n_b))
+        test = failed and e_c and n_b
+        if test and changepoint_share_test(e_c, n_c, e_b, n_b, checkpoints, 0.0, alpha).rejects:
+            return i
+    return None
+
+
+def test_restarts_keep_false_alarms_below_alpha_when_checked_after_every_event() -> None:
+    """200 null streams of 1500 requests with 15 checkpoints each. Unweighted restarts
+    (Shiryaev-Roberts, every restart at weight 1) raise 1 % false alarms to about 25 %."""
+    alpha = 0.05
+    alarms = sum(
+        first_restarted_rejection(seed, events=1_500, every=100, alpha=alpha) is not None
+        for seed in range(200)
+    )
+
+    assert alarms / 200 <= alpha
