@@ -70,6 +70,7 @@ from controller.core.detectors import (
     DetectorFactory,
     InvalidParameterError,
     ParamValue,
+    RestartsOnSlowRequests,
     UnknownDetectorError,
     split_alpha,
 )
@@ -340,6 +341,17 @@ class RuleSet:
 
     def has_window(self, window: Window) -> bool:
         return any(r.window is window for r in self.rules)
+
+    def checkpoint_quantiles(self) -> tuple[float, ...]:
+        """The latency quantiles whose slow requests the checkpoints record: those of the rules
+        on the whole rollout whose detector restarts on them."""
+        quantiles = {
+            q
+            for r in self.rules
+            if r.window is Window.ROLLOUT and isinstance(r.detector, RestartsOnSlowRequests)
+            for q in r.detector.checkpoint_quantiles
+        }
+        return tuple(sorted(quantiles))
 
 
 class Policy:

@@ -1011,7 +1011,7 @@ def _evaluate_into(state: RolloutState, policy: Policy, now: float, out: _Out) -
         _deadline(state, policy, now, out, judged)
         return out.step(state)
     if state.traffic_started:
-        state.take_checkpoint(now, policy.checkpoint_s)
+        state.take_checkpoint(now, policy.checkpoint_s, rules)
     judged = _judge(state, rules, now) if state.traffic_started else []
     out.verdicts = tuple(j.verdict for j in judged)
     _rule_alerts(state, policy, now, out, judged)

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 
 from controller.core.phases import Phase
 from controller.core.policy import Policy, RuleSet
+from controller.core.stats.checkpoint import Checkpoint
 from controller.core.stats.cohort import CohortStats, FeatureValue, PredictionValue
 from controller.core.stats.profile import FeatureProfile as StatsProfile
-from controller.core.stats.sequential import Checkpoint
 from controller.core.verdict import Verdict
 from schemas import DeploymentRequested, TrafficStep, TrainingProfile
 
@@ -272,9 +272,12 @@ class RolloutState:
         self._profile = (self.profile_version, features, prediction)
         return features, prediction
 
-    def take_checkpoint(self, now: float, every_s: float) -> Checkpoint | None:
+    def take_checkpoint(
+        self, now: float, every_s: float, rules: RuleSet | None = None
+    ) -> Checkpoint | None:
         """Record the counts when `now` has entered a new slot of `every_s` seconds since the
-        last checkpoint (the first slot starts once the canary has requests). The k-th
+        last checkpoint (the first slot starts once the canary has requests), with the slow
+        requests of every quantile a rule on the whole rollout restarts on. The k-th
         checkpoint gets index k, however many the state still keeps."""
         if every_s <= 0 or self.canary.requests == 0:
             return None
@@ -286,10 +289,8 @@ class RolloutState:
             return None
         self.checkpoint_slot = slot
         index = self.checkpoints[-1].index + 1 if self.checkpoints else 1
-        canary, baseline = self.canary, self.baseline
-        checkpoint = Checkpoint(
-            index, now, canary.errors, canary.requests, baseline.errors, baseline.requests
-        )
+        quantiles = () if rules is None else rules.checkpoint_quantiles()
+        checkpoint = Checkpoint.take(index, now, self.baseline, self.canary, quantiles)
         self.checkpoints.append(checkpoint)
         del self.checkpoints[:-MAX_CHECKPOINTS]
         return checkpoint

@@ -10,6 +10,7 @@ from controller.core.detectors.base import (
     EvaluationContext,
     InvalidParameterError,
     ParamValue,
+    RestartsOnSlowRequests,
     UnknownDetectorError,
 )
 from controller.core.detectors.data_quality import DataQuality, DataQualityParams
@@ -41,6 +42,7 @@ __all__ = [
     "ParamValue",
     "PredictionSkew",
     "PredictionSkewParams",
+    "RestartsOnSlowRequests",
     "TrainingServingSkew",
     "TrainingServingSkewParams",
     "UnknownDetectorError",

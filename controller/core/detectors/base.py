@@ -14,11 +14,11 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+from controller.core.stats.checkpoint import Checkpoint
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.profile import FeatureProfile
-from controller.core.stats.sequential import Checkpoint
 from controller.core.verdict import Evidence, EvidenceValue, Outcome, Verdict
 from controller.errors import RolloutError
 
@@ -80,6 +80,15 @@ class Detector(Protocol):
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
     ) -> Verdict: ...
+
+
+@runtime_checkable
+class RestartsOnSlowRequests(Protocol):
+    """A detector whose slow-request tests restart at checkpoints: each checkpoint records the
+    slow requests above the baseline's bucket of these quantiles."""
+
+    @property
+    def checkpoint_quantiles(self) -> tuple[float, ...]: ...
 
 
 #: Builds a detector from a policy rule's parameters; raises InvalidParameterError.

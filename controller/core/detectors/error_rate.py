@@ -37,6 +37,7 @@ from controller.core.detectors.base import (
     parse_params,
     percent,
 )
+from controller.core.stats.checkpoint import error_counts, error_restarts
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.sequential import (
     DEFAULT_ODDS_RATIOS,
@@ -103,7 +104,11 @@ def judge_error_rate(
         if params.restarts:
             checkpoints = () if context is None else context.checkpoints
             test = changepoint_share_test(
-                e_c, n_c, e_b, n_b, checkpoints, params.tolerance, alpha, params.odds_ratios
+                error_counts(baseline, canary),
+                error_restarts(checkpoints, baseline, canary),
+                params.tolerance,
+                alpha,
+                params.odds_ratios,
             )
         else:
             test = share_test(e_c, n_c, e_b, n_b, params.tolerance, alpha, params.odds_ratios)

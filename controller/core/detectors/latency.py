@@ -9,7 +9,11 @@ Two kinds of rule, judged together (the worst wins):
    cohorts are counted on the same sketch buckets, so the counts are exact; the approximation is
    that the threshold itself is estimated from the baseline and moves a little as the baseline
    grows, which is why the test needs `min_baseline_samples` and why the tolerance should not be
-   zero. alpha is split across the quantiles.
+   zero. alpha is split across the quantiles. With `restarts` on (the default) each test also
+   restarts at the rollout's checkpoints, where the threshold of each restart is the bucket of
+   the baseline's quantile at that checkpoint (`changepoint_share_test`, see
+   controller.core.stats.checkpoint): a slowdown that starts late is not diluted by the fast
+   history before it.
 2. Plain rules on the canary's `quantile` (p99 by default): `max_ms` (absolute) and
    `max_ratio` (relative to the baseline's same quantile), once both cohorts have
    `min_samples` latencies, e.g. "canary p99 412 ms vs baseline 201 ms, ratio 2.05 > 1.5".
@@ -31,8 +35,14 @@ from controller.core.detectors.base import (
     parse_params,
     percent,
 )
+from controller.core.stats.checkpoint import slow_counts, slow_restarts
 from controller.core.stats.cohort import CohortStats
-from controller.core.stats.sequential import DEFAULT_ODDS_RATIOS, share_test, split_alpha
+from controller.core.stats.sequential import (
+    DEFAULT_ODDS_RATIOS,
+    changepoint_share_test,
+    share_test,
+    split_alpha,
+)
 from controller.core.verdict import EvidenceValue, Verdict
 
 NAME = "latency"
@@ -49,6 +59,7 @@ class LatencyParams(ParamsBase):
     max_ms: float | None = None
     max_ratio: float | None = None
     odds_ratios: tuple[float, ...] = DEFAULT_ODDS_RATIOS
+    restarts: bool = True
 
     def check(self) -> list[str]:
         problems = check_alpha(self.alpha)
@@ -79,15 +90,25 @@ def _ms(value: float) -> str:
 
 
 def _slow_test(
-    baseline: CohortStats, canary: CohortStats, q: float, alpha: float, params: LatencyParams
+    baseline: CohortStats,
+    canary: CohortStats,
+    q: float,
+    alpha: float,
+    params: LatencyParams,
+    context: EvaluationContext | None,
 ) -> Verdict:
     name = quantile_name(q)
     bucket = baseline.latency.quantile_bucket(q)
     assert bucket is not None  # the caller checked the baseline has samples
-    slow_c = canary.latency.count_above(bucket.slot)
-    slow_b = baseline.latency.count_above(bucket.slot)
-    n_c, n_b = canary.latency.count, baseline.latency.count
-    test = share_test(slow_c, n_c, slow_b, n_b, params.tolerance, alpha, params.odds_ratios)
+    counts = slow_counts(baseline, canary, bucket.slot)
+    slow_c, n_c = counts.canary_events, counts.canary_trials
+    slow_b, n_b = counts.baseline_events, counts.baseline_trials
+    if params.restarts:
+        checkpoints = () if context is None else context.checkpoints
+        restarts = slow_restarts(checkpoints, q, baseline, canary)
+        test = changepoint_share_test(counts, restarts, params.tolerance, alpha, params.odds_ratios)
+    else:
+        test = share_test(slow_c, n_c, slow_b, n_b, params.tolerance, alpha, params.odds_ratios)
     facts: dict[str, EvidenceValue] = {
         f"{name}_threshold_ms": bucket.upper,
         f"{name}_canary_slow": slow_c,
@@ -99,9 +120,19 @@ def _slow_test(
         f"{percent(slow_c / n_c)} of canary requests above the baseline {name} "
         f"({_ms(bucket.upper)}) vs {percent(slow_b / n_b)} of baseline requests"
     )
+    since = ""
+    if test.since is not None:
+        facts[f"{name}_since"] = test.since.at
+        if context is not None:
+            since = (
+                f" (strongest over the last {context.now - test.since.at:.0f} s: "
+                f"{test.events} of the {test.trials} slow requests of both cohorts were the "
+                "canary's)"
+            )
     if test.rejects:
         reason = (
-            f"canary slower: {shares}, e-value {number(test.e_value)} >= {number(test.threshold)}"
+            f"canary slower: {shares}, e-value {number(test.e_value)} >= "
+            f"{number(test.threshold)}{since}"
         )
         return Verdict.failed(NAME, reason, facts)
     if n_c < params.min_samples:
@@ -149,7 +180,12 @@ def _rules(baseline: CohortStats, canary: CohortStats, params: LatencyParams) ->
     return parts
 
 
-def judge_latency(baseline: CohortStats, canary: CohortStats, params: LatencyParams) -> Verdict:
+def judge_latency(
+    baseline: CohortStats,
+    canary: CohortStats,
+    params: LatencyParams,
+    context: EvaluationContext | None = None,
+) -> Verdict:
     n_c, n_b = canary.latency.count, baseline.latency.count
     evidence: dict[str, EvidenceValue] = {
         "canary_samples": n_c,
@@ -169,7 +205,9 @@ def judge_latency(baseline: CohortStats, canary: CohortStats, params: LatencyPar
             parts.append(Verdict.no_data(NAME, reason))
         else:
             alpha = split_alpha(params.alpha, len(params.quantiles))
-            parts += [_slow_test(baseline, canary, q, alpha, params) for q in params.quantiles]
+            parts += [
+                _slow_test(baseline, canary, q, alpha, params, context) for q in params.quantiles
+            ]
     parts += _rules(baseline, canary, params)
     return combine(NAME, parts, evidence)
 
@@ -185,7 +223,12 @@ class Latency:
     def from_params(cls, params: Params | None = None) -> Latency:
         return cls(parse_params(LatencyParams, NAME, params))
 
+    @property
+    def checkpoint_quantiles(self) -> tuple[float, ...]:
+        """The quantiles whose slow requests a checkpoint records for this rule's restarts."""
+        return self.params.quantiles if self.params.restarts else ()
+
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
     ) -> Verdict:
-        return judge_latency(baseline, canary, self.params)
+        return judge_latency(baseline, canary, self.params, context)

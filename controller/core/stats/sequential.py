@@ -45,7 +45,7 @@ chance that any of them falsely fails during the rollout stays <= alpha.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +108,7 @@ class SequentialTest:
     null_rate: float
     events: int
     trials: int
-    since: Checkpoint | None = None
+    since: Restart | None = None
 
     @property
     def rejects(self) -> bool:
@@ -135,41 +135,50 @@ def bernoulli_test(
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """The counts a share test needs, as they stood at a checkpoint: the k-th (from 1) since
-    the canary got traffic, at time `at` of the caller's clock."""
+class Counts:
+    """What a share test reads: bad requests ("events") and requests of each cohort."""
 
-    index: int
-    at: float
     canary_events: int
     canary_trials: int
     baseline_events: int
     baseline_trials: int
 
     def __post_init__(self) -> None:
-        if self.index < 1:
-            raise ValueError(f"checkpoint indices start at 1, got {self.index}")
+        if min(self.canary_events, self.baseline_events) < 0 or (
+            self.canary_events > self.canary_trials or self.baseline_events > self.baseline_trials
+        ):
+            raise ValueError(f"need 0 <= events <= trials in both cohorts, got {self}")
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {
-            "index": self.index,
-            "at": self.at,
-            "canary_events": self.canary_events,
-            "canary_trials": self.canary_trials,
-            "baseline_events": self.baseline_events,
-            "baseline_trials": self.baseline_trials,
-        }
+    def since(self, earlier: Counts) -> Counts:
+        """The counts added after `earlier` (an error if `earlier` is not of this stream)."""
+        return Counts(
+            self.canary_events - earlier.canary_events,
+            self.canary_trials - earlier.canary_trials,
+            self.baseline_events - earlier.baseline_events,
+            self.baseline_trials - earlier.baseline_trials,
+        )
+
+    def to_list(self) -> list[int]:
+        return [self.canary_events, self.canary_trials, self.baseline_events, self.baseline_trials]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
-        return cls(
-            int(data["index"]),
-            float(data["at"]),
-            int(data["canary_events"]),
-            int(data["canary_trials"]),
-            int(data["baseline_events"]),
-            int(data["baseline_trials"]),
-        )
+    def from_list(cls, data: Sequence[Any]) -> Counts:
+        ce, ct, be, bt = (int(x) for x in data)
+        return cls(ce, ct, be, bt)
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The counts since the `index`-th checkpoint (from 1), taken at `at` on the caller's
+    clock: one restarted e-value of `changepoint_share_test`."""
+
+    index: int
+    at: float
+    counts: Counts
+
+    def __post_init__(self) -> None:
+        if self.index < 1:
+            raise ValueError(f"checkpoint indices start at 1, got {self.index}")
 
 
 def restart_weight(index: int) -> float:
@@ -207,49 +216,40 @@ def share_test(
 
 
 def changepoint_share_test(
-    canary_events: int,
-    canary_trials: int,
-    baseline_events: int,
-    baseline_trials: int,
-    checkpoints: Sequence[Checkpoint],
+    counts: Counts,
+    restarts: Sequence[Restart],
     tolerance: float,
     alpha: float,
     odds_ratios: Sequence[float] = DEFAULT_ODDS_RATIOS,
 ) -> SequentialTest:
-    """`share_test` restarted at every checkpoint, weights `restart_weight` (module docstring).
-
-    `checkpoints` are the ones the caller kept, in any order; a checkpoint with more counts than
-    now (not of this stream) is an error. `events` / `trials` of the result are those of the
-    strongest restart, or of the whole stream when that weighs most.
+    """`share_test` on the whole stream (`counts`) and restarted at checkpoints (the counts
+    since each), weights `restart_weight` (module docstring). `events` / `trials` of the result
+    are those of the strongest part: the whole stream or the restart in `since`.
     """
     if tolerance < 0.0:
         raise ValueError(f"tolerance must not be negative, got {tolerance}")
 
-    def component(ce: int, ct: int, be: int, bt: int) -> tuple[float, float, int, int]:
-        share = null_share(ct, bt, tolerance)
-        return log_e_value(ce, ce + be, share, odds_ratios), share, ce, ce + be
+    def log_e(c: Counts) -> float:
+        share = null_share(c.canary_trials, c.baseline_trials, tolerance)
+        trials = c.canary_events + c.baseline_events
+        return log_e_value(c.canary_events, trials, share, odds_ratios)
 
-    whole = component(canary_events, canary_trials, baseline_events, baseline_trials)
-    terms = [math.log(restart_weight(0)) + whole[0]]
-    best, best_term, best_at = whole, terms[0], None
-    for cp in checkpoints:
-        ce, ct = canary_events - cp.canary_events, canary_trials - cp.canary_trials
-        be, bt = baseline_events - cp.baseline_events, baseline_trials - cp.baseline_trials
-        if min(ce, ct, be, bt) < 0:
-            raise ValueError(f"checkpoint {cp.index} has more counts than the stream now")
-        part = component(ce, ct, be, bt)
-        term = math.log(restart_weight(cp.index)) + part[0]
+    terms = [math.log(restart_weight(0)) + log_e(counts)]
+    best, best_term = None, terms[0]
+    for restart in restarts:
+        term = math.log(restart_weight(restart.index)) + log_e(restart.counts)
         terms.append(term)
         if term > best_term:
-            best, best_term, best_at = part, term, cp
+            best, best_term = restart, term
     top = max(terms)
-    log_e = top + math.log(math.fsum([math.exp(t - top) for t in terms]))
+    log_e_all = top + math.log(math.fsum([math.exp(t - top) for t in terms]))
+    strongest = counts if best is None else best.counts
     return SequentialTest(
-        e_value=math.exp(min(log_e, _MAX_LOG)),
-        log_e_value=log_e,
+        e_value=math.exp(min(log_e_all, _MAX_LOG)),
+        log_e_value=log_e_all,
         threshold=1.0 / alpha,
-        null_rate=best[1],
-        events=best[2],
-        trials=best[3],
-        since=best_at,
+        null_rate=null_share(strongest.canary_trials, strongest.baseline_trials, tolerance),
+        events=strongest.canary_events,
+        trials=strongest.canary_events + strongest.baseline_events,
+        since=best,
     )

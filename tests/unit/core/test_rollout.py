@@ -779,9 +779,9 @@ def test_checkpoints_are_taken_every_ten_seconds_once_the_canary_has_requests() 
     checkpoints = rollout.state.checkpoints
     assert [1, 2, 3] == [c.index for c in checkpoints]
     assert [10.0, 10.0] == [b.at - a.at for a, b in itertools.pairwise(checkpoints)]
-    assert all(c.baseline_trials == 4 * c.canary_trials > 0 for c in checkpoints)
+    assert all(c.errors.baseline_trials == 4 * c.errors.canary_trials > 0 for c in checkpoints)
     assert [10 * 20, 10 * 20] == [
-        b.canary_trials - a.canary_trials for a, b in itertools.pairwise(checkpoints)
+        b.errors.canary_trials - a.errors.canary_trials for a, b in itertools.pairwise(checkpoints)
     ]
     restored = RolloutState.from_dict(json.loads(json.dumps(rollout.state.to_dict())))
     assert rollout.state == restored
@@ -803,3 +803,26 @@ def test_a_late_error_burst_is_rolled_back_quickly_despite_the_healthy_history()
 
     assert restarted is not None and 0 <= restarted <= 60
     assert cumulative is None or cumulative > 2 * restarted
+
+
+def test_checkpoints_fix_slow_thresholds_for_the_latency_rules_on_the_whole_rollout() -> None:
+    policy = unit_policy(
+        rules=[
+            {"name": "errors", "detector": "error_rate"},
+            {"name": "slow", "detector": "latency", "params": {"quantiles": [0.5, 0.9]}},
+            {
+                "name": "slow_recent",
+                "detector": "latency",
+                "params": {"quantiles": [0.75]},
+                "window": "recent",
+            },
+            {"name": "slow_fixed", "detector": "latency", "params": {"restarts": False}},
+        ]
+    )
+    rollout = Rollout(one_long_step(), policy)
+    for second in range(25):
+        serve_second(rollout, second, canary_fails=False, baseline_fails=False)
+
+    assert [[0.5, 0.9], [0.5, 0.9]] == [
+        [s.quantile for s in c.slow] for c in rollout.state.checkpoints
+    ]

@@ -8,7 +8,8 @@ import pytest
 
 from controller.core.detectors import ErrorRate, EvaluationContext
 from controller.core.stats import CohortStats
-from controller.core.stats.sequential import Checkpoint
+from controller.core.stats.checkpoint import Checkpoint
+from controller.core.stats.sequential import Counts
 from controller.core.verdict import Outcome, Verdict
 
 from ..factories import make_cohort
@@ -123,7 +124,7 @@ def test_false_alarms_of_the_detector_stay_below_alpha_when_checked_every_five_e
 
 def test_a_late_burst_fails_on_the_restarted_test_and_says_since_when() -> None:
     """Ten healthy minutes, then a minute of x5 canary errors (see the change-point test)."""
-    checkpoint = Checkpoint(60, 600.0, 84, 12_000, 336, 48_000)
+    checkpoint = Checkpoint(60, 600.0, Counts(84, 12_000, 336, 48_000))
     context = EvaluationContext(now=660.0, checkpoints=(checkpoint,))
     baseline, canary = make_cohort(52_800, 370), make_cohort(13_200, 126)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.core.detectors import EvaluationContext, Latency
 from controller.core.stats import CohortStats
+from controller.core.stats.checkpoint import Checkpoint
 from controller.core.verdict import Outcome, Verdict
 
 from ..factories import lognormal_latencies, make_cohort
@@ -99,3 +100,31 @@ def test_rules_wait_for_min_samples() -> None:
     verdict = judge(served([100.0] * 200), served([900.0] * 20), quantiles=[], max_ms=300)
 
     assert Outcome.NO_DATA == verdict.outcome
+
+
+def test_a_late_slowdown_fails_on_the_restarted_test_and_says_since_when() -> None:
+    """Ten fast minutes of both cohorts, then 300 canary requests at twice the latency: the
+    restart at the checkpoint before them judges them alone; the test from the start (and
+    `restarts: false`) sees them diluted in 12,000 fast ones."""
+    history = lognormal_latencies(12_000, seed=3)
+    baseline = served(lognormal_latencies(48_000, seed=4))
+    canary = served(history)
+    checkpoint = Checkpoint.take(60, 600.0, baseline, canary, quantiles=[0.5, 0.95])
+    baseline_now = baseline.merged(served(lognormal_latencies(1_200, seed=5)))
+    canary_now = canary.merged(served([2 * x for x in lognormal_latencies(300, seed=6)]))
+    context = EvaluationContext(now=615.0, checkpoints=(checkpoint,))
+
+    verdict = Latency.from_params({}).evaluate(baseline_now, canary_now, context)
+    cumulative = Latency.from_params({"restarts": False}).evaluate(
+        baseline_now, canary_now, context
+    )
+
+    assert Outcome.FAIL == verdict.outcome, verdict.reason
+    assert "strongest over the last 15 s" in verdict.reason
+    assert 600.0 == verdict.evidence["p50_since"]
+    assert Outcome.PASS == cumulative.outcome, cumulative.reason
+
+
+def test_a_rule_restarts_on_its_quantiles_only_when_told_to() -> None:
+    assert (0.5, 0.95) == Latency.from_params({}).checkpoint_quantiles
+    assert () == Latency.from_params({"restarts": False}).checkpoint_quantiles

@@ -9,7 +9,8 @@ import pytest
 
 from controller.core.stats import bernoulli_test, share_test, split_alpha
 from controller.core.stats.sequential import (
-    Checkpoint,
+    Counts,
+    Restart,
     changepoint_share_test,
     log_e_value,
     null_share,
@@ -136,7 +137,7 @@ def test_the_restart_weights_are_fixed_in_advance_and_sum_to_one() -> None:
 
 def test_without_checkpoints_the_change_point_test_is_half_the_share_test() -> None:
     plain = share_test(8, 100, 3, 1_000, tolerance=0.2, alpha=0.01)
-    restarted = changepoint_share_test(8, 100, 3, 1_000, (), tolerance=0.2, alpha=0.01)
+    restarted = changepoint_share_test(Counts(8, 100, 3, 1_000), (), tolerance=0.2, alpha=0.01)
 
     assert pytest.approx(plain.log_e_value - math.log(2)) == restarted.log_e_value
     assert restarted.since is None
@@ -146,40 +147,43 @@ def test_a_late_burst_is_not_diluted_by_the_healthy_history_before_it() -> None:
     """Ten healthy minutes (0.7 % errors on both cohorts, canary share 20 %), then a minute in
     which the canary fails 3.5 % of its requests: the cumulative test is buried by the
     history, the test restarted at the checkpoint just before the burst is not."""
-    before = Checkpoint(60, 600.0, 84, 12_000, 336, 48_000)
-    now = (84 + 42, 12_000 + 1_200, 336 + 34, 48_000 + 4_800)
-    cumulative = share_test(*now, tolerance=0.2, alpha=0.01 / 3)
-    restarted = changepoint_share_test(*now, [before], tolerance=0.2, alpha=0.01 / 3)
+    now = Counts(84 + 42, 12_000 + 1_200, 336 + 34, 48_000 + 4_800)
+    since = Restart(60, 600.0, now.since(Counts(84, 12_000, 336, 48_000)))
+    cumulative = share_test(*now.to_list(), tolerance=0.2, alpha=0.01 / 3)
+    restarted = changepoint_share_test(now, [since], tolerance=0.2, alpha=0.01 / 3)
 
     assert not cumulative.rejects
     assert cumulative.e_value < 1.0
     assert restarted.rejects
-    assert before == restarted.since
+    assert since == restarted.since
     assert (42, 76) == (restarted.events, restarted.trials)
 
 
 def test_every_restart_counts_towards_the_e_value() -> None:
-    checkpoints = [Checkpoint(k, 10.0 * k, 0, 0, 0, 0) for k in (1, 2, 3)]
-    one = changepoint_share_test(8, 100, 3, 1_000, checkpoints[:1], tolerance=0.2, alpha=0.01)
-    three = changepoint_share_test(8, 100, 3, 1_000, checkpoints, tolerance=0.2, alpha=0.01)
+    now = Counts(8, 100, 3, 1_000)
+    restarts = [Restart(k, 10.0 * k, now) for k in (1, 2, 3)]
+    one = changepoint_share_test(now, restarts[:1], tolerance=0.2, alpha=0.01)
+    three = changepoint_share_test(now, restarts, tolerance=0.2, alpha=0.01)
 
-    # checkpoints with nothing before them restart on the whole stream: their weights add up
+    # restarts with nothing before them see the whole stream: their weights add up
     plain = share_test(8, 100, 3, 1_000, tolerance=0.2, alpha=0.01).e_value
     assert pytest.approx(plain * (0.5 + 0.25)) == one.e_value
     assert pytest.approx(plain * (0.5 + 0.25 + 1 / 12 + 1 / 24)) == three.e_value
 
 
-def test_a_checkpoint_of_another_stream_is_an_error() -> None:
-    with pytest.raises(ValueError, match="more counts than the stream"):
-        changepoint_share_test(1, 10, 1, 10, [Checkpoint(1, 0.0, 2, 5, 0, 5)], 0.2, 0.01)
+def test_counts_of_another_stream_are_an_error() -> None:
+    with pytest.raises(ValueError, match="events <= trials"):
+        Counts(1, 10, 1, 10).since(Counts(2, 5, 0, 5))
+    with pytest.raises(ValueError, match="events <= trials"):
+        Counts(3, 2, 0, 0)
     with pytest.raises(ValueError, match="start at 1"):
-        Checkpoint(0, 0.0, 0, 0, 0, 0)
+        Restart(0, 0.0, Counts(0, 0, 0, 0))
 
 
-def test_a_checkpoint_round_trips_through_plain_values() -> None:
-    checkpoint = Checkpoint(3, 30.5, 1, 200, 4, 800)
+def test_counts_round_trip_through_plain_values() -> None:
+    counts = Counts(1, 200, 4, 800)
 
-    assert checkpoint == Checkpoint.from_dict(checkpoint.to_dict())
+    assert counts == Counts.from_list(counts.to_list())
 
 
 def first_restarted_rejection(seed: int, *, events: int, every: int, alpha: float) -> int | None:
@@ -188,7 +192,7 @@ def first_restarted_rejection(seed: int, *, events: int, every: int, alpha: floa
     them kept)."""
     rng = random.Random(seed)
     n_c = e_c = n_b = e_b = 0
-    checkpoints: list[Checkpoint] = []
+    checkpoints: list[tuple[int, Counts]] = []
     for i in range(1, events + 1):
         failed = rng.random() < 0.05
         if rng.random() < 0.1:
@@ -198,10 +202,12 @@ def first_restarted_rejection(seed: int, *, events: int, every: int, alpha: floa
             n_b += 1
             e_b += failed
         if i % every == 0:
-            checkpoints.append(Checkpoint(len(checkpoints) + 1, float(i), e_c, n_c, e_b, n_b))
-        test = failed and e_c and n_b
-        if test and changepoint_share_test(e_c, n_c, e_b, n_b, checkpoints, 0.0, alpha).rejects:
-            return i
+            checkpoints.append((i, Counts(e_c, n_c, e_b, n_b)))
+        if failed and e_c and n_b:
+            now = Counts(e_c, n_c, e_b, n_b)
+            restarts = [Restart(k + 1, at, now.since(c)) for k, (at, c) in enumerate(checkpoints)]
+            if changepoint_share_test(now, restarts, 0.0, alpha).rejects:
+                return i
     return None
 
 
