@@ -88,6 +88,59 @@ def test_a_batch_item_with_an_error_type_but_ok_is_refused() -> None:
     assert decode_predictions(json.dumps(doc).encode()) is None
 
 
+TRACEPARENT = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+ODD_STRINGS = ["x\n", "a\nb", "\nx", " x", "x\t", "\u00a0x", "x\u2003", "x\x1f", "\u3000"]
+IDENT_PATHS = [
+    (0, ("id",)),
+    (0, ("subject",)),
+    (0, ("data", "deployment_id")),
+    (0, ("data", "model")),
+    (0, ("data", "version")),
+    (0, ("data", "request_id")),
+    (1, ("data", "predictions", 1, "version")),
+    (1, ("data", "predictions", 0, "request_id")),
+]
+
+
+def _set(which: int, path: tuple[Any, ...], value: Any) -> bytes:
+    doc = json.loads(VALID[which])
+    *parents, last = path
+    node = doc
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    if path == ("data", "deployment_id"):
+        doc.pop("subject", None)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("value", ODD_STRINGS, ids=repr)
+@pytest.mark.parametrize("which,path", IDENT_PATHS, ids=lambda x: str(x))
+def test_identifiers_with_blanks_or_line_breaks_never_pass_the_fast_path_alone(
+    which: int, path: tuple[Any, ...], value: str
+) -> None:
+    raw = _set(which, path, value)
+
+    _agrees(raw)
+    if isinstance(s.decode(raw), s.Rejection):
+        assert decode_predictions(raw) is None
+
+
+@pytest.mark.parametrize("value", [TRACEPARENT + "\n", TRACEPARENT.upper(), TRACEPARENT[:-1]])
+def test_a_malformed_traceparent_is_refused(value: str) -> None:
+    raw = _set(0, ("traceparent",), value)
+
+    assert isinstance(s.decode(raw), s.Rejection)
+    assert decode_predictions(raw) is None
+
+
+def test_a_well_formed_traceparent_is_kept() -> None:
+    raw = _set(0, ("traceparent",), TRACEPARENT)
+
+    _agrees(raw)
+    assert TRACEPARENT == getattr(decode_predictions(raw), "traceparent", None)
+
+
 _json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -104,7 +157,9 @@ _json_values = st.recursive(
             "2026-11-25T12:00:00",
             "1.0",
             "application/json",
-            "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+            TRACEPARENT,
+            TRACEPARENT + "\n",
+            *ODD_STRINGS,
         ]
     ),
     lambda inner: (
