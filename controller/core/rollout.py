@@ -425,10 +425,9 @@ def merge(
         if expected is None or version != expected:
             state.count_ignored(f"version_mismatch:{cohort}", stats.requests)
             continue
-        state.stats[cohort] = state.stats[cohort].merged(stats)
+        state.stats[cohort].merge_from(stats)  # in place: a copy per delta cost more than the merge
         if state.panes is not None and cohort in state.panes:
-            pane = state.panes[cohort]
-            pane.current = pane.current.merged(stats)
+            state.panes[cohort].current.merge_from(stats)
         if cohort == CANARY:
             state.step_samples += stats.requests
     return state

@@ -10,6 +10,7 @@ not comparable instead of guessing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,8 +49,24 @@ class CategoricalCounts:
             self._overflow()
 
     def add_many(self, categories: Iterable[str]) -> None:
-        for category in categories:
-            self.add(category)
+        """Count each category once: `==` to calling `add` on each in turn (whether the stream
+        overflows depends only on its distinct values), grouped by a Counter first."""
+        for category, count in Counter(categories).items():
+            self.add(category, count)
+
+    def merge_from(self, other: CategoricalCounts) -> None:
+        """Count `other`'s stream into this one, in place: `==` to `self.merged(other)`."""
+        self.check_compatible(other)
+        self.total += other.total
+        if other.overflowed:
+            self._overflow()
+        if self.overflowed:
+            return
+        counts = self.counts
+        for category, count in other.counts.items():
+            counts[category] = counts.get(category, 0) + count
+        if len(counts) > self.max_categories:
+            self._overflow()
 
     def _overflow(self) -> None:
         self.overflowed = True
@@ -77,17 +94,8 @@ class CategoricalCounts:
 
     def merged(self, other: CategoricalCounts) -> CategoricalCounts:
         """A new counter of both streams; neither input changes."""
-        self.check_compatible(other)
         result = self.copy()
-        result.total += other.total
-        if other.overflowed:
-            result._overflow()
-        if result.overflowed:
-            return result
-        for category, count in other.counts.items():
-            result.counts[category] = result.counts.get(category, 0) + count
-        if len(result.counts) > result.max_categories:
-            result._overflow()
+        result.merge_from(other)
         return result
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Everything the detectors need about one cohort (baseline or canary) of one rollout step.
 
 `CohortStats.observe(...)` runs once per served prediction, so it only updates counters and
-sketches. Every part is a mergeable plain value: `merged` combines partitions (pure), `to_dict`
-/ `from_dict` store it in a table, `==` compares it in a test.
+sketches; `observe_many(...)` takes many predictions at once, column by column, and gives
+exactly (`==`) what observing them one by one gives (the worker folds predictions this way).
+Every part is a mergeable plain value: `merged` combines partitions (pure) and `merge_from`
+merges in place, `to_dict` / `from_dict` store it in a table, `==` compares it in a test.
 
 Distributions of numbers (latency, numeric predictions, numeric features) are DDSketches
 (`QuantileSketch`) with a negative store, not histograms over fixed edges: a policy does not know
@@ -20,9 +22,12 @@ probabilities as the arg-max class under "prediction" plus each class score unde
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from datetime import datetime
+from itertools import compress
+from operator import attrgetter, not_
+from typing import Any, NamedTuple, Protocol
 
 from controller.core.stats.categorical import DEFAULT_MAX_CATEGORIES, CategoricalCounts
 from controller.core.stats.errors import IncompatibleStatsError
@@ -102,6 +107,11 @@ class ValueDistribution:
             self.numbers.merged(other.numbers), self.categories.merged(other.categories)
         )
 
+    def merge_from(self, other: ValueDistribution) -> None:
+        """Add `other`'s values to these, in place: `==` to `self.merged(other)`."""
+        self.numbers.merge_from(other.numbers)
+        self.categories.merge_from(other.categories)
+
     def copy(self) -> ValueDistribution:
         return ValueDistribution(self.numbers.copy(), self.categories.copy())
 
@@ -137,6 +147,71 @@ class Observation(NamedTuple):
     features: Mapping[str, FeatureValue] | None = None
 
 
+class Row(Protocol):
+    """What `CohortStats.observe_many` reads of each prediction: an `Observation`, or any
+    object with these attributes (the worker's decoded predictions, whose `event_time` is an
+    aware datetime)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def event_time(self) -> float | datetime: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def prediction(self) -> PredictionValue | None: ...
+    @property
+    def features(self) -> Mapping[str, FeatureValue] | None: ...
+
+
+_OK = attrgetter("ok")
+_LATENCY = attrgetter("latency_ms")
+_EVENT_TIME = attrgetter("event_time")
+_PREDICTION = attrgetter("prediction")
+_FEATURES = attrgetter("features")
+
+
+class _Sorted(NamedTuple):
+    """A column of values split for the bulk path."""
+
+    numbers: list[float]  # finite floats
+    strings: list[str]
+    nones: int
+    rest: list[Any]  # everything else (booleans, ints, maps, non-finite floats, ...)
+
+
+def _sort_column(values: list[Any]) -> _Sorted:
+    """Split a column in a few passes at C speed; the common columns (all floats, or floats
+    and None, or all strings) take one or two."""
+    n = len(values)
+    numbers = [v for v in values if type(v) is float]
+    strings: list[str] = []
+    nones = 0
+    rest: list[Any] = []
+    if len(numbers) < n:
+        nones = values.count(None)
+        if len(numbers) + nones < n:
+            strings = [v for v in values if type(v) is str]
+            if len(numbers) + nones + len(strings) < n:
+                rest = [
+                    v
+                    for v in values
+                    if type(v) is not float and type(v) is not str and v is not None
+                ]
+    if numbers and not math.isfinite(sum(numbers)):  # a nan or an infinity among them
+        rest += [v for v in numbers if not math.isfinite(v)]
+        numbers = [v for v in numbers if math.isfinite(v)]
+    return _Sorted(numbers, strings, nones, rest)
+
+
+def _timestamp(value: datetime) -> float:
+    if value.tzinfo is None:  # its timestamp would depend on the machine's time zone
+        raise ValueError(f"event_time must be an aware datetime or epoch seconds, got {value}")
+    return value.timestamp()
+
+
 def _as_number(value: object) -> float | None:
     """The value as a finite float, or None when it is not a finite number (bools are not)."""
     kind = type(value)
@@ -153,13 +228,13 @@ def _as_number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _merge_maps(
-    mine: Mapping[str, Any], theirs: Mapping[str, Any], copy: Any, merge: Any
-) -> dict[str, Any]:
-    result = {name: copy(value) for name, value in mine.items()}
+def _merge_into(mine: dict[str, Any], theirs: Mapping[str, Any], copy: Any) -> None:
     for name, value in theirs.items():
-        result[name] = merge(result[name], value) if name in result else copy(value)
-    return result
+        found = mine.get(name)
+        if found is None:
+            mine[name] = copy(value)
+        else:
+            found.merge_from(value)
 
 
 class CohortStats:
@@ -246,17 +321,83 @@ class CohortStats:
                 self._observe_feature(name, value)
 
     def observe_all(self, observations: Iterable[Observation]) -> None:
-        """The batch path: observe each item of a prediction batch."""
-        observe = self.observe
-        for o in observations:
-            observe(
-                ok=o.ok,
-                latency_ms=o.latency_ms,
-                event_time=o.event_time,
-                error_type=o.error_type,
-                prediction=o.prediction,
-                features=o.features,
-            )
+        """Observe each item of a prediction batch (through the bulk path, `observe_many`)."""
+        self.observe_many(list(observations))
+
+    def observe_many(self, rows: Sequence[Row]) -> None:
+        """The bulk path: record every row, `==` to calling `observe` on each in turn.
+
+        Each field is taken as a column and recorded in a few passes at C speed (sketches and
+        counters take whole lists, see `QuantileSketch.add_many`); only unusual values (ints,
+        booleans, class scores, non-finite numbers) go one by one. An invalid event time raises
+        ValueError before anything is recorded."""
+        if not rows:
+            return
+        times: list[Any] = list(map(_EVENT_TIME, rows))
+        if isinstance(times[0], datetime):  # timestamps are monotonic: min and max suffice
+            first, last = _timestamp(min(times)), _timestamp(max(times))
+        elif math.isfinite(sum(times)) or all(map(math.isfinite, times)):
+            first, last = min(times), max(times)
+        else:
+            raise ValueError("event_time must be a finite epoch time in every row")
+        self.requests += len(rows)
+        if self.first_event_time is None or first < self.first_event_time:
+            self.first_event_time = first
+        if self.last_event_time is None or last > self.last_event_time:
+            self.last_event_time = last
+        oks = list(map(_OK, rows))
+        predictions = list(map(_PREDICTION, rows))
+        failed_without = 0  # failed requests without a prediction: not counted as missing
+        if not all(oks):
+            failed = list(compress(rows, map(not_, oks)))
+            self.errors += len(failed)
+            self.errors_by_type.add_many([r.error_type or UNKNOWN_ERROR for r in failed])
+            failed_without = [r.prediction for r in failed].count(None)
+        self._observe_latencies(list(map(_LATENCY, rows)))
+        self._observe_predictions(predictions, failed_without)
+        present = [f for f in map(_FEATURES, rows) if f is not None]
+        if present:
+            self.feature_events += len(present)
+            for name, column in _columns(present):
+                self._observe_feature_column(name, column)
+
+    def _observe_latencies(self, latencies: list[float]) -> None:
+        if not math.isfinite(sum(latencies)) or min(latencies) < 0.0:
+            valid = [v for v in latencies if v >= 0.0 and v != math.inf]
+            self.invalid_latency += len(latencies) - len(valid)
+            latencies = valid
+        self.latency.add_many(latencies)
+
+    def _observe_predictions(self, predictions: list[Any], failed_without: int) -> None:
+        """`failed_without`: failed requests without a prediction (not counted as missing)."""
+        column = _sort_column(predictions)
+        quality = self.prediction_quality
+        quality.missing += column.nones - failed_without
+        if column.numbers or column.strings:
+            quality.present += len(column.numbers) + len(column.strings)
+            distribution = self._distribution(self.predictions, PREDICTION)
+            if column.numbers:
+                distribution.numbers.add_many(column.numbers)
+            if column.strings:
+                distribution.categories.add_many(column.strings)
+        for prediction in column.rest:
+            self._observe_prediction(prediction)
+
+    def _observe_feature_column(self, name: str, values: list[Any]) -> None:
+        quality = self.quality.get(name)
+        if quality is None:
+            quality = self.quality[name] = FieldQuality()
+        column = _sort_column(values)
+        quality.missing += column.nones
+        if column.numbers or column.strings:
+            quality.present += len(column.numbers) + len(column.strings)
+            distribution = self._distribution(self.features, name)
+            if column.numbers:
+                distribution.numbers.add_many(column.numbers)
+            if column.strings:
+                distribution.categories.add_many(column.strings)
+        for value in column.rest:
+            self._observe_feature(name, value)
 
     @classmethod
     def of(
@@ -366,31 +507,33 @@ class CohortStats:
             )
 
     def copy(self) -> CohortStats:
-        return self.merged(CohortStats(self.config))
+        result = CohortStats(self.config)
+        result.merge_from(self)
+        return result
 
     def merged(self, other: CohortStats) -> CohortStats:
         """A new CohortStats of both streams; neither input changes."""
-        self.check_compatible(other)
-        result = CohortStats(self.config)
-        result.requests = self.requests + other.requests
-        result.errors = self.errors + other.errors
-        result.errors_by_type = self.errors_by_type.merged(other.errors_by_type)
-        result.latency = self.latency.merged(other.latency)
-        result.invalid_latency = self.invalid_latency + other.invalid_latency
-        result.predictions = _merge_maps(
-            self.predictions, other.predictions, ValueDistribution.copy, ValueDistribution.merged
-        )
-        result.prediction_quality = self.prediction_quality.merged(other.prediction_quality)
-        result.features = _merge_maps(
-            self.features, other.features, ValueDistribution.copy, ValueDistribution.merged
-        )
-        result.quality = _merge_maps(
-            self.quality, other.quality, FieldQuality.copy, FieldQuality.merged
-        )
-        result.feature_events = self.feature_events + other.feature_events
-        result.first_event_time = _pick(min, self.first_event_time, other.first_event_time)
-        result.last_event_time = _pick(max, self.last_event_time, other.last_event_time)
+        result = self.copy()
+        result.merge_from(other)
         return result
+
+    def merge_from(self, other: CohortStats) -> None:
+        """Add `other`'s stream to this one, in place: `==` to `self.merged(other)`, without
+        copying this side (the worker merges every delta into a rollout's state this way).
+        `other` does not change, and this side shares none of its parts afterwards."""
+        self.check_compatible(other)
+        self.requests += other.requests
+        self.errors += other.errors
+        self.errors_by_type.merge_from(other.errors_by_type)
+        self.latency.merge_from(other.latency)
+        self.invalid_latency += other.invalid_latency
+        _merge_into(self.predictions, other.predictions, ValueDistribution.copy)
+        self.prediction_quality.merge_from(other.prediction_quality)
+        _merge_into(self.features, other.features, ValueDistribution.copy)
+        _merge_into(self.quality, other.quality, FieldQuality.copy)
+        self.feature_events += other.feature_events
+        self.first_event_time = _pick(min, self.first_event_time, other.first_event_time)
+        self.last_event_time = _pick(max, self.last_event_time, other.last_event_time)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -445,6 +588,21 @@ class CohortStats:
             f"CohortStats(requests={self.requests}, errors={self.errors}, "
             f"latency={self.latency!r}, features={sorted(self.features)})"
         )
+
+
+def _columns(rows: list[Mapping[str, FeatureValue]]) -> list[tuple[str, list[Any]]]:
+    """The values of each name across the maps, in first-seen order of the names; a map that
+    lacks a name contributes nothing to its column."""
+    names = rows[0].keys()
+    if sum(map(len, rows)) == len(rows) * len(names):
+        try:  # every map has as many names as the first: commonly the same names
+            return [(name, [row[name] for row in rows]) for name in names]
+        except KeyError:
+            pass
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return [(name, [row[name] for row in rows if name in row]) for name in seen]
 
 
 def _pick(choose: Any, a: float | None, b: float | None) -> float | None:

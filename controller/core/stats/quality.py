@@ -54,6 +54,13 @@ class FieldQuality:
             self.out_of_domain + other.out_of_domain,
         )
 
+    def merge_from(self, other: FieldQuality) -> None:
+        """Add `other`'s counts to these, in place: `==` to `self.merged(other)`."""
+        self.present += other.present
+        self.missing += other.missing
+        self.invalid += other.invalid
+        self.out_of_domain += other.out_of_domain
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "present": self.present,

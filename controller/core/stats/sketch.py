@@ -17,12 +17,14 @@ appended and, every 64, folded by `math.fsum` into a canonical expansion), compa
 form, so `==` holds on every field, not just within rounding.
 
 The hot path, `add`, is a log, a ceil, a dict update and a list append: well under a
-microsecond in CPython.
+microsecond in CPython. `add_many` takes a list in bulk, about twice as fast, with exactly the
+same result.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +118,34 @@ class _Store:
         counts[key] = counts.get(key, 0) + count
         if key < self.lo:
             self.lo = key
+
+    def add_counts(self, counted: Mapping[int, int]) -> None:
+        """Add counts per key: the same store as `add` on each in turn, in any order (the
+        collapsed state depends only on the keys and the highest of them)."""
+        if not counted:
+            return
+        low, high = min(counted), max(counted)
+        counts = self.counts
+        if counts:
+            if self.lo <= low and high <= self.hi:  # the common case: no bound moves
+                for key, count in counted.items():
+                    counts[key] = counts.get(key, 0) + count
+                return
+            low = min(low, self.lo)
+            high = max(high, self.hi)
+        floor = high - self.max_buckets + 1
+        if counts and self.lo < floor:
+            self._collapse_below(floor)
+        moved = 0
+        for key, count in counted.items():
+            if key < floor:
+                moved += count
+            else:
+                counts[key] = counts.get(key, 0) + count
+        if moved:
+            counts[floor] = counts.get(floor, 0) + moved
+        self.lo = max(low, floor)
+        self.hi = high
 
     def _collapse_below(self, floor: int) -> None:
         counts = self.counts
@@ -229,8 +259,43 @@ class QuantileSketch:
             self._partials = canonical_partials(parts)
 
     def add_many(self, values: Iterable[float]) -> None:
-        for value in values:
-            self.add(value)
+        """Record every value once: the bulk path, `==` to calling `add` on each in turn.
+
+        A list is taken in a few passes at C speed (a sum checks that every value is finite,
+        a Counter groups the bucket keys, `canonical_partials` folds the exact sum) instead of
+        one `add` each, about twice as fast. Raises ValueError for a non-finite value
+        before recording any."""
+        values = values if isinstance(values, list) else list(values)
+        n = len(values)
+        if not n:
+            return
+        if not math.isfinite(sum(values)):  # a nan or an infinity, or an overflowing sum
+            for value in values:
+                if not math.isfinite(value):
+                    raise ValueError(f"a sketch takes finite values only, got {value}")
+        low, high = min(values), max(values)
+        bound = self.min_positive
+        multiplier = self._multiplier
+        log, ceil = math.log, math.ceil
+        if low > bound:
+            positive = values
+        else:
+            positive = [v for v in values if v > bound] if high > bound else []
+            negative = [-v for v in values if v < -bound] if low < -bound else []
+            self.zero_count += n - len(positive) - len(negative)
+            if negative:
+                self._negative.add_counts(Counter([ceil(log(v) * multiplier) for v in negative]))
+        if positive:
+            self._positive.add_counts(Counter([ceil(log(v) * multiplier) for v in positive]))
+        self.count += n
+        if low < self._min:
+            self._min = low
+        if high > self._max:
+            self._max = high
+        parts = self._partials
+        parts += values
+        if len(parts) > _COMPACT_AT:
+            self._partials = canonical_partials(parts)
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -376,18 +441,22 @@ class QuantileSketch:
 
     def merged(self, other: QuantileSketch) -> QuantileSketch:
         """A new sketch of both streams; neither input changes."""
-        self.check_compatible(other)
         result = self.copy()
-        for key, count in other._positive.counts.items():
-            result._positive.add(key, count)
-        for key, count in other._negative.counts.items():
-            result._negative.add(key, count)
-        result.zero_count += other.zero_count
-        result.count += other.count
-        result._min = min(result._min, other._min)
-        result._max = max(result._max, other._max)
-        result._partials = canonical_partials(result._partials + other._partials)
+        result.merge_from(other)
         return result
+
+    def merge_from(self, other: QuantileSketch) -> None:
+        """Add `other`'s stream to this one, in place: `==` to `self.merged(other)`."""
+        self.check_compatible(other)
+        if not other.count:
+            return
+        self._positive.add_counts(other._positive.counts)
+        self._negative.add_counts(other._negative.counts)
+        self.zero_count += other.zero_count
+        self.count += other.count
+        self._min = min(self._min, other._min)
+        self._max = max(self._max, other._max)
+        self._partials = canonical_partials(self._partials + other._partials)
 
     # ---- plain values ------------------------------------------------------------------
 
@@ -413,10 +482,8 @@ class QuantileSketch:
             max_buckets=int(data["max_buckets"]),
             min_positive=float(data["min_positive"]),
         )
-        for key, count in data.get("positive", []):
-            sketch._positive.add(int(key), int(count))
-        for key, count in data.get("negative", []):
-            sketch._negative.add(int(key), int(count))
+        sketch._positive.add_counts({int(k): int(c) for k, c in data.get("positive", [])})
+        sketch._negative.add_counts({int(k): int(c) for k, c in data.get("negative", [])})
         sketch.zero_count = int(data.get("zero_count", 0))
         sketch.count = int(data["count"])
         if sketch.count:
