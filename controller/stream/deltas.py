@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -20,55 +22,61 @@ from schemas import Envelope, PredictionBatch, PredictionServed
 DELTA_VERSION = 1
 
 
-class DeploymentFold:
-    """The predictions of one deployment since the last flush, one CohortStats per
-    (cohort, version)."""
+_COHORT_VERSION = attrgetter("cohort", "version")
 
-    __slots__ = ("cohorts", "count", "deployment_id", "model")
+
+class DeploymentFold:
+    """The predictions of one deployment since the last drain, one CohortStats per
+    (cohort, version).
+
+    Predictions are collected as they arrive (a list extend per record) and folded in bulk
+    (`CohortStats.observe_many`, `==` to observing them one by one) by `fold()`: the lane folds
+    after every group, while the group's objects are still in the CPU's caches."""
+
+    __slots__ = ("cohorts", "count", "deployment_id", "items", "model", "sources")
 
     def __init__(self, deployment_id: str, model: str) -> None:
         self.deployment_id = deployment_id
         self.model = model
+        #: predictions collected and not folded yet
+        self.items: list[Any] = []
         self.cohorts: dict[tuple[str, str], CohortStats] = {}
+        #: predictions folded into `cohorts`
         self.count = 0
+        #: where the predictions came from, in order (the lane's Kafka records), if tracked
+        self.sources: list[Any] = []
 
-    def add_all(self, items: Iterable[Any], config: StatsConfig) -> None:
-        """Fold predictions: `schemas.Prediction` models or the fast path's `Item` structs
-        (the same field names)."""
+    def fold(self, config: StatsConfig) -> None:
+        """Fold the collected predictions into the statistics of their (cohort, version)."""
+        items, self.items = self.items, []
+        if not items:
+            return
+        self.count += len(items)
+        # the cohort is a str (fast path) or a StrEnum (pydantic): equal and hash-equal
+        keys = list(map(_COHORT_VERSION, items))
+        distinct = set(keys)
+        if len(distinct) == 1:
+            groups = [(keys[0], items)]
+        else:
+            groups = [(k, list(compress(items, map(k.__eq__, keys)))) for k in distinct]
         cohorts = self.cohorts
-        n = 0
-        key: tuple[str, str] | None = None
-        observe: Any = None
-        for item in items:
-            # the cohort is a str (fast path) or a StrEnum (pydantic): equal and hash-equal
-            item_key = (item.cohort, item.version)
-            if item_key != key:  # runs of one cohort are common: look up only on a change
-                key = item_key
-                stats = cohorts.get(key)
-                if stats is None:
-                    stats = cohorts[key] = CohortStats(config)
-                observe = stats.observe
-            observe(
-                ok=item.ok,
-                latency_ms=item.latency_ms,
-                event_time=item.event_time.timestamp(),
-                error_type=item.error_type,
-                prediction=item.prediction,
-                features=item.features,
-            )
-            n += 1
-        self.count += n
+        for (cohort, version), rows in groups:
+            key = (str(cohort), str(version))
+            stats = cohorts.get(key)
+            if stats is None:
+                stats = cohorts[key] = CohortStats(config)
+            stats.observe_many(rows)
 
 
 class Folder:
-    """Folds predictions by deployment until `drain()`."""
+    """Collects and folds predictions by deployment until `drain()`."""
 
     def __init__(self, config: StatsConfig | None = None) -> None:
         self.config = config or StatsConfig()
         self.folds: dict[str, DeploymentFold] = {}
 
     def add(self, event: Envelope[Any]) -> DeploymentFold | None:
-        """Fold a decoded event; None when it carries no predictions."""
+        """Collect a decoded event's predictions; None when it carries none."""
         data = event.data
         if isinstance(data, PredictionBatch):
             return self.add_items(data.deployment_id, data.model, data.predictions)
@@ -77,16 +85,33 @@ class Folder:
         return None
 
     def add_items(self, deployment_id: str, model: str, items: Iterable[Any]) -> DeploymentFold:
+        """Collect predictions: `schemas.Prediction` models or the fast path's `Item` structs
+        (the same field names; see `controller.core.stats.cohort.Row`)."""
+        fold = self.of(deployment_id, model)
+        fold.items += items
+        return fold
+
+    def of(self, deployment_id: str, model: str) -> DeploymentFold:
+        """The fold of a deployment (new when it has none since the last drain)."""
         fold = self.folds.get(deployment_id)
         if fold is None:
             fold = self.folds[deployment_id] = DeploymentFold(deployment_id, model)
-        fold.add_all(items, self.config)
         return fold
 
+    def fold(self) -> None:
+        """Fold what was collected since the last call."""
+        for fold in self.folds.values():
+            fold.fold(self.config)
+
     def drain(self) -> list[DeploymentFold]:
+        """Every deployment's folded statistics since the last drain."""
+        self.fold()
         folds = list(self.folds.values())
         self.folds = {}
         return folds
+
+    def __bool__(self) -> bool:
+        return bool(self.folds)
 
 
 @dataclass(frozen=True)
@@ -129,10 +154,12 @@ class StatsDelta:
 
     @classmethod
     def of(cls, fold: DeploymentFold, delta_id: str) -> StatsDelta:
+        """The delta of a drained fold."""
+        cohorts = fold.cohorts
         return cls(
             delta_id=delta_id,
             deployment_id=fold.deployment_id,
             model=fold.model,
             count=fold.count,
-            cohorts=tuple((c, v, s) for (c, v), s in sorted(fold.cohorts.items())),
+            cohorts=tuple((c, v, s) for (c, v), s in sorted(cohorts.items())),
         )
