@@ -48,6 +48,9 @@ from schemas.fast import Served, predictions_decoder
 log = structlog.get_logger(__name__)
 
 MAX_LINKS = 128
+#: predictions folded at a time at most: the decoded objects stay in the CPU's caches, and a
+#: group of batch records (up to `max_records` times 500 predictions) is never all in memory
+FOLD_EVERY = 4096
 
 
 @dataclass
@@ -208,9 +211,11 @@ class PredictionLane:
             self._collecting_since = self.clock()
         now = datetime.fromtimestamp(self.clock(), UTC)
         decode = predictions_decoder(now)
-        folds = self._folder.folds
-        fold_of = self._folder.of
+        folder = self._folder
+        folds = folder.folds
+        fold_of = folder.of
         letters: list[Any] = []
+        batched = 0  # predictions of batch records collected since the last fold
         for record in records:  # the hot loop: one pass, few operations per record
             value = record.value
             event = decode(value) if value else None
@@ -221,6 +226,10 @@ class PredictionLane:
                     fold.items.append(data)
                 else:
                     fold.items += data.predictions
+                    batched += len(data.predictions)
+                    if batched >= FOLD_EVERY:  # a group of batches can hold millions
+                        folder.fold()
+                        batched = 0
             else:
                 # the fast path cannot vouch for it: the full decoder types it or says why not
                 found = self._collect_decoded(record, now, letters)
@@ -228,7 +237,7 @@ class PredictionLane:
                     continue
                 fold = found
             fold.sources.append(record)
-        self._folder.fold()  # while the group's objects are still in the CPU's caches
+        folder.fold()  # while the group's objects are still in the CPU's caches
         self.counters.records += len(records)
         self.counters.groups += 1
         if letters:
