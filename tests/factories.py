@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import schemas as s
+from controller.core.stats import CohortStats, StatsConfig
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
@@ -24,6 +26,24 @@ def make_prediction(**overrides: Any) -> s.PredictionServed:
     }
     fields.update(overrides)
     return s.PredictionServed(**fields)
+
+
+def observe_one_by_one(
+    items: Iterable[s.PredictionServed], config: StatsConfig | None = None
+) -> dict[tuple[str, str], CohortStats]:
+    """Cohort statistics by (cohort, version), each prediction observed on its own: what the
+    bulk and lane paths must equal."""
+    expected: dict[tuple[str, str], CohortStats] = {}
+    for p in items:
+        expected.setdefault((str(p.cohort), p.version), CohortStats(config)).observe(
+            ok=p.ok,
+            latency_ms=p.latency_ms,
+            event_time=p.event_time.timestamp(),
+            error_type=p.error_type,
+            prediction=p.prediction,
+            features=p.features,
+        )
+    return expected
 
 
 def make_plan(**overrides: Any) -> s.RolloutPlan:

@@ -371,15 +371,8 @@ class CohortStats:
     def _observe_predictions(self, predictions: list[Any], failed_without: int) -> None:
         """`failed_without`: failed requests without a prediction (not counted as missing)."""
         column = _sort_column(predictions)
-        quality = self.prediction_quality
-        quality.missing += column.nones - failed_without
-        if column.numbers or column.strings:
-            quality.present += len(column.numbers) + len(column.strings)
-            distribution = self._distribution(self.predictions, PREDICTION)
-            if column.numbers:
-                distribution.numbers.add_many(column.numbers)
-            if column.strings:
-                distribution.categories.add_many(column.strings)
+        self.prediction_quality.missing += column.nones - failed_without
+        self._observe_sorted(column, self.prediction_quality, self.predictions, PREDICTION)
         for prediction in column.rest:
             self._observe_prediction(prediction)
 
@@ -389,15 +382,25 @@ class CohortStats:
             quality = self.quality[name] = FieldQuality()
         column = _sort_column(values)
         quality.missing += column.nones
+        self._observe_sorted(column, quality, self.features, name)
+        for value in column.rest:
+            self._observe_feature(name, value)
+
+    def _observe_sorted(
+        self,
+        column: _Sorted,
+        quality: FieldQuality,
+        table: dict[str, ValueDistribution],
+        name: str,
+    ) -> None:
+        """Record a column's finite numbers and strings (its `rest` goes one by one)."""
         if column.numbers or column.strings:
             quality.present += len(column.numbers) + len(column.strings)
-            distribution = self._distribution(self.features, name)
+            distribution = self._distribution(table, name)
             if column.numbers:
                 distribution.numbers.add_many(column.numbers)
             if column.strings:
                 distribution.categories.add_many(column.strings)
-        for value in column.rest:
-            self._observe_feature(name, value)
 
     @classmethod
     def of(

@@ -11,7 +11,7 @@ import schemas as s
 from controller.core.stats import CohortStats, StatsConfig
 from controller.stream.deltas import Folder, StatsDelta
 from schemas.fast import decode_predictions
-from tests.factories import T0, make_event, make_prediction
+from tests.factories import T0, make_event, make_prediction, observe_one_by_one
 
 CONFIG = StatsConfig(max_buckets=64, max_categories=4)
 
@@ -46,18 +46,7 @@ def predictions(n: int, seed: int = 3) -> list[s.PredictionServed]:
 
 
 def one_by_one(items: list[s.PredictionServed]) -> dict[tuple[str, str], CohortStats]:
-    expected: dict[tuple[str, str], CohortStats] = {}
-    for p in items:
-        stats = expected.setdefault((str(p.cohort), p.version), CohortStats(CONFIG))
-        stats.observe(
-            ok=p.ok,
-            latency_ms=p.latency_ms,
-            event_time=p.event_time.timestamp(),
-            error_type=p.error_type,
-            prediction=p.prediction,
-            features=p.features,
-        )
-    return expected
+    return observe_one_by_one(items, CONFIG)
 
 
 def test_folding_group_after_group_equals_observing_one_by_one() -> None:

@@ -19,7 +19,7 @@ from controller.core.stats import CohortStats
 from controller.stream import lane as lane_module
 from controller.stream.deltas import StatsDelta
 from controller.stream.lane import PredictionLane
-from tests.factories import T0, make_deployment, make_event, make_prediction
+from tests.factories import T0, make_deployment, make_event, make_prediction, observe_one_by_one
 
 TOPIC = "rollout.predictions"
 
@@ -79,17 +79,7 @@ def batch(items: list[s.PredictionServed]) -> bytes:
 
 
 def one_by_one(items: list[s.PredictionServed]) -> dict[tuple[str, str], CohortStats]:
-    expected: dict[tuple[str, str], CohortStats] = {}
-    for p in items:
-        expected.setdefault((str(p.cohort), p.version), CohortStats()).observe(
-            ok=p.ok,
-            latency_ms=p.latency_ms,
-            event_time=p.event_time.timestamp(),
-            error_type=p.error_type,
-            prediction=p.prediction,
-            features=p.features,
-        )
-    return expected
+    return observe_one_by_one(items)
 
 
 def test_bad_records_go_to_dead_letters_and_the_records_around_them_are_folded() -> None:
