@@ -6,34 +6,20 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 
 import schemas as s
 from controller.settings import load_settings
 from controller.topics import create_topics, topic_specs
 from tests.factories import make_event, sample_payloads
+from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.kafka
 
 
-def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=f"test-{uuid.uuid4()}",
-        consumer_timeout_ms=int(timeout_s * 1000),
-    )
-    records = []
-    try:
-        for record in consumer:
-            records.append(record)
-            if len(records) >= expected:
-                break
-    finally:
-        consumer.close()
-    return records
+def _consume_all(bootstrap: str, topic: str, expected: int) -> list[ConsumerRecord]:
+    return read_topic(bootstrap, topic, lambda records: len(records) >= expected)
 
 
 def test_every_event_type_round_trips_through_the_broker(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
 import schemas as s
@@ -17,6 +17,7 @@ from controller.observability import extract_from_headers, span_context_of
 from controller.sdk import CommandListener, PredictionReporter, emit
 from controller.settings import Settings, load_settings
 from tests.factories import T0
+from tests.kafka_read import read_topic
 from tests.otel import make_recorder
 
 pytestmark = pytest.mark.kafka
@@ -27,31 +28,6 @@ MakeTopic = Callable[..., str]
 @pytest.fixture
 def settings(kafka_bootstrap: str) -> Settings:
     return load_settings(bootstrap_servers=kafka_bootstrap)
-
-
-def read(
-    bootstrap: str,
-    topic: str,
-    enough: Callable[[list[ConsumerRecord]], bool],
-    timeout_s: float = 30.0,
-) -> list[ConsumerRecord]:
-    """Records of `topic` from the start, until `enough` says so or the time is up."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=f"test-{uuid.uuid4()}",
-    )
-    records: list[ConsumerRecord] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not enough(records) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
 
 
 def decoded(record: ConsumerRecord) -> s.Envelope[Any]:
@@ -118,7 +94,7 @@ def test_reported_predictions_arrive_complete_in_keyed_traced_batches(
     def count(records: list[ConsumerRecord]) -> int:
         return sum(len(decoded(r).data.predictions) for r in records)
 
-    records = read(settings.bootstrap_servers, topic, lambda rs: count(rs) >= n)
+    records = read_topic(settings.bootstrap_servers, topic, lambda rs: count(rs) >= n)
 
     assert (n, n, 0, 0) == (accepted, stats.sent, stats.dropped, stats.send_errors)
     assert n == count(records)
@@ -149,7 +125,7 @@ def test_single_mode_sends_one_prediction_per_record(
         for i in range(50):
             reporter.report(make_prediction(i))
 
-    records = read(settings.bootstrap_servers, topic, lambda rs: len(rs) >= 50)
+    records = read_topic(settings.bootstrap_servers, topic, lambda rs: len(rs) >= 50)
 
     events = [decoded(r) for r in records]
     assert 50 == len(events)
@@ -185,7 +161,7 @@ def test_a_command_produced_twice_is_applied_once_and_acknowledged(
 
     assert [command] == applied
     assert (2, 1, 1) == (stats.received, stats.applied, stats.duplicates)
-    (ack,) = read(settings.bootstrap_servers, acks, lambda rs: len(rs) >= 1, timeout_s=10)
+    (ack,) = read_topic(settings.bootstrap_servers, acks, lambda rs: len(rs) >= 1, timeout_s=10)
     event = decoded(ack)
     assert isinstance(event.data, s.TrafficApplied)
     assert (command.command_id, 25.0, "router-a") == (
@@ -215,7 +191,7 @@ def test_one_trace_from_the_controllers_send_to_the_routers_apply_and_ack(
         tracer=rec.tracer,
     ) as listener:
         poll_until(listener, lambda: listener.stats().applied >= 1)
-    (ack,) = read(settings.bootstrap_servers, acks, lambda rs: len(rs) >= 1, timeout_s=10)
+    (ack,) = read_topic(settings.bootstrap_servers, acks, lambda rs: len(rs) >= 1, timeout_s=10)
 
     send, apply = rec.one(f"send {commands}"), rec.one(f"apply {commands}")
     assert send.context.trace_id == apply.context.trace_id
