@@ -245,8 +245,9 @@ class Evaluation(_Model):
 
     #: Width of one pane; a recent window covers between recent_s and 2 * recent_s seconds.
     recent_s: Annotated[float, Field(gt=0)] = 30.0
-    #: A checkpoint of the counts every checkpoint_s seconds once the canary has traffic: the
-    #: error-rate test restarts there too (controller.core.stats.sequential); 0 turns it off.
+    #: A checkpoint of the counts every checkpoint_s seconds once the canary has requests: the
+    #: error-rate and slow-request tests restart there too (controller.core.stats.checkpoint);
+    #: 0 takes none.
     checkpoint_s: Annotated[float, Field(ge=0)] = 10.0
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from controller.core.stats.checkpoint import Checkpoint
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.profile import FeatureProfile
+from controller.core.stats.sequential import SequentialTest
 from controller.core.verdict import Evidence, EvidenceValue, Outcome, Verdict
 from controller.errors import RolloutError
 
@@ -258,3 +259,19 @@ def number(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
     return f"{value:.3g}"
+
+
+def restart_note(
+    test: SequentialTest, now: float, what: str, facts: dict[str, EvidenceValue], prefix: str = ""
+) -> str:
+    """When a change-point test's evidence is strongest since a checkpoint: record it in
+    `facts` (`<prefix>since`, the checkpoint's time) and say it for a reason, e.g.
+    " (strongest over the last 40 s: 21 of the 30 errors of both cohorts were the canary's)".
+    Empty when the test from the start weighs most."""
+    if test.since is None:
+        return ""
+    facts[f"{prefix}since"] = test.since.at
+    return (
+        f" (strongest over the last {now - test.since.at:.0f} s: {test.events} of the "
+        f"{test.trials} {what} of both cohorts were the canary's)"
+    )

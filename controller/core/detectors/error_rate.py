@@ -36,6 +36,7 @@ from controller.core.detectors.base import (
     number,
     parse_params,
     percent,
+    restart_note,
 )
 from controller.core.stats.checkpoint import error_counts, error_restarts
 from controller.core.stats.cohort import CohortStats
@@ -78,7 +79,7 @@ def judge_error_rate(
     baseline: CohortStats,
     canary: CohortStats,
     params: ErrorRateParams,
-    context: EvaluationContext | None = None,
+    context: EvaluationContext,
 ) -> Verdict:
     n_c, e_c, n_b, e_b = canary.requests, canary.errors, baseline.requests, baseline.errors
     evidence = {
@@ -102,10 +103,9 @@ def judge_error_rate(
         parts.append(Verdict.no_data(NAME, "no baseline requests to compare with"))
     else:
         if params.restarts:
-            checkpoints = () if context is None else context.checkpoints
             test = changepoint_share_test(
                 error_counts(baseline, canary),
-                error_restarts(checkpoints, baseline, canary),
+                error_restarts(context.checkpoints, baseline, canary),
                 params.tolerance,
                 alpha,
                 params.odds_ratios,
@@ -118,16 +118,7 @@ def judge_error_rate(
             "tolerance": params.tolerance,
             "null_share": test.null_rate,
         }
-        since = ""
-        if test.since is not None:
-            facts["since"] = test.since.at
-            facts["since_canary_errors"] = test.events
-            facts["since_errors"] = test.trials
-            if context is not None:
-                since = (
-                    f" (strongest over the last {context.now - test.since.at:.0f} s: "
-                    f"{test.events} of the {test.trials} errors of both cohorts were the canary's)"
-                )
+        since = restart_note(test, context.now, "errors", facts)
         versus = f"canary error rate {_rate(e_c, n_c)} vs baseline {_rate(e_b, n_b)}"
         limit = f"{1 + params.tolerance:g}x the baseline's"
         if test.rejects:

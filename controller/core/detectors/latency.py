@@ -34,6 +34,7 @@ from controller.core.detectors.base import (
     number,
     parse_params,
     percent,
+    restart_note,
 )
 from controller.core.stats.checkpoint import slow_counts, slow_restarts
 from controller.core.stats.cohort import CohortStats
@@ -95,7 +96,7 @@ def _slow_test(
     q: float,
     alpha: float,
     params: LatencyParams,
-    context: EvaluationContext | None,
+    context: EvaluationContext,
 ) -> Verdict:
     name = quantile_name(q)
     bucket = baseline.latency.quantile_bucket(q)
@@ -104,8 +105,7 @@ def _slow_test(
     slow_c, n_c = counts.canary_events, counts.canary_trials
     slow_b, n_b = counts.baseline_events, counts.baseline_trials
     if params.restarts:
-        checkpoints = () if context is None else context.checkpoints
-        restarts = slow_restarts(checkpoints, q, baseline, canary)
+        restarts = slow_restarts(context.checkpoints, q, baseline, canary)
         test = changepoint_share_test(counts, restarts, params.tolerance, alpha, params.odds_ratios)
     else:
         test = share_test(slow_c, n_c, slow_b, n_b, params.tolerance, alpha, params.odds_ratios)
@@ -120,15 +120,7 @@ def _slow_test(
         f"{percent(slow_c / n_c)} of canary requests above the baseline {name} "
         f"({_ms(bucket.upper)}) vs {percent(slow_b / n_b)} of baseline requests"
     )
-    since = ""
-    if test.since is not None:
-        facts[f"{name}_since"] = test.since.at
-        if context is not None:
-            since = (
-                f" (strongest over the last {context.now - test.since.at:.0f} s: "
-                f"{test.events} of the {test.trials} slow requests of both cohorts were the "
-                "canary's)"
-            )
+    since = restart_note(test, context.now, "slow requests", facts, prefix=f"{name}_")
     if test.rejects:
         reason = (
             f"canary slower: {shares}, e-value {number(test.e_value)} >= "
@@ -184,7 +176,7 @@ def judge_latency(
     baseline: CohortStats,
     canary: CohortStats,
     params: LatencyParams,
-    context: EvaluationContext | None = None,
+    context: EvaluationContext,
 ) -> Verdict:
     n_c, n_b = canary.latency.count, baseline.latency.count
     evidence: dict[str, EvidenceValue] = {
