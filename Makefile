@@ -13,9 +13,12 @@ help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The install builds the compiled prediction lane (native/, Rust) when cargo is on the PATH.
+$(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"' \
 	  || { echo "rollout-controller needs Python 3.11 or newer (set PYTHON=python3.11)"; exit 1; }
+	@command -v cargo >/dev/null || echo "note: no cargo on the PATH: the compiled prediction \
+	lane is not built; the worker runs on the Python path (see docs/performance.md)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -61,4 +64,4 @@ schemas: $(STAMP) ## Regenerate the committed JSON Schemas under schemas/json
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache native/target controller/stream/_native*.so

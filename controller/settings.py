@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     ssl_keyfile: str | None = None
     policy_file: Path | None = Field(default=None, description="Rollout policy (YAML or JSON).")
     tick_interval_s: float = Field(default=1.0, gt=0)
+    native_lane: bool = Field(
+        default=True,
+        description="Decode and fold prediction records with the compiled lane when it is built.",
+    )
 
     # the local development broker (`rollout dev-kafka`)
     kafka_port: int = Field(default=9092, ge=1, le=65535)

@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.decode import MAX_RECORD_BYTES
 from schemas.envelope import TRACEPARENT_PATTERN
 from schemas.events import MAX_BATCH, PredictionBatch, PredictionServed
 
@@ -164,6 +165,8 @@ def predictions_decoder(
 
 def _decode(raw: bytes, latest: datetime | None) -> PredictionEvent | None:
     """The record's event, when the fast path vouches for it."""
+    if len(raw) > MAX_RECORD_BYTES:  # `decode` rejects it as oversized
+        return None
     try:
         event: PredictionEvent = _DECODER.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError):

@@ -44,6 +44,19 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def require_compiled_lane() -> None:
+    """Skip a test of the compiled lane (controller/stream/native.py) when it is not built;
+    under CI=true fail instead: CI installs a Rust toolchain and must test it."""
+    from controller.stream import native
+
+    if native.available():
+        return
+    reason = "the compiled lane is not built (no Rust toolchain when the project was installed)"
+    if in_ci():
+        pytest.fail(f"{reason}; under CI=true it must be", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -59,21 +59,28 @@ class DeploymentFold:
             groups = [(keys[0], items)]
         else:
             groups = [(k, list(compress(items, map(k.__eq__, keys)))) for k in distinct]
-        cohorts = self.cohorts
         for (cohort, version), rows in groups:
-            key = (str(cohort), str(version))
-            stats = cohorts.get(key)
-            if stats is None:
-                stats = cohorts[key] = CohortStats(config)
-            stats.observe_many(rows)
+            self.stats(str(cohort), str(version), config).observe_many(rows)
+
+    def stats(self, cohort: str, version: str, config: StatsConfig) -> CohortStats:
+        """The statistics of a (cohort, version), new when it has none yet."""
+        found = self.cohorts.get((cohort, version))
+        if found is None:
+            found = self.cohorts[(cohort, version)] = CohortStats(config)
+        return found
 
 
 class Folder:
-    """Collects and folds predictions by deployment until `drain()`."""
+    """Collects and folds predictions by deployment until `drain()`.
 
-    def __init__(self, config: StatsConfig | None = None) -> None:
+    With a compiled accumulator (`native`, see controller/stream/native.py) the lane folds most
+    records there; `drain()` records its summaries into the same folds, so a deployment's delta
+    holds what both paths folded."""
+
+    def __init__(self, config: StatsConfig | None = None, native: Any | None = None) -> None:
         self.config = config or StatsConfig()
         self.folds: dict[str, DeploymentFold] = {}
+        self.native = native
 
     def add(self, event: Envelope[Any]) -> DeploymentFold | None:
         """Collect a decoded event's predictions; None when it carries none."""
@@ -106,12 +113,18 @@ class Folder:
     def drain(self) -> list[DeploymentFold]:
         """Every deployment's folded statistics since the last drain."""
         self.fold()
+        if self.native is not None and len(self.native):
+            for deployment_id, model, count, groups in self.native.drain():
+                fold = self.of(deployment_id, model)
+                fold.count += count
+                for cohort, version, summary in groups:
+                    fold.stats(cohort, version, self.config).observe_summary(summary)
         folds = list(self.folds.values())
         self.folds = {}
         return folds
 
     def __bool__(self) -> bool:
-        return bool(self.folds)
+        return bool(self.folds) or (self.native is not None and len(self.native) > 0)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Predictions are the bulk of the traffic, so they do not go through a Faust agent one by one
 (about 70-95 µs an event there). The lane takes records in groups straight from an aiokafka
 consumer (`getmany`), decodes and validates every one, and folds each deployment's predictions
-of the group, in bulk, into mergeable statistics. At a flush it hands the agent one `StatsDelta`
+of the group, in bulk, into mergeable statistics: in one call to the compiled lane
+(controller/stream/native.py) for every record it vouches for, and on the Python path (the
+msgspec fast path of `schemas.fast`, else the full `schemas.decode`) for the others. At a flush it hands the agent one `StatsDelta`
 per deployment on the internal stats topic, keyed by deployment id. It flushes when it has
 caught up with the topic (a group smaller than `max_records`), at least every
 `flush_interval_s` while it is behind, and before every commit; so when the lane is behind, a
@@ -42,8 +44,10 @@ from controller.observability import (
 from controller.observability.messaging import Operation
 from controller.observability.propagation import span_context_of
 from controller.stream.deltas import DeploymentFold, Folder, StatsDelta
+from controller.stream.native import accumulator, epoch_us
+from controller.stream.native import available as native_available
 from schemas import Envelope, Rejection, decode
-from schemas.fast import Served, predictions_decoder
+from schemas.fast import MAX_FUTURE_SKEW, PredictionEvent, Served, predictions_decoder
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +106,7 @@ class PredictionLane:
         trace_records: bool = True,
         commit_interval_s: float = 0.5,
         flush_interval_s: float = 0.25,
+        native: bool | None = None,
     ) -> None:
         self.settings = settings
         self.topic = topic
@@ -119,7 +124,13 @@ class PredictionLane:
         self.counters = LaneCounters()
         self._unacked: list[asyncio.Future[Any]] = []
         #: predictions collected and folded since the last flush, and their records
-        self._folder = Folder(self.stats_config)
+        use_native = native if native is not None else bool(getattr(settings, "native_lane", True))
+        self._folder = Folder(
+            self.stats_config,
+            accumulator(self.stats_config) if use_native and native_available() else None,
+        )
+        #: predictions of batch records collected on the Python path since the last fold
+        self._batched = 0
         self._collecting_since = 0.0
         self._last_commit = clock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -212,31 +223,27 @@ class PredictionLane:
         now = datetime.fromtimestamp(self.clock(), UTC)
         decode = predictions_decoder(now)
         folder = self._folder
-        folds = folder.folds
-        fold_of = folder.of
         letters: list[Any] = []
-        batched = 0  # predictions of batch records collected since the last fold
-        for record in records:  # the hot loop: one pass, few operations per record
-            value = record.value
-            event = decode(value) if value else None
-            if event is not None:
-                data: Any = event.data  # never None on the fast path
-                fold = folds.get(data.deployment_id) or fold_of(data.deployment_id, data.model)
-                if type(data) is Served:
-                    fold.items.append(data)
+        native = folder.native
+        if native is not None:
+            # the hot loop: the compiled lane decodes and folds every record it vouches for
+            # (one call for the group); the others take the Python path below
+            ids = native.add([r.value for r in records], epoch_us(now + MAX_FUTURE_SKEW))
+            folds, fold_of, model_of = folder.folds, folder.of, native.model
+            for record, found_id in zip(records, ids, strict=True):
+                if found_id is not None:
+                    fold = folds.get(found_id) or fold_of(found_id, model_of(found_id))
                 else:
-                    fold.items += data.predictions
-                    batched += len(data.predictions)
-                    if batched >= FOLD_EVERY:  # a group of batches can hold millions
-                        folder.fold()
-                        batched = 0
-            else:
-                # the fast path cannot vouch for it: the full decoder types it or says why not
-                found = self._collect_decoded(record, now, letters)
-                if found is None:
-                    continue
-                fold = found
-            fold.sources.append(record)
+                    found = self._collect_one(record, decode, now, letters)
+                    if found is None:
+                        continue
+                    fold = found
+                fold.sources.append(record)
+        else:
+            for record in records:
+                found = self._collect_one(record, decode, now, letters)
+                if found is not None:
+                    found.sources.append(record)
         folder.fold()  # while the group's objects are still in the CPU's caches
         self.counters.records += len(records)
         self.counters.groups += 1
@@ -258,6 +265,33 @@ class PredictionLane:
             self.counters.deltas += 1
         if pending:
             self._unacked.extend(await asyncio.gather(*pending))
+
+    def _collect_one(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        decode: Callable[[bytes], PredictionEvent | None],
+        now: datetime,
+        letters: list[Any],
+    ) -> DeploymentFold | None:
+        """Collect a record on the Python path: the fast decoder, else the full one (a record
+        that is not a valid prediction record gets its dead letter queued on `letters`)."""
+        value = record.value
+        event = decode(value) if value else None
+        if event is None:
+            # the fast path cannot vouch for it: the full decoder types it or says why not
+            return self._collect_decoded(record, now, letters)
+        data: Any = event.data  # never None on the fast path
+        folder = self._folder
+        fold = folder.folds.get(data.deployment_id) or folder.of(data.deployment_id, data.model)
+        if type(data) is Served:
+            fold.items.append(data)
+        else:
+            fold.items += data.predictions
+            self._batched += len(data.predictions)
+            if self._batched >= FOLD_EVERY:  # a group of batches can hold millions
+                folder.fold()
+                self._batched = 0
+        return fold
 
     def _collect_decoded(
         self, record: ConsumerRecord[bytes, bytes], now: datetime, letters: list[Any]

@@ -51,7 +51,12 @@ class CategoricalCounts:
     def add_many(self, categories: Iterable[str]) -> None:
         """Count each category once: `==` to calling `add` on each in turn (whether the stream
         overflows depends only on its distinct values), grouped by a Counter first."""
-        for category, count in Counter(categories).items():
+        self.add_counts(Counter(categories))
+
+    def add_counts(self, counted: Mapping[str, int]) -> None:
+        """Count categories counted elsewhere, in their order: `==` to `add_many` of the stream
+        they were counted from."""
+        for category, count in counted.items():
             self.add(category, count)
 
     def merge_from(self, other: CategoricalCounts) -> None:

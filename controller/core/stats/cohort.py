@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import compress
 from operator import attrgetter, not_
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypedDict
 
 from controller.core.stats.categorical import DEFAULT_MAX_CATEGORIES, CategoricalCounts
 from controller.core.stats.errors import IncompatibleStatsError
@@ -38,6 +38,7 @@ from controller.core.stats.sketch import (
     DEFAULT_MAX_BUCKETS,
     DEFAULT_MIN_POSITIVE,
     QuantileSketch,
+    SketchSummary,
 )
 
 FeatureValue = float | int | str | bool | None
@@ -180,6 +181,31 @@ class _Sorted(NamedTuple):
     strings: list[str]
     nones: int
     rest: list[Any]  # everything else (booleans, ints, maps, non-finite floats, ...)
+
+
+class DistributionSummary(TypedDict):
+    """Additions to one `ValueDistribution`: finite numbers and category counts."""
+
+    numbers: SketchSummary | None
+    labels: Mapping[str, int]
+
+
+class CohortSummary(TypedDict):
+    """What `observe_many` would record for some rows, summed up elsewhere (by the prediction
+    lane's compiled fold, controller/stream/native.py): `observe_summary` of it is `==` to
+    `observe_many` of the rows. Qualities are `(present, missing, invalid)` counts."""
+
+    requests: int
+    errors: int
+    error_types: Mapping[str, int]
+    first_event_time: float
+    last_event_time: float
+    latency: SketchSummary
+    prediction_quality: tuple[int, int, int]
+    predictions: Mapping[str, DistributionSummary]
+    feature_events: int
+    quality: Mapping[str, tuple[int, int, int]]
+    features: Mapping[str, DistributionSummary]
 
 
 def _sort_column(values: list[Any]) -> _Sorted:
@@ -360,6 +386,39 @@ class CohortStats:
             self.feature_events += len(present)
             for name, column in _columns(present):
                 self._observe_feature_column(name, column)
+
+    def observe_summary(self, summary: CohortSummary) -> None:
+        """Record rows summed up as a `CohortSummary` under this cohort's settings: `==` to
+        `observe_many` of the rows themselves."""
+        if not summary["requests"]:
+            return
+        self.requests += summary["requests"]
+        self.errors += summary["errors"]
+        self.errors_by_type.add_counts(summary["error_types"])
+        first, last = summary["first_event_time"], summary["last_event_time"]
+        if self.first_event_time is None or first < self.first_event_time:
+            self.first_event_time = first
+        if self.last_event_time is None or last > self.last_event_time:
+            self.last_event_time = last
+        self.latency.add_summary(summary["latency"])
+        _add_quality(self.prediction_quality, summary["prediction_quality"])
+        self._add_distributions(self.predictions, summary["predictions"])
+        self.feature_events += summary["feature_events"]
+        for name, counts in summary["quality"].items():
+            quality = self.quality.get(name)
+            if quality is None:
+                quality = self.quality[name] = FieldQuality()
+            _add_quality(quality, counts)
+        self._add_distributions(self.features, summary["features"])
+
+    def _add_distributions(
+        self, table: dict[str, ValueDistribution], added: Mapping[str, DistributionSummary]
+    ) -> None:
+        for name, summary in added.items():
+            distribution = self._distribution(table, name)
+            if summary["numbers"] is not None:
+                distribution.numbers.add_summary(summary["numbers"])
+            distribution.categories.add_counts(summary["labels"])
 
     def _observe_latencies(self, latencies: list[float]) -> None:
         if not math.isfinite(sum(latencies)) or min(latencies) < 0.0:
@@ -591,6 +650,13 @@ class CohortStats:
             f"CohortStats(requests={self.requests}, errors={self.errors}, "
             f"latency={self.latency!r}, features={sorted(self.features)})"
         )
+
+
+def _add_quality(quality: FieldQuality, counts: tuple[int, int, int]) -> None:
+    present, missing, invalid = counts
+    quality.present += present
+    quality.missing += missing
+    quality.invalid += invalid
 
 
 def _columns(rows: list[Mapping[str, FeatureValue]]) -> list[tuple[str, list[Any]]]:

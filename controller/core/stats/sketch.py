@@ -27,7 +27,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from controller.core.stats.errors import IncompatibleStatsError
 
@@ -67,6 +67,23 @@ def _weighted_terms(value: float, count: int) -> list[float]:
         count >>= 1
         bit += 1
     return terms
+
+
+class SketchSummary(TypedDict):
+    """What `add_many` would record for some values, summed up elsewhere (by the lane's
+    compiled fold): `add_summary` of it is `==` to `add_many` of the values."""
+
+    count: int
+    #: values within `min_positive` of zero
+    zero: int
+    #: count per bucket key, `ceil(log(v) * multiplier)` of each positive value
+    positive: Mapping[int, int]
+    #: the same for the magnitude of each negative value
+    negative: Mapping[int, int]
+    min: float
+    max: float
+    #: floats whose exact sum is the exact sum of the values
+    partials: list[float]
 
 
 #: The pending addends are folded into their canonical expansion once there are this many.
@@ -296,6 +313,29 @@ class QuantileSketch:
         parts += values
         if len(parts) > _COMPACT_AT:
             self._partials = canonical_partials(parts)
+
+    def add_summary(self, summary: SketchSummary) -> None:
+        """Record values summed up as a `SketchSummary` under this sketch's `multiplier` and
+        `min_positive`: `==` to `add_many` of the values themselves."""
+        if not summary["count"]:
+            return
+        self._positive.add_counts(summary["positive"])
+        self._negative.add_counts(summary["negative"])
+        self.zero_count += summary["zero"]
+        self.count += summary["count"]
+        if summary["min"] < self._min:
+            self._min = summary["min"]
+        if summary["max"] > self._max:
+            self._max = summary["max"]
+        parts = self._partials
+        parts += summary["partials"]
+        if len(parts) > _COMPACT_AT:
+            self._partials = canonical_partials(parts)
+
+    @property
+    def multiplier(self) -> float:
+        """`1 / log(gamma)`: a positive value's bucket key is `ceil(log(v) * multiplier)`."""
+        return self._multiplier
 
     # ---- reading -----------------------------------------------------------------------
 

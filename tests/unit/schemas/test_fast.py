@@ -204,3 +204,13 @@ def test_mutated_records_never_pass_the_fast_path_alone(
         node[last] = value
 
     _agrees(json.dumps(doc).encode())
+
+
+def test_an_oversized_record_is_left_to_decode_which_rejects_it() -> None:
+    doc = json.loads(VALID[0])
+    raw = json.dumps(doc).encode()
+    padded = raw[:-1] + b" " * (s.MAX_RECORD_BYTES - len(raw) + 1) + b"}"
+
+    assert decode_predictions(raw) is not None
+    assert isinstance(s.decode(padded), s.Rejection)
+    assert decode_predictions(padded) is None

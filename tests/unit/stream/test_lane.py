@@ -19,6 +19,7 @@ from controller.core.stats import CohortStats
 from controller.stream import lane as lane_module
 from controller.stream.deltas import StatsDelta
 from controller.stream.lane import PredictionLane
+from tests.conftest import require_compiled_lane
 from tests.factories import T0, make_deployment, make_event, make_prediction, observe_one_by_one
 
 TOPIC = "rollout.predictions"
@@ -43,7 +44,16 @@ def record(offset: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(TOPIC, 0, offset, 0, 0, b"dep-1", value, None, 5, len(value), [])
 
 
-def make_lane() -> tuple[PredictionLane, RecordingProducer]:
+@pytest.fixture(params=[False, True], ids=["python", "compiled"])
+def compiled(request: pytest.FixtureRequest) -> bool:
+    """Each lane test runs on the Python path and on the compiled one (controller/stream/
+    native.py); the compiled one must be built under CI=true."""
+    if request.param:
+        require_compiled_lane()
+    return bool(request.param)
+
+
+def make_lane(compiled: bool) -> tuple[PredictionLane, RecordingProducer]:
     lane = PredictionLane(
         None,
         topic=TOPIC,
@@ -51,7 +61,9 @@ def make_lane() -> tuple[PredictionLane, RecordingProducer]:
         dead_letter_topic="rollout.dead-letter",
         group_id="test",
         clock=lambda: (T0 + timedelta(minutes=1)).timestamp(),
+        native=compiled,
     )
+    assert compiled == (lane._folder.native is not None)
     producer = RecordingProducer()
     lane._producer = producer  # type: ignore[assignment]  # the narrow edge: no broker here
     return lane, producer
@@ -82,8 +94,10 @@ def one_by_one(items: list[s.PredictionServed]) -> dict[tuple[str, str], CohortS
     return observe_one_by_one(items)
 
 
-def test_bad_records_go_to_dead_letters_and_the_records_around_them_are_folded() -> None:
-    lane, producer = make_lane()
+def test_bad_records_go_to_dead_letters_and_the_records_around_them_are_folded(
+    compiled: bool,
+) -> None:
+    lane, producer = make_lane(compiled)
     items = predictions(4)
     # valid for the full decoder, refused by the fast path (stricter about blanks at the ends)
     odd = make_prediction(request_id="req-\x1f")
@@ -117,10 +131,10 @@ def test_bad_records_go_to_dead_letters_and_the_records_around_them_are_folded()
 
 
 def test_large_groups_of_batches_are_folded_in_slices_with_the_same_result(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, compiled: bool
 ) -> None:
     monkeypatch.setattr(lane_module, "FOLD_EVERY", 7)
-    lane, producer = make_lane()
+    lane, producer = make_lane(compiled)
     items = predictions(60)
     records = [record(i, batch(items[i * 10 : i * 10 + 10])) for i in range(6)]
 

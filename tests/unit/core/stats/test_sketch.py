@@ -145,3 +145,28 @@ def test_a_sketch_survives_a_json_round_trip() -> None:
 
     assert sketch == restored
     assert sketch.sum == restored.sum
+
+
+def test_a_summary_of_values_adds_like_the_values_themselves() -> None:
+    values = [0.0, 1e-12, 3.5, -2.25, 1e6, 7.0, 7.0, -1e-3]
+    summed = QuantileSketch()
+    summed.add_many(values)
+    sketch = QuantileSketch()
+    sketch.add_many([1.0, 2.0])
+    expected = sketch.copy()
+    expected.add_many(values)
+
+    sketch.add_summary(
+        {
+            "count": summed.count,
+            "zero": summed.zero_count,
+            "positive": dict(summed._positive.counts),
+            "negative": dict(summed._negative.counts),
+            "min": min(values),
+            "max": max(values),
+            "partials": list(values),
+        }
+    )
+
+    assert expected == sketch
+    assert QuantileSketch().multiplier == sketch.multiplier

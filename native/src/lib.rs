@@ -1,0 +1,1088 @@
+//! The prediction lane's compiled decode-and-fold (`controller.stream._native`).
+//!
+//! `Accumulator.add` takes the values of a group of Kafka records, decodes and validates each
+//! one that is a prediction record (`prediction.served` or `prediction.batch`) and folds its
+//! predictions straight into per-(deployment, cohort, version) column summaries, without making
+//! a Python object per field. `Accumulator.drain` hands those summaries to Python, where
+//! `CohortStats.observe_summary` records them: the result is `==` to decoding each record with
+//! `schemas.fast` and folding it with `CohortStats.observe_many` (tests/property check it).
+//!
+//! The decoder is *sound*, not complete, exactly like `schemas.fast`: it accepts a record only
+//! when `schemas.decode` would accept it with the same values, and says `None` whenever it
+//! cannot vouch for one (an unusual timestamp form, an identifier with a non-ASCII end, an
+//! unknown field, anything). The lane then takes that record through the Python decoders, which
+//! type it or give the structured rejection for the dead-letter topic.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use indexmap::IndexMap;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+type Map<K, V> = IndexMap<K, V, FxBuildHasher>;
+
+/// Values whose magnitude exceeds this go to the Python path: the exact sum of up to 2**60 of
+/// them cannot overflow, so the partials below are exact.
+const MAX_MAGNITUDE: f64 = 1e290;
+const MAX_IDENT: usize = 256;
+const MAX_LATENCY_MS: f64 = 3_600_000.0;
+const MAX_DATASCHEMA: usize = 2048;
+const MAX_TRACESTATE: usize = 512;
+
+// ---- the wire shapes (as schemas/fast.py declares them) ---------------------------------------
+
+/// A JSON string, borrowed from the record when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// `float | Name | dict[str, Share]` (None is the Option around it).
+enum Pred<'a> {
+    Number(f64),
+    Label(Cow<'a, str>),
+    Scores(Vec<(Cow<'a, str>, f64)>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pred<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pred<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, a string or a map of class scores")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Pred::Number(v))
+            }
+            // msgspec takes an integer for a float field as that float (correctly rounded)
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Pred::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Pred::Number(v as f64))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Pred::Label(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Pred::Label(Cow::Owned(v.to_owned())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut scores: Vec<(Cow<'de, str>, f64)> = Vec::new();
+                while let Some(Text(label)) = map.next_key::<Text<'de>>()? {
+                    let score: f64 = map.next_value()?;
+                    if !(0.0..=1.0).contains(&score) {
+                        return Err(de::Error::custom("a class score outside [0, 1]"));
+                    }
+                    if scores.iter().any(|(l, _)| *l == label) {
+                        return Err(de::Error::custom("a class named twice"));
+                    }
+                    scores.push((label, score));
+                }
+                Ok(Pred::Scores(scores))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `int | float | str | bool | None`; an integer is kept as the float the fold makes of it.
+enum Feature<'a> {
+    Number(f64),
+    Label(Cow<'a, str>),
+    Flag(bool),
+    Missing,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Feature<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Feature<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, a string, a boolean or null")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Feature::Number(v))
+            }
+            // the fold records an int as float(int): correctly rounded, like `as f64`
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Feature::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Feature::Number(v as f64))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Feature::Flag(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Feature::Missing)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Feature::Label(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Feature::Label(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `dict[str, Feature]`, in the order of the record; a name given twice is not vouched for.
+struct Features<'a>(Vec<(Cow<'a, str>, Feature<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Features<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Features<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of features")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(Cow<'de, str>, Feature<'de>)> = Vec::new();
+                while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+                    let value: Feature<'de> = map.next_value()?;
+                    if out.iter().any(|(n, _)| *n == name) {
+                        return Err(de::Error::custom("a feature named twice"));
+                    }
+                    out.push((name, value));
+                }
+                Ok(Features(out))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn spec_version() -> Text<'static> {
+    Text(Cow::Borrowed("1.0"))
+}
+
+fn json_content() -> Text<'static> {
+    Text(Cow::Borrowed("application/json"))
+}
+
+fn empty() -> Text<'static> {
+    Text(Cow::Borrowed(""))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    source: Text<'a>,
+    #[serde(borrow)]
+    time: Text<'a>,
+    #[serde(rename = "type", borrow)]
+    kind: Text<'a>,
+    #[serde(default = "spec_version", borrow)]
+    specversion: Text<'a>,
+    #[serde(default, borrow)]
+    subject: Option<Text<'a>>,
+    #[serde(default = "json_content", borrow)]
+    datacontenttype: Text<'a>,
+    #[serde(default, borrow)]
+    dataschema: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    traceparent: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    tracestate: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// One prediction of a batch (`schemas.fast.Item`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item<'a> {
+    #[serde(borrow)]
+    version: Text<'a>,
+    #[serde(borrow)]
+    cohort: Text<'a>,
+    #[serde(borrow)]
+    request_id: Text<'a>,
+    #[serde(borrow)]
+    event_time: Text<'a>,
+    latency_ms: f64,
+    #[serde(default = "yes")]
+    ok: bool,
+    #[serde(default, borrow)]
+    error_type: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    prediction: Option<Pred<'a>>,
+    #[serde(default, borrow)]
+    features: Option<Features<'a>>,
+    #[serde(default, borrow)]
+    user_key: Option<Text<'a>>,
+}
+
+/// The data of a `prediction.served` record (`schemas.fast.Served`): an item and its deployment.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Served<'a> {
+    #[serde(borrow)]
+    version: Text<'a>,
+    #[serde(borrow)]
+    cohort: Text<'a>,
+    #[serde(borrow)]
+    request_id: Text<'a>,
+    #[serde(borrow)]
+    event_time: Text<'a>,
+    latency_ms: f64,
+    #[serde(default = "yes")]
+    ok: bool,
+    #[serde(default, borrow)]
+    error_type: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    prediction: Option<Pred<'a>>,
+    #[serde(default, borrow)]
+    features: Option<Features<'a>>,
+    #[serde(default, borrow)]
+    user_key: Option<Text<'a>>,
+    #[serde(default = "empty", borrow)]
+    deployment_id: Text<'a>,
+    #[serde(default = "empty", borrow)]
+    model: Text<'a>,
+}
+
+/// The data of a `prediction.batch` record (`schemas.fast.Batch`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    deployment_id: Text<'a>,
+    #[serde(borrow)]
+    model: Text<'a>,
+    #[serde(borrow)]
+    predictions: Vec<Item<'a>>,
+}
+
+// ---- checks ------------------------------------------------------------------------------
+
+/// An identifier: 1 to 256 characters, no line break, and a printable ASCII character at each
+/// end (so no whitespace in the sense of Python's `str.isspace`: stricter than `schemas`).
+fn ident_ok(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            first.is_ascii_graphic()
+                && last.is_ascii_graphic()
+                && !bytes.contains(&b'\n')
+                && length_ok(s, MAX_IDENT)
+        }
+        _ => false,
+    }
+}
+
+/// 1 to `max` characters (Python counts code points, as `chars` does).
+fn length_ok(s: &str, max: usize) -> bool {
+    !s.is_empty() && (s.len() <= max || s.chars().count() <= max)
+}
+
+fn name_ok(s: &str) -> bool {
+    length_ok(s, MAX_IDENT)
+}
+
+fn at_most(s: &str, max: usize) -> bool {
+    s.len() <= max || s.chars().count() <= max
+}
+
+fn is_lower_hex(b: &[u8]) -> bool {
+    b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// `^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`, the whole string.
+fn traceparent_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 55
+        && b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && is_lower_hex(&b[0..2])
+        && is_lower_hex(&b[3..35])
+        && is_lower_hex(&b[36..52])
+        && is_lower_hex(&b[53..55])
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    let mut n: i64 = 0;
+    for c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(c - b'0');
+    }
+    Some(n)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Microseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)`, the form
+/// every producer of ours writes. Any other form (which the Python decoders may still accept)
+/// is not vouched for.
+fn timestamp_us(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let hour = digits(&b[11..13])?;
+    let minute = digits(&b[14..16])?;
+    let second = digits(&b[17..19])?;
+    if !(1971..=2200).contains(&year)
+        || !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        let mut end = start;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+        let n = end - start;
+        if n == 0 || n > 6 {
+            return None;
+        }
+        micros = digits(&b[start..end])? * 10_i64.pow((6 - n) as u32);
+        i = end;
+    }
+    let offset = match &b[i..] {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hours = digits(&[*h1, *h2])?;
+            let minutes = digits(&[*m1, *m2])?;
+            if hours > 23 || minutes > 59 || (*sign == b'-' && hours == 0 && minutes == 0) {
+                return None;
+            }
+            let seconds = hours * 3600 + minutes * 60;
+            if *sign == b'-' {
+                -seconds
+            } else {
+                seconds
+            }
+        }
+        _ => return None,
+    };
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some(seconds * 1_000_000 + micros)
+}
+
+fn magnitude_ok(x: f64) -> bool {
+    x.abs() <= MAX_MAGNITUDE
+}
+
+/// A prediction that passed every check, as the fold needs it.
+struct Row<'a> {
+    cohort: Cohort,
+    version: &'a str,
+    event_us: i64,
+    latency_ms: f64,
+    ok: bool,
+    error_type: Option<&'a str>,
+    prediction: Option<&'a Pred<'a>>,
+    features: Option<&'a Features<'a>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Cohort {
+    Baseline,
+    Canary,
+    Shadow,
+}
+
+impl Cohort {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "baseline" => Some(Self::Baseline),
+            "canary" => Some(Self::Canary),
+            "shadow" => Some(Self::Shadow),
+            _ => None,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Canary => "canary",
+            Self::Shadow => "shadow",
+        }
+    }
+}
+
+/// The checks of one prediction shared by both record types: `Item`'s field constraints and
+/// `schemas.fast._decode`'s (ok iff no error type; not after `latest_us`).
+#[allow(clippy::too_many_arguments)]
+fn row<'a>(
+    version: &'a Text<'a>,
+    cohort: &'a Text<'a>,
+    request_id: &'a Text<'a>,
+    event_time: &'a Text<'a>,
+    latency_ms: f64,
+    ok: bool,
+    error_type: &'a Option<Text<'a>>,
+    prediction: &'a Option<Pred<'a>>,
+    features: &'a Option<Features<'a>>,
+    user_key: &'a Option<Text<'a>>,
+    latest_us: i64,
+) -> Option<Row<'a>> {
+    let cohort = Cohort::parse(&cohort.0)?;
+    if !ident_ok(&version.0) || !ident_ok(&request_id.0) {
+        return None;
+    }
+    if !(0.0..=MAX_LATENCY_MS).contains(&latency_ms) {
+        return None;
+    }
+    let error_type = match error_type {
+        Some(Text(e)) if name_ok(e) => Some(e.as_ref()),
+        Some(_) => return None,
+        None => None,
+    };
+    if ok == error_type.is_some() {
+        return None;
+    }
+    if let Some(Text(key)) = user_key {
+        if !name_ok(key) {
+            return None;
+        }
+    }
+    match prediction {
+        Some(Pred::Number(x)) if !magnitude_ok(*x) => return None,
+        Some(Pred::Label(label)) if !name_ok(label) => return None,
+        _ => {}
+    }
+    if let Some(Features(fs)) = features {
+        for (_, value) in fs {
+            if let Feature::Number(x) = value {
+                if !magnitude_ok(*x) {
+                    return None;
+                }
+            }
+        }
+    }
+    let event_us = timestamp_us(&event_time.0)?;
+    if event_us > latest_us {
+        return None;
+    }
+    Some(Row {
+        cohort,
+        version: &version.0,
+        event_us,
+        latency_ms,
+        ok,
+        error_type,
+        prediction: prediction.as_ref(),
+        features: features.as_ref(),
+    })
+}
+
+// ---- the fold ----------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct SketchParams {
+    multiplier: f64,
+    min_positive: f64,
+}
+
+/// What `QuantileSketch.add_many` would record, as a summary (`QuantileSketch.add_summary`).
+struct Sketch {
+    count: u64,
+    zero: u64,
+    positive: FxHashMap<i64, u64>,
+    negative: FxHashMap<i64, u64>,
+    min: f64,
+    max: f64,
+    /// Shewchuk's partials: their exact sum is the exact sum of the values
+    partials: Vec<f64>,
+}
+
+impl Sketch {
+    fn new() -> Self {
+        Self {
+            count: 0,
+            zero: 0,
+            positive: FxHashMap::default(),
+            negative: FxHashMap::default(),
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            partials: Vec::new(),
+        }
+    }
+
+    /// `QuantileSketch.add` for a finite value: the bucket key is `ceil(log(v) * multiplier)`,
+    /// with the same libm `log` Python's `math.log` calls.
+    fn add(&mut self, value: f64, p: SketchParams) {
+        if value > p.min_positive {
+            *self.positive.entry((value.ln() * p.multiplier).ceil() as i64).or_insert(0) += 1;
+        } else if value < -p.min_positive {
+            *self.negative.entry(((-value).ln() * p.multiplier).ceil() as i64).or_insert(0) += 1;
+        } else {
+            self.zero += 1;
+        }
+        self.count += 1;
+        if value < self.min {
+            self.min = value;
+        }
+        if value > self.max {
+            self.max = value;
+        }
+        // the exact running sum (the inner loop of Python's math.fsum)
+        let mut x = value;
+        let mut kept = 0;
+        for j in 0..self.partials.len() {
+            let mut y = self.partials[j];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let hi = x + y;
+            let lo = y - (hi - x);
+            if lo != 0.0 {
+                self.partials[kept] = lo;
+                kept += 1;
+            }
+            x = hi;
+        }
+        self.partials.truncate(kept);
+        self.partials.push(x);
+    }
+
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        out.set_item("count", self.count)?;
+        out.set_item("zero", self.zero)?;
+        out.set_item("positive", sorted_counts(py, &self.positive)?)?;
+        out.set_item("negative", sorted_counts(py, &self.negative)?)?;
+        out.set_item("min", self.min)?;
+        out.set_item("max", self.max)?;
+        out.set_item("partials", PyList::new(py, &self.partials)?)?;
+        Ok(out)
+    }
+}
+
+fn sorted_counts<'py>(
+    py: Python<'py>,
+    counts: &FxHashMap<i64, u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut keys: Vec<_> = counts.iter().collect();
+    keys.sort_unstable();
+    let out = PyDict::new(py);
+    for (key, count) in keys {
+        out.set_item(key, count)?;
+    }
+    Ok(out)
+}
+
+fn counts_to_py<'py>(py: Python<'py>, counts: &Map<String, u64>) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    for (name, count) in counts {
+        out.set_item(name, count)?;
+    }
+    Ok(out)
+}
+
+fn count_in(counts: &mut Map<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_owned(), 1);
+        }
+    }
+}
+
+/// One `ValueDistribution`'s additions: numbers and categories.
+struct Distribution {
+    numbers: Option<Sketch>,
+    labels: Map<String, u64>,
+}
+
+impl Distribution {
+    fn new() -> Self {
+        Self { numbers: None, labels: Map::default() }
+    }
+    fn number(&mut self, x: f64, p: SketchParams) {
+        self.numbers.get_or_insert_with(Sketch::new).add(x, p);
+    }
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        match &self.numbers {
+            Some(sketch) => out.set_item("numbers", sketch.to_py(py)?)?,
+            None => out.set_item("numbers", py.None())?,
+        }
+        out.set_item("labels", counts_to_py(py, &self.labels)?)?;
+        Ok(out)
+    }
+}
+
+fn distribution<'m>(table: &'m mut Map<String, Distribution>, name: &str) -> &'m mut Distribution {
+    if !table.contains_key(name) {
+        table.insert(name.to_owned(), Distribution::new());
+    }
+    table.get_mut(name).expect("inserted above")
+}
+
+#[derive(Default)]
+struct Quality {
+    present: u64,
+    missing: u64,
+    invalid: u64,
+}
+
+/// The additions to one (cohort, version)'s `CohortStats`: see `CohortSummary` in
+/// controller/core/stats/cohort.py for the shape `drain` gives them in.
+struct Group {
+    requests: u64,
+    errors: u64,
+    error_types: Map<String, u64>,
+    first_us: i64,
+    last_us: i64,
+    latency: Sketch,
+    prediction_quality: Quality,
+    predictions: Map<String, Distribution>,
+    feature_events: u64,
+    quality: Map<String, Quality>,
+    features: Map<String, Distribution>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            error_types: Map::default(),
+            first_us: i64::MAX,
+            last_us: i64::MIN,
+            latency: Sketch::new(),
+            prediction_quality: Quality::default(),
+            predictions: Map::default(),
+            feature_events: 0,
+            quality: Map::default(),
+            features: Map::default(),
+        }
+    }
+
+    /// `CohortStats.observe` of one checked row.
+    fn observe(&mut self, row: &Row, cfg: &Config) {
+        self.requests += 1;
+        if !row.ok {
+            self.errors += 1;
+            count_in(&mut self.error_types, row.error_type.unwrap_or("unknown"));
+        }
+        self.first_us = self.first_us.min(row.event_us);
+        self.last_us = self.last_us.max(row.event_us);
+        self.latency.add(row.latency_ms, cfg.latency);
+        match row.prediction {
+            None => {
+                if row.ok {
+                    self.prediction_quality.missing += 1;
+                }
+            }
+            Some(Pred::Number(x)) => {
+                self.prediction_quality.present += 1;
+                distribution(&mut self.predictions, "prediction").number(*x, cfg.value);
+            }
+            Some(Pred::Label(label)) => {
+                self.prediction_quality.present += 1;
+                count_in(&mut distribution(&mut self.predictions, "prediction").labels, label);
+            }
+            Some(Pred::Scores(scores)) => self.observe_scores(scores, cfg),
+        }
+        if let Some(Features(features)) = row.features {
+            self.feature_events += 1;
+            for (name, value) in features {
+                let name: &str = name;
+                if !self.quality.contains_key(name) {
+                    self.quality.insert(name.to_owned(), Quality::default());
+                }
+                let quality = self.quality.get_mut(name).expect("inserted above");
+                match value {
+                    Feature::Missing => quality.missing += 1,
+                    Feature::Number(x) => {
+                        quality.present += 1;
+                        distribution(&mut self.features, name).number(*x, cfg.value);
+                    }
+                    Feature::Label(label) => {
+                        quality.present += 1;
+                        count_in(&mut distribution(&mut self.features, name).labels, label);
+                    }
+                    Feature::Flag(flag) => {
+                        quality.present += 1;
+                        let label = if *flag { "true" } else { "false" };
+                        count_in(&mut distribution(&mut self.features, name).labels, label);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Class scores: the arg-max class (ties to the greatest label) under "prediction", and
+    /// each score under "prediction.<label>" when there are at most `max_class_scores`.
+    fn observe_scores(&mut self, scores: &[(Cow<str>, f64)], cfg: &Config) {
+        if scores.is_empty() {
+            self.prediction_quality.invalid += 1;
+            return;
+        }
+        self.prediction_quality.present += 1;
+        let mut top = &scores[0];
+        for entry in &scores[1..] {
+            if entry.1 > top.1 || (entry.1 == top.1 && entry.0 > top.0) {
+                top = entry;
+            }
+        }
+        count_in(&mut distribution(&mut self.predictions, "prediction").labels, &top.0);
+        if scores.len() <= cfg.max_class_scores {
+            for (label, score) in scores {
+                let name = format!("prediction.{label}");
+                distribution(&mut self.predictions, &name).number(*score, cfg.value);
+            }
+        }
+    }
+
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        out.set_item("requests", self.requests)?;
+        out.set_item("errors", self.errors)?;
+        out.set_item("error_types", counts_to_py(py, &self.error_types)?)?;
+        out.set_item("first_event_time", self.first_us as f64 / 1e6)?;
+        out.set_item("last_event_time", self.last_us as f64 / 1e6)?;
+        out.set_item("latency", self.latency.to_py(py)?)?;
+        let q = &self.prediction_quality;
+        out.set_item("prediction_quality", (q.present, q.missing, q.invalid))?;
+        out.set_item("predictions", table_to_py(py, &self.predictions)?)?;
+        out.set_item("feature_events", self.feature_events)?;
+        let quality = PyDict::new(py);
+        for (name, q) in &self.quality {
+            quality.set_item(name, (q.present, q.missing, q.invalid))?;
+        }
+        out.set_item("quality", quality)?;
+        out.set_item("features", table_to_py(py, &self.features)?)?;
+        Ok(out)
+    }
+}
+
+fn table_to_py<'py>(
+    py: Python<'py>,
+    table: &Map<String, Distribution>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    for (name, d) in table {
+        out.set_item(name, d.to_py(py)?)?;
+    }
+    Ok(out)
+}
+
+struct Deployment {
+    id: Py<PyString>,
+    model: String,
+    count: u64,
+    /// (cohort, version) in first-seen order
+    groups: Map<(Cohort, String), Group>,
+}
+
+impl Deployment {
+    fn group(&mut self, cohort: Cohort, version: &str) -> &mut Group {
+        // look up without allocating the key for the common case (a group seen before)
+        let found = self.groups.iter().position(|((c, v), _)| *c == cohort && v == version);
+        let index = match found {
+            Some(i) => i,
+            None => {
+                self.groups.insert((cohort, version.to_owned()), Group::new());
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[index]
+    }
+}
+
+struct Config {
+    latency: SketchParams,
+    value: SketchParams,
+    max_class_scores: usize,
+    served_type: String,
+    batch_type: String,
+    max_batch: usize,
+    max_record_bytes: usize,
+}
+
+/// Decodes, validates and folds prediction records; see the module documentation.
+#[pyclass(module = "controller.stream._native")]
+struct Accumulator {
+    config: Config,
+    deployments: Map<String, Deployment>,
+}
+
+/// What a record that the accumulator vouched for carries: checked rows of one deployment.
+enum Parsed<'a> {
+    Served(Envelope<'a>, Served<'a>),
+    Batch(Envelope<'a>, Batch<'a>),
+}
+
+impl Accumulator {
+    /// Decode and check a record: its envelope and data parsed, or None.
+    fn parse<'a>(&self, raw: &'a [u8], latest_us: i64) -> Option<Parsed<'a>> {
+        if raw.is_empty() || raw.len() > self.config.max_record_bytes {
+            return None;
+        }
+        let envelope: Envelope = serde_json::from_slice(raw).ok()?;
+        let data = envelope.data?;
+        if !ident_ok(&envelope.id.0)
+            || !name_ok(&envelope.source.0)
+            || envelope.specversion.0 != "1.0"
+            || envelope.datacontenttype.0 != "application/json"
+        {
+            return None;
+        }
+        if let Some(Text(schema)) = &envelope.dataschema {
+            if !at_most(schema, MAX_DATASCHEMA) {
+                return None;
+            }
+        }
+        if let Some(Text(state)) = &envelope.tracestate {
+            if !at_most(state, MAX_TRACESTATE) {
+                return None;
+            }
+        }
+        if let Some(Text(parent)) = &envelope.traceparent {
+            if !traceparent_ok(parent) {
+                return None;
+            }
+        }
+        if timestamp_us(&envelope.time.0)? > latest_us {
+            return None;
+        }
+        let kind: &str = &envelope.kind.0;
+        let parsed = if kind == self.config.served_type {
+            let served: Served = serde_json::from_str(data.get()).ok()?;
+            Parsed::Served(envelope, served)
+        } else if kind == self.config.batch_type {
+            let batch: Batch = serde_json::from_str(data.get()).ok()?;
+            Parsed::Batch(envelope, batch)
+        } else {
+            return None;
+        };
+        let (envelope, deployment_id, model) = match &parsed {
+            Parsed::Served(e, s) => (e, &s.deployment_id.0, &s.model.0),
+            Parsed::Batch(e, b) => (e, &b.deployment_id.0, &b.model.0),
+        };
+        if !ident_ok(deployment_id) || !ident_ok(model) {
+            return None;
+        }
+        if let Some(Text(subject)) = &envelope.subject {
+            if !ident_ok(subject) || subject != deployment_id {
+                return None;
+            }
+        }
+        Some(parsed)
+    }
+
+    /// Fold a record vouched for; returns its deployment id.
+    fn fold(&mut self, py: Python<'_>, parsed: &Parsed, latest_us: i64) -> Option<Py<PyString>> {
+        let mut rows: Vec<Row> = Vec::new();
+        let (deployment_id, model): (&str, &str) = match parsed {
+            Parsed::Served(_, s) => {
+                rows.push(row(
+                    &s.version,
+                    &s.cohort,
+                    &s.request_id,
+                    &s.event_time,
+                    s.latency_ms,
+                    s.ok,
+                    &s.error_type,
+                    &s.prediction,
+                    &s.features,
+                    &s.user_key,
+                    latest_us,
+                )?);
+                (&s.deployment_id.0, &s.model.0)
+            }
+            Parsed::Batch(_, b) => {
+                if b.predictions.is_empty() || b.predictions.len() > self.config.max_batch {
+                    return None;
+                }
+                rows.reserve(b.predictions.len());
+                for i in &b.predictions {
+                    rows.push(row(
+                        &i.version,
+                        &i.cohort,
+                        &i.request_id,
+                        &i.event_time,
+                        i.latency_ms,
+                        i.ok,
+                        &i.error_type,
+                        &i.prediction,
+                        &i.features,
+                        &i.user_key,
+                        latest_us,
+                    )?);
+                }
+                (&b.deployment_id.0, &b.model.0)
+            }
+        };
+        // every check passed: only now is anything recorded
+        if !self.deployments.contains_key(deployment_id) {
+            let deployment = Deployment {
+                id: PyString::new(py, deployment_id).unbind(),
+                model: model.to_owned(),
+                count: 0,
+                groups: Map::default(),
+            };
+            self.deployments.insert(deployment_id.to_owned(), deployment);
+        }
+        let config = &self.config;
+        let deployment = self.deployments.get_mut(deployment_id).expect("inserted above");
+        deployment.count += rows.len() as u64;
+        for r in &rows {
+            deployment.group(r.cohort, r.version).observe(r, config);
+        }
+        Some(deployment.id.clone_ref(py))
+    }
+}
+
+#[pymethods]
+impl Accumulator {
+    #[new]
+    #[pyo3(signature = (
+        *, latency_multiplier, value_multiplier, min_positive, max_class_scores, served_type,
+        batch_type, max_batch, max_record_bytes
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        latency_multiplier: f64,
+        value_multiplier: f64,
+        min_positive: f64,
+        max_class_scores: usize,
+        served_type: String,
+        batch_type: String,
+        max_batch: usize,
+        max_record_bytes: usize,
+    ) -> Self {
+        Self {
+            config: Config {
+                latency: SketchParams { multiplier: latency_multiplier, min_positive },
+                value: SketchParams { multiplier: value_multiplier, min_positive },
+                max_class_scores,
+                served_type,
+                batch_type,
+                max_batch,
+                max_record_bytes,
+            },
+            deployments: Map::default(),
+        }
+    }
+
+    /// Decode and fold each value (bytes or None); for each, its deployment id, or None when
+    /// the accumulator cannot vouch for the record (nothing of it was recorded then).
+    /// `latest_us`: the latest time a record may carry, in microseconds since the epoch.
+    fn add<'py>(
+        &mut self,
+        py: Python<'py>,
+        values: &Bound<'py, PyList>,
+        latest_us: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for value in values.iter() {
+            let found = match value.downcast::<PyBytes>() {
+                Ok(bytes) => self
+                    .parse(bytes.as_bytes(), latest_us)
+                    .and_then(|parsed| self.fold(py, &parsed, latest_us)),
+                Err(_) => None,
+            };
+            match found {
+                Some(id) => out.append(id)?,
+                None => out.append(py.None())?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The model of a deployment's first record since the last drain.
+    fn model(&self, deployment_id: &str) -> Option<String> {
+        self.deployments.get(deployment_id).map(|d| d.model.clone())
+    }
+
+    /// Everything folded since the last drain, and forget it: one tuple per deployment,
+    /// `(deployment_id, model, predictions, [(cohort, version, summary), ...])`.
+    fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (_, deployment) in self.deployments.drain(..) {
+            let groups = PyList::empty(py);
+            for ((cohort, version), group) in &deployment.groups {
+                groups.append((cohort.name(), version, group.to_py(py)?))?;
+            }
+            out.append((deployment.id, deployment.model, deployment.count, groups))?;
+        }
+        Ok(out)
+    }
+
+    fn __len__(&self) -> usize {
+        self.deployments.len()
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Accumulator>()?;
+    Ok(())
+}
