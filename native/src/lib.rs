@@ -185,43 +185,118 @@ fn yes() -> bool {
     true
 }
 
-fn spec_version() -> Text<'static> {
-    Text(Cow::Borrowed("1.0"))
-}
-
-fn json_content() -> Text<'static> {
-    Text(Cow::Borrowed("application/json"))
-}
-
 fn empty() -> Text<'static> {
     Text(Cow::Borrowed(""))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A CloudEvents envelope of a prediction record. Its `data` is parsed in the same pass when
+/// `type` comes first (as every producer of ours writes it), else kept raw and parsed after.
 struct Envelope<'a> {
-    #[serde(borrow)]
     id: Text<'a>,
-    #[serde(borrow)]
     source: Text<'a>,
-    #[serde(borrow)]
     time: Text<'a>,
-    #[serde(rename = "type", borrow)]
     kind: Text<'a>,
-    #[serde(default = "spec_version", borrow)]
     specversion: Text<'a>,
-    #[serde(default, borrow)]
     subject: Option<Text<'a>>,
-    #[serde(default = "json_content", borrow)]
     datacontenttype: Text<'a>,
-    #[serde(default, borrow)]
     dataschema: Option<Text<'a>>,
-    #[serde(default, borrow)]
     traceparent: Option<Text<'a>>,
-    #[serde(default, borrow)]
     tracestate: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
+    data: Data<'a>,
+}
+
+enum Data<'a> {
+    Null,
+    Raw(&'a RawValue),
+    Served(Served<'a>),
+    Batch(Batch<'a>),
+}
+
+/// Parses an `Envelope`, knowing the two event types whose data it can parse in passing.
+struct EnvelopeSeed<'c> {
+    served_type: &'c str,
+    batch_type: &'c str,
+}
+
+fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+impl<'de, 'c> de::DeserializeSeed<'de> for EnvelopeSeed<'c> {
+    type Value = Envelope<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, 'c> Visitor<'de> for EnvelopeSeed<'c> {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a CloudEvents envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id = None;
+        let mut source = None;
+        let mut time = None;
+        let mut kind: Option<Text<'de>> = None;
+        let mut specversion = None;
+        let mut subject = None;
+        let mut datacontenttype = None;
+        let mut dataschema = None;
+        let mut traceparent = None;
+        let mut tracestate = None;
+        let mut data: Option<Data<'de>> = None;
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            match key.as_ref() {
+                "id" => once(&mut id, map.next_value()?, "id")?,
+                "source" => once(&mut source, map.next_value()?, "source")?,
+                "time" => once(&mut time, map.next_value()?, "time")?,
+                "type" => once(&mut kind, map.next_value()?, "type")?,
+                "specversion" => once(&mut specversion, map.next_value()?, "specversion")?,
+                "subject" => once(&mut subject, map.next_value()?, "subject")?,
+                "datacontenttype" => {
+                    once(&mut datacontenttype, map.next_value()?, "datacontenttype")?
+                }
+                "dataschema" => once(&mut dataschema, map.next_value()?, "dataschema")?,
+                "traceparent" => once(&mut traceparent, map.next_value()?, "traceparent")?,
+                "tracestate" => once(&mut tracestate, map.next_value()?, "tracestate")?,
+                "data" => {
+                    let parsed = match kind.as_ref().map(|k| k.0.as_ref()) {
+                        Some(k) if k == self.served_type => {
+                            map.next_value::<Option<Served>>()?.map_or(Data::Null, Data::Served)
+                        }
+                        Some(k) if k == self.batch_type => {
+                            map.next_value::<Option<Batch>>()?.map_or(Data::Null, Data::Batch)
+                        }
+                        Some(_) => return Err(de::Error::custom("not a prediction record")),
+                        None => map.next_value::<Option<&RawValue>>()?.map_or(Data::Null, Data::Raw),
+                    };
+                    once(&mut data, parsed, "data")?
+                }
+                _ => return Err(de::Error::custom("an unknown field")),
+            }
+        }
+        Ok(Envelope {
+            id: id.ok_or_else(|| de::Error::missing_field("id"))?,
+            source: source.ok_or_else(|| de::Error::missing_field("source"))?,
+            time: time.ok_or_else(|| de::Error::missing_field("time"))?,
+            kind: kind.ok_or_else(|| de::Error::missing_field("type"))?,
+            specversion: specversion.unwrap_or(Text(Cow::Borrowed("1.0"))),
+            subject: subject.flatten(),
+            datacontenttype: datacontenttype.unwrap_or(Text(Cow::Borrowed("application/json"))),
+            dataschema: dataschema.flatten(),
+            traceparent: traceparent.flatten(),
+            tracestate: tracestate.flatten(),
+            data: data.unwrap_or(Data::Null),
+        })
+    }
 }
 
 /// One prediction of a batch (`schemas.fast.Item`).
@@ -885,8 +960,13 @@ impl Accumulator {
         if raw.is_empty() || raw.len() > self.config.max_record_bytes {
             return None;
         }
-        let envelope: Envelope = serde_json::from_slice(raw).ok()?;
-        let data = envelope.data?;
+        let seed = EnvelopeSeed {
+            served_type: &self.config.served_type,
+            batch_type: &self.config.batch_type,
+        };
+        let mut json = serde_json::Deserializer::from_slice(raw);
+        let mut envelope = de::DeserializeSeed::deserialize(seed, &mut json).ok()?;
+        json.end().ok()?;
         if !ident_ok(&envelope.id.0)
             || !name_ok(&envelope.source.0)
             || envelope.specversion.0 != "1.0"
@@ -913,14 +993,17 @@ impl Accumulator {
             return None;
         }
         let kind: &str = &envelope.kind.0;
-        let parsed = if kind == self.config.served_type {
-            let served: Served = serde_json::from_str(data.get()).ok()?;
-            Parsed::Served(envelope, served)
-        } else if kind == self.config.batch_type {
-            let batch: Batch = serde_json::from_str(data.get()).ok()?;
-            Parsed::Batch(envelope, batch)
-        } else {
-            return None;
+        let data = std::mem::replace(&mut envelope.data, Data::Null);
+        let parsed = match data {
+            Data::Served(served) => Parsed::Served(envelope, served),
+            Data::Batch(batch) => Parsed::Batch(envelope, batch),
+            Data::Raw(raw) if kind == self.config.served_type => {
+                Parsed::Served(envelope, serde_json::from_str(raw.get()).ok()?)
+            }
+            Data::Raw(raw) if kind == self.config.batch_type => {
+                Parsed::Batch(envelope, serde_json::from_str(raw.get()).ok()?)
+            }
+            Data::Raw(_) | Data::Null => return None,
         };
         let (envelope, deployment_id, model) = match &parsed {
             Parsed::Served(e, s) => (e, &s.deployment_id.0, &s.model.0),

@@ -179,8 +179,9 @@ class _Store:
         clone.hi = self.hi
         return clone
 
-    def pairs(self) -> list[list[int]]:
-        return [[key, self.counts[key]] for key in sorted(self.counts)]
+    def pairs(self) -> list[tuple[int, int]]:
+        """(key, count) in key order; JSON writes each as a two-element array."""
+        return sorted(self.counts.items())
 
 
 class QuantileSketch:

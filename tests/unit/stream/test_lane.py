@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 import schemas as s
 from controller.core.stats import CohortStats
@@ -148,3 +148,28 @@ def test_large_groups_of_batches_are_folded_in_slices_with_the_same_result(
     (delta,) = [StatsDelta.from_json(v) for _, _, v in producer.sent]
     assert one_by_one(items) == {(c, v): stats for c, v, stats in delta.cohorts}
     assert "rollout.predictions:0:0:5:dep-1" == delta.delta_id
+
+
+class Watermarks:
+    """The consumer's last known high watermarks: the one consumer call `caught_up` makes."""
+
+    def __init__(self, highwaters: dict[TopicPartition, int]) -> None:
+        self.highwaters = highwaters
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.highwaters.get(tp)
+
+
+def test_the_lane_is_caught_up_only_when_every_partition_reached_its_high_watermark() -> None:
+    lane, _ = make_lane(False)
+    tp0, tp1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    watermarks = Watermarks({tp0: 11, tp1: 50})
+    lane._consumer = watermarks  # type: ignore[assignment]  # the narrow edge: no broker here
+    batches = {tp0: [record(10, b"x")], tp1: [record(20, b"y")]}
+
+    assert not lane.caught_up(batches, 2)  # 29 more records wait on partition 1
+    watermarks.highwaters[tp1] = 21
+    assert lane.caught_up(batches, 2)
+    assert not lane.caught_up(batches, lane.max_records)  # a full group: more may wait
+    watermarks.highwaters.clear()  # no fetch has reported a watermark yet
+    assert lane.caught_up(batches, 2)
