@@ -13,10 +13,13 @@ consumed twice from the beginning:
   policy and a rollout per deployment: every record decoded and validated, every prediction
   folded into per-cohort statistics, the deltas merged into the rollouts' states by the agent
   and judged. The clock runs from the first record the lane takes to the moment the agent has
-  merged the last prediction.
+  merged the last prediction. The lane decodes and folds with its compiled path
+  (controller/stream/native.py) when it is built;
+- **worker, Python path**: the same worker in a consumer group of its own with the compiled
+  path turned off (`ROLLOUT_NATIVE_LANE=false`), as it runs where the extension is not built.
 
-It prints predictions per second for both and their ratio. Not a test: nothing is asserted,
-and the figures vary with the machine and its load.
+It prints predictions per second for each and the ratios. Not a test: nothing is asserted, and
+the figures vary with the machine and its load.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from controller.policy_io import default_policy
 from controller.sdk import emit
 from controller.settings import Settings, load_settings
+from controller.stream import native
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
 from controller.stream.engine import Engine
@@ -215,51 +219,58 @@ async def main() -> None:
     # timed: half a million live pydantic models would make each garbage collection during the
     # measurements walk them, a cost no worker in production pays.
     items = predictions(args.events)
-    forms: list[tuple[str, Settings, str, int]] = []
+    # per form, the same records on two sets of topics: the Python-path worker must not see
+    # the compiled one's deltas on its stats topic
+    forms: list[tuple[str, dict[bool, Settings], str, int]] = []
     for form in ("single", "batched"):
-        settings = load_settings(
-            bootstrap_servers=bootstrap,
-            topic_prefix=f"bench.{run}.{form}.",
-            consumer_group=f"bench-{run}-{form}",
-            topic_partitions=6,
-        )
-        create_topics(settings)
-        emit(
-            settings,
-            [make_event(deployment(f"dep-{i}"), source="bench") for i in range(DEPLOYMENTS)],
-        )
-        topic = topic_name(settings, Topic.PREDICTIONS)
         records = single_records(items) if form == "single" else batch_records(items, args.batch)
-        await produce(bootstrap, topic, records)
-        forms.append((form, settings, topic, len(records)))
+        variants: dict[bool, Settings] = {}
+        for compiled in (True, False):
+            variant = "compiled" if compiled else "python"
+            settings = load_settings(
+                bootstrap_servers=bootstrap,
+                topic_prefix=f"bench.{run}.{form}.{variant}.",
+                consumer_group=f"bench-{run}-{form}-{variant}",
+                topic_partitions=6,
+                native_lane=compiled,
+            )
+            create_topics(settings)
+            emit(
+                settings,
+                [make_event(deployment(f"dep-{i}"), source="bench") for i in range(DEPLOYMENTS)],
+            )
+            await produce(bootstrap, topic_name(settings, Topic.PREDICTIONS), records)
+            variants[compiled] = settings
+        forms.append((form, variants, topic_name(variants[True], Topic.PREDICTIONS), len(records)))
         del records
     del items
     gc.collect()
     rows = []
-    for form, settings, topic, n_records in forms:
+    for form, variants, topic, n_records in forms:
         bare_s = await bare(bootstrap, topic, n_records)
-        worker_s, deltas = await asyncio.to_thread(run_worker, settings, args.events)
-        rows.append(
-            (
-                form,
-                n_records,
-                args.events / bare_s,
-                args.events / worker_s,
-                bare_s / worker_s,
-                deltas,
-            )
-        )
+        gc.collect()  # each run starts with no garbage of the one before
+        worker_s, deltas = await asyncio.to_thread(run_worker, variants[True], args.events)
+        gc.collect()
+        python_s, _ = await asyncio.to_thread(run_worker, variants[False], args.events)
+        rows.append((form, n_records, bare_s, worker_s, python_s, deltas))
     print(
         f"{args.events} predictions, {DEPLOYMENTS} deployments, batch size {args.batch}, "
-        f"broker {bootstrap}, {os.cpu_count()} cores\n"
+        f"broker {bootstrap}, {os.cpu_count()} cores, compiled lane "
+        f"{'built' if native.available() else 'NOT built (both workers on the Python path)'}\n"
     )
     print(
-        "| records | count | bare aiokafka getmany (predictions/s) | worker "
-        "(predictions/s) | worker / bare | deltas published |"
+        "| records | count | bare aiokafka getmany (predictions/s) | worker (predictions/s) "
+        "| worker / bare | worker, Python path (predictions/s) | Python path / bare "
+        "| deltas published |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for form, n, b, w, ratio, deltas in rows:
-        print(f"| {form} | {n} | {b:,.0f} | {w:,.0f} | {ratio:.2f} | {deltas} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for form, n, bare_s, worker_s, python_s, deltas in rows:
+        rate = args.events
+        print(
+            f"| {form} | {n} | {rate / bare_s:,.0f} | {rate / worker_s:,.0f} "
+            f"| {bare_s / worker_s:.2f} | {rate / python_s:,.0f} | {bare_s / python_s:.2f} "
+            f"| {deltas} |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ DELTA_VERSION = 1
 
 
 _COHORT_VERSION = attrgetter("cohort", "version")
+_POSITION = attrgetter("partition", "offset")
 
 
 class DeploymentFold:
@@ -114,11 +115,15 @@ class Folder:
         """Every deployment's folded statistics since the last drain."""
         self.fold()
         if self.native is not None and len(self.native):
-            for deployment_id, model, count, groups in self.native.drain():
+            for deployment_id, model, count, groups, sources in self.native.drain():
                 fold = self.of(deployment_id, model)
                 fold.count += count
                 for cohort, version, summary in groups:
                     fold.stats(cohort, version, self.config).observe_summary(summary)
+                # the records of both paths, in the order they were read
+                fold.sources = (
+                    sorted([*fold.sources, *sources], key=_POSITION) if fold.sources else sources
+                )
         folds = list(self.folds.values())
         self.folds = {}
         return folds

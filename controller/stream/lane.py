@@ -244,24 +244,16 @@ class PredictionLane:
         letters: list[Any] = []
         native = folder.native
         if native is not None:
-            # the hot loop: the compiled lane decodes and folds every record it vouches for
-            # (one call for the group); the others take the Python path below
-            ids = native.add([r.value for r in records], epoch_us(now + MAX_FUTURE_SKEW))
-            folds, fold_of, model_of = folder.folds, folder.of, native.model
-            for record, found_id in zip(records, ids, strict=True):
-                if found_id is not None:
-                    fold = folds.get(found_id) or fold_of(found_id, model_of(found_id))
-                else:
-                    found = self._collect_one(record, decode, now, letters)
-                    if found is None:
-                        continue
-                    fold = found
-                fold.sources.append(record)
+            # the hot loop, compiled: one call decodes and folds every record it vouches for
+            # (and keeps it as a source of its deployment's delta); the others go the Python way
+            refused = native.add(records, epoch_us(now + MAX_FUTURE_SKEW))
+            rest: Sequence[ConsumerRecord[bytes, bytes]] = [records[i] for i in refused]
         else:
-            for record in records:
-                found = self._collect_one(record, decode, now, letters)
-                if found is not None:
-                    found.sources.append(record)
+            rest = records
+        for record in rest:
+            found = self._collect_one(record, decode, now, letters)
+            if found is not None:
+                found.sources.append(record)
         folder.fold()  # while the group's objects are still in the CPU's caches
         self.counters.records += len(records)
         self.counters.groups += 1

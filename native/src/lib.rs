@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use indexmap::IndexMap;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -914,6 +915,8 @@ struct Deployment {
     count: u64,
     /// (cohort, version) in first-seen order
     groups: Map<(Cohort, String), Group>,
+    /// the items its predictions came from, in order
+    sources: Vec<PyObject>,
 }
 
 impl Deployment {
@@ -1021,7 +1024,8 @@ impl Accumulator {
     }
 
     /// Fold a record vouched for; returns its deployment id.
-    fn fold(&mut self, py: Python<'_>, parsed: &Parsed, latest_us: i64) -> Option<Py<PyString>> {
+    /// Fold a record vouched for; returns the index of its deployment.
+    fn fold(&mut self, py: Python<'_>, parsed: &Parsed, latest_us: i64) -> Option<usize> {
         let mut rows: Vec<Row> = Vec::new();
         let (deployment_id, model): (&str, &str) = match parsed {
             Parsed::Served(_, s) => {
@@ -1070,16 +1074,18 @@ impl Accumulator {
                 model: model.to_owned(),
                 count: 0,
                 groups: Map::default(),
+                sources: Vec::new(),
             };
             self.deployments.insert(deployment_id.to_owned(), deployment);
         }
         let config = &self.config;
-        let deployment = self.deployments.get_mut(deployment_id).expect("inserted above");
+        let (index, _, deployment) =
+            self.deployments.get_full_mut(deployment_id).expect("inserted above");
         deployment.count += rows.len() as u64;
         for r in &rows {
             deployment.group(r.cohort, r.version).observe(r, config);
         }
-        Some(deployment.id.clone_ref(py))
+        Some(index)
     }
 }
 
@@ -1115,38 +1121,41 @@ impl Accumulator {
         }
     }
 
-    /// Decode and fold each value (bytes or None); for each, its deployment id, or None when
-    /// the accumulator cannot vouch for the record (nothing of it was recorded then).
-    /// `latest_us`: the latest time a record may carry, in microseconds since the epoch.
+    /// Decode and fold each item: a Kafka record (anything with a `value`) or a record's value
+    /// (bytes or None). Returns the positions of the items the accumulator cannot vouch for
+    /// (nothing of them was recorded); every other item is kept, in order, as a source of its
+    /// deployment's fold (`drain`). `latest_us`: the latest time a record may carry, in
+    /// microseconds since the epoch.
     fn add<'py>(
         &mut self,
         py: Python<'py>,
-        values: &Bound<'py, PyList>,
+        items: &Bound<'py, PyList>,
         latest_us: i64,
     ) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
-        for value in values.iter() {
-            let found = match value.downcast::<PyBytes>() {
+        let refused = PyList::empty(py);
+        let value_name = intern!(py, "value");
+        for (position, item) in items.iter().enumerate() {
+            let value = if item.is_instance_of::<PyBytes>() || item.is_none() {
+                item.clone()
+            } else {
+                item.getattr(value_name)?
+            };
+            let folded = match value.downcast::<PyBytes>() {
                 Ok(bytes) => self
                     .parse(bytes.as_bytes(), latest_us)
                     .and_then(|parsed| self.fold(py, &parsed, latest_us)),
                 Err(_) => None,
             };
-            match found {
-                Some(id) => out.append(id)?,
-                None => out.append(py.None())?,
+            match folded {
+                Some(index) => self.deployments[index].sources.push(item.unbind()),
+                None => refused.append(position)?,
             }
         }
-        Ok(out)
-    }
-
-    /// The model of a deployment's first record since the last drain.
-    fn model(&self, deployment_id: &str) -> Option<String> {
-        self.deployments.get(deployment_id).map(|d| d.model.clone())
+        Ok(refused)
     }
 
     /// Everything folded since the last drain, and forget it: one tuple per deployment,
-    /// `(deployment_id, model, predictions, [(cohort, version, summary), ...])`.
+    /// `(deployment_id, model, predictions, [(cohort, version, summary), ...], sources)`.
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for (_, deployment) in self.deployments.drain(..) {
@@ -1154,7 +1163,8 @@ impl Accumulator {
             for ((cohort, version), group) in &deployment.groups {
                 groups.append((cohort.name(), version, group.to_py(py)?))?;
             }
-            out.append((deployment.id, deployment.model, deployment.count, groups))?;
+            let sources = PyList::new(py, deployment.sources)?;
+            out.append((deployment.id, deployment.model, deployment.count, groups, sources))?;
         }
         Ok(out)
     }

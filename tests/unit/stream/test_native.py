@@ -49,9 +49,15 @@ def native_fold(
     config = config or StatsConfig()
     accumulator = native.accumulator(config)
     latest = (now or datetime(2200, 1, 1, tzinfo=UTC)) + MAX_FUTURE_SKEW
-    ids = accumulator.add(raws, native.epoch_us(latest))
+    refused = set(accumulator.add(raws, native.epoch_us(latest)))
     folder = Folder(config, accumulator)
-    return ids, {fold.deployment_id: fold for fold in folder.drain()}
+    folds = {fold.deployment_id: fold for fold in folder.drain()}
+    ids: list[str | None] = [None] * len(raws)
+    for deployment_id, fold in folds.items():
+        for raw in fold.sources:  # the records vouched for, in order
+            ids[next(i for i, r in enumerate(raws) if r is raw and ids[i] is None)] = deployment_id
+    assert refused == {i for i, found in enumerate(ids) if found is None}
+    return ids, folds
 
 
 def python_fold(raws: list[bytes], config: StatsConfig | None = None) -> dict[str, DeploymentFold]:
