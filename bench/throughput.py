@@ -7,7 +7,8 @@ broker unless --bootstrap or KAFKA_BOOTSTRAP_SERVERS names one) in two forms: si
 records and batched records (`prediction.batch`, --batch predictions each). Each topic is then
 consumed twice from the beginning:
 
-- **bare**: an aiokafka `getmany` loop that only counts records (the Kafka client's own speed);
+- **bare**: an aiokafka `getmany` loop that only counts records (the Kafka client's own speed),
+  with the garbage collector set up as the worker sets it up (`gc.freeze()` once started);
 - **worker**: the whole `rollout worker` (controller.stream.app.RolloutWorker, the Faust app
   with its prediction lane, rollout agent, table and timer) in this process, with the default
   policy and a rollout per deployment: every record decoded and validated, every prediction
@@ -166,6 +167,7 @@ async def bare(bootstrap: str, topic: str, n_records: int) -> float:
         fetch_max_bytes=64 * 1024 * 1024,
     )
     await consumer.start()
+    gc.freeze()  # as the worker does once started (RolloutWorker._run_lane): the same footing
     try:
         await assigned(consumer)
         seen, started = 0, time.perf_counter()
@@ -175,6 +177,7 @@ async def bare(bootstrap: str, topic: str, n_records: int) -> float:
                 seen += len(records)
         return time.perf_counter() - started
     finally:
+        gc.unfreeze()
         await consumer.stop()
 
 

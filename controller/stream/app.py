@@ -19,6 +19,7 @@ own mergeable statistics and idempotency comes from deterministic ids.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import time
 from collections.abc import Callable
@@ -172,7 +173,16 @@ class RolloutWorker:
     # ---- the prediction lane ----------------------------------------------------------
 
     async def _run_lane(self) -> None:
+        """The lane, from the end of the app's startup (Faust starts app tasks once its tables
+        are recovered) until the app stops.
+
+        Everything the startup built (modules, the Faust app, the policy, the recovered states)
+        lives as long as the worker, so it is frozen out of the garbage collector's reach
+        (`gc.freeze`): a full collection then walks only what was made since, not the whole
+        heap. The lane keeps each group of records alive while it folds it, so the collector
+        runs often; frozen, single records go about 1.3 times as fast (docs/performance.md)."""
         assert self.lane is not None
+        gc.freeze()
         await self.lane.start()
         try:
             while not self.app.should_stop:
@@ -185,6 +195,7 @@ class RolloutWorker:
                     await asyncio.sleep(1.0)
         finally:
             await self.lane.stop()
+            gc.unfreeze()
 
     # ---- the rollout agent ------------------------------------------------------------
 

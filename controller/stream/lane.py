@@ -45,7 +45,7 @@ from controller.observability import (
 )
 from controller.observability.messaging import Operation
 from controller.observability.propagation import span_context_of
-from controller.stream.deltas import DeploymentFold, Folder, StatsDelta
+from controller.stream.deltas import DeploymentFold, Folder, Sources, StatsDelta
 from controller.stream.native import accumulator, epoch_us
 from controller.stream.native import available as native_available
 from schemas import Envelope, Rejection, decode
@@ -253,7 +253,7 @@ class PredictionLane:
         for record in rest:
             found = self._collect_one(record, decode, now, letters)
             if found is not None:
-                found.sources.append(record)
+                found.sources.add(record)
         folder.fold()  # while the group's objects are still in the CPU's caches
         self.counters.records += len(records)
         self.counters.groups += 1
@@ -264,13 +264,12 @@ class PredictionLane:
         """Send one delta per deployment with what was folded since the last flush."""
         pending = []
         for fold in self._folder.drain():
-            recs = fold.sources
-            first = recs[0]
+            sources = fold.sources
+            first, last = sources.first, sources.last
             delta_id = (
-                f"{self.topic}:{first.partition}:{first.offset}:{recs[-1].offset}:"
-                f"{fold.deployment_id}"
+                f"{self.topic}:{first.partition}:{first.offset}:{last.offset}:{fold.deployment_id}"
             )
-            pending.append(self._send_delta(StatsDelta.of(fold, delta_id), recs))
+            pending.append(self._send_delta(StatsDelta.of(fold, delta_id), sources))
             self.counters.predictions += fold.count
             self.counters.deltas += 1
         if pending:
@@ -322,13 +321,11 @@ class PredictionLane:
             letters.append(self._dead_letter(record, wrong_topic, now))
         return fold
 
-    async def _send_delta(
-        self, delta: StatsDelta, records: Sequence[ConsumerRecord[bytes, bytes]]
-    ) -> asyncio.Future[Any]:
+    async def _send_delta(self, delta: StatsDelta, sources: Sources) -> asyncio.Future[Any]:
         assert self._producer is not None
         headers: list[tuple[str, bytes]] = []
         if self.trace_records:
-            span = self._process_span(delta.deployment_id, records)
+            span = self._process_span(delta.deployment_id, sources)
             with use_span(span, end_on_exit=True):
                 span.set_attribute("rollout.predictions", delta.count)
                 headers = inject_headers()
@@ -339,17 +336,13 @@ class PredictionLane:
             headers=headers,
         )
 
-    def _process_span(
-        self, deployment_id: str, records: Sequence[ConsumerRecord[bytes, bytes]]
-    ) -> Any:
-        # links to the newest MAX_LINKS distinct producer spans (the span limit), newest first;
-        # records without headers carry no context and cost nothing here
+    def _process_span(self, deployment_id: str, sources: Sources) -> Any:
+        # links to the newest MAX_LINKS distinct producer spans (the span limit), newest first,
+        # among the newest records with trace context the fold kept (`MAX_TRACED`)
         contexts = []
         seen = set()
         parent_headers = None
-        for r in reversed(records):
-            if not r.headers:
-                continue
+        for r in reversed(sources.traced):
             if parent_headers is None:
                 parent_headers = r.headers
             sc = span_context_of(extract_from_headers(r.headers))
@@ -363,9 +356,9 @@ class PredictionLane:
             Operation.PROCESS,
             self.topic,
             key=deployment_id,
-            partition=records[-1].partition,
-            offset=records[-1].offset,
-            batch_count=len(records),
+            partition=sources.last.partition,
+            offset=sources.last.offset,
+            batch_count=sources.count,
             group=self.group_id,
         )
         return self.tracer.start_span(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller.core.stats.cohort import StatsConfig
+from controller.stream.deltas import MAX_TRACED
 from schemas import MAX_RECORD_BYTES, PredictionBatch, PredictionServed
 from schemas.events import MAX_BATCH
 
@@ -50,6 +51,7 @@ def accumulator(config: StatsConfig) -> Any:
         batch_type=PredictionBatch.EVENT_TYPE,
         max_batch=MAX_BATCH,
         max_record_bytes=MAX_RECORD_BYTES,
+        max_traced=MAX_TRACED,
     )
 
 

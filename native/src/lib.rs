@@ -14,6 +14,7 @@
 //! type it or give the structured rejection for the dead-letter topic.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 
 use indexmap::IndexMap;
@@ -915,8 +916,12 @@ struct Deployment {
     count: u64,
     /// (cohort, version) in first-seen order
     groups: Map<(Cohort, String), Group>,
-    /// the items its predictions came from, in order
-    sources: Vec<PyObject>,
+    /// the first and the last item its predictions came from, how many, and the newest items
+    /// with trace context (`headers`): what `controller.stream.deltas.Sources` keeps
+    first: Option<PyObject>,
+    last: Option<PyObject>,
+    items: u64,
+    traced: VecDeque<PyObject>,
 }
 
 impl Deployment {
@@ -942,6 +947,7 @@ struct Config {
     batch_type: String,
     max_batch: usize,
     max_record_bytes: usize,
+    max_traced: usize,
 }
 
 /// Decodes, validates and folds prediction records; see the module documentation.
@@ -1074,7 +1080,10 @@ impl Accumulator {
                 model: model.to_owned(),
                 count: 0,
                 groups: Map::default(),
-                sources: Vec::new(),
+                first: None,
+                last: None,
+                items: 0,
+                traced: VecDeque::new(),
             };
             self.deployments.insert(deployment_id.to_owned(), deployment);
         }
@@ -1094,7 +1103,7 @@ impl Accumulator {
     #[new]
     #[pyo3(signature = (
         *, latency_multiplier, value_multiplier, min_positive, max_class_scores, served_type,
-        batch_type, max_batch, max_record_bytes
+        batch_type, max_batch, max_record_bytes, max_traced
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -1106,6 +1115,7 @@ impl Accumulator {
         batch_type: String,
         max_batch: usize,
         max_record_bytes: usize,
+        max_traced: usize,
     ) -> Self {
         Self {
             config: Config {
@@ -1116,6 +1126,7 @@ impl Accumulator {
                 batch_type,
                 max_batch,
                 max_record_bytes,
+                max_traced,
             },
             deployments: Map::default(),
         }
@@ -1123,8 +1134,8 @@ impl Accumulator {
 
     /// Decode and fold each item: a Kafka record (anything with a `value`) or a record's value
     /// (bytes or None). Returns the positions of the items the accumulator cannot vouch for
-    /// (nothing of them was recorded); every other item is kept, in order, as a source of its
-    /// deployment's fold (`drain`). `latest_us`: the latest time a record may carry, in
+    /// (nothing of them was recorded); of the others, each deployment keeps the first and the
+    /// last, their number and the newest `max_traced` with trace context (`drain`). `latest_us`: the latest time a record may carry, in
     /// microseconds since the epoch.
     fn add<'py>(
         &mut self,
@@ -1134,6 +1145,7 @@ impl Accumulator {
     ) -> PyResult<Bound<'py, PyList>> {
         let refused = PyList::empty(py);
         let value_name = intern!(py, "value");
+        let headers_name = intern!(py, "headers");
         for (position, item) in items.iter().enumerate() {
             let value = if item.is_instance_of::<PyBytes>() || item.is_none() {
                 item.clone()
@@ -1147,7 +1159,21 @@ impl Accumulator {
                 Err(_) => None,
             };
             match folded {
-                Some(index) => self.deployments[index].sources.push(item.unbind()),
+                Some(index) => {
+                    let traced = !value.is(&item) && item.getattr(headers_name)?.is_truthy()?;
+                    let deployment = &mut self.deployments[index];
+                    if deployment.first.is_none() {
+                        deployment.first = Some(item.clone().unbind());
+                    }
+                    deployment.items += 1;
+                    if traced {
+                        if deployment.traced.len() >= self.config.max_traced {
+                            deployment.traced.pop_front();
+                        }
+                        deployment.traced.push_back(item.clone().unbind());
+                    }
+                    deployment.last = Some(item.unbind());
+                }
                 None => refused.append(position)?,
             }
         }
@@ -1155,7 +1181,8 @@ impl Accumulator {
     }
 
     /// Everything folded since the last drain, and forget it: one tuple per deployment,
-    /// `(deployment_id, model, predictions, [(cohort, version, summary), ...], sources)`.
+    /// `(deployment_id, model, predictions, [(cohort, version, summary), ...],
+    /// (first, last, items, traced))`.
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for (_, deployment) in self.deployments.drain(..) {
@@ -1163,7 +1190,8 @@ impl Accumulator {
             for ((cohort, version), group) in &deployment.groups {
                 groups.append((cohort.name(), version, group.to_py(py)?))?;
             }
-            let sources = PyList::new(py, deployment.sources)?;
+            let traced = PyList::new(py, deployment.traced)?;
+            let sources = (deployment.first, deployment.last, deployment.items, traced);
             out.append((deployment.id, deployment.model, deployment.count, groups, sources))?;
         }
         Ok(out)

@@ -7,8 +7,12 @@ import random
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from aiokafka import ConsumerRecord
+
 import schemas as s
 from controller.core.stats import CohortStats, StatsConfig
+from controller.stream import deltas
 from controller.stream.deltas import Folder, StatsDelta
 from schemas.fast import decode_predictions
 from tests.factories import T0, make_event, make_prediction, observe_one_by_one
@@ -92,3 +96,33 @@ def test_events_without_predictions_are_not_collected() -> None:
 
     assert folder.add(make_event(payload)) is None
     assert not folder
+
+
+def _record(partition: int, offset: int, traced: bool) -> ConsumerRecord[bytes, bytes]:
+    headers = [("traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")] if traced else []
+    return ConsumerRecord("t", partition, offset, 0, 0, b"k", b"v", None, 1, 1, headers)
+
+
+def test_sources_keep_first_last_count_and_only_the_newest_traced_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(deltas, "MAX_TRACED", 3)
+    sources = deltas.Sources()
+    records = [_record(0, offset, traced=offset % 2 == 0) for offset in range(10, 20)]
+    for r in records:
+        sources.add(r)
+
+    assert (records[0], records[-1], 10) == (sources.first, sources.last, len(sources))
+    assert [14, 16, 18] == [r.offset for r in sources.traced]
+
+
+def test_sources_of_two_paths_merge_in_the_order_the_records_were_read() -> None:
+    sources = deltas.Sources()
+    for offset in (12, 15):
+        sources.add(_record(0, offset, traced=True))
+    other = [_record(0, offset, traced=True) for offset in (10, 13, 17)]
+
+    sources.merge(other[0], other[-1], 3, other)
+
+    assert (10, 17, 5) == (sources.first.offset, sources.last.offset, sources.count)
+    assert [10, 12, 13, 15, 17] == [r.offset for r in sources.traced]

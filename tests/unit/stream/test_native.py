@@ -52,12 +52,20 @@ def native_fold(
     refused = set(accumulator.add(raws, native.epoch_us(latest)))
     folder = Folder(config, accumulator)
     folds = {fold.deployment_id: fold for fold in folder.drain()}
-    ids: list[str | None] = [None] * len(raws)
-    for deployment_id, fold in folds.items():
-        for raw in fold.sources:  # the records vouched for, in order
-            ids[next(i for i, r in enumerate(raws) if r is raw and ids[i] is None)] = deployment_id
-    assert refused == {i for i, found in enumerate(ids) if found is None}
+    ids = [None if i in refused else _deployment_of(raw) for i, raw in enumerate(raws)]
+    for deployment_id, fold in folds.items():  # the first and last record vouched for, counted
+        mine = [raw for raw, found in zip(raws, ids, strict=True) if found == deployment_id]
+        assert (mine[0], mine[-1], len(mine)) == (
+            fold.sources.first,
+            fold.sources.last,
+            fold.sources.count,
+        )
     return ids, folds
+
+
+def _deployment_of(raw: bytes | None) -> str | None:
+    event = s.decode(raw)
+    return event.data.deployment_id if isinstance(event, s.Envelope) else None
 
 
 def python_fold(raws: list[bytes], config: StatsConfig | None = None) -> dict[str, DeploymentFold]:
