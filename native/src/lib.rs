@@ -187,10 +187,6 @@ fn yes() -> bool {
     true
 }
 
-fn empty() -> Text<'static> {
-    Text(Cow::Borrowed(""))
-}
-
 /// A CloudEvents envelope of a prediction record. Its `data` is parsed in the same pass when
 /// `type` comes first (as every producer of ours writes it), else kept raw and parsed after.
 struct Envelope<'a> {
@@ -210,7 +206,7 @@ struct Envelope<'a> {
 enum Data<'a> {
     Null,
     Raw(&'a RawValue),
-    Served(Served<'a>),
+    Served(Item<'a>),
     Batch(Batch<'a>),
 }
 
@@ -272,7 +268,7 @@ impl<'de, 'c> Visitor<'de> for EnvelopeSeed<'c> {
                 "data" => {
                     let parsed = match kind.as_ref().map(|k| k.0.as_ref()) {
                         Some(k) if k == self.served_type => {
-                            map.next_value::<Option<Served>>()?.map_or(Data::Null, Data::Served)
+                            map.next_value::<Option<Item>>()?.map_or(Data::Null, Data::Served)
                         }
                         Some(k) if k == self.batch_type => {
                             map.next_value::<Option<Batch>>()?.map_or(Data::Null, Data::Batch)
@@ -301,7 +297,24 @@ impl<'de, 'c> Visitor<'de> for EnvelopeSeed<'c> {
     }
 }
 
-/// One prediction of a batch (`schemas.fast.Item`).
+/// A field that may be absent, null or given: serde's `Option` cannot tell the first two apart,
+/// and `schemas.fast` rejects a batch item that names its deployment even as null.
+#[derive(Default)]
+enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Given(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Option::<T>::deserialize(deserializer)?.map_or(Field::Null, Field::Given))
+    }
+}
+
+/// One prediction (`schemas.fast.Item`); the data of a `prediction.served` record adds its
+/// deployment and model (`schemas.fast.Served`), which a batch item must not name.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Item<'a> {
@@ -324,35 +337,24 @@ struct Item<'a> {
     features: Option<Features<'a>>,
     #[serde(default, borrow)]
     user_key: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    deployment_id: Field<Text<'a>>,
+    #[serde(default, borrow)]
+    model: Field<Text<'a>>,
 }
 
-/// The data of a `prediction.served` record (`schemas.fast.Served`): an item and its deployment.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Served<'a> {
-    #[serde(borrow)]
-    version: Text<'a>,
-    #[serde(borrow)]
-    cohort: Text<'a>,
-    #[serde(borrow)]
-    request_id: Text<'a>,
-    #[serde(borrow)]
-    event_time: Text<'a>,
-    latency_ms: f64,
-    #[serde(default = "yes")]
-    ok: bool,
-    #[serde(default, borrow)]
-    error_type: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    prediction: Option<Pred<'a>>,
-    #[serde(default, borrow)]
-    features: Option<Features<'a>>,
-    #[serde(default, borrow)]
-    user_key: Option<Text<'a>>,
-    #[serde(default = "empty", borrow)]
-    deployment_id: Text<'a>,
-    #[serde(default = "empty", borrow)]
-    model: Text<'a>,
+impl<'a> Item<'a> {
+    /// The deployment and model of a `prediction.served` record's data.
+    fn served_by(&self) -> Option<(&str, &str)> {
+        match (&self.deployment_id, &self.model) {
+            (Field::Given(Text(d)), Field::Given(Text(m))) => Some((d, m)),
+            _ => None,
+        }
+    }
+
+    fn names_no_deployment(&self) -> bool {
+        matches!((&self.deployment_id, &self.model), (Field::Absent, Field::Absent))
+    }
 }
 
 /// The data of a `prediction.batch` record (`schemas.fast.Batch`).
@@ -550,22 +552,23 @@ impl Cohort {
     }
 }
 
-/// The checks of one prediction shared by both record types: `Item`'s field constraints and
-/// `schemas.fast._decode`'s (ok iff no error type; not after `latest_us`).
-#[allow(clippy::too_many_arguments)]
-fn row<'a>(
-    version: &'a Text<'a>,
-    cohort: &'a Text<'a>,
-    request_id: &'a Text<'a>,
-    event_time: &'a Text<'a>,
-    latency_ms: f64,
-    ok: bool,
-    error_type: &'a Option<Text<'a>>,
-    prediction: &'a Option<Pred<'a>>,
-    features: &'a Option<Features<'a>>,
-    user_key: &'a Option<Text<'a>>,
-    latest_us: i64,
-) -> Option<Row<'a>> {
+/// The checks of one prediction: `Item`'s field constraints and `schemas.fast._decode`'s (ok
+/// iff no error type; not after `latest_us`).
+fn row<'a>(item: &'a Item<'a>, latest_us: i64) -> Option<Row<'a>> {
+    let Item {
+        version,
+        cohort,
+        request_id,
+        event_time,
+        latency_ms,
+        ok,
+        error_type,
+        prediction,
+        features,
+        user_key,
+        ..
+    } = item;
+    let (latency_ms, ok) = (*latency_ms, *ok);
     let cohort = Cohort::parse(&cohort.0)?;
     if !ident_ok(&version.0) || !ident_ok(&request_id.0) {
         return None;
@@ -959,7 +962,7 @@ struct Accumulator {
 
 /// What a record that the accumulator vouched for carries: checked rows of one deployment.
 enum Parsed<'a> {
-    Served(Envelope<'a>, Served<'a>),
+    Served(Envelope<'a>, Item<'a>),
     Batch(Envelope<'a>, Batch<'a>),
 }
 
@@ -1014,8 +1017,11 @@ impl Accumulator {
             }
             Data::Raw(_) | Data::Null => return None,
         };
-        let (envelope, deployment_id, model) = match &parsed {
-            Parsed::Served(e, s) => (e, &s.deployment_id.0, &s.model.0),
+        let (envelope, deployment_id, model): (_, &str, &str) = match &parsed {
+            Parsed::Served(e, item) => {
+                let (deployment_id, model) = item.served_by()?;
+                (e, deployment_id, model)
+            }
             Parsed::Batch(e, b) => (e, &b.deployment_id.0, &b.model.0),
         };
         if !ident_ok(deployment_id) || !ident_ok(model) {
@@ -1034,41 +1040,20 @@ impl Accumulator {
     fn fold(&mut self, py: Python<'_>, parsed: &Parsed, latest_us: i64) -> Option<usize> {
         let mut rows: Vec<Row> = Vec::new();
         let (deployment_id, model): (&str, &str) = match parsed {
-            Parsed::Served(_, s) => {
-                rows.push(row(
-                    &s.version,
-                    &s.cohort,
-                    &s.request_id,
-                    &s.event_time,
-                    s.latency_ms,
-                    s.ok,
-                    &s.error_type,
-                    &s.prediction,
-                    &s.features,
-                    &s.user_key,
-                    latest_us,
-                )?);
-                (&s.deployment_id.0, &s.model.0)
+            Parsed::Served(_, served) => {
+                rows.push(row(served, latest_us)?);
+                served.served_by()?
             }
             Parsed::Batch(_, b) => {
                 if b.predictions.is_empty() || b.predictions.len() > self.config.max_batch {
                     return None;
                 }
                 rows.reserve(b.predictions.len());
-                for i in &b.predictions {
-                    rows.push(row(
-                        &i.version,
-                        &i.cohort,
-                        &i.request_id,
-                        &i.event_time,
-                        i.latency_ms,
-                        i.ok,
-                        &i.error_type,
-                        &i.prediction,
-                        &i.features,
-                        &i.user_key,
-                        latest_us,
-                    )?);
+                for item in &b.predictions {
+                    if !item.names_no_deployment() {
+                        return None;
+                    }
+                    rows.push(row(item, latest_us)?);
                 }
                 (&b.deployment_id.0, &b.model.0)
             }

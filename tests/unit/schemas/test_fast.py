@@ -190,6 +190,12 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 def test_mutated_records_never_pass_the_fast_path_alone(
     which: int, data: st.DataObject, value: Any, mode: str
 ) -> None:
+    _agrees(mutated(which, data, value, mode))
+
+
+def mutated(which: int, data: st.DataObject, value: Any, mode: str) -> bytes:
+    """A valid record (`VALID[which]`) with one field set to `value`, deleted, or a field
+    added next to it."""
     doc = json.loads(VALID[which])
     path = data.draw(st.sampled_from(_paths(doc)))
     *parents, last = path
@@ -202,8 +208,7 @@ def test_mutated_records_never_pass_the_fast_path_alone(
         node[str(last) + "_extra"] = value
     else:
         node[last] = value
-
-    _agrees(json.dumps(doc).encode())
+    return json.dumps(doc).encode()
 
 
 def test_an_oversized_record_is_left_to_decode_which_rejects_it() -> None:
