@@ -155,6 +155,12 @@ class PredictionLane:
             **opts,
         )
         await self._consumer.start()
+        log.info(
+            "lane.started",
+            topic=self.topic,
+            group=self.group_id,
+            compiled=self._folder.native is not None,  # the compiled decode-and-fold
+        )
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
