@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(BIN)/python -c 'from controller.stream import native; print("compiled prediction lane:", \
+	  "built" if native.available() else "NOT built (the worker runs on the Python path)")'
 	touch $(STAMP)
 
 .PHONY: install

@@ -723,25 +723,28 @@ fn counts_to_py<'py>(py: Python<'py>, counts: &Map<String, u64>) -> PyResult<Bou
     Ok(out)
 }
 
+/// The value under `key`, a default one inserted first when there is none: one lookup, and a
+/// key allocated only when it is new.
+fn slot<'m, V: Default>(map: &'m mut Map<String, V>, key: &str) -> &'m mut V {
+    let index = match map.get_index_of(key) {
+        Some(index) => index,
+        None => map.insert_full(key.to_owned(), V::default()).0,
+    };
+    &mut map[index]
+}
+
 fn count_in(counts: &mut Map<String, u64>, key: &str) {
-    match counts.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(key.to_owned(), 1);
-        }
-    }
+    *slot(counts, key) += 1;
 }
 
 /// One `ValueDistribution`'s additions: numbers and categories.
+#[derive(Default)]
 struct Distribution {
     numbers: Option<Sketch>,
     labels: Map<String, u64>,
 }
 
 impl Distribution {
-    fn new() -> Self {
-        Self { numbers: None, labels: Map::default() }
-    }
     fn number(&mut self, x: f64, p: SketchParams) {
         self.numbers.get_or_insert_with(Sketch::new).add(x, p);
     }
@@ -757,10 +760,7 @@ impl Distribution {
 }
 
 fn distribution<'m>(table: &'m mut Map<String, Distribution>, name: &str) -> &'m mut Distribution {
-    if !table.contains_key(name) {
-        table.insert(name.to_owned(), Distribution::new());
-    }
-    table.get_mut(name).expect("inserted above")
+    slot(table, name)
 }
 
 #[derive(Default)]
@@ -833,10 +833,7 @@ impl Group {
             self.feature_events += 1;
             for (name, value) in features {
                 let name: &str = name;
-                if !self.quality.contains_key(name) {
-                    self.quality.insert(name.to_owned(), Quality::default());
-                }
-                let quality = self.quality.get_mut(name).expect("inserted above");
+                let quality = slot(&mut self.quality, name);
                 match value {
                     Feature::Missing => quality.missing += 1,
                     Feature::Number(x) => {
@@ -1059,22 +1056,24 @@ impl Accumulator {
             }
         };
         // every check passed: only now is anything recorded
-        if !self.deployments.contains_key(deployment_id) {
-            let deployment = Deployment {
-                id: PyString::new(py, deployment_id).unbind(),
-                model: model.to_owned(),
-                count: 0,
-                groups: Map::default(),
-                first: None,
-                last: None,
-                items: 0,
-                traced: VecDeque::new(),
-            };
-            self.deployments.insert(deployment_id.to_owned(), deployment);
-        }
+        let index = match self.deployments.get_index_of(deployment_id) {
+            Some(index) => index,
+            None => {
+                let deployment = Deployment {
+                    id: PyString::new(py, deployment_id).unbind(),
+                    model: model.to_owned(),
+                    count: 0,
+                    groups: Map::default(),
+                    first: None,
+                    last: None,
+                    items: 0,
+                    traced: VecDeque::new(),
+                };
+                self.deployments.insert_full(deployment_id.to_owned(), deployment).0
+            }
+        };
         let config = &self.config;
-        let (index, _, deployment) =
-            self.deployments.get_full_mut(deployment_id).expect("inserted above");
+        let deployment = &mut self.deployments[index];
         deployment.count += rows.len() as u64;
         for r in &rows {
             deployment.group(r.cohort, r.version).observe(r, config);
