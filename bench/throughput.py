@@ -202,6 +202,21 @@ async def assigned(consumer: AIOKafkaConsumer) -> None:
         await asyncio.sleep(0.05)
 
 
+def drop_topics(bootstrap: str, run: str) -> int:
+    """Delete this run's topics (its own and the workers' internal ones): a broker kept for
+    benchmarks would otherwise gather thousands of partitions, and slow down with them."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-cleanup")
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith((f"bench.{run}.", f"bench-{run}-"))]
+        if mine:
+            admin.delete_topics(mine)
+        return len(mine)
+    finally:
+        admin.close()
+
+
 def bootstrap_server(arg: str | None) -> str:
     if arg or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return arg or os.environ["KAFKA_BOOTSTRAP_SERVERS"]
@@ -249,13 +264,16 @@ async def main() -> None:
     del items
     gc.collect()
     rows = []
-    for form, variants, topic, n_records in forms:
-        bare_s = await bare(bootstrap, topic, n_records)
-        gc.collect()  # each run starts with no garbage of the one before
-        worker_s, deltas = await asyncio.to_thread(run_worker, variants[True], args.events)
-        gc.collect()
-        python_s, _ = await asyncio.to_thread(run_worker, variants[False], args.events)
-        rows.append((form, n_records, bare_s, worker_s, python_s, deltas))
+    try:
+        for form, variants, topic, n_records in forms:
+            bare_s = await bare(bootstrap, topic, n_records)
+            gc.collect()  # each run starts with no garbage of the one before
+            worker_s, deltas = await asyncio.to_thread(run_worker, variants[True], args.events)
+            gc.collect()
+            python_s, _ = await asyncio.to_thread(run_worker, variants[False], args.events)
+            rows.append((form, n_records, bare_s, worker_s, python_s, deltas))
+    finally:
+        drop_topics(bootstrap, run)
     print(
         f"{args.events} predictions, {DEPLOYMENTS} deployments, batch size {args.batch}, "
         f"broker {bootstrap}, {os.cpu_count()} cores, compiled lane "

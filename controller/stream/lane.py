@@ -133,6 +133,8 @@ class PredictionLane:
         )
         #: predictions of batch records collected on the Python path since the last fold
         self._batched = 0
+        #: per partition, the offset after the last record taken
+        self._next_offsets: dict[TopicPartition, int] = {}
         self._collecting_since = 0.0
         self._last_commit = clock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -211,16 +213,21 @@ class PredictionLane:
     def caught_up(
         self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]], taken: int
     ) -> bool:
-        """Whether the lane has read all there is: a group smaller than `max_records` whose
-        every partition reached the broker's high watermark (as the last fetch reported it). A
-        small group is not enough: the fetcher often hands over less than is waiting, and a lane
-        that flushed then would send many small deltas exactly when it is busiest."""
+        """Whether the lane has read all there is: a group smaller than `max_records`, and every
+        assigned partition it has read from read up to the broker's high watermark (as the last
+        fetch reported it), whether or not this group has records of it. A small group alone
+        says little: the fetcher often hands over less than is waiting, or only some partitions,
+        and a lane that flushed then would send many small deltas exactly when it is busiest."""
+        for tp, records in batches.items():
+            if records:
+                self._next_offsets[tp] = records[-1].offset + 1
         if taken >= self.max_records:
             return False
         consumer = self.consumer
-        for tp, records in batches.items():
+        for tp in consumer.assignment():
+            next_offset = self._next_offsets.get(tp)
             highwater = consumer.highwater(tp)
-            if records and highwater is not None and records[-1].offset + 1 < highwater:
+            if next_offset is not None and highwater is not None and next_offset < highwater:
                 return False
         return True
 

@@ -151,10 +151,13 @@ def test_large_groups_of_batches_are_folded_in_slices_with_the_same_result(
 
 
 class Watermarks:
-    """The consumer's last known high watermarks: the one consumer call `caught_up` makes."""
+    """The consumer's assignment and last known high watermarks: what `caught_up` asks it."""
 
     def __init__(self, highwaters: dict[TopicPartition, int]) -> None:
         self.highwaters = highwaters
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.highwaters)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.highwaters.get(tp)
@@ -165,11 +168,12 @@ def test_the_lane_is_caught_up_only_when_every_partition_reached_its_high_waterm
     tp0, tp1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
     watermarks = Watermarks({tp0: 11, tp1: 50})
     lane._consumer = watermarks  # type: ignore[assignment]  # the narrow edge: no broker here
-    batches = {tp0: [record(10, b"x")], tp1: [record(20, b"y")]}
 
-    assert not lane.caught_up(batches, 2)  # 29 more records wait on partition 1
+    assert not lane.caught_up({tp0: [record(10, b"x")], tp1: [record(20, b"y")]}, 2)
+    # a group with records of partition 0 only: partition 1 still has 29 records waiting
+    assert not lane.caught_up({tp0: [record(10, b"x")]}, 1)
     watermarks.highwaters[tp1] = 21
-    assert lane.caught_up(batches, 2)
-    assert not lane.caught_up(batches, lane.max_records)  # a full group: more may wait
-    watermarks.highwaters.clear()  # no fetch has reported a watermark yet
-    assert lane.caught_up(batches, 2)
+    assert lane.caught_up({tp0: [record(10, b"x")]}, 1)
+    assert not lane.caught_up({tp0: [record(10, b"x")]}, lane.max_records)  # more may wait
+    watermarks.highwaters[tp0] = 30  # the last fetch saw more on partition 0
+    assert not lane.caught_up({}, 0)
