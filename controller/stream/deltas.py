@@ -35,7 +35,7 @@ class Sources:
     """Where a fold's predictions came from: enough to name its delta (first and last record)
     and to trace it (the newest records that carry trace context), without keeping every record:
     a lane a second behind would keep a hundred thousand records alive, and each garbage
-    collection would walk them all (it cost single records a third of their throughput)."""
+    collection would walk them all."""
 
     __slots__ = ("count", "first", "last", "traced")
 

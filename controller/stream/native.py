@@ -4,8 +4,8 @@ The Rust extension `controller.stream._native` (source in native/, built by `pip
 a Rust toolchain is present) decodes and validates prediction records and folds their
 predictions straight into column summaries (`controller.core.stats.cohort.CohortSummary`),
 without a Python object per field. It is sound like `schemas.fast`: it vouches only for records
-that `schemas.decode` accepts with the same values and answers None for any other, which the
-lane then takes through the Python decoders (and to the dead-letter topic when they reject it).
+that `schemas.decode` accepts with the same values and refuses any other, which the lane then
+takes through the Python decoders (and to the dead-letter topic when they reject it).
 Without the extension, or with `ROLLOUT_NATIVE_LANE=false`, the lane runs on the Python path
 alone, with the same results.
 """
