@@ -180,13 +180,19 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    which=st.sampled_from([0, 1]),
-    data=st.data(),
-    value=_json_values,
-    mode=st.sampled_from(["set", "delete", "add"]),
-)
+def mutations(test: Any) -> Any:
+    """Runs `test(which, data, value, mode)` on 400 generated mutations (see `mutated`)."""
+    return settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])(
+        given(
+            which=st.sampled_from([0, 1]),
+            data=st.data(),
+            value=_json_values,
+            mode=st.sampled_from(["set", "delete", "add"]),
+        )(test)
+    )
+
+
+@mutations
 def test_mutated_records_never_pass_the_fast_path_alone(
     which: int, data: st.DataObject, value: Any, mode: str
 ) -> None:

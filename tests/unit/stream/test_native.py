@@ -31,9 +31,9 @@ from tests.unit.schemas.test_fast import (
     ODD_STRINGS,
     TRACEPARENT,
     VALID,
-    _json_values,
     _set,
     mutated,
+    mutations,
 )
 
 
@@ -395,13 +395,7 @@ def test_an_oversized_record_is_refused() -> None:
     assert not agrees(padded + b" ")
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    which=st.sampled_from([0, 1]),
-    data=st.data(),
-    value=_json_values,
-    mode=st.sampled_from(["set", "delete", "add"]),
-)
+@mutations
 def test_mutated_records_are_never_vouched_for_wrongly(
     which: int, data: st.DataObject, value: Any, mode: str
 ) -> None:
