@@ -33,7 +33,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from opentelemetry.trace import Link, Tracer, use_span
 
 from controller.core.stats.cohort import StatsConfig
@@ -89,6 +95,23 @@ def aiokafka_options(settings: Any) -> dict[str, Any]:
             cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
         )
     return opts
+
+
+class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped here
+    """Before the lane gives up partitions (another worker joined, or this one is leaving the
+    group), it flushes what it folded and commits: the next owner starts after the last record
+    this lane counted, so no prediction is counted twice across the hand-over."""
+
+    def __init__(self, lane: PredictionLane) -> None:
+        self.lane = lane
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked and self.lane._producer is not None:
+            await self.lane.commit()
+            log.info("lane.handed_over", partitions=len(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
 
 
 class PredictionLane:
@@ -147,7 +170,6 @@ class PredictionLane:
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
-            self.topic,
             group_id=self.group_id,
             client_id=f"{self.group_id}-lane",
             enable_auto_commit=False,
@@ -157,6 +179,7 @@ class PredictionLane:
             **opts,
         )
         await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=_HandOver(self))
         log.info(
             "lane.started",
             topic=self.topic,
