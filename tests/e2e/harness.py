@@ -567,6 +567,15 @@ class Rollouts:
             what=f"{deployment_id} to end",
         )
 
+    def firing_alerts(self, deployment_id: str) -> list[Alert]:
+        """The firing alerts of a rollout, once the first has arrived: alerts travel on a topic
+        of their own and may reach the observer after the decision that raised them."""
+        found: list[Alert] = self.wait_for(
+            lambda: [a for a in self.observer.alerts(deployment_id) if a.status == "firing"],
+            what=f"a firing alert of {deployment_id}",
+        )
+        return found
+
     def diagnose(self) -> str:
         parts = ["--- published ---", self.observer.timeline()]
         for fleet in self.fleets.values():

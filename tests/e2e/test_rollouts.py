@@ -68,7 +68,7 @@ def test_a_latency_regression_is_rolled_back_with_the_evidence(world: Rollouts) 
     assert ("latency", "latency") == (rollback.evidence["rule"], rollback.evidence["detector"])
     assert ["latency"] == rollback.evidence["failed_rules"]
     assert not any(c.action is CommandAction.PROMOTE for c in commands)
-    firing = [a for a in world.observer.alerts("ranker-v7") if a.status == "firing"]
+    firing = world.firing_alerts("ranker-v7")
     assert [("latency", Severity.CRITICAL, "ranker-v7/latency")] == [
         (a.kind, a.severity, a.dedup_key) for a in firing
     ]
@@ -96,7 +96,7 @@ def test_a_silent_canary_is_rolled_back_by_the_outage_rule(world: Rollouts) -> N
     assert ended.evidence["expected_requests"] >= ended.evidence["needed_expected_requests"]
     rollbacks = [c for c in world.observer.commands("search-v3") if c.action.is_terminal()]
     assert [("rollback", 0.0)] == [(c.action.value, c.canary_percent) for c in rollbacks]
-    firing = [a for a in world.observer.alerts("search-v3") if a.status == "firing"]
+    firing = world.firing_alerts("search-v3")
     assert [("outage", Severity.CRITICAL)] == [(a.kind, a.severity) for a in firing]
     # the canary was sent traffic and never answered; the baseline kept reporting throughout
     assert fleet.served["canary"] > 100
