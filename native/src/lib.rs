@@ -20,7 +20,7 @@ use std::fmt;
 use indexmap::IndexMap;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -63,6 +63,29 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// The visits of a JSON number or string that `Pred` and `Feature` share: a number (an integer
+/// becomes the float msgspec and the fold make of it, correctly rounded like `as f64`) and a
+/// label, borrowed from the record when it has no escapes.
+macro_rules! visit_numbers_and_labels {
+    ($value:ident) => {
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok($value::Number(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok($value::Number(v as f64))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok($value::Number(v as f64))
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok($value::Label(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok($value::Label(Cow::Owned(v.to_owned())))
+        }
+    };
+}
+
 /// `float | Name | dict[str, Share]` (None is the Option around it).
 enum Pred<'a> {
     Number(f64),
@@ -78,22 +101,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Pred<'a> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a number, a string or a map of class scores")
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Pred::Number(v))
-            }
-            // msgspec takes an integer for a float field as that float (correctly rounded)
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Pred::Number(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Pred::Number(v as f64))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Pred::Label(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Pred::Label(Cow::Owned(v.to_owned())))
-            }
+            visit_numbers_and_labels!(Pred);
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut scores: Vec<(Cow<'de, str>, f64)> = Vec::new();
                 while let Some(Text(label)) = map.next_key::<Text<'de>>()? {
@@ -129,27 +137,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Feature<'a> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a number, a string, a boolean or null")
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Feature::Number(v))
-            }
-            // the fold records an int as float(int): correctly rounded, like `as f64`
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Feature::Number(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Feature::Number(v as f64))
-            }
+            visit_numbers_and_labels!(Feature);
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
                 Ok(Feature::Flag(v))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Feature::Missing)
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Feature::Label(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Feature::Label(Cow::Owned(v.to_owned())))
             }
         }
         deserializer.deserialize_any(V)
@@ -911,7 +904,6 @@ fn table_to_py<'py>(
 }
 
 struct Deployment {
-    id: Py<PyString>,
     model: String,
     count: u64,
     /// (cohort, version) in first-seen order
@@ -1032,9 +1024,8 @@ impl Accumulator {
         Some(parsed)
     }
 
-    /// Fold a record vouched for; returns its deployment id.
     /// Fold a record vouched for; returns the index of its deployment.
-    fn fold(&mut self, py: Python<'_>, parsed: &Parsed, latest_us: i64) -> Option<usize> {
+    fn fold(&mut self, parsed: &Parsed, latest_us: i64) -> Option<usize> {
         let mut rows: Vec<Row> = Vec::new();
         let (deployment_id, model): (&str, &str) = match parsed {
             Parsed::Served(_, served) => {
@@ -1060,7 +1051,6 @@ impl Accumulator {
             Some(index) => index,
             None => {
                 let deployment = Deployment {
-                    id: PyString::new(py, deployment_id).unbind(),
                     model: model.to_owned(),
                     count: 0,
                     groups: Map::default(),
@@ -1139,7 +1129,7 @@ impl Accumulator {
             let folded = match value.downcast::<PyBytes>() {
                 Ok(bytes) => self
                     .parse(bytes.as_bytes(), latest_us)
-                    .and_then(|parsed| self.fold(py, &parsed, latest_us)),
+                    .and_then(|parsed| self.fold(&parsed, latest_us)),
                 Err(_) => None,
             };
             match folded {
@@ -1169,14 +1159,14 @@ impl Accumulator {
     /// (first, last, items, traced))`.
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        for (_, deployment) in self.deployments.drain(..) {
+        for (deployment_id, deployment) in self.deployments.drain(..) {
             let groups = PyList::empty(py);
             for ((cohort, version), group) in &deployment.groups {
                 groups.append((cohort.name(), version, group.to_py(py)?))?;
             }
             let traced = PyList::new(py, deployment.traced)?;
             let sources = (deployment.first, deployment.last, deployment.items, traced);
-            out.append((deployment.id, deployment.model, deployment.count, groups, sources))?;
+            out.append((deployment_id, deployment.model, deployment.count, groups, sources))?;
         }
         Ok(out)
     }

@@ -305,15 +305,7 @@ class QuantileSketch:
                 self._negative.add_counts(Counter([ceil(log(v) * multiplier) for v in negative]))
         if positive:
             self._positive.add_counts(Counter([ceil(log(v) * multiplier) for v in positive]))
-        self.count += n
-        if low < self._min:
-            self._min = low
-        if high > self._max:
-            self._max = high
-        parts = self._partials
-        parts += values
-        if len(parts) > _COMPACT_AT:
-            self._partials = canonical_partials(parts)
+        self._extend(n, low, high, values)
 
     def add_summary(self, summary: SketchSummary) -> None:
         """Record values summed up as a `SketchSummary` under this sketch's `multiplier` and
@@ -323,13 +315,17 @@ class QuantileSketch:
         self._positive.add_counts(summary["positive"])
         self._negative.add_counts(summary["negative"])
         self.zero_count += summary["zero"]
-        self.count += summary["count"]
-        if summary["min"] < self._min:
-            self._min = summary["min"]
-        if summary["max"] > self._max:
-            self._max = summary["max"]
+        self._extend(summary["count"], summary["min"], summary["max"], summary["partials"])
+
+    def _extend(self, count: int, low: float, high: float, partials: list[float]) -> None:
+        """Count `count` values from `low` to `high` whose exact sum is that of `partials`."""
+        self.count += count
+        if low < self._min:
+            self._min = low
+        if high > self._max:
+            self._max = high
         parts = self._partials
-        parts += summary["partials"]
+        parts += partials
         if len(parts) > _COMPACT_AT:
             self._partials = canonical_partials(parts)
 
