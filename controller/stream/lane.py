@@ -327,7 +327,7 @@ class PredictionLane:
             return self._collect_decoded(record, now, letters)
         data: Any = event.data  # never None on the fast path
         folder = self._folder
-        fold = folder.folds.get(data.deployment_id) or folder.of(data.deployment_id, data.model)
+        fold = folder.of(data.deployment_id, data.model)
         if type(data) is Served:
             fold.items.append(data)
         else:
