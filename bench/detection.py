@@ -1,7 +1,7 @@
 """Detection benchmark: how often and how fast the policy rolls back each fault, and how often
 it rolls back a healthy canary.
 
-Each run is one closed-loop rollout (controller.replay.simulate.ClosedLoop): a simulated fleet
+Each run is one closed-loop rollout (controller.dev.simulate.ClosedLoop): a simulated fleet
 serves both cohorts, the rollout core judges every record it reports (and ticks every second of
 event time), and a simulated router applies the commands. Per scenario it prints the runs, the
 detection rate (rolled back after the fault's onset) with a 95% lower confidence bound, the
@@ -37,14 +37,14 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from controller.core.policy import Policy  # noqa: E402
-from controller.policy_io import default_policy, default_policy_text, load_policy  # noqa: E402
-from controller.replay.replay import Runner  # noqa: E402
-from controller.replay.simulate import (  # noqa: E402
+from controller.dev.simulate import (  # noqa: E402
     PLANS,
     SCENARIOS,
     ClosedLoop,
     FleetConfig,
 )
+from controller.policy_io import default_policy, default_policy_text, load_policy  # noqa: E402
+from controller.replay.replay import Runner  # noqa: E402
 
 BEGIN = "<!-- bench:detection:begin -->"
 END = "<!-- bench:detection:end -->"

@@ -220,7 +220,7 @@ def drop_topics(bootstrap: str, run: str) -> int:
 def bootstrap_server(arg: str | None) -> str:
     if arg or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return arg or os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    from controller.devkafka import LocalKafka
+    from controller.dev.kafka import LocalKafka
 
     return LocalKafka.from_settings(load_settings()).start(timeout=180)
 

@@ -27,7 +27,7 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError
 
-from controller.devkafka import DevKafkaError, LocalKafka
+from controller.dev.kafka import DevKafkaError, LocalKafka
 from controller.settings import load_settings
 
 DEFAULT_TEST_KAFKA_PORT = 19092

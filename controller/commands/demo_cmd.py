@@ -15,6 +15,6 @@ import click
 )
 def demo_cmd(timeout: float) -> None:
     """Two rollouts on a real broker: a healthy candidate promoted, a slow one rolled back."""
-    from controller.demo import run_demo
+    from controller.dev.demo import run_demo
 
     raise SystemExit(run_demo(timeout_s=timeout, out=lambda line: click.echo(line)))

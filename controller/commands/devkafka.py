@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import click
 
-from controller.devkafka import DEFAULT_START_TIMEOUT_S, DevKafkaError, LocalKafka, State
+from controller.dev.kafka import DEFAULT_START_TIMEOUT_S, DevKafkaError, LocalKafka, State
 from controller.settings import load_settings
 
 EXIT_ERROR = 2

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from controller.replay.simulate import PLANS, SCENARIOS
+from controller.dev.simulate import PLANS, SCENARIOS
 
 
 def _policy(path: Path | None) -> Any:
@@ -154,8 +154,8 @@ def simulate_cmd(
     and the log ends a few seconds after a promote or rollback (or at the deadline). A summary
     of the run goes to stderr.
     """
+    from controller.dev.simulate import ClosedLoop, FleetConfig, generate
     from controller.replay.replay import Runner
-    from controller.replay.simulate import ClosedLoop, FleetConfig, generate
 
     config = FleetConfig(
         rate=rate,

@@ -1,9 +1,9 @@
-"""Replay and simulation: the core over a recorded log, and realistic logs to record.
+"""Replay: the core over a recorded log, through the same engine as the live worker.
 
-- `controller.replay.simulate`: scenarios, a simulated serving fleet (open loop), and the
-  closed loop with a controller, a router and an approver (`ClosedLoop`).
-- `controller.replay.replay`: `Runner` (the core over events, ticking on event time) and
+- `controller.replay.replay`: `Runner` (the engine over events, ticking on event time) and
   `replay(lines, policy)` over the lines of a log.
+
+Realistic logs to replay come from the simulator, a developer tool (`controller.dev.simulate`).
 """
 
 from controller.replay.replay import (
@@ -15,45 +15,13 @@ from controller.replay.replay import (
     replay,
     summary_table,
 )
-from controller.replay.simulate import (
-    PLANS,
-    SCENARIOS,
-    Behaviour,
-    ClosedLoop,
-    Controller,
-    FleetConfig,
-    LoopConfig,
-    Outcome,
-    Scenario,
-    ServingFleet,
-    Timeline,
-    UnknownScenarioError,
-    generate,
-    make_deployment,
-    training_profile,
-)
 
 __all__ = [
     "DEFAULT_TICK_S",
-    "PLANS",
-    "SCENARIOS",
-    "Behaviour",
-    "ClosedLoop",
-    "Controller",
     "DeploymentReport",
-    "FleetConfig",
-    "LoopConfig",
-    "Outcome",
     "Rejected",
     "ReplayResult",
     "Runner",
-    "Scenario",
-    "ServingFleet",
-    "Timeline",
-    "UnknownScenarioError",
-    "generate",
-    "make_deployment",
     "replay",
     "summary_table",
-    "training_profile",
 ]

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from controller.cli import cli
-from controller.devkafka import DevKafkaError, LocalKafka, require_java, resolve_distribution
+from controller.dev.kafka import DevKafkaError, LocalKafka, require_java, resolve_distribution
 from controller.settings import load_settings
 
 pytestmark = pytest.mark.kafka

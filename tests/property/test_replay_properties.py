@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 import schemas as s
 from controller.core.policy import Policy
+from controller.dev.simulate import PLANS, SCENARIOS, ClosedLoop, FleetConfig, LoopConfig
 from controller.policy_io import default_policy
 from controller.replay.replay import Runner, replay
-from controller.replay.simulate import PLANS, SCENARIOS, ClosedLoop, FleetConfig, LoopConfig
 
 POLICY: Policy = default_policy()
 TERMINAL = {"promoted", "rolled_back", "aborted"}

@@ -10,9 +10,9 @@ import orjson
 
 import schemas as s
 from controller.core.policy import Policy
+from controller.dev.simulate import PLANS, ClosedLoop, FleetConfig
 from controller.policy_io import default_policy
 from controller.replay.replay import Rejected, ReplayResult, Runner, replay, summary_table
-from controller.replay.simulate import PLANS, ClosedLoop, FleetConfig
 
 #: A healthy rollout promotes within a simulated minute.
 QUICK_PLAN = PLANS["quick"]

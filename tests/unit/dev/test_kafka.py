@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from controller import devkafka
 from controller.cli import cli
-from controller.devkafka import (
+from controller.dev import kafka as devkafka
+from controller.dev.kafka import (
     DevKafkaError,
     LocalKafka,
     State,

@@ -176,7 +176,7 @@ def _broker(settings: Settings, out: Callable[[str], None]) -> Iterator[str]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield settings.bootstrap_servers
         return
-    from controller.devkafka import LocalKafka
+    from controller.dev.kafka import LocalKafka
 
     broker = LocalKafka.from_settings(settings)
     was_running = broker.is_running()

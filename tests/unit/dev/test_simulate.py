@@ -12,7 +12,7 @@ import pytest
 
 import schemas as s
 from controller.core.stats import QuantileSketch, common_bins, js_divergence
-from controller.replay.simulate import (
+from controller.dev.simulate import (
     PLANS,
     SCENARIOS,
     FleetConfig,
