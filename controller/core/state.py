@@ -4,16 +4,25 @@
 (phase, step, traffic, approvals), the statistics of each cohort, the alerts firing, the ids of
 recently applied events, and the transition sequence number that command and decision ids derive
 from. `to_dict()` gives plain JSON values; `from_dict(to_dict())` is equal (`==`) to the
-original. The fields after `rule_cache` are derived caches, rebuilt on demand and not part of
-the value.
+original. Both, and `==`, derive from the dataclass fields (`field_codecs`: one codec per field
+type), so a new field needs no other edit; a field of a type without a codec fails at import
+(`NoCodecError`). The fields whose names start with `_` are derived caches, rebuilt on demand
+and not part of the value. A stored state that lacks a field with a default (stored before the
+field existed) loads with the default.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from pydantic import BaseModel
 
 from controller.core.phases import Phase
 from controller.core.policy import Policy, RuleSet
@@ -21,6 +30,7 @@ from controller.core.stats.checkpoint import Checkpoint
 from controller.core.stats.cohort import CohortStats, FeatureValue, PredictionValue
 from controller.core.stats.profile import FeatureProfile as StatsProfile
 from controller.core.verdict import Verdict
+from controller.errors import RolloutError
 from schemas import DeploymentRequested, TrafficStep, TrainingProfile
 
 STATE_VERSION = 1
@@ -148,6 +158,8 @@ class RolloutState:
     canary_percent: float = 0.0
     #: The transition sequence number: grows by one with every decision; ids derive from it.
     seq: int = 0
+    #: Alerts emitted so far: an alert's id derives from it (controller.core.ids).
+    alert_seq: int = 0
     traffic_started: bool = False
     step_started_at: float | None = None
     step_command_id: str | None = None
@@ -298,121 +310,35 @@ class RolloutState:
     # ---- plain values -----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "v": STATE_VERSION,
-            "deployment": self.deployment.model_dump(mode="json"),
-            "phase": self.phase.value,
-            "created_at": self.created_at,
-            "step": self.step,
-            "canary_percent": self.canary_percent,
-            "seq": self.seq,
-            "traffic_started": self.traffic_started,
-            "step_started_at": self.step_started_at,
-            "step_command_id": self.step_command_id,
-            "step_samples": self.step_samples,
-            "gate": self.gate,
-            "approvals": {str(k): v for k, v in sorted(self.approvals.items())},
-            "resume_phase": None if self.resume_phase is None else self.resume_phase.value,
-            "stats": {k: v.to_dict() for k, v in self.stats.items()},
-            "panes": None
-            if self.panes is None
-            else {k: v.to_dict() for k, v in self.panes.items()},
-            "ignored": dict(sorted(self.ignored.items())),
-            "training_profile": None
-            if self.training_profile is None
-            else self.training_profile.model_dump(mode="json"),
-            "profile_version": self.profile_version,
-            "labels": self.labels,
-            "firing": dict(sorted(self.firing.items())),
-            "recent_ids": list(self.recent_ids),
-            "recent_data_ids": list(self.recent_data_ids),
-            "deadline_fired": self.deadline_fired,
-            "terminal_command_id": self.terminal_command_id,
-            "rule_cache": {k: v.to_dict() for k, v in sorted(self.rule_cache.items())},
-            "checkpoints": [c.to_dict() for c in self.checkpoints],
-            "checkpoint_slot": self.checkpoint_slot,
-        }
+        """Plain JSON values: `"v"`, then every value field in declaration order (see
+        `field_codecs`)."""
+        data: dict[str, Any] = {"v": STATE_VERSION}
+        for f in _FIELDS:
+            data[f.name] = f.codec.encode(getattr(self, f.name))
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RolloutState:
+        """The state `to_dict` wrote; a field the stored dict lacks takes its default (a state
+        stored before the field existed), or fails when it has none."""
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"not a rollout state of version {STATE_VERSION}: {data.get('v')!r}")
-        profile = data.get("training_profile")
-        resume = data.get("resume_phase")
-        panes = data.get("panes")
-        step_started_at = data.get("step_started_at")
-        gate = data.get("gate")
-        slot = data.get("checkpoint_slot")
-        return cls(
-            deployment=DeploymentRequested.model_validate(data["deployment"]),
-            phase=Phase(data["phase"]),
-            created_at=float(data["created_at"]),
-            step=int(data["step"]),
-            canary_percent=float(data["canary_percent"]),
-            seq=int(data["seq"]),
-            traffic_started=bool(data["traffic_started"]),
-            step_started_at=None if step_started_at is None else float(step_started_at),
-            step_command_id=data.get("step_command_id"),
-            step_samples=int(data["step_samples"]),
-            gate=None if gate is None else int(gate),
-            approvals={int(k): str(v) for k, v in data.get("approvals", {}).items()},
-            resume_phase=None if resume is None else Phase(resume),
-            stats={k: CohortStats.from_dict(v) for k, v in data["stats"].items()},
-            panes=None if panes is None else {k: Panes.from_dict(v) for k, v in panes.items()},
-            ignored={str(k): int(v) for k, v in data.get("ignored", {}).items()},
-            training_profile=None if profile is None else TrainingProfile.model_validate(profile),
-            profile_version=int(data.get("profile_version", 0)),
-            labels=int(data.get("labels", 0)),
-            firing={str(k): str(v) for k, v in data.get("firing", {}).items()},
-            recent_ids=[str(i) for i in data.get("recent_ids", ())],
-            recent_data_ids=[str(i) for i in data.get("recent_data_ids", ())],
-            deadline_fired=bool(data.get("deadline_fired", False)),
-            terminal_command_id=data.get("terminal_command_id"),
-            rule_cache={
-                str(k): CachedVerdict.from_dict(v) for k, v in data.get("rule_cache", {}).items()
-            },
-            checkpoints=[Checkpoint.from_dict(c) for c in data.get("checkpoints", ())],
-            checkpoint_slot=None if slot is None else int(slot),
-        )
+        values: dict[str, Any] = {}
+        for f in _FIELDS:
+            if f.name in data:
+                values[f.name] = f.codec.decode(data[f.name])
+            elif f.required:
+                raise ValueError(f"not a rollout state: {f.name!r} is missing")
+        return cls(**values)
 
     def copy(self) -> RolloutState:
         """An independent copy (the functions of this module update their state in place)."""
         return RolloutState.from_dict(self.to_dict())
 
-    _VALUE_FIELDS = (
-        "deployment",
-        "phase",
-        "created_at",
-        "step",
-        "canary_percent",
-        "seq",
-        "traffic_started",
-        "step_started_at",
-        "step_command_id",
-        "step_samples",
-        "gate",
-        "approvals",
-        "resume_phase",
-        "stats",
-        "panes",
-        "ignored",
-        "training_profile",
-        "profile_version",
-        "labels",
-        "firing",
-        "recent_ids",
-        "recent_data_ids",
-        "deadline_fired",
-        "terminal_command_id",
-        "rule_cache",
-        "checkpoints",
-        "checkpoint_slot",
-    )
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RolloutState):
             return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in self._VALUE_FIELDS)
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in _FIELDS)
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -428,4 +354,145 @@ def _remember(ring: list[str], index: set[str], item: str, bound: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The result of one call
+# Plain values, derived from the fields: one codec per field type
+# ---------------------------------------------------------------------------------------------
+
+
+class NoCodecError(RolloutError, TypeError):
+    """A value field of a stored dataclass has a type no codec knows how to write."""
+
+    def __init__(self, owner: str, name: str, annotation: object) -> None:
+        self.owner = owner
+        self.field = name
+        self.annotation = annotation
+        super().__init__(
+            f"{owner}.{name} has type {_type_name(annotation)}, which has no codec: use a type "
+            "the codecs of controller.core.state know (see field_codecs), or add a codec for it "
+            "to _LEAVES there"
+        )
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How values of one type become plain JSON values and back."""
+
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class FieldCodec:
+    """A value field of a stored dataclass: its name, its codec, whether it has no default."""
+
+    name: str
+    codec: Codec
+    required: bool
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _to_dict(value: Any) -> Any:
+    return value.to_dict()
+
+
+#: The types a codec names explicitly: JSON scalars, written as they are and read back through
+#: their constructor, and the core's plain values, with their own `to_dict` and `from_dict`.
+_LEAVES: dict[Any, Codec] = {
+    **{t: Codec(_same, t) for t in (bool, int, float, str)},
+    CohortStats: Codec(_to_dict, CohortStats.from_dict),
+    Panes: Codec(_to_dict, Panes.from_dict),
+    Checkpoint: Codec(_to_dict, Checkpoint.from_dict),
+    CachedVerdict: Codec(_to_dict, CachedVerdict.from_dict),
+}
+#: Key types of dicts: a JSON object's keys are strings.
+_KEYS: dict[Any, Codec] = {str: Codec(str, str), int: Codec(str, int)}
+
+
+def _codec(annotation: Any) -> Codec | None:
+    """The codec of a type annotation, built from the leaves up; None when there is none.
+
+    The types of `_LEAVES` by their codec; enums by value; pydantic models as
+    `model_dump(mode="json")` (read back by `model_validate`); `X | None` writes None as null;
+    lists item by item; dicts with str or int keys sorted by key, the keys as strings.
+    """
+    leaf = _LEAVES.get(annotation)
+    if leaf is not None:
+        return leaf
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        present = [a for a in args if a is not type(None)]
+        inner = _codec(present[0]) if len(present) == 1 and len(args) == 2 else None
+        return None if inner is None else _optional(inner)
+    if origin is list and len(args) == 1:
+        item = _codec(args[0])
+        return None if item is None else _list(item)
+    if origin is dict and len(args) == 2:
+        key, value = _KEYS.get(args[0]), _codec(args[1])
+        return None if key is None or value is None else _dict(key, value)
+    if origin is None and isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            return Codec(_by_value, annotation)
+        if issubclass(annotation, BaseModel):
+            return Codec(_model_dump, annotation.model_validate)
+    return None
+
+
+def _by_value(member: enum.Enum) -> Any:
+    return member.value
+
+
+def _model_dump(model: BaseModel) -> Any:
+    return model.model_dump(mode="json")
+
+
+def _optional(inner: Codec) -> Codec:
+    return Codec(
+        lambda v: None if v is None else inner.encode(v),
+        lambda v: None if v is None else inner.decode(v),
+    )
+
+
+def _list(item: Codec) -> Codec:
+    return Codec(
+        lambda v: [item.encode(x) for x in v],
+        lambda v: [item.decode(x) for x in v],
+    )
+
+
+def _dict(key: Codec, value: Codec) -> Codec:
+    return Codec(
+        lambda v: {key.encode(k): value.encode(x) for k, x in sorted(v.items())},
+        lambda v: {key.decode(k): value.decode(x) for k, x in v.items()},
+    )
+
+
+def _type_name(annotation: object) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def field_codecs(cls: type) -> tuple[FieldCodec, ...]:
+    """The value fields of the dataclass `cls` with their codecs, in declaration order.
+
+    The fields whose names start with `_` are derived caches, not part of the value. A value
+    field of a type without a codec raises NoCodecError: at import for RolloutState, so a new
+    field is stored, loaded and compared without any other edit, or fails loudly.
+    """
+    hints = typing.get_type_hints(cls)
+    result = []
+    for f in dataclasses.fields(cls):
+        if f.name.startswith("_"):
+            continue
+        codec = _codec(hints[f.name])
+        if codec is None:
+            raise NoCodecError(cls.__name__, f.name, hints[f.name])
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        result.append(FieldCodec(f.name, codec, required))
+    return tuple(result)
+
+
+#: RolloutState's value: what `to_dict`, `from_dict` and `==` go through.
+_FIELDS = field_codecs(RolloutState)
