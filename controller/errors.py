@@ -9,3 +9,8 @@ from __future__ import annotations
 
 class RolloutError(Exception):
     """Root of every error this project raises on purpose."""
+
+
+class InvariantError(RolloutError):
+    """An invariant of the core was broken: a bug in the caller or the core, never bad data.
+    (Raised instead of `assert`, which `python -O` strips.)"""

@@ -74,7 +74,7 @@ from controller.core.detectors import (
     UnknownDetectorError,
     split_alpha,
 )
-from controller.errors import RolloutError
+from controller.errors import InvariantError, RolloutError
 from schemas import GuardrailRule
 
 #: Detectors whose `alpha` bounds their false failure probability over the whole rollout
@@ -506,7 +506,8 @@ class Policy:
             if spec.window is Window.RECENT and uses_alpha(spec.detector, spec.params):
                 # one test per pane: the rule's alpha is spread over the panes of the horizon
                 alpha = params.get("alpha", _DETECTOR_DEFAULT_ALPHA)
-                assert isinstance(alpha, float | int)
+                if not isinstance(alpha, float | int):  # the detector checked its parameters
+                    raise InvariantError(f"rule {spec.name!r}: alpha {alpha!r} is not a number")
                 params["alpha"] = float(alpha) / windows
             rules.append(
                 Rule(

@@ -231,24 +231,32 @@ class RolloutState:
         return profile is not None and bool(profile.features or profile.prediction)
 
     def seen(self, event_id: str) -> bool:
-        if self._seen is None:
-            self._seen = set(self.recent_ids)
-        return event_id in self._seen
+        return event_id in self._seen_ids()
 
     def seen_data(self, data_id: str) -> bool:
-        if self._seen_data is None:
-            self._seen_data = set(self.recent_data_ids)
-        return data_id in self._seen_data
+        return data_id in self._seen_data_ids()
 
     def remember(self, event_id: str) -> None:
-        if not self.seen(event_id):
-            assert self._seen is not None
-            _remember(self.recent_ids, self._seen, event_id, MAX_RECENT_IDS)
+        index = self._seen_ids()
+        if event_id not in index:
+            _remember(self.recent_ids, index, event_id, MAX_RECENT_IDS)
 
     def remember_data(self, data_id: str) -> None:
-        if not self.seen_data(data_id):
-            assert self._seen_data is not None
-            _remember(self.recent_data_ids, self._seen_data, data_id, MAX_RECENT_DATA_IDS)
+        index = self._seen_data_ids()
+        if data_id not in index:
+            _remember(self.recent_data_ids, index, data_id, MAX_RECENT_DATA_IDS)
+
+    def _seen_ids(self) -> set[str]:
+        """The index of `recent_ids` (built on first use)."""
+        if self._seen is None:
+            self._seen = set(self.recent_ids)
+        return self._seen
+
+    def _seen_data_ids(self) -> set[str]:
+        """The index of `recent_data_ids` (built on first use)."""
+        if self._seen_data is None:
+            self._seen_data = set(self.recent_data_ids)
+        return self._seen_data
 
     def count_ignored(self, reason: str, n: int = 1) -> None:
         self.ignored[reason] = self.ignored.get(reason, 0) + n

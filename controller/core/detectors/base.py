@@ -21,7 +21,7 @@ from controller.core.stats.cohort import CohortStats
 from controller.core.stats.profile import FeatureProfile
 from controller.core.stats.sequential import SequentialTest
 from controller.core.verdict import Evidence, EvidenceValue, Outcome, Verdict
-from controller.errors import RolloutError
+from controller.errors import InvariantError, RolloutError
 
 #: A parameter value as a policy rule carries it (the wire's GuardrailRule.params).
 ParamValue = float | int | str | bool | list[float] | None
@@ -168,7 +168,10 @@ def _coerce(tp: Any, value: Any) -> Any:
 
 def parse_params(cls: type[P], detector: str, params: Params | None) -> P:
     """Fill the parameter dataclass `cls` from a plain mapping, checking names, types, ranges."""
-    assert dataclasses.is_dataclass(cls)
+    if not dataclasses.is_dataclass(cls):
+        raise InvariantError(
+            f"detector {detector!r}: parameters are parsed into a dataclass, got {cls!r}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     prefixed: Mapping[str, str] = getattr(cls, "PREFIXED", {})

@@ -45,6 +45,7 @@ from controller.core.stats.sequential import (
     split_alpha,
 )
 from controller.core.verdict import EvidenceValue, Verdict
+from controller.errors import InvariantError
 
 NAME = "latency"
 
@@ -100,7 +101,8 @@ def _slow_test(
 ) -> Verdict:
     name = quantile_name(q)
     bucket = baseline.latency.quantile_bucket(q)
-    assert bucket is not None  # the caller checked the baseline has samples
+    if bucket is None:  # the caller checked the baseline has min_baseline_samples latencies
+        raise InvariantError(f"latency: the baseline's {name} has no sketch bucket")
     counts = slow_counts(baseline, canary, bucket.slot)
     slow_c, n_c = counts.canary_events, counts.canary_trials
     slow_b, n_b = counts.baseline_events, counts.baseline_trials
@@ -144,7 +146,8 @@ def _rules(baseline: CohortStats, canary: CohortStats, params: LatencyParams) ->
         reason = f"{n_c} canary latencies, {params.min_samples} needed to judge its {name}"
         return [Verdict.no_data(NAME, reason)]
     canary_q = canary.latency.quantile(q)
-    assert canary_q is not None
+    if canary_q is None:
+        raise InvariantError(f"latency: the canary's {name} is undefined with {n_c} latencies")
     facts: dict[str, EvidenceValue] = {f"canary_{name}_ms": canary_q}
     if params.max_ms is not None:
         facts["max_ms"] = params.max_ms
@@ -160,7 +163,10 @@ def _rules(baseline: CohortStats, canary: CohortStats, params: LatencyParams) ->
             parts.append(Verdict.no_data(NAME, reason, facts))
             return parts
         baseline_q = baseline.latency.quantile(q)
-        assert baseline_q is not None
+        if baseline_q is None:
+            raise InvariantError(
+                f"latency: the baseline's {name} is undefined with {n_b} latencies"
+            )
         ratio = canary_q / baseline_q if baseline_q > 0 else float("inf")
         facts = {**facts, f"baseline_{name}_ms": baseline_q, "ratio": ratio}
         facts["max_ratio"] = params.max_ratio

@@ -35,6 +35,7 @@ from controller.core.stats.cohort import PREDICTION, CohortStats, ValueDistribut
 from controller.core.stats.distance import js_divergence, l_infinity, sketch_on_edges
 from controller.core.stats.profile import FeatureProfile
 from controller.core.verdict import EvidenceValue, Outcome, Verdict
+from controller.errors import InvariantError
 
 NAME = "training_serving_skew"
 MAX_LISTED = 5
@@ -77,7 +78,8 @@ class FeatureSkew:
     def describe(self) -> str:
         if self.wrong_kind:
             return f"{self.feature} serves values of the wrong kind for its profile"
-        assert self.distance is not None
+        if self.distance is None:  # only the judged and the exceeded are described
+            raise InvariantError(f"{self.feature} was not judged: it has no distance to describe")
         sign = ">=" if self.exceeded else "<"
         return f"{self.feature} {self.measure} {self.distance:.3f} {sign} {self.threshold:g}"
 

@@ -240,17 +240,15 @@ def _timestamp(value: datetime) -> float:
 
 def _as_number(value: object) -> float | None:
     """The value as a finite float, or None when it is not a finite number (bools are not)."""
-    kind = type(value)
-    if kind is float:
+    if type(value) is float:
         number = value
-    elif kind is int or (isinstance(value, int | float) and kind is not bool):
+    elif isinstance(value, int | float) and type(value) is not bool:
         try:
-            number = float(value)  # type: ignore[arg-type]  # an int or float subclass
+            number = float(value)  # an int, or an int or float subclass
         except OverflowError:
             return None
     else:
         return None
-    assert isinstance(number, float)
     return number if math.isfinite(number) else None
 
 
@@ -512,8 +510,9 @@ class CohortStats:
                 "true" if prediction else "false"
             )
         elif isinstance(prediction, Mapping):
-            scores = {str(k): _as_number(v) for k, v in prediction.items()}
-            if not scores or any(v is None for v in scores.values()):
+            read = {str(k): _as_number(v) for k, v in prediction.items()}
+            scores = {k: v for k, v in read.items() if v is not None}
+            if not scores or len(scores) < len(read):
                 quality.invalid += 1
                 return
             quality.present += 1
@@ -521,7 +520,6 @@ class CohortStats:
             self._distribution(self.predictions, PREDICTION).categories.add(top)
             if len(scores) <= self.config.max_class_scores:
                 for label, score in scores.items():
-                    assert score is not None
                     self._distribution(self.predictions, f"{PREDICTION}.{label}").numbers.add(score)
         else:
             number = _as_number(prediction)
