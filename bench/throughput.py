@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from controller.kafka_options import aiokafka_options
 from controller.policy_io import default_policy
 from controller.sdk import emit
 from controller.settings import Settings, load_settings
@@ -140,9 +141,9 @@ def deployment(deployment_id: str) -> DeploymentRequested:
     )
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **aiokafka_options(settings),
         linger_ms=20,
         max_batch_size=1024 * 1024,
         max_request_size=8 * 1024 * 1024,
@@ -156,10 +157,10 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
         await producer.stop()
 
 
-async def bare(bootstrap: str, topic: str, n_records: int) -> float:
+async def bare(settings: Settings, topic: str, n_records: int) -> float:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **aiokafka_options(settings),
         group_id=f"bench-bare-{uuid.uuid4().hex}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -202,12 +203,12 @@ async def assigned(consumer: AIOKafkaConsumer) -> None:
         await asyncio.sleep(0.05)
 
 
-def drop_topics(bootstrap: str, run: str) -> int:
+def drop_topics(settings: Settings, run: str) -> int:
     """Delete this run's topics (its own and the workers' internal ones): a broker kept for
     benchmarks would otherwise gather thousands of partitions, and slow down with them."""
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-cleanup")
+    admin = KafkaAdminClient(client_id="bench-cleanup", **settings.kafka_client_options())
     try:
         mine = [t for t in admin.list_topics() if t.startswith((f"bench.{run}.", f"bench-{run}-"))]
         if mine:
@@ -257,7 +258,7 @@ async def main() -> None:
                 settings,
                 [make_event(deployment(f"dep-{i}"), source="bench") for i in range(DEPLOYMENTS)],
             )
-            await produce(bootstrap, topic_name(settings, Topic.PREDICTIONS), records)
+            await produce(settings, topic_name(settings, Topic.PREDICTIONS), records)
             variants[compiled] = settings
         forms.append((form, variants, topic_name(variants[True], Topic.PREDICTIONS), len(records)))
         del records
@@ -266,14 +267,14 @@ async def main() -> None:
     rows = []
     try:
         for form, variants, topic, n_records in forms:
-            bare_s = await bare(bootstrap, topic, n_records)
+            bare_s = await bare(variants[True], topic, n_records)
             gc.collect()  # each run starts with no garbage of the one before
             worker_s, deltas = await asyncio.to_thread(run_worker, variants[True], args.events)
             gc.collect()
             python_s, _ = await asyncio.to_thread(run_worker, variants[False], args.events)
             rows.append((form, n_records, bare_s, worker_s, python_s, deltas))
     finally:
-        drop_topics(bootstrap, run)
+        drop_topics(load_settings(bootstrap_servers=bootstrap), run)
     print(
         f"{args.events} predictions, {DEPLOYMENTS} deployments, batch size {args.batch}, "
         f"broker {bootstrap}, {os.cpu_count()} cores, compiled lane "

@@ -7,6 +7,7 @@ conventional KAFKA_BOOTSTRAP_SERVERS that tests and tooling already use.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,21 +55,12 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 
-    def kafka_client_options(self) -> dict[str, object]:
-        """Connection options shared by kafka-python producers, consumers and admin clients."""
-        opts: dict[str, object] = {
-            "bootstrap_servers": self.bootstrap_servers.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            opts["sasl_mechanism"] = self.sasl_mechanism
-            opts["sasl_plain_username"] = self.sasl_username
-            opts["sasl_plain_password"] = self.sasl_password
-        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(self, key)
-            if value:
-                opts[key] = value
-        return opts
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Connection options for kafka-python producers, consumers and admin clients; the
+        translation lives in controller.kafka_options, with aiokafka's and Faust's."""
+        from controller.kafka_options import kafka_python_options
+
+        return kafka_python_options(self)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -97,7 +97,7 @@ def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, s
     admin = KafkaAdminClient(
         client_id="rollout-topics",
         request_timeout_ms=int(timeout_s * 1000),
-        **settings.kafka_client_options(),  # type: ignore[arg-type]
+        **settings.kafka_client_options(),
     )
     try:
         existing = set(admin.list_topics())

@@ -31,6 +31,8 @@ import structlog
 from kafka.partitioner.default import murmur2
 from opentelemetry.trace import SpanKind, Tracer
 
+from controller.kafka_options import faust_broker
+from controller.kafka_options import faust_credentials as broker_credentials
 from controller.observability import (
     inject_headers,
     messaging_attributes,
@@ -54,33 +56,6 @@ SOURCE = "rollout-controller"
 def partition_of(key: str, partitions: int) -> int:
     """The partition the default (murmur2) partitioner picks for a key, as Kafka clients do."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def faust_broker(settings: Settings) -> list[str]:
-    return [f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",") if h.strip()]
-
-
-def broker_credentials(settings: Settings) -> Any:
-    if settings.sasl_mechanism:
-        return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=settings.sasl_password,
-            mechanism=settings.sasl_mechanism,
-            ssl_context=_ssl_context(settings),
-        )
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        return faust.SSLCredentials(_ssl_context(settings))
-    return None
-
-
-def _ssl_context(settings: Settings) -> Any:
-    if settings.security_protocol not in ("SSL", "SASL_SSL"):
-        return None
-    from aiokafka.helpers import create_ssl_context
-
-    return create_ssl_context(
-        cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
-    )
 
 
 class RolloutWorker:

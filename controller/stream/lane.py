@@ -43,6 +43,7 @@ from aiokafka import (
 from opentelemetry.trace import Link, Tracer, use_span
 
 from controller.core.stats.cohort import StatsConfig
+from controller.kafka_options import aiokafka_options
 from controller.observability import (
     extract_from_headers,
     inject_headers,
@@ -74,27 +75,6 @@ class LaneCounters:
     groups: int = 0
     #: perf_counter() when the first record arrived (for throughput figures)
     first_record_at: float | None = None
-
-
-def aiokafka_options(settings: Any) -> dict[str, Any]:
-    """Connection options for aiokafka from our settings."""
-    opts: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        opts.update(
-            sasl_mechanism=settings.sasl_mechanism,
-            sasl_plain_username=settings.sasl_username,
-            sasl_plain_password=settings.sasl_password,
-        )
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        opts["ssl_context"] = create_ssl_context(
-            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
-        )
-    return opts
 
 
 class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped here
