@@ -30,10 +30,11 @@ rules:
     locked: false                       # a plan's guardrail may not override a locked rule
 ```
 
-**The significance budget.** The detectors `error_rate`, `latency` and `data_quality` are
-anytime-valid: each fails falsely with probability at most its `alpha` over the whole rollout,
-however often it is checked. The policy's `significance.alpha` is the budget of the acting rules
-among them (a latency rule with `quantiles: []` has no test and takes no share): each one that
+**The significance budget.** The detectors that say they spend alpha (`Detector.spends_alpha()`:
+today `error_rate`, `latency` and `data_quality`) are anytime-valid: each fails falsely with
+probability at most its `alpha` over the whole rollout, however often it is checked. The
+policy's `significance.alpha` is the budget of the acting rules among them (a latency rule with
+`quantiles: []` has no test and takes no share: its detector says so): each one that
 does not set `alpha` itself gets `split_alpha(alpha, n)` (Bonferroni, alpha / n over the n such
 rules), so the probability that any of them rolls back a healthy canary stays at most
 `significance.alpha` (plus any alpha a rule sets explicitly: that rule opts out of the split and
@@ -42,6 +43,10 @@ of panes in the rollout's horizon (see `Window`). Dry-run rules never act: they 
 other detectors (outage, prediction_skew, training_serving_skew, latency's plain p99 rules) are
 thresholds far beyond sampling noise, not tests with a level: their false alarm rate is governed
 by their own parameters (outage's per-silence alpha, skew's max_p_value and min_samples).
+
+**Judged from the clock.** A detector whose verdict changes with `now` alone
+(`Detector.judged_from_clock`: today `outage`) is judged at every evaluation: its rule's
+`every_n` must be 1.
 
 **Guardrails of the plan.** A deployment request's `plan.guardrails` merge with the policy's
 rules by name: a guardrail with a new name adds a rule; one with the name of a policy rule
@@ -77,12 +82,6 @@ from controller.core.detectors import (
 from controller.errors import InvariantError, RolloutError
 from schemas import GuardrailRule
 
-#: Detectors whose `alpha` bounds their false failure probability over the whole rollout
-#: (anytime-valid e-value tests). Acting rules of these share `significance.alpha`.
-SEQUENTIAL_DETECTORS = frozenset({"error_rate", "latency", "data_quality"})
-#: Detectors judged from `now` (silence): their verdict can change without new data, so they are
-#: never judged less often than every evaluation (`every_n` must be 1).
-TIME_DEPENDENT_DETECTORS = frozenset({"outage"})
 #: The longest a rollout without a deadline is assumed to last (for the recent-window split).
 DEFAULT_HORIZON_S = 86_400.0
 #: The detectors' own default alpha (what a recent-window rule without one starts from).
@@ -319,9 +318,7 @@ class Rule:
             "detector": self.detector_name,
             "dry_run": self.dry_run,
             "origin": self.origin,
-            "alpha": self.params.get("alpha")
-            if uses_alpha(self.detector_name, self.params)
-            else None,
+            "alpha": self.params.get("alpha") if self.detector.spends_alpha() else None,
         }
 
 
@@ -490,11 +487,14 @@ class Policy:
         if problems:
             raise PolicyError("plan.guardrails", problems)
 
-        ordered = [s for s, _ in specs.values()]
+        # built from the rule's own parameters (valid: checked above), to ask what it spends
+        spends = {
+            s.name: self.registry[s.detector](s.params).spends_alpha() for s, _ in specs.values()
+        }
         sharing = [
             s.name
-            for s in ordered
-            if uses_alpha(s.detector, s.params) and not s.dry_run and "alpha" not in s.params
+            for s, _ in specs.values()
+            if spends[s.name] and not s.dry_run and "alpha" not in s.params
         ]
         each = split_alpha(self.alpha, len(sharing)) if sharing else None
         windows = math.ceil(horizon_s / self.recent_s) + 1
@@ -503,7 +503,7 @@ class Policy:
             params = dict(spec.params)
             if spec.name in sharing:
                 params["alpha"] = each
-            if spec.window is Window.RECENT and uses_alpha(spec.detector, spec.params):
+            if spec.window is Window.RECENT and spends[spec.name]:
                 # one test per pane: the rule's alpha is spread over the panes of the horizon
                 alpha = params.get("alpha", _DETECTOR_DEFAULT_ALPHA)
                 if not isinstance(alpha, float | int):  # the detector checked its parameters
@@ -532,22 +532,13 @@ class Policy:
         factory = self.registry.get(spec.detector)
         if factory is None:
             return [f"{label}: {UnknownDetectorError(spec.detector, list(self.registry))}"]
-        problems = []
         try:
-            factory(dict(spec.params))
+            detector = factory(dict(spec.params))
         except InvalidParameterError as exc:
-            problems.append(f"{label}: {exc}")
-        if spec.every_n > 1 and spec.detector in TIME_DEPENDENT_DETECTORS:
-            problems.append(f"{label}: {spec.detector} is judged from the clock, every_n must be 1")
-        return problems
-
-
-def uses_alpha(detector: str, params: Mapping[str, ParamValue]) -> bool:
-    """Does a rule spend significance? The anytime-valid detectors do, except a latency rule
-    whose slow-request tests are switched off (`quantiles: []`: only its plain p99 rules)."""
-    if detector not in SEQUENTIAL_DETECTORS:
-        return False
-    return not (detector == "latency" and params.get("quantiles") == [])
+            return [f"{label}: {exc}"]
+        if spec.every_n > 1 and detector.judged_from_clock:
+            return [f"{label}: {spec.detector} is judged from the clock, every_n must be 1"]
+        return []
 
 
 def _guardrails_key(guardrails: Sequence[GuardrailRule]) -> str:

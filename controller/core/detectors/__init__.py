@@ -1,7 +1,10 @@
 """Detectors: each judges a canary cohort against its baseline and returns a `Verdict`.
 
 Build one from a policy rule with `build_detector(name, params)` (or `get_detector(name)(params)`)
-and call `detector.evaluate(baseline, canary, context)` as often as needed; it is pure.
+and call `detector.evaluate(baseline, canary, context)` as often as needed; it is pure. A
+detector also says whether it spends significance (`spends_alpha()`), whether it is judged from
+the clock (`judged_from_clock`) and when its outcome could next change without new data
+(`wake_at(baseline, canary, context)`).
 """
 
 from controller.core.detectors.base import (
@@ -9,6 +12,7 @@ from controller.core.detectors.base import (
     DetectorFactory,
     EvaluationContext,
     InvalidParameterError,
+    JudgedFromData,
     ParamValue,
     RestartsOnSlowRequests,
     UnknownDetectorError,
@@ -35,6 +39,7 @@ __all__ = [
     "ErrorRateParams",
     "EvaluationContext",
     "InvalidParameterError",
+    "JudgedFromData",
     "Latency",
     "LatencyParams",
     "Outage",

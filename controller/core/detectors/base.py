@@ -4,6 +4,12 @@ A detector is built once from a policy rule's parameters (plain JSON values, as 
 then judges `evaluate(baseline, canary, context) -> Verdict` as often as the caller likes. A
 parameter the detector does not know, or of the wrong type, fails when the policy loads, with
 the list of known parameters.
+
+A detector also says what it is, so that the policy and the rollout never keep lists of
+detector names: whether it spends a share of the policy's significance budget
+(`spends_alpha()`), and whether it is judged from the clock (`judged_from_clock`), with the
+earliest time its outcome could change without new data (`wake_at`). Detectors judged from
+their statistics alone take the last two from `JudgedFromData`.
 """
 
 from __future__ import annotations
@@ -72,15 +78,54 @@ class EvaluationContext:
             raise ValueError(f"traffic_share is a fraction in [0, 1], got {share} (a percent?)")
 
 
+@runtime_checkable
 class Detector(Protocol):
-    """A configured detector: judges a canary against its baseline."""
+    """A configured detector: judges a canary against its baseline, and says what it is."""
 
     @property
     def name(self) -> str: ...
 
+    @property
+    def judged_from_clock(self) -> bool:
+        """Is the verdict a function of `context.now` too, not only of the data (outage's
+        silence)? Such a rule is judged at every evaluation (its `every_n` must be 1), and the
+        rollout's timer wakes it at `wake_at`."""
+        ...
+
+    def spends_alpha(self) -> bool:
+        """Is this configured detector an anytime-valid test whose `alpha` bounds its false
+        failure probability over the whole rollout? Such a rule takes its share of the
+        policy's `significance.alpha` (see controller.core.policy); a threshold far beyond
+        sampling noise, or a rule whose tests are all switched off, does not."""
+        ...
+
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
     ) -> Verdict: ...
+
+    def wake_at(
+        self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
+    ) -> float | None:
+        """The earliest time after `context.now` at which, with no new data (the same cohorts,
+        the same context but for `now`), `evaluate` could give another outcome; None when
+        only new data can change it. The reason and evidence may say how long it has been
+        (a silence of 12.3 s) at any time: only the outcome is meant. Judging at exactly the
+        returned time gives the new outcome."""
+        ...
+
+
+class JudgedFromData:
+    """For detectors whose outcome is a function of the statistics (and, for the change-point
+    tests, of the context's checkpoints, which the rollout takes on its own clock): never
+    judged from the clock, so no time to wake them at."""
+
+    judged_from_clock: ClassVar[bool] = False
+
+    def wake_at(
+        self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
+    ) -> float | None:
+        """None: with no new data, the outcome never changes."""
+        return None
 
 
 @runtime_checkable
@@ -278,3 +323,42 @@ def restart_note(
         f" (strongest over the last {now - test.since.at:.0f} s: {test.events} of the "
         f"{test.trials} {what} of both cohorts were the canary's)"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Detectors judged from the clock: when their outcome turns
+# --------------------------------------------------------------------------------------------
+
+
+def earliest(holds: Callable[[float], bool], guess: float) -> float | None:
+    """The smallest float `t` for which `holds(t)`, given a condition that is monotone in `t`
+    (false, then true for good) and a guess near where it turns; None when it holds at no
+    finite time. Exact in floating point: `holds(t)` and not `holds` of the float before,
+    so judging at the returned time sees the change, and a moment before does not."""
+    if not math.isfinite(guess):
+        return None
+    step = math.ulp(guess)
+    if holds(guess):
+        high, low = guess, guess - step
+        while holds(low):
+            if not math.isfinite(low):
+                raise InvariantError("earliest: the condition holds at every time")
+            high = low
+            step *= 2
+            low = high - step
+    else:
+        low, high = guess, guess + step
+        while not holds(high):
+            if not math.isfinite(high):
+                return None
+            low = high
+            step *= 2
+            high = low + step
+    while True:  # holds(high) and not holds(low): halve until they are neighbours
+        middle = low + (high - low) / 2
+        if not low < middle < high:
+            return high if math.isfinite(high) else None
+        if holds(middle):
+            high = middle
+        else:
+            low = middle

@@ -33,6 +33,7 @@ from typing import ClassVar
 
 from controller.core.detectors.base import (
     EvaluationContext,
+    JudgedFromData,
     Params,
     ParamsBase,
     check_alpha,
@@ -209,7 +210,7 @@ def judge_data_quality(
 
 
 @dataclass(frozen=True)
-class DataQuality:
+class DataQuality(JudgedFromData):
     """The `data_quality` detector (see the module docstring)."""
 
     params: DataQualityParams = DataQualityParams()
@@ -218,6 +219,10 @@ class DataQuality:
     @classmethod
     def from_params(cls, params: Params | None = None) -> DataQuality:
         return cls(parse_params(DataQualityParams, NAME, params))
+
+    def spends_alpha(self) -> bool:
+        """Yes: anytime-valid tests, `alpha` split over every rate tested."""
+        return True
 
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext

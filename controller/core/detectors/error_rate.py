@@ -27,6 +27,7 @@ from typing import ClassVar
 
 from controller.core.detectors.base import (
     EvaluationContext,
+    JudgedFromData,
     Params,
     ParamsBase,
     check_alpha,
@@ -161,7 +162,7 @@ def judge_error_rate(
 
 
 @dataclass(frozen=True)
-class ErrorRate:
+class ErrorRate(JudgedFromData):
     """The `error_rate` detector (see the module docstring)."""
 
     params: ErrorRateParams = ErrorRateParams()
@@ -171,7 +172,20 @@ class ErrorRate:
     def from_params(cls, params: Params | None = None) -> ErrorRate:
         return cls(parse_params(ErrorRateParams, NAME, params))
 
+    def spends_alpha(self) -> bool:
+        """Yes: anytime-valid tests at `alpha` (split with the cap's test when it is set)."""
+        return True
+
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
     ) -> Verdict:
         return judge_error_rate(baseline, canary, self.params, context)
+
+    def wake_at(
+        self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
+    ) -> float | None:
+        """None: the outcome is a function of the counts and of the context's checkpoints
+        (where the change-point tests restart), not of the clock; `context.now` only words
+        the reason ("strongest over the last 40 s"). The rollout takes its checkpoints on its
+        own clock and wakes for them itself."""
+        return None

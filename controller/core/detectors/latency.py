@@ -26,6 +26,7 @@ from typing import ClassVar
 
 from controller.core.detectors.base import (
     EvaluationContext,
+    JudgedFromData,
     Params,
     ParamsBase,
     check_alpha,
@@ -211,7 +212,7 @@ def judge_latency(
 
 
 @dataclass(frozen=True)
-class Latency:
+class Latency(JudgedFromData):
     """The `latency` detector (see the module docstring)."""
 
     params: LatencyParams = LatencyParams()
@@ -226,7 +227,21 @@ class Latency:
         """The quantiles whose slow requests a checkpoint records for this rule's restarts."""
         return self.params.quantiles if self.params.restarts else ()
 
+    def spends_alpha(self) -> bool:
+        """When it has slow-request tests (anytime-valid, at `alpha` split over `quantiles`);
+        a rule with `quantiles: []` has only the plain p99 rules, thresholds that spend none."""
+        return bool(self.params.quantiles)
+
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
     ) -> Verdict:
         return judge_latency(baseline, canary, self.params, context)
+
+    def wake_at(
+        self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
+    ) -> float | None:
+        """None: the outcome is a function of the latency counts and of the context's checkpoints
+        (where the change-point tests restart), not of the clock; `context.now` only words
+        the reason ("strongest over the last 40 s"). The rollout takes its checkpoints on its
+        own clock and wakes for them itself."""
+        return None

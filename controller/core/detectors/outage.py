@@ -16,6 +16,16 @@ stream is quiet (a stalled consumer, a night without traffic): that is INCONCLUS
 outage. With all traffic on the canary there is no baseline rate: give `expected_rate`.
 
 Failing: the canary fails at least `max_failure_share` of at least `min_requests` requests.
+
+Judged from the clock: with no new data, the outcome turns when a silence gets long enough:
+the canary's at max(canary.last_event_time, step_started_at) + max(min_gap_s,
+ln(1 / alpha) / rate) (PASS becomes FAIL, or INCONCLUSIVE if the baseline is silent by then),
+and, once the canary is silent, the baseline's at its last event + max(min_gap_s,
+ln(1 / alpha) / its rate) (FAIL becomes INCONCLUSIVE). `wake_at` gives the next of these, as
+the exact float at which `evaluate` sees it; None when no silence can be judged (no traffic
+routed to the canary, no rate or no start to expect requests from: only data changes that),
+when the canary fails nearly every request (FAIL whatever the clock), or when both silences
+have begun.
 """
 
 from __future__ import annotations
@@ -32,12 +42,13 @@ from controller.core.detectors.base import (
     check_positive,
     check_share,
     combine,
+    earliest,
     number,
     parse_params,
     percent,
 )
 from controller.core.stats.cohort import CohortStats
-from controller.core.verdict import EvidenceValue, Verdict
+from controller.core.verdict import EvidenceValue, Outcome, Verdict
 
 NAME = "outage"
 
@@ -91,9 +102,56 @@ def _failing(canary: CohortStats, params: OutageParams) -> Verdict | None:
     return Verdict.passed(NAME, f"canary fails {counts}, below {limit}", facts)
 
 
-def _silence(
+@dataclass(frozen=True)
+class Expectation:
+    """What a silence is judged against: the canary's expected `rate` (req/s), the time it is
+    silent `since`, the expected requests a silence must reach (`needed`, ln(1 / alpha)), and
+    the baseline's observed rate and last event when a silence of its own can be judged (it
+    should get traffic and its rate is known), else None."""
+
+    rate: float
+    since: float
+    needed: float
+    min_gap_s: float
+    baseline_rate: float | None
+    baseline_last: float | None
+
+    def canary_silent(self, now: float) -> bool:
+        return _silent(_gap(now, self.since), self.rate, self.needed, self.min_gap_s)
+
+    def baseline_silent(self, now: float) -> bool:
+        if self.baseline_rate is None or self.baseline_last is None:
+            return False
+        gap = _gap(now, self.baseline_last)
+        return _silent(gap, self.baseline_rate, self.needed, self.min_gap_s)
+
+
+def _gap(now: float, since: float) -> float:
+    return max(now - since, 0.0)
+
+
+def _silent(gap: float, rate: float, needed: float, min_gap_s: float) -> bool:
+    """Has a Poisson stream at `rate` been silent for `gap` seconds against the odds (and for
+    at least `min_gap_s`)?"""
+    return rate * gap >= needed and gap >= min_gap_s
+
+
+def _silent_from(since: float, rate: float, needed: float, min_gap_s: float) -> float | None:
+    """The first time (an exact float) at which a stream silent since `since` counts as
+    silent; None past the finite floats (a rate so low the silence never counts)."""
+    if rate <= 0.0:
+        return None
+    return earliest(
+        lambda t: _silent(_gap(t, since), rate, needed, min_gap_s),
+        since + max(min_gap_s, needed / rate),
+    )
+
+
+def expectation(
     baseline: CohortStats, canary: CohortStats, context: EvaluationContext, params: OutageParams
-) -> Verdict:
+) -> Expectation | Verdict:
+    """What the canary's silence is judged against, or the verdict when it cannot be judged
+    (PASS with no traffic routed to the canary, NO_DATA without a rate or a start)."""
     share = context.traffic_share
     if share is not None and share <= 0.0:
         return Verdict.passed(NAME, "no traffic routed to the canary")
@@ -118,10 +176,26 @@ def _silence(
     starts = [t for t in (canary.last_event_time, context.step_started_at) if t is not None]
     if not starts:
         return Verdict.no_data(NAME, "no canary event and no step start to measure silence from")
-    since = max(starts)
-    gap = max(context.now - since, 0.0)
+    baseline_expected = baseline_share is None or baseline_share > 0.0
+    return Expectation(
+        rate=rate,
+        since=max(starts),
+        needed=math.log(1.0 / params.alpha),
+        min_gap_s=params.min_gap_s,
+        baseline_rate=observed if baseline_expected else None,
+        baseline_last=baseline.last_event_time,
+    )
+
+
+def _silence(
+    baseline: CohortStats, canary: CohortStats, context: EvaluationContext, params: OutageParams
+) -> Verdict:
+    expect = expectation(baseline, canary, context, params)
+    if isinstance(expect, Verdict):
+        return expect
+    rate, needed = expect.rate, expect.needed
+    gap = _gap(context.now, expect.since)
     expected = rate * gap
-    needed = math.log(1.0 / params.alpha)
     facts: dict[str, EvidenceValue] = {
         "silence_s": gap,
         "expected_rate": rate,
@@ -130,14 +204,13 @@ def _silence(
         "min_gap_s": params.min_gap_s,
     }
     silent = f"no canary predictions for {gap:.1f} s while {_per_second(rate)} expected"
-    if expected < needed or gap < params.min_gap_s:
+    if not expect.canary_silent(context.now):
         reason = f"canary silent for {gap:.1f} s at {_per_second(rate)} expected: a normal gap"
         return Verdict.passed(NAME, reason, facts)
-    baseline_expected = baseline_share is None or baseline_share > 0.0
-    if baseline_expected and observed is not None and baseline.last_event_time is not None:
-        baseline_gap = max(context.now - baseline.last_event_time, 0.0)
+    if expect.baseline_rate is not None and expect.baseline_last is not None:
+        baseline_gap = _gap(context.now, expect.baseline_last)
         facts["baseline_silence_s"] = baseline_gap
-        if observed * baseline_gap >= needed and baseline_gap >= params.min_gap_s:
+        if expect.baseline_silent(context.now):
             reason = (
                 f"{silent}, but the baseline is silent too for {baseline_gap:.1f} s: "
                 "the stream is quiet, not just the canary"
@@ -157,18 +230,50 @@ def judge_outage(
     return combine(NAME, parts, evidence)
 
 
+def outage_wake_at(
+    baseline: CohortStats, canary: CohortStats, context: EvaluationContext, params: OutageParams
+) -> float | None:
+    """The next time the outcome of `judge_outage` turns with no new data (see the module
+    docstring), or None."""
+    failing = _failing(canary, params)
+    if failing is not None and failing.outcome is Outcome.FAIL:
+        return None
+    expect = expectation(baseline, canary, context, params)
+    if isinstance(expect, Verdict):
+        return None
+    if not expect.canary_silent(context.now):
+        return _silent_from(expect.since, expect.rate, expect.needed, expect.min_gap_s)
+    if expect.baseline_rate is None or expect.baseline_last is None:
+        return None
+    if expect.baseline_silent(context.now):
+        return None
+    return _silent_from(expect.baseline_last, expect.baseline_rate, expect.needed, expect.min_gap_s)
+
+
 @dataclass(frozen=True)
 class Outage:
     """The `outage` detector (see the module docstring)."""
 
     params: OutageParams = OutageParams()
     name: ClassVar[str] = NAME
+    #: A silence is judged from `context.now`: a timer can fail a canary that sends nothing.
+    judged_from_clock: ClassVar[bool] = True
 
     @classmethod
     def from_params(cls, params: Params | None = None) -> Outage:
         return cls(parse_params(OutageParams, NAME, params))
 
+    def spends_alpha(self) -> bool:
+        """No: `alpha` is the probability of one silence, governed by its own parameters."""
+        return False
+
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
     ) -> Verdict:
         return judge_outage(baseline, canary, context, self.params)
+
+    def wake_at(
+        self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
+    ) -> float | None:
+        """When the next silence begins to count (see the module docstring)."""
+        return outage_wake_at(baseline, canary, context, self.params)

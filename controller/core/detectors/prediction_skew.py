@@ -31,6 +31,7 @@ from typing import ClassVar
 
 from controller.core.detectors.base import (
     EvaluationContext,
+    JudgedFromData,
     Params,
     ParamsBase,
     check_positive,
@@ -195,7 +196,7 @@ def judge_prediction_skew(
 
 
 @dataclass(frozen=True)
-class PredictionSkew:
+class PredictionSkew(JudgedFromData):
     """The `prediction_skew` detector (see the module docstring)."""
 
     params: PredictionSkewParams = PredictionSkewParams()
@@ -204,6 +205,10 @@ class PredictionSkew:
     @classmethod
     def from_params(cls, params: Params | None = None) -> PredictionSkew:
         return cls(parse_params(PredictionSkewParams, NAME, params))
+
+    def spends_alpha(self) -> bool:
+        """No: thresholds far beyond sampling noise (`max_p_value`, `min_samples`), not a level."""
+        return False
 
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext

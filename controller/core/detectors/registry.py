@@ -1,7 +1,8 @@
 """The explicit registry of detectors: a policy names one, the registry builds it.
 
 An unknown name fails when the policy loads, with the list of known names; there is no silent
-default. Adding a detector means adding one line here.
+default. Adding a detector means adding one line here: what the policy and the rollout need to
+know about it (spends_alpha, judged_from_clock, wake_at) the detector says itself.
 """
 
 from __future__ import annotations

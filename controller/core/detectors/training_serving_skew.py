@@ -26,6 +26,7 @@ from typing import ClassVar
 
 from controller.core.detectors.base import (
     EvaluationContext,
+    JudgedFromData,
     Params,
     ParamsBase,
     check_positive,
@@ -191,7 +192,7 @@ def judge_training_serving_skew(
 
 
 @dataclass(frozen=True)
-class TrainingServingSkew:
+class TrainingServingSkew(JudgedFromData):
     """The `training_serving_skew` detector (see the module docstring)."""
 
     params: TrainingServingSkewParams = TrainingServingSkewParams()
@@ -200,6 +201,10 @@ class TrainingServingSkew:
     @classmethod
     def from_params(cls, params: Params | None = None) -> TrainingServingSkew:
         return cls(parse_params(TrainingServingSkewParams, NAME, params))
+
+    def spends_alpha(self) -> bool:
+        """No: distances to a fixed profile against thresholds far beyond sampling noise."""
+        return False
 
     def evaluate(
         self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext

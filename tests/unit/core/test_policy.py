@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 import schemas as s
-from controller.core.detectors import DETECTORS
+from controller.core.detectors import (
+    DETECTORS,
+    EvaluationContext,
+    JudgedFromData,
+    ParamValue,
+)
 from controller.core.policy import (
     DeadlineAction,
     NoData,
@@ -19,6 +26,8 @@ from controller.core.policy import (
     Window,
     parse_policy_json,
 )
+from controller.core.stats import CohortStats
+from controller.core.verdict import Verdict
 from controller.policy_io import default_policy, load_policy, parse_policy
 
 
@@ -328,3 +337,73 @@ def test_a_rollout_without_a_deadline_is_split_over_a_days_panes() -> None:
     rules = Policy.from_mapping(doc).bind(())
 
     assert 24 * 60 + 1 == rules.recent_windows
+
+
+# ---- capabilities: the policy asks the detector, not a list of names -----------------------
+
+
+@dataclass(frozen=True)
+class Watchdog(JudgedFromData):
+    """A detector the policy has never heard of: an anytime-valid test when `alpha` is set to
+    anything but its switch-off value 0.5, judged from the clock when `clock` is on."""
+
+    params: Mapping[str, ParamValue]
+    name: ClassVar[str] = "watchdog"
+
+    @property
+    def judged_from_clock(self) -> bool:  # type: ignore[override]  # a per-instance answer
+        return bool(self.params.get("clock", False))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, ParamValue] | None = None) -> Watchdog:
+        return cls(dict(params or {}))
+
+    def spends_alpha(self) -> bool:
+        return self.params.get("alpha", 0.01) != 0.5 and not self.params.get("off", False)
+
+    def evaluate(
+        self, baseline: CohortStats, canary: CohortStats, context: EvaluationContext
+    ) -> Verdict:
+        return Verdict.passed(self.name, "fine")
+
+
+WITH_WATCHDOG = {**DETECTORS, Watchdog.name: Watchdog.from_params}
+
+
+def test_a_new_detector_that_spends_alpha_shares_the_budget_without_a_policy_edit() -> None:
+    doc = _policy(
+        rules=[
+            {"name": "errors", "detector": "error_rate"},
+            {"name": "watch", "detector": "watchdog"},
+            {"name": "idle", "detector": "watchdog", "params": {"off": True}},
+            {"name": "silence", "detector": "outage"},
+        ]
+    )
+
+    rules = Policy.from_mapping(doc, registry=WITH_WATCHDOG).default_rules
+
+    assert ("errors", "watch") == rules.alpha_shared_by
+    watch, idle = rules.by_name("watch"), rules.by_name("idle")
+    assert watch is not None and idle is not None
+    assert watch.params["alpha"] == pytest.approx(0.005)
+    assert watch.describe()["alpha"] == pytest.approx(0.005)
+    assert "alpha" not in idle.params and None is idle.describe()["alpha"]
+
+
+def test_a_new_detector_judged_from_the_clock_cannot_be_judged_every_n_samples() -> None:
+    ok = _policy(rules=[{"name": "watch", "detector": "watchdog", "every_n": 10}])
+    clocked = _policy(
+        rules=[{"name": "watch", "detector": "watchdog", "every_n": 10, "params": {"clock": True}}]
+    )
+
+    Policy.from_mapping(ok, registry=WITH_WATCHDOG)
+    with pytest.raises(PolicyError, match="watchdog is judged from the clock, every_n must be 1"):
+        Policy.from_mapping(clocked, registry=WITH_WATCHDOG)
+
+
+def test_the_policy_keeps_no_list_of_detector_names() -> None:
+    import controller.core.policy as policy_module
+
+    source = Path(policy_module.__file__).read_text()
+
+    assert [] == [name for name in DETECTORS if f'"{name}"' in source]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from controller.core.detectors import EvaluationContext, Outage
@@ -106,3 +108,77 @@ def test_a_canary_failing_nearly_every_request_fails() -> None:
 def test_a_few_failed_requests_are_not_an_outage() -> None:
     assert Outcome.NO_DATA != judge(now=101.0, canary=make_cohort(10, 10, start=96.0)).outcome
     assert Outcome.PASS == judge(now=101.0, canary=make_cohort(10, 10, start=96.0)).outcome
+
+
+# ---- when the outcome turns with no new data: wake_at -------------------------------------
+
+
+def wake_at(
+    now: float,
+    baseline: CohortStats = BASELINE,
+    canary: CohortStats = CANARY,
+    share: float | None = 0.1,
+    started: float | None = 0.0,
+    **params: object,
+) -> float | None:
+    context = EvaluationContext(now=now, step_started_at=started, traffic_share=share)
+    detector = Outage.from_params(params)  # type: ignore[arg-type]
+    return detector.wake_at(baseline, canary, context)
+
+
+def before(t: float) -> float:
+    return math.nextafter(t, -math.inf)
+
+
+def test_a_silent_canary_is_due_when_its_gap_reaches_the_minimum() -> None:
+    """Silent since t=100 at 2 req/s: 6.9 s make ln(1e6) expected requests, min_gap_s is 10."""
+    assert 110.0 == wake_at(now=105.0)
+    assert Outcome.PASS == judge(now=before(110.0)).outcome
+    assert Outcome.FAIL == judge(now=110.0).outcome
+
+
+def test_a_slow_canary_is_due_when_enough_requests_were_expected() -> None:
+    """At 0.5 req/s, ln(1e6) = 13.8 expected requests take 27.6 s: due at the exact float."""
+    busy = make_cohort(2_700, rate=18.0)  # the baseline answers until t=150
+
+    due = wake_at(now=120.0, baseline=busy, expected_rate=0.5)
+
+    assert due is not None
+    assert 100.0 + math.log(1e6) / 0.5 == pytest.approx(due, abs=1e-9)
+    assert Outcome.PASS == judge(now=before(due), baseline=busy, expected_rate=0.5).outcome
+    assert Outcome.FAIL == judge(now=due, baseline=busy, expected_rate=0.5).outcome
+
+
+def test_a_failing_silence_is_due_again_when_the_baseline_falls_silent_too() -> None:
+    """The baseline's last event is at t=110 (18 req/s): quiet too from t=120 on."""
+    assert 120.0 == wake_at(now=115.0)
+    assert Outcome.FAIL == judge(now=before(120.0)).outcome
+    assert Outcome.INCONCLUSIVE == judge(now=120.0).outcome
+
+
+def test_a_canary_that_never_answered_is_due_from_the_step_start() -> None:
+    assert 110.0 == wake_at(now=100.0, canary=CohortStats(), started=100.0, expected_rate=20.0)
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs"),
+    [
+        ("both silent: only data changes it", {"now": 200.0}),
+        ("no traffic routed to the canary", {"now": 105.0, "share": 0.0}),
+        ("no traffic share, no expected rate", {"now": 105.0, "share": None}),
+        ("all traffic on the canary, no expected rate", {"now": 105.0, "share": 1.0}),
+        ("a baseline too small for a rate", {"now": 105.0, "baseline": make_cohort(5)}),
+        ("failing nearly every request", {"now": 101.0, "canary": make_cohort(60, 58)}),
+        ("nothing to measure silence from", {"now": 5.0, "canary": CohortStats(), "started": None}),
+    ],
+)
+def test_no_wake_up_when_only_new_data_can_change_the_outcome(
+    case: str, kwargs: dict[str, object]
+) -> None:
+    now = kwargs["now"]
+    assert isinstance(now, float)
+    outcome = judge(**kwargs).outcome  # type: ignore[arg-type]
+
+    assert None is wake_at(**kwargs), case  # type: ignore[arg-type]
+    for later in (now + 1.0, now + 1e3, now + 1e7):
+        assert outcome == judge(**{**kwargs, "now": later}).outcome, case  # type: ignore[arg-type]

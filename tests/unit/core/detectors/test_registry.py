@@ -7,6 +7,7 @@ import pytest
 
 from controller.core.detectors import (
     DETECTORS,
+    Detector,
     EvaluationContext,
     InvalidParameterError,
     UnknownDetectorError,
@@ -16,6 +17,8 @@ from controller.core.detectors import (
 from controller.core.stats import CohortStats
 from controller.core.verdict import Outcome
 from controller.errors import RolloutError
+
+from ..factories import make_cohort
 
 NAMES = [
     "error_rate",
@@ -86,3 +89,39 @@ def test_parameters_take_their_wire_forms() -> None:
     assert 300.0 == latency.params.max_ms  # type: ignore[attr-defined]
     assert {"age": 0.25} == skew.params.thresholds  # type: ignore[attr-defined]
     assert 100 == skew.params.min_samples  # type: ignore[attr-defined]
+
+
+# ---- what each detector says about itself --------------------------------------------------
+
+#: name -> (spends alpha with its default parameters, judged from the clock)
+CAPABILITIES = {
+    "error_rate": (True, False),
+    "latency": (True, False),
+    "outage": (False, True),
+    "prediction_skew": (False, False),
+    "training_serving_skew": (False, False),
+    "data_quality": (True, False),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_detector_says_what_it_spends_and_whether_the_clock_judges_it(name: str) -> None:
+    detector = build_detector(name)
+
+    assert isinstance(detector, Detector)
+    assert CAPABILITIES[name] == (detector.spends_alpha(), detector.judged_from_clock)
+
+
+def test_a_latency_rule_with_only_plain_p99_rules_spends_no_alpha() -> None:
+    assert not build_detector("latency", {"quantiles": [], "max_ratio": 1.5}).spends_alpha()
+    assert build_detector("latency", {"quantiles": [0.9]}).spends_alpha()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not CAPABILITIES[n][1]])
+def test_a_detector_not_judged_from_the_clock_never_asks_to_be_woken(name: str) -> None:
+    baseline = make_cohort(500, 3, start=0.0, rate=10.0)
+    canary = make_cohort(50, 40, start=0.0, rate=1.0)
+
+    for now in (0.0, 60.0, 1e9):
+        context = EvaluationContext(now=now, step_started_at=0.0, traffic_share=0.1)
+        assert None is build_detector(name).wake_at(baseline, canary, context)
