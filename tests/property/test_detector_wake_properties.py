@@ -51,6 +51,11 @@ outage_params = st.fixed_dictionaries(
         "max_failure_share": st.floats(0.5, 1.0),
     },
 )
+#: The parameters of each detector judged from the clock: a new one needs its strategy here.
+PARAMS: dict[str, st.SearchStrategy[dict[str, float]]] = {"outage": outage_params}
+configured = st.sampled_from(CLOCK_DETECTORS).flatmap(
+    lambda name: st.tuples(st.just(name), PARAMS[name])
+)
 #: Where to look between two wake-ups: fractions of the way, and far beyond a None.
 fractions = st.lists(st.floats(0.0, 1.0, exclude_min=True, exclude_max=True), max_size=5)
 beyond = st.lists(st.floats(1e-6, 1e7), min_size=1, max_size=5)
@@ -64,8 +69,7 @@ def at(context: EvaluationContext, now: float) -> EvaluationContext:
 
 @settings(max_examples=400, deadline=None)
 @given(
-    st.sampled_from(CLOCK_DETECTORS),
-    outage_params,
+    configured,
     cohorts(max_size=120),
     cohorts(max_size=40),
     contexts,
@@ -73,15 +77,14 @@ def at(context: EvaluationContext, now: float) -> EvaluationContext:
     beyond,
 )
 def test_the_outcome_holds_until_wake_at_and_turns_exactly_at_it(
-    name: str,
-    params: dict[str, float],
+    detector_params: tuple[str, dict[str, float]],
     baseline: CohortStats,
     canary: CohortStats,
     context: EvaluationContext,
     between: list[float],
     later: list[float],
 ) -> None:
-    detector = build_detector(name, params)
+    detector = build_detector(*detector_params)
 
     def outcome(now: float) -> Outcome:
         return detector.evaluate(baseline, canary, at(context, now)).outcome
@@ -125,3 +128,7 @@ def test_earliest_says_none_when_the_condition_holds_at_no_finite_time() -> None
     assert None is earliest(lambda t: t >= math.inf, 1.0)
     assert None is earliest(lambda t: False, 1.0)
     assert None is earliest(lambda t: t >= 0.0, math.inf)
+
+
+def test_every_detector_judged_from_the_clock_has_its_parameters_drawn_here() -> None:
+    assert sorted(PARAMS) == CLOCK_DETECTORS
