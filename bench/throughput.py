@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from controller.engine import Engine
 from controller.kafka_options import aiokafka_options
 from controller.policy_io import default_policy
 from controller.sdk import emit
@@ -47,7 +48,6 @@ from controller.settings import Settings, load_settings
 from controller.stream import native
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
-from controller.stream.engine import Engine
 from controller.topics import create_topics, topic_name
 from schemas import (
     DeploymentRequested,

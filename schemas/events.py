@@ -408,6 +408,9 @@ class Alert(Payload):
     EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "alert.v1"
     TOPIC: ClassVar[Topic] = Topic.ALERTS
 
+    #: Deterministic: a function of the deployment, the rollout's alert sequence number, the
+    #: status and the dedup key (controller.core.ids.alert_id); the envelope's id too.
+    alert_id: Ident
     status: Literal["firing", "resolved"]
     severity: Severity
     kind: Name

@@ -185,6 +185,7 @@ def sample_payloads() -> list[s.Payload]:
             issued_at=T0,
         ),
         s.Alert: s.Alert(
+            alert_id="alert-1",
             status="firing",
             severity="critical",
             kind="latency",

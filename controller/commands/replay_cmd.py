@@ -33,7 +33,18 @@ policy_option = click.option(
 @click.command("replay")
 @click.argument("log", type=click.Path(allow_dash=True, dir_okay=False))
 @policy_option
-@click.option("--summary", is_flag=True, help="A table per deployment instead of the outputs.")
+@click.option(
+    "--summary",
+    is_flag=True,
+    help="A table per deployment instead of the outputs (with --outputs: the table to stderr).",
+)
+@click.option(
+    "--outputs",
+    "outputs",
+    is_flag=True,
+    help="Print the outputs, the envelopes the worker would publish, one per line (the "
+    "default without --summary).",
+)
 @click.option(
     "--tick",
     "tick_s",
@@ -42,12 +53,16 @@ policy_option = click.option(
     show_default=True,
     help="Tick the core every S seconds of event time between events (0: never).",
 )
-def replay_cmd(log: str, policy_path: Path | None, summary: bool, tick_s: float) -> None:
-    """Run the rollout core over LOG (JSON lines of CloudEvents; - for stdin).
+def replay_cmd(
+    log: str, policy_path: Path | None, summary: bool, outputs: bool, tick_s: float
+) -> None:
+    """Run the rollout core over LOG (JSON lines of CloudEvents; - for stdin), through the
+    same engine as the live worker (`rollout export` takes LOG from a live run's topics).
 
-    Prints what the core publishes (commands, alerts, decisions) as CloudEvents JSON lines,
-    one per line, in order; the `type` says which. Lines that are not valid events go to stderr
-    as {"kind": "rejected", ...} JSON lines and are skipped. Same log, same policy: same bytes.
+    Prints what the worker would publish (commands, alerts, decisions) as CloudEvents JSON
+    lines, one per line, in the worker's order and with its ids; the `type` says which. Lines
+    that are not valid events go to stderr as {"kind": "rejected", ...} JSON lines and are
+    skipped. Same log, same policy: same bytes.
     """
     from controller.replay.replay import read_lines, replay, summary_table
 
@@ -55,8 +70,10 @@ def replay_cmd(log: str, policy_path: Path | None, summary: bool, tick_s: float)
     out = sys.stdout.buffer
     err = sys.stderr.buffer
 
+    print_outputs = outputs or not summary
+
     def emit(event: Any) -> None:
-        if not summary:
+        if print_outputs:
             out.write(event.to_json() + b"\n")
 
     def reject(rejected: Any) -> None:
@@ -68,7 +85,8 @@ def replay_cmd(log: str, policy_path: Path | None, summary: bool, tick_s: float)
     except OSError as exc:
         raise click.ClickException(f"cannot read {log}: {exc.strerror}") from exc
     if summary:
-        out.write(summary_table(result).encode() + b"\n")
+        table = out if not outputs else err
+        table.write(summary_table(result).encode() + b"\n")
     out.flush()
 
 

@@ -26,10 +26,10 @@ def worker_cmd(policy_file: Path | None, loglevel: str) -> None:
     alerts and decisions. Settings come from the environment (see the README)."""
     import faust
 
+    from controller.engine import Engine
     from controller.observability import configure_logging, configure_tracing
     from controller.settings import load_settings
     from controller.stream.app import RolloutWorker
-    from controller.stream.engine import Engine
     from controller.topics import create_topics
 
     settings = load_settings(**({"policy_file": policy_file} if policy_file else {}))

@@ -1,4 +1,4 @@
-"""Deterministic ids for commands and decisions.
+"""Deterministic ids for commands, decisions and alerts.
 
 An id is a short sha256 of what makes the output unique inside its rollout: the deployment id,
 the rollout's transition sequence number (it grows by one with every decision), the action and
@@ -27,3 +27,9 @@ def command_id(deployment_id: str, seq: int, action: str, step: int) -> str:
 
 def decision_id(deployment_id: str, seq: int, action: str, step: int) -> str:
     return derive_id("dec", deployment_id, seq, action, step)
+
+
+def alert_id(deployment_id: str, alert_seq: int, status: str, dedup_key: str) -> str:
+    """An alert's id: a function of the rollout's alert sequence number (it grows by one with
+    every alert), the status and the dedup key."""
+    return derive_id("alert", deployment_id, alert_seq, f"{status}\x1f{dedup_key}", 0)

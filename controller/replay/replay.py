@@ -1,26 +1,24 @@
 """Run the core over a recorded log: the same decisions, byte for byte, every time.
 
 A log is JSON lines of CloudEvents envelopes exactly as they travel on the topics (what
-`rollout simulate` writes, or a dump of the topics merged in time order). `Runner` holds one
-`RolloutState` per deployment and applies each event with `now` = the event's CloudEvents
-`time`; between events it ticks the core on a grid of `tick_s` seconds of event time (like
-the live worker's timer), so silences, bake times and deadlines act without events.
+`rollout simulate` writes, or what `rollout export` took from a live run's topics). `Runner`
+holds one `RolloutState` per deployment and drives the same `controller.engine.Engine` as the
+live worker: each event is applied with `now` = the event's CloudEvents `time`; between events
+the rollouts that are due are ticked on a grid of `tick_s` seconds of event time (like the live
+worker's timer), so silences, bake times and deadlines act without events.
 
 Time never runs backwards: `now` is the largest event time seen so far (a record stamped a
 little before the previous one, as happens when producers' clocks and batching interleave, is
 applied at the previous time). Ticks fall on multiples of `tick_s` (epoch-aligned); the ticks
 due at or before an event's time run before it is applied.
 
-The outputs (commands, alerts, decisions, in the order the core returns them) come out as
-CloudEvents envelopes, as the worker would publish them, with deterministic ids (a command's
-`command_id`, a decision's `decision_id`, an alert's digest of its dedup key, status, time and
-position among its deployment's outputs) and `time` = the output's own timestamp: the same log
-and policy give the same bytes.
+The outputs (commands, alerts, decisions) come out as the envelopes the worker publishes, in
+its order, with its deterministic ids (`command_id`, `decision_id`, `alert_id`) and `time` = the
+output's own timestamp: the same log and policy give the same bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,33 +27,12 @@ from typing import Any
 import orjson
 
 import schemas as s
-from controller.core import rollout
 from controller.core.policy import Policy
 from controller.core.state import RolloutState
+from controller.engine import SOURCE, Effects, Engine
 from schemas import Envelope, Rejection
 
-SOURCE = "rollout-controller/replay"
 DEFAULT_TICK_S = 1.0
-
-Output = s.Command | s.Decision | s.Alert
-
-
-def output_time(payload: Output) -> Any:
-    if isinstance(payload, s.Command):
-        return payload.issued_at
-    return payload.at
-
-
-def output_id(payload: Output, position: int) -> str:
-    """A deterministic CloudEvents id for an output of the core."""
-    if isinstance(payload, s.Command):
-        return payload.command_id
-    if isinstance(payload, s.Decision):
-        return payload.decision_id
-    material = "\x1f".join(
-        (payload.dedup_key, payload.status, payload.at.isoformat(), str(position))
-    )
-    return "alert-" + hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -91,21 +68,31 @@ class DeploymentReport:
 
 @dataclass
 class Runner:
-    """The core over a stream of events: one state per deployment, ticks between events.
+    """The engine over a stream of events: one state per deployment, ticks between events.
 
-    `feed(event)` returns what the core published because of it (and of the ticks before
-    it), as envelopes. The same sequence of events gives the same outputs.
+    `feed(event)` returns what the controller published because of it (and of the ticks
+    before it), as envelopes. The same sequence of events gives the same outputs.
+    `tick_every_rollout=True` ticks every live rollout at every grid time instead of only those
+    due (the same outputs, slower: a property test holds the two equal).
     """
 
     policy: Policy
     tick_s: float = DEFAULT_TICK_S
     source: str = SOURCE
+    tick_every_rollout: bool = False
     states: dict[str, RolloutState] = field(default_factory=dict)
     reports: dict[str, DeploymentReport] = field(default_factory=dict)
     now: float | None = None
     events: int = 0
+    #: rollouts judged by the timer
+    ticked: int = 0
+    engine: Engine = field(init=False)
     _next_tick: float | None = None
-    _outputs: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(
+            self.policy, source=self.source, tick_every_rollout=self.tick_every_rollout
+        )
 
     def feed(self, event: Envelope[Any]) -> list[Envelope[Any]]:
         """Apply one event at its time, after the ticks due before it."""
@@ -115,15 +102,14 @@ class Runner:
         self.now = now
         self.events += 1
         key = event.key()
-        state = self.states.get(key)
-        step = rollout.apply(state, event, self.policy, now)
-        if step.state is not None:
-            self.states[key] = step.state
-        published += self._publish(key, step)
+        effects = self.engine.on_event(self.states.get(key), event, now)
+        if effects.state is not None:
+            self.states[key] = effects.state
+        published += self._publish(key, effects)
         return published
 
     def advance(self, until: float) -> list[Envelope[Any]]:
-        """Tick every live rollout at each grid time up to `until` (inclusive)."""
+        """Tick the rollouts that are due at each grid time up to `until` (inclusive)."""
         if self.tick_s <= 0.0:
             return []
         if self._next_tick is None:
@@ -135,45 +121,34 @@ class Runner:
             self._next_tick = tick_at + self.tick_s
             if self.now is None or tick_at > self.now:
                 self.now = tick_at
-            for key in sorted(self.states):
+            for key in self.engine.due(sorted(self.states), self.now):
                 state = self.states[key]
                 if not state.is_live():
                     continue
-                step = rollout.tick(state, self.policy, self.now)
-                if step.state is not None:
-                    self.states[key] = step.state
-                published += self._publish(key, step)
+                self.ticked += 1
+                published += self._publish(key, self.engine.on_tick(state, self.now))
         return published
 
-    def _publish(self, key: str, step: rollout.Step) -> list[Envelope[Any]]:
-        state = step.state
+    def _publish(self, key: str, effects: Effects) -> list[Envelope[Any]]:
+        state = effects.state
         report = self.reports.get(key)
         if report is None and state is not None:
             report = self.reports[key] = DeploymentReport(
                 key, created_at=state.created_at, steps=len(state.steps)
             )
-        envelopes = []
-        for payload in step.outputs:
-            position = self._outputs[key] = self._outputs.get(key, 0) + 1
-            envelopes.append(
-                s.make_event(
-                    payload,
-                    source=self.source,
-                    time=output_time(payload),
-                    id=output_id(payload, position),
-                )
-            )
-            if report is None:
-                continue
-            if isinstance(payload, s.Command):
-                report.commands += 1
-            elif isinstance(payload, s.Alert):
-                report.alerts += 1
-            else:
-                report.decisions += 1
-                if payload.to_phase in ("promoted", "rolled_back", "aborted"):
-                    report.decided_at = payload.at.timestamp()
-                    report.reason = payload.reason
+        envelopes = [record.event for record in effects.records]
+        if report is not None:
+            for envelope in envelopes:
+                payload = envelope.data
+                if isinstance(payload, s.Command):
+                    report.commands += 1
+                elif isinstance(payload, s.Alert):
+                    report.alerts += 1
+                else:
+                    report.decisions += 1
+                    if payload.to_phase in ("promoted", "rolled_back", "aborted"):
+                        report.decided_at = payload.at.timestamp()
+                        report.reason = payload.reason
         if report is not None and state is not None:
             report.phase = state.phase.value
             report.step = state.step

@@ -20,37 +20,26 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import faust
-import orjson
 import structlog
 from kafka.partitioner.default import murmur2
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import Tracer
 
+from controller.engine import Engine
 from controller.kafka_options import faust_broker
 from controller.kafka_options import faust_credentials as broker_credentials
-from controller.observability import (
-    inject_headers,
-    messaging_attributes,
-    remote_parent,
-    traceparent_of,
-    tracer_or_default,
-)
-from controller.observability.messaging import Operation
+from controller.observability import tracer_or_default
 from controller.settings import Settings
-from controller.stream.deltas import StatsDelta
-from controller.stream.engine import Engine, Outputs
+from controller.stream.agent import Headers, RolloutAgent
 from controller.stream.lane import PredictionLane
 from controller.topics import stats_topic_name, topic_name
-from schemas import Alert, Envelope, Payload, Rejection, Topic, decode, make_event
+from schemas import Topic
 
 log = structlog.get_logger(__name__)
-
-SOURCE = "rollout-controller"
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -58,8 +47,22 @@ def partition_of(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+class FaustPublisher:
+    """The agent's publisher: the worker's output topics, through Faust's producer."""
+
+    def __init__(self, topics: dict[Topic, Any], names: dict[Topic, str]) -> None:
+        self.topics = topics
+        self.names = names
+
+    def topic_name(self, topic: Topic) -> str:
+        return self.names[topic]
+
+    async def send(self, topic: Topic, key: bytes | None, value: bytes, headers: Headers) -> None:
+        await self.topics[topic].send(key=key, value=value, headers=headers)
+
+
 class RolloutWorker:
-    """Builds the Faust app around an `Engine` (the core plus a policy)."""
+    """Builds the Faust app around a `RolloutAgent` and an `Engine` (the core plus a policy)."""
 
     def __init__(
         self,
@@ -121,17 +124,21 @@ class RolloutWorker:
             self.stats_topic,
             **raw,
         )
-        self.out = {
-            t: self.app.topic(self.names[t], **raw)
-            for t in (Topic.COMMANDS, Topic.ALERTS, Topic.DECISIONS, Topic.DEAD_LETTER)
-        }
+        outputs = (Topic.COMMANDS, Topic.ALERTS, Topic.DECISIONS, Topic.DEAD_LETTER)
+        self.out = {t: self.app.topic(self.names[t], **raw) for t in outputs}
+        self.agent = RolloutAgent(
+            engine,
+            self.table,
+            FaustPublisher(self.out, self.names),
+            stats_topic=self.stats_topic,
+            consumer_group=settings.consumer_group,
+            tracer=self.tracer,
+            clock=clock,
+        )
         self.app.agent(self.inputs, name="rollouts")(self._agent)
         self.app.timer(settings.tick_interval_s)(self._tick)
         #: one rollout is judged at a time: the agent and the timer never interleave on a state
         self._lock = asyncio.Lock()
-        self._decoded: dict[str, tuple[bytes, Any]] = {}
-        #: predictions the agent has merged into rollout states (statistics deltas' counts)
-        self.merged_predictions = 0
         self.lane: PredictionLane | None = None
         if lane:
             self.lane = PredictionLane(
@@ -145,6 +152,11 @@ class RolloutWorker:
             )
             self.app.task(self._run_lane)
 
+    @property
+    def merged_predictions(self) -> int:
+        """Predictions the agent has merged into rollout states (statistics deltas' counts)."""
+        return self.agent.merged_predictions
+
     # ---- the prediction lane ----------------------------------------------------------
 
     async def _run_lane(self) -> None:
@@ -156,7 +168,8 @@ class RolloutWorker:
         (`gc.freeze`): a full collection then walks only what was made since, not the whole
         heap. The lane keeps each group of records alive while it folds it, so the collector
         runs often; frozen, single records go about 1.3 times as fast (docs/performance.md)."""
-        assert self.lane is not None
+        if self.lane is None:
+            return
         gc.freeze()
         await self.lane.start()
         try:
@@ -177,29 +190,14 @@ class RolloutWorker:
     async def _agent(self, stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                async with self._lock:
-                    await self.handle(
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        message.value,
-                        message.headers,
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not stop the stream: the record is kept
-                log.exception("agent.error", topic=message.topic, offset=message.offset)
-                await self._dead_letter(
+            async with self._lock:
+                await self.agent.handle(
                     message.topic,
                     message.partition,
                     message.offset,
                     message.key,
                     message.value,
-                    Rejection(
-                        reason=f"internal error while processing: {type(exc).__name__}: {exc}"
-                    ),
+                    message.headers,
                 )
 
     async def handle(
@@ -211,229 +209,18 @@ class RolloutWorker:
         value: bytes | None,
         headers: Any,
     ) -> None:
-        now = self.clock()
-        header_list = _headers(headers)
-        if topic == self.stats_topic:
-            delta = StatsDelta.from_json(value or b"")
-            with self._process_span(topic, partition, offset, delta.deployment_id, header_list):
-                state = self._load(delta.deployment_id)
-                if state is None:
-                    return
-                new_state, outputs = self.engine.on_delta(state, delta, now)
-                self.merged_predictions += delta.count
-                await self._commit(delta.deployment_id, new_state, outputs, now)
-            return
-        result = decode(value, now=_dt(now))
-        if isinstance(result, Rejection):
-            await self._dead_letter(topic, partition, offset, key, value, result)
-            return
-        deployment_id = result.key()
-        with self._process_span(
-            topic, partition, offset, deployment_id, header_list, result.traceparent
-        ):
-            state = self._load(deployment_id)
-            new_state, outputs = self.engine.on_event(state, result, now)
-            await self._commit(deployment_id, new_state, outputs, now)
-
-    def _load(self, deployment_id: str) -> Any:
-        """The rollout's state: decoded from the table, or the decoded copy this worker wrote
-        last (the table still holds the very bytes object it was stored as)."""
-        raw = self.table.get(deployment_id.encode())
-        if raw is None:
-            return None
-        cached = self._decoded.get(deployment_id)
-        if cached is not None and cached[0] is raw:
-            return cached[1]
-        state = self.engine.load(orjson.loads(raw))
-        self._decoded[deployment_id] = (raw, state)
-        return state
-
-    async def _commit(
-        self, deployment_id: str, state: Any, outputs: Outputs, now: float, *, store: bool = True
-    ) -> None:
-        """Publish what the core decided, then store the new state.
-
-        Publishing first means a crash in between republishes the same deterministic ids on
-        restart (harmless for routers) instead of losing a command."""
-        await self._publish(outputs, now)
-        if state is not None and store:
-            raw = orjson.dumps(self.engine.dump(state))
-            self.table[deployment_id.encode()] = raw
-            self._decoded[deployment_id] = (raw, state)
+        """Process one record as the agent does (tests and benchmarks call it directly)."""
+        await self.agent.handle(topic, partition, offset, key, value, headers)
 
     # ---- the tick timer ---------------------------------------------------------------
 
     async def _tick(self) -> None:
         if self.app.rebalancing or getattr(self.app, "in_recovery", False):
             return
-        async with self._lock:
-            await self._tick_all()
-
-    async def _tick_all(self) -> None:
         actives = {
             tp.partition
             for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.names[Topic.DEPLOYMENTS]
         }
-        now = self.clock()
-        for key in list(self.table.keys()):
-            deployment_id = key.decode()
-            if partition_of(deployment_id, self.partitions) not in actives:
-                continue
-            try:
-                await self._tick_one(deployment_id, now)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one broken rollout must not stop the timer for the others
-                log.exception("tick.error", deployment=deployment_id)
-
-    async def _tick_one(self, deployment_id: str, now: float) -> None:
-        state = self._load(deployment_id)
-        if state is None or not self.engine.is_live(state):
-            return
-        new_state, outputs = self.engine.on_tick(state, now)
-        if outputs.empty():
-            return  # a tick that decides nothing only re-derives state: not stored
-        with self.tracer.start_as_current_span(
-            "tick rollout",
-            kind=SpanKind.INTERNAL,
-            attributes={"rollout.deployment_id": deployment_id},
-        ):
-            await self._commit(deployment_id, new_state, outputs, now)
-
-    # ---- publishing -------------------------------------------------------------------
-
-    def _process_span(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: str,
-        headers: list[tuple[str, bytes]],
-        traceparent: str | None = None,
-    ) -> Any:
-        parent = remote_parent(headers, traceparent, None)
-        return self.tracer.start_as_current_span(
-            f"process {topic}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=messaging_attributes(
-                Operation.PROCESS,
-                topic,
-                key=key,
-                partition=partition,
-                offset=offset,
-                group=self.settings.consumer_group,
-            ),
-        )
-
-    async def _publish(self, outputs: Outputs, now: float) -> None:
-        for decision, commands, alerts in outputs.groups:
-            with self.tracer.start_as_current_span(
-                "decide rollout",
-                attributes={
-                    "rollout.deployment_id": decision.deployment_id if decision else "",
-                    "rollout.from_phase": decision.from_phase if decision else "",
-                    "rollout.to_phase": decision.to_phase if decision else "",
-                    "rollout.reason": decision.reason if decision else "",
-                },
-            ) as span:
-                if decision is not None:
-                    span.set_attribute("rollout.decision_id", decision.decision_id)
-                    log.info(
-                        "rollout.decision",
-                        deployment=decision.deployment_id,
-                        from_phase=decision.from_phase,
-                        to_phase=decision.to_phase,
-                        step=decision.step,
-                        reason=decision.reason,
-                    )
-                for command in commands:
-                    log.info(
-                        "rollout.command",
-                        deployment=command.deployment_id,
-                        action=command.action.value,
-                        command_id=command.command_id,
-                        canary_percent=command.canary_percent,
-                        reason=command.reason,
-                    )
-                    await self._send(Topic.COMMANDS, command, command.command_id, now)
-                for alert in alerts:
-                    log.info(
-                        "rollout.alert",
-                        deployment=alert.deployment_id,
-                        status=alert.status,
-                        kind=alert.kind,
-                        dedup_key=alert.dedup_key,
-                        summary=alert.summary,
-                    )
-                    await self._send(Topic.ALERTS, alert, alert_id(alert), now)
-                if decision is not None:
-                    await self._send(Topic.DECISIONS, decision, decision.decision_id, now)
-
-    async def _send(self, topic: Topic, payload: Payload, event_id: str | None, now: float) -> None:
-        name = self.names[topic]
-        with self.tracer.start_as_current_span(
-            f"send {name}",
-            kind=SpanKind.PRODUCER,
-            attributes=messaging_attributes(Operation.SEND, name, key=payload.record_key()),
-        ):
-            event = make_event(
-                payload,
-                source=SOURCE,
-                time=_dt(now),
-                id=event_id,
-                traceparent=traceparent_of(),
-            )
-            await self.out[topic].send(
-                key=event.key().encode(), value=event.to_json(), headers=inject_headers()
-            )
-
-    async def _dead_letter(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        rejection: Rejection,
-    ) -> None:
-        log.warning(
-            "agent.rejected",
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            reason=rejection.reason,
-        )
-        letter = rejection.to_dead_letter(
-            value or b"",
-            rejected_at=_dt(self.clock()),
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-        )
-        event: Envelope[Any] = make_event(
-            letter, source=SOURCE, time=_dt(self.clock()), id=f"dlq:{topic}:{partition}:{offset}"
-        )
-        await self.out[Topic.DEAD_LETTER].send(key=key, value=event.to_json())
-
-
-def alert_id(alert: Alert) -> str:
-    """A deterministic CloudEvents id for an alert: its dedup key, status and time."""
-    material = "\x1f".join((alert.dedup_key, alert.status, alert.at.isoformat()))
-    return "alert-" + hashlib.sha256(material.encode()).hexdigest()[:16]
-
-
-def _headers(headers: Any) -> list[tuple[str, bytes]]:
-    if not headers:
-        return []
-    if isinstance(headers, dict):
-        return [(k, v) for k, v in headers.items()]
-    return list(headers)
-
-
-def _dt(now: float) -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(now, UTC)
+        async with self._lock:
+            await self.agent.tick(lambda key: partition_of(key, self.partitions) in actives)

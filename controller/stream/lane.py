@@ -43,6 +43,7 @@ from aiokafka import (
 from opentelemetry.trace import Link, Tracer, use_span
 
 from controller.core.stats.cohort import StatsConfig
+from controller.engine import dead_letter
 from controller.kafka_options import aiokafka_options
 from controller.observability import (
     extract_from_headers,
@@ -55,7 +56,7 @@ from controller.observability.propagation import span_context_of
 from controller.stream.deltas import DeploymentFold, Folder, Sources, StatsDelta
 from controller.stream.native import accumulator, epoch_us
 from controller.stream.native import available as native_available
-from schemas import Envelope, Rejection, decode
+from schemas import Rejection, decode
 from schemas.fast import MAX_FUTURE_SKEW, PredictionEvent, Served, predictions_decoder
 
 log = structlog.get_logger(__name__)
@@ -390,14 +391,6 @@ class PredictionLane:
     ) -> asyncio.Future[Any]:
         assert self._producer is not None
         self.counters.rejected += 1
-        letter = rejection.to_dead_letter(
-            record.value or b"",
-            rejected_at=now,
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-        )
         log.warning(
             "lane.rejected",
             topic=record.topic,
@@ -405,14 +398,15 @@ class PredictionLane:
             offset=record.offset,
             reason=rejection.reason,
         )
-        from schemas import make_event
-
-        event: Envelope[Any] = make_event(
-            letter,
-            source="rollout-controller/lane",
-            time=now,
-            id=f"dlq:{record.topic}:{record.partition}:{record.offset}",
+        letter = dead_letter(
+            rejection,
+            record.value,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            now=now.timestamp(),
         )
         return await self._producer.send(
-            self.dead_letter_topic, key=record.key, value=event.to_json()
+            self.dead_letter_topic, key=record.key, value=letter.encode()
         )

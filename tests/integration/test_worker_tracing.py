@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from controller.engine import Engine
 from controller.policy_io import default_policy
 from controller.sdk import CommandListener, PredictionReporter, emit
 from controller.settings import Settings, load_settings
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
-from controller.stream.engine import Engine
 from controller.topics import create_topics, stats_topic_name, topic_name
 from schemas import (
     Command,

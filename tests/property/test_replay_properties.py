@@ -136,3 +136,27 @@ def test_a_rollout_ends_once_with_one_terminal_command(
     ends = [i for i, d in enumerate(decisions) if d["to_phase"] in TERMINAL]
     assert ends == [] or ends == [len(decisions) - 1]
     assert all(d["reason"] for d in decisions)
+
+
+def _run_ticking(lines: list[bytes], *, every_rollout: bool, tick_s: float) -> list[bytes]:
+    runner = Runner(POLICY, tick_s=tick_s, tick_every_rollout=every_rollout)
+    out: list[bytes] = []
+    for line in lines:
+        decoded = s.decode(line)
+        assert not isinstance(decoded, s.Rejection)
+        out += [e.to_json() for e in runner.feed(decoded)]
+    return out
+
+
+@FAST
+@given(scenarios, seeds, configs, st.sampled_from([0.5, 1.0, 2.0]))
+def test_ticking_only_the_rollouts_that_are_due_decides_what_ticking_all_decides(
+    scenario: str, seed: int, config: FleetConfig, tick_s: float
+) -> None:
+    """The wake-ups leave out only ticks that would decide nothing: the same bytes out."""
+    log, _ = simulate(scenario, seed, config)
+
+    every = _run_ticking(log, every_rollout=True, tick_s=tick_s)
+    due = _run_ticking(log, every_rollout=False, tick_s=tick_s)
+
+    assert every == due

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import schemas as s
 from controller.core.phases import TRANSITIONS, Phase
 from controller.core.policy import Policy
-from controller.core.rollout import RolloutState, Served, Step, apply, evaluate, observe
+from controller.core.rollout import Result, RolloutState, Served, apply, evaluate, observe
 from tests.factories import make_deployment
 from tests.unit.core.rollout_helpers import START, UNIT_POLICY, three_steps
 
@@ -88,7 +88,7 @@ def person_event(kind: str, step: int) -> s.Payload:
 class Run:
     """What one sequence produced."""
 
-    steps: list[Step] = field(default_factory=list)
+    steps: list[Result] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
     state: RolloutState | None = None
 

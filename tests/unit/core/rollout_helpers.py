@@ -6,7 +6,7 @@ from typing import Any
 
 import schemas as s
 from controller.core.policy import Policy
-from controller.core.rollout import RolloutState, Served, Step, apply, evaluate, observe
+from controller.core.rollout import Result, RolloutState, Served, apply, evaluate, observe
 from tests.factories import T0, make_deployment
 
 START = T0.timestamp()
@@ -55,14 +55,14 @@ class Rollout:
     ) -> None:
         self.policy = policy or unit_policy()
         self.now = start
-        self.steps: list[Step] = []
+        self.steps: list[Result] = []
         first = self._record(
             apply(None, request or deployment(), self.policy, self.now, event_id="deploy")
         )
         assert first.state is not None
         self.state: RolloutState = first.state
 
-    def _record(self, step: Step) -> Step:
+    def _record(self, step: Result) -> Result:
         self.steps.append(step)
         if step.state is not None:
             self.state = step.state
@@ -70,13 +70,13 @@ class Rollout:
 
     # ---- driving ---------------------------------------------------------------------
 
-    def send(self, payload: s.Payload, event_id: str | None = None) -> Step:
+    def send(self, payload: s.Payload, event_id: str | None = None) -> Result:
         return self._record(apply(self.state, payload, self.policy, self.now, event_id))
 
     def wait(self, seconds: float) -> None:
         self.now += seconds
 
-    def tick(self) -> Step:
+    def tick(self) -> Result:
         return self._record(evaluate(self.state, self.policy, self.now))
 
     def serve(

@@ -203,6 +203,7 @@ def test_other_deployments_other_events_and_garbage_are_skipped(
 ) -> None:
     listener = make_listener()
     alert = s.Alert(
+        alert_id="alert-1",
         status="firing",
         severity="critical",
         kind="latency",

@@ -1,0 +1,234 @@
+"""Alerts: what a rollout raises beside its decisions, under stable dedup keys.
+
+- A rule that FAILs fires once (critical when acting, warning in dry run) under the dedup key
+  `{deployment_id}/{rule}` and resolves when it stops failing.
+- ResourceUsage at or above the policy's warning (critical) share of its limit fires under
+  `{deployment_id}/resource.{resource}`, re-fires only on escalation to critical, and resolves
+  below the warning share.
+- A failed TrainingRun fires a warning under `{deployment_id}/training.{pipeline}`, resolved by
+  that pipeline's next success.
+
+Alerts still firing when the rollout ends stay firing (the rollout is no longer evaluated;
+alert managers expire them). Every alert's id derives from the rollout's alert sequence number
+(controller.core.ids.alert_id), so the worker and a replay give the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from controller.core.ids import alert_id
+from controller.core.policy import Policy
+from controller.core.rollout.assessment import Judged
+from controller.core.rollout.result import Collector, at, clip
+from controller.core.state import MAX_KEY, RolloutState
+from controller.core.verdict import Outcome
+from schemas import Alert, ResourceUsage, TrainingRun
+from schemas.events import Severity
+
+
+def dedup_key(state: RolloutState, name: str) -> str:
+    key = "_".join(f"{state.deployment_id}/{name}".split())  # an Ident: no blanks
+    if len(key) > MAX_KEY:  # keep it an Ident: a long key keeps its start and a digest
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        key = f"{key[: MAX_KEY - 18]}~{digest}"
+    return key
+
+
+def raise_alert(
+    state: RolloutState,
+    out: Collector,
+    now: float,
+    policy: Policy,
+    *,
+    status: str,
+    severity: Severity,
+    kind: str,
+    key: str,
+    rule: str,
+    summary: str,
+    evidence: Mapping[str, Any],
+) -> None:
+    """Fire or resolve the alert `key`, keeping the rollout's set of firing alerts in step."""
+    dep = state.deployment
+    if status == "firing":
+        state.firing[key] = severity.value
+    else:
+        state.firing.pop(key, None)
+    state.alert_seq += 1
+    wire_status = "firing" if status == "firing" else "resolved"
+    out.add(
+        Alert(
+            alert_id=alert_id(dep.deployment_id, state.alert_seq, wire_status, key),
+            status=wire_status,
+            severity=severity,
+            kind=kind,
+            deployment_id=dep.deployment_id,
+            subject=f"{dep.model} {dep.candidate_version}",
+            summary=clip(summary),
+            evidence=dict(evidence),
+            runbook_url=policy.runbook_url(
+                deployment_id=dep.deployment_id,
+                rule=rule,
+                detector=kind,
+                kind=kind,
+                model=dep.model,
+            ),
+            dedup_key=key,
+            at=at(now),
+        )
+    )
+
+
+def rule_alerts(
+    state: RolloutState, policy: Policy, now: float, out: Collector, judged: Sequence[Judged]
+) -> None:
+    """Fire the alert of each rule that newly fails; resolve those that no longer fail."""
+    for j in judged:
+        failed = j.verdict.outcome is Outcome.FAIL
+        if not failed and not state.firing:
+            continue  # the common case: nothing fails, nothing to resolve
+        key = dedup_key(state, j.rule.name)
+        firing = state.firing.get(key)
+        severity = Severity.CRITICAL if j.acting else Severity.WARNING
+        mode = "" if j.acting else " (dry run)"
+        evidence = {**dict(j.verdict.evidence), "rule": j.rule.name, "acting": j.acting}
+        if failed and firing is None:
+            raise_alert(
+                state,
+                out,
+                now,
+                policy,
+                status="firing",
+                severity=severity,
+                kind=j.rule.detector_name,
+                key=key,
+                rule=j.rule.name,
+                summary=f"{j.rule.name}{mode}: {j.verdict.reason}",
+                evidence=evidence,
+            )
+        elif not failed and firing is not None:
+            raise_alert(
+                state,
+                out,
+                now,
+                policy,
+                status="resolved",
+                severity=Severity(firing),
+                kind=j.rule.detector_name,
+                key=key,
+                rule=j.rule.name,
+                summary=f"{j.rule.name} no longer failing: {j.verdict.reason}",
+                evidence=evidence,
+            )
+
+
+def on_resource(
+    state: RolloutState, event: ResourceUsage, policy: Policy, now: float, out: Collector
+) -> None:
+    if event.limit is None:
+        out.note(f"resource {event.resource!r} has no limit: nothing to judge")
+        return
+    settings = policy.alerts
+    share = event.used / event.limit
+    key = dedup_key(state, f"resource.{event.resource}")
+    severity = (
+        Severity.CRITICAL
+        if share >= settings.resource_critical
+        else Severity.WARNING
+        if share >= settings.resource_warning
+        else None
+    )
+    evidence = {
+        "resource": event.resource,
+        "used": event.used,
+        "limit": event.limit,
+        "unit": event.unit,
+        "share": share,
+        "pipeline": event.pipeline,
+    }
+    usage = (
+        f"{event.resource} at {share:.0%} of its limit "
+        f"({event.used:g}/{event.limit:g} {event.unit})"
+    )
+    current = state.firing.get(key)
+    if severity is None:
+        if current is not None:
+            raise_alert(
+                state,
+                out,
+                now,
+                policy,
+                status="resolved",
+                severity=Severity(current),
+                kind="resource",
+                key=key,
+                rule=event.resource,
+                summary=f"{usage}: back below {settings.resource_warning:.0%}",
+                evidence=evidence,
+            )
+        return
+    if current is None or (current == Severity.WARNING and severity is Severity.CRITICAL):
+        limit = (
+            settings.resource_critical
+            if severity is Severity.CRITICAL
+            else settings.resource_warning
+        )
+        raise_alert(
+            state,
+            out,
+            now,
+            policy,
+            status="firing",
+            severity=severity,
+            kind="resource",
+            key=key,
+            rule=event.resource,
+            summary=f"{usage} >= {limit:.0%}",
+            evidence=evidence,
+        )
+
+
+def on_training_run(
+    state: RolloutState, event: TrainingRun, policy: Policy, now: float, out: Collector
+) -> None:
+    if not policy.alerts.training_run_failed:
+        return
+    key = dedup_key(state, f"training.{event.pipeline}")
+    evidence = {
+        "pipeline": event.pipeline,
+        "run_id": event.run_id,
+        "status": event.status,
+        "duration_s": event.duration_s,
+        "error": event.error,
+    }
+    if event.status == "failed" and key not in state.firing:
+        raise_alert(
+            state,
+            out,
+            now,
+            policy,
+            status="firing",
+            severity=Severity.WARNING,
+            kind="training_run",
+            key=key,
+            rule=event.pipeline,
+            summary=f"training run {event.run_id} of {event.pipeline} failed: {event.error}",
+            evidence=evidence,
+        )
+    elif event.status == "succeeded" and key in state.firing:
+        raise_alert(
+            state,
+            out,
+            now,
+            policy,
+            status="resolved",
+            severity=Severity.WARNING,
+            kind="training_run",
+            key=key,
+            rule=event.pipeline,
+            summary=f"training run {event.run_id} of {event.pipeline} succeeded",
+            evidence=evidence,
+        )

@@ -1,0 +1,208 @@
+"""Evaluation: judge the rules, then act on the assessment.
+
+In this order: an acting rule that FAILs rolls the canary back; else the deadline acts once it
+has passed; else a progressing step whose gates are met and that nothing holds passes (to the
+next step, an approval gate, or promotion).
+
+- The deadline (plan.deadline_s, else the policy's `deadline.after_s`) counts from the
+  deployment request and acts once: rollback (aborted if no traffic was ever sent), pause, or
+  promote. A promote deadline never overrides a person: while paused or awaiting approval it
+  waits until the rollout progresses again. A rule without data whose `no_data` is `rollback`
+  turns any deadline into a rollback.
+- Statistics are cumulative for the rollout (the anytime-valid tests need all the data); the
+  step gates count the canary requests observed since the step's traffic was set. Rules with
+  `window: recent` judge two rotating panes instead (see `state.Panes`).
+"""
+
+from __future__ import annotations
+
+from controller.core.phases import Phase
+from controller.core.policy import DeadlineAction, Policy, PolicyError
+from controller.core.rollout.alerts import rule_alerts
+from controller.core.rollout.assessment import Assessment, assess, gates, judge
+from controller.core.rollout.result import Collector, Result
+from controller.core.rollout.transitions import end, pause, start_step, step_label, stop, transition
+from controller.core.state import RolloutState
+
+
+def evaluate_into(state: RolloutState, policy: Policy, now: float, out: Collector) -> Result:
+    if not state.phase.is_active():
+        return out.result(state)
+    try:
+        rules = state.rules(policy)
+    except PolicyError as exc:
+        # The policy changed under a live rollout and now rejects its guardrails: hold, judge
+        # nothing, let a person (or the deadline) decide.
+        out.note(f"rules not judged: {exc}")
+        deadline(state, policy, now, out, assess(()))
+        return out.result(state)
+    if state.traffic_started:
+        state.take_checkpoint(now, policy.checkpoint_s, rules)
+    judged = judge(state, rules, now) if state.traffic_started else ()
+    out.verdicts = tuple(j.verdict for j in judged)
+    rule_alerts(state, policy, now, out, judged)
+    assessment = assess(judged, gates(state, policy, now))
+    if assessment.failing:
+        roll_back(state, now, out, assessment)
+        return out.result(state)
+    if deadline(state, policy, now, out, assessment):
+        return out.result(state)
+    if assessment.may_advance():
+        advance(state, now, out, assessment)
+    return out.result(state)
+
+
+def roll_back(state: RolloutState, now: float, out: Collector, assessment: Assessment) -> None:
+    failing = assessment.failing
+    first = failing[0]
+    names = ", ".join(j.rule.name for j in failing)
+    reason = "; ".join(f"{j.rule.name}: {j.verdict.reason}" for j in failing)
+    evidence = {
+        **dict(first.verdict.evidence),
+        "rule": first.rule.name,
+        "detector": first.rule.detector_name,
+        "failed_rules": [j.rule.name for j in failing],
+        "ignored": dict(state.ignored),
+    }
+    end(
+        state,
+        Phase.ROLLED_BACK,
+        out,
+        now,
+        reason=f"canary failed {names} at {step_label(state)}: {reason}",
+        evidence=evidence,
+        verdicts=assessment.verdicts_evidence(),
+    )
+
+
+def deadline(
+    state: RolloutState, policy: Policy, now: float, out: Collector, assessment: Assessment
+) -> bool:
+    """Apply the deadline once it has passed; True when the rollout ended or paused."""
+    deadline_s = state.deadline_s(policy)
+    if deadline_s is None or state.deadline_fired or now < state.created_at + deadline_s:
+        return False
+    action = policy.deadline.action
+    verdicts = assessment.verdicts_evidence()
+    evidence = {
+        "deadline_s": deadline_s,
+        "elapsed_s": now - state.created_at,
+        "action": action.value,
+        "step": state.step,
+    }
+    where = f"at {step_label(state)}" if state.traffic_started else "before the start"
+    if assessment.missing:
+        state.deadline_fired = True
+        names = ", ".join(j.rule.name for j in assessment.missing)
+        stop(
+            state,
+            out,
+            now,
+            reason=f"deadline of {deadline_s:g} s passed {where} with no data for {names} "
+            "(no_data: rollback)",
+            evidence=evidence,
+            verdicts=verdicts,
+        )
+        return True
+    if action is DeadlineAction.ROLLBACK:
+        state.deadline_fired = True
+        stop(
+            state,
+            out,
+            now,
+            reason=f"deadline of {deadline_s:g} s passed {where}",
+            evidence=evidence,
+            verdicts=verdicts,
+        )
+        return True
+    if action is DeadlineAction.PAUSE:
+        state.deadline_fired = True
+        if state.phase is Phase.PAUSED:
+            out.note("deadline passed while paused: stays paused")
+            return False
+        pause(
+            state,
+            out,
+            now,
+            reason=f"deadline of {deadline_s:g} s passed {where}: paused",
+            evidence=evidence,
+            verdicts=verdicts,
+        )
+        return True
+    # promote: only from progressing; a person's hold (pause, approval gate) wins until it ends
+    if state.phase is not Phase.PROGRESSING:
+        out.note(f"deadline passed while {state.phase}: promote waits for the hold to end")
+        return False
+    state.deadline_fired = True
+    end(
+        state,
+        Phase.PROMOTED,
+        out,
+        now,
+        reason=f"deadline of {deadline_s:g} s passed {where}: promoted (deadline action), "
+        "no acting rule failing",
+        evidence=evidence,
+        verdicts=verdicts,
+    )
+    return True
+
+
+def advance(state: RolloutState, now: float, out: Collector, assessment: Assessment) -> None:
+    """The step passed its gates: start the next step, wait at its approval gate, or promote."""
+    g = assessment.gates
+    if g is None:  # may_advance() implies gates; kept explicit for the type checker
+        return
+    evidence = {
+        "baked_s": g.baked_s,
+        "min_bake_s": g.min_bake_s,
+        "step_samples": g.samples,
+        "min_samples": g.min_samples,
+        "canary_requests": state.canary.requests,
+        "baseline_requests": state.baseline.requests,
+        "canary_error_rate": state.canary.error_rate,
+        "baseline_error_rate": state.baseline.error_rate,
+        "ignored": dict(state.ignored),
+    }
+    acting = assessment.acting
+    passed = f"{len(acting)} acting rules pass" if acting else "no acting rules"
+    summary = (
+        f"{step_label(state)} passed: baked {g.baked_s:.0f} s >= {g.min_bake_s:g} s, "
+        f"{g.samples} canary requests >= {g.min_samples}, {passed}"
+    )
+    verdicts = assessment.verdicts_evidence()
+    nxt = state.step + 1
+    if nxt >= len(state.steps):
+        end(
+            state,
+            Phase.PROMOTED,
+            out,
+            now,
+            reason=f"{summary}; promoted",
+            evidence=evidence,
+            verdicts=verdicts,
+        )
+        return
+    if state.steps[nxt].requires_approval and nxt not in state.approvals:
+        state.gate = nxt
+        transition(
+            state,
+            Phase.AWAITING_APPROVAL,
+            out,
+            now,
+            reason=f"{summary}; waiting for approval of {step_label(state, nxt)}",
+            evidence=evidence,
+            verdicts=verdicts,
+        )
+        return
+    approved = (
+        f" (approved by {state.approvals[nxt]})" if state.steps[nxt].requires_approval else ""
+    )
+    start_step(
+        state,
+        nxt,
+        out,
+        now,
+        reason=f"{summary}; next: {step_label(state, nxt)}{approved}",
+        evidence=evidence,
+        verdicts=verdicts,
+    )

@@ -1,0 +1,378 @@
+"""Inputs: what each event does to a rollout before it is judged.
+
+- The bake clock of a step starts when its `set_traffic` command is issued; a `TrafficApplied`
+  for that command moves it to the router's `applied_at` (clamped between the issue time and
+  `now`): bake time counts while the traffic is really on the canary.
+- Predictions whose version is not the deployment's (candidate for canary and shadow, baseline
+  for baseline) are counted in `ignored` and left out. The shadow cohort is kept apart and never
+  gates.
+- Approvals: `ApprovalGranted(step=k)` opens the gate before step k (0 is the start); an
+  approval for a later step is remembered and opens that gate when it is reached; one for a step
+  already passed, or out of range, is a no-op. `ApprovalDenied(step=k)` for the gate waiting or
+  a later one ends the rollout: `aborted` while the canary has never had traffic, `rolled_back`
+  (with a rollback command) once it has.
+- Commands go to the router only once the rollout has sent traffic to the canary: an abort (or
+  a pause, or a deadline) before the start changes the phase without a command.
+- Pause holds traffic (command `pause`) and stops the steps advancing; acting rules still roll
+  back a failing canary while paused. Resume returns to where the rollout was (re-sending the
+  current `set_traffic`) and does not restart the bake clock.
+- Labels are counted, not joined to requests (a join needs the request ids; left out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from controller.core.phases import Phase
+from controller.core.policy import Policy, PolicyError, Window
+from controller.core.rollout.alerts import on_resource, on_training_run
+from controller.core.rollout.result import Collector
+from controller.core.rollout.transitions import (
+    end,
+    pause,
+    resume,
+    start_step,
+    step_label,
+    stop,
+    transition,
+)
+from controller.core.state import BASELINE, CANARY, SHADOW, Panes, RolloutState, Served
+from controller.core.stats.cohort import CohortStats
+from schemas import (
+    AbortRequested,
+    ApprovalDenied,
+    ApprovalGranted,
+    DataProfile,
+    DeploymentRequested,
+    LabelReported,
+    MetricReported,
+    PauseRequested,
+    Payload,
+    Prediction,
+    ResourceUsage,
+    ResumeRequested,
+    RollbackRequested,
+    TrafficApplied,
+    TrainingProfile,
+    TrainingRun,
+)
+
+Handler = Callable[[RolloutState, Any, Policy, float, Collector], None]
+
+
+def expected_version(state: RolloutState, cohort: str) -> str | None:
+    dep = state.deployment
+    if cohort == BASELINE:
+        return dep.baseline_version
+    if cohort in (CANARY, SHADOW):
+        return dep.candidate_version
+    return None
+
+
+def observe(
+    state: RolloutState,
+    predictions: Iterable[Prediction | Served | tuple[Any, ...]],
+    now: float,
+) -> RolloutState:
+    """The fast path: fold predictions into the statistics; judge nothing (call `evaluate`).
+
+    Items are `schemas.Prediction` (or PredictionServed) models or `Served` tuples. Predictions
+    after the rollout ended, or of another version than the deployment's, are counted in
+    `state.ignored` and left out.
+    """
+    if state.phase.is_terminal():
+        n = sum(1 for _ in predictions)
+        state.count_ignored("after_end", n)
+        return state
+    stats = state.stats
+    panes = state.panes
+    if panes is not None:
+        for p in panes.values():
+            p.rotate(now)
+    canary_before = stats[CANARY].requests
+    candidate = state.deployment.candidate_version
+    baseline_version = state.deployment.baseline_version
+    for item in predictions:
+        if isinstance(item, Prediction):
+            cohort = item.cohort.value
+            version = item.version
+            ok, latency, event_time = item.ok, item.latency_ms, item.event_time.timestamp()
+            error_type, prediction, features = item.error_type, item.prediction, item.features
+        else:
+            cohort, version, ok, latency, event_time, *rest = item
+            rest += [None] * (3 - len(rest))
+            error_type, prediction, features = rest
+        expected = (
+            baseline_version
+            if cohort == BASELINE
+            else candidate
+            if cohort in (CANARY, SHADOW)
+            else None
+        )
+        if expected is None or version != expected:
+            state.count_ignored(f"version_mismatch:{cohort}")
+            continue
+        target = stats[cohort]
+        target.observe(
+            ok=ok,
+            latency_ms=latency,
+            event_time=event_time,
+            error_type=error_type,
+            prediction=prediction,
+            features=features,
+        )
+        if panes is not None and cohort in panes:
+            panes[cohort].current.observe(
+                ok=ok,
+                latency_ms=latency,
+                event_time=event_time,
+                error_type=error_type,
+                prediction=prediction,
+                features=features,
+            )
+    state.step_samples += stats[CANARY].requests - canary_before
+    return state
+
+
+def merge(
+    state: RolloutState,
+    cohorts: Iterable[tuple[str, str, CohortStats]],
+    now: float,
+    delta_id: str | None = None,
+) -> RolloutState:
+    """Merge pre-folded statistics, `(cohort, version, stats)` triples (the worker's lane).
+
+    A `delta_id` seen among the last MAX_RECENT_DATA_IDS is a redelivery: nothing changes.
+    """
+    if delta_id is not None:
+        if state.seen_data(delta_id):
+            return state
+        state.remember_data(delta_id)
+    if state.phase.is_terminal():
+        for _, _, stats in cohorts:
+            state.count_ignored("after_end", stats.requests)
+        return state
+    if state.panes is not None:
+        for p in state.panes.values():
+            p.rotate(now)
+    for cohort, version, stats in cohorts:
+        expected = expected_version(state, cohort)
+        if expected is None or version != expected:
+            state.count_ignored(f"version_mismatch:{cohort}", stats.requests)
+            continue
+        state.stats[cohort].merge_from(stats)  # in place: a copy per delta cost more than the merge
+        if state.panes is not None and cohort in state.panes:
+            state.panes[cohort].current.merge_from(stats)
+        if cohort == CANARY:
+            state.step_samples += stats.requests
+    return state
+
+
+def create(event: DeploymentRequested, policy: Policy, now: float, out: Collector) -> RolloutState:
+    state = RolloutState(
+        deployment=event,
+        phase=Phase.PENDING,
+        created_at=now,
+        training_profile=event.training_profile,
+    )
+    try:
+        rules = state.rules(policy)
+    except PolicyError as exc:
+        transition(
+            state,
+            Phase.ABORTED,
+            out,
+            now,
+            reason=f"deployment rejected by policy {policy.name!r}: {exc}",
+            evidence={"policy": policy.name, "problems": list(exc.problems)},
+        )
+        return state
+    if rules.has_window(Window.RECENT):
+        state.panes = {c: Panes.empty(policy.recent_s, now) for c in (BASELINE, CANARY)}
+    plan = event.plan
+    evidence = {
+        "policy": policy.name,
+        "steps": [s.canary_percent for s in plan.steps],
+        "rules": [r.describe() for r in rules.rules],
+        "alpha_total": rules.alpha_total,
+        "alpha_shared_by": list(rules.alpha_shared_by),
+        "recent_windows": rules.recent_windows,
+        "deadline_s": state.deadline_s(policy),
+    }
+    if plan.approval_to_start or plan.steps[0].requires_approval:
+        state.gate = 0
+        transition(
+            state,
+            Phase.AWAITING_APPROVAL,
+            out,
+            now,
+            reason=f"waiting for approval to start {step_label(state, 0)}",
+            evidence=evidence,
+        )
+    else:
+        start_step(
+            state,
+            0,
+            out,
+            now,
+            reason=f"rollout of {event.model} {event.candidate_version} started: "
+            f"{step_label(state, 0)}",
+            evidence=evidence,
+        )
+    return state
+
+
+def on_deployment(
+    state: RolloutState, event: DeploymentRequested, policy: Policy, now: float, out: Collector
+) -> None:
+    out.note(
+        f"rollout {state.deployment_id} already exists ({state.phase}): deployment request ignored"
+    )
+
+
+def on_granted(
+    state: RolloutState, event: ApprovalGranted, policy: Policy, now: float, out: Collector
+) -> None:
+    k = event.step
+    if k >= len(state.steps):
+        out.note(f"approval for step {k} ignored: the plan has {len(state.steps)} steps")
+        return
+    if state.traffic_started and k <= state.step:
+        out.note(f"approval for step {k} ignored: the rollout is past that gate")
+        return
+    state.approvals[k] = event.by
+    if state.phase is Phase.AWAITING_APPROVAL and state.gate == k:
+        start_step(
+            state,
+            k,
+            out,
+            now,
+            reason=f"{step_label(state, k)} approved by {event.by}"
+            + (f": {event.reason}" if event.reason else ""),
+            evidence={"approved_by": event.by, "approval_reason": event.reason},
+        )
+        return
+    waiting = "" if state.gate is None else f"; the gate waiting is step {state.gate}"
+    out.note(f"approval for step {k} by {event.by} recorded{waiting}")
+
+
+def on_denied(
+    state: RolloutState, event: ApprovalDenied, policy: Policy, now: float, out: Collector
+) -> None:
+    k = event.step
+    if k >= len(state.steps) or (state.traffic_started and k <= state.step):
+        out.note(f"denial for step {k} ignored: no such gate ahead")
+        return
+    detail = f": {event.reason}" if event.reason else ""
+    stop(
+        state,
+        out,
+        now,
+        reason=f"{step_label(state, k)} denied by {event.by}{detail}",
+        evidence={"denied_by": event.by, "denial_reason": event.reason, "denied_step": k},
+    )
+
+
+def on_pause(
+    state: RolloutState, event: PauseRequested, policy: Policy, now: float, out: Collector
+) -> None:
+    if state.phase is Phase.PAUSED:
+        out.note("already paused")
+        return
+    detail = f": {event.reason}" if event.reason else ""
+    pause(state, out, now, reason=f"paused by {event.by}{detail}", evidence={"by": event.by})
+
+
+def on_resume(
+    state: RolloutState, event: ResumeRequested, policy: Policy, now: float, out: Collector
+) -> None:
+    if state.phase is not Phase.PAUSED:
+        out.note(f"resume ignored: the rollout is {state.phase}, not paused")
+        return
+    detail = f": {event.reason}" if event.reason else ""
+    resume(state, out, now, reason=f"resumed by {event.by}{detail}", evidence={"by": event.by})
+
+
+def manual_end(phase: Phase, verb: str) -> Handler:
+    """The handler of a person's request to end the rollout in `phase` ("aborted by bob: ...")."""
+
+    def handler(
+        state: RolloutState,
+        event: AbortRequested | RollbackRequested,
+        policy: Policy,
+        now: float,
+        out: Collector,
+    ) -> None:
+        detail = f": {event.reason}" if event.reason else ""
+        end(
+            state,
+            phase,
+            out,
+            now,
+            reason=f"{verb} by {event.by}{detail}",
+            evidence={"by": event.by},
+        )
+
+    return handler
+
+
+on_abort = manual_end(Phase.ABORTED, "aborted")
+on_rollback = manual_end(Phase.ROLLED_BACK, "rolled back")
+
+
+def on_traffic_applied(
+    state: RolloutState, event: TrafficApplied, policy: Policy, now: float, out: Collector
+) -> None:
+    if event.command_id != state.step_command_id or state.step_started_at is None:
+        out.note(f"traffic applied for command {event.command_id}: not the current step's")
+        return
+    applied = event.applied_at.timestamp()
+    state.step_started_at = min(max(state.step_started_at, applied), now)
+    out.note(f"bake clock of {step_label(state)} starts at {state.step_started_at}")
+
+
+def on_profile(
+    state: RolloutState, event: DataProfile, policy: Policy, now: float, out: Collector
+) -> None:
+    if event.split != "training":
+        out.note(f"{event.split} profile {event.dataset!r} recorded nowhere: ignored")
+        return
+    previous = state.training_profile
+    state.training_profile = TrainingProfile(
+        dataset=event.dataset,
+        features=event.features,
+        prediction=None if previous is None else previous.prediction,
+    )
+    state.profile_version += 1
+    out.note(f"training profile now {event.dataset!r} ({len(event.features)} features)")
+
+
+def on_label(
+    state: RolloutState, event: LabelReported, policy: Policy, now: float, out: Collector
+) -> None:
+    state.labels += 1
+
+
+def on_metric(
+    state: RolloutState, event: MetricReported, policy: Policy, now: float, out: Collector
+) -> None:
+    out.note(f"metric {event.name!r} not judged (no metric rules)")
+
+
+#: The explicit table of inputs: payload type -> handler. Predictions take the fast path.
+HANDLERS: Mapping[type[Payload], Handler] = {
+    DeploymentRequested: on_deployment,
+    ApprovalGranted: on_granted,
+    ApprovalDenied: on_denied,
+    PauseRequested: on_pause,
+    ResumeRequested: on_resume,
+    AbortRequested: on_abort,
+    RollbackRequested: on_rollback,
+    TrafficApplied: on_traffic_applied,
+    DataProfile: on_profile,
+    LabelReported: on_label,
+    MetricReported: on_metric,
+    ResourceUsage: on_resource,
+    TrainingRun: on_training_run,
+}

@@ -1,0 +1,222 @@
+"""Transitions: the one place where a rollout's phase changes and commands are made.
+
+Every phase change goes through `transition` below (checked against the table in
+controller.core.phases), which bumps the rollout's transition sequence number, makes the command
+the action calls for, and records the decision. Command and decision ids derive from the
+deployment id, that sequence number, the action and the step (controller.core.ids), so the same
+inputs give the same ids in the live worker, in a replay and in a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from controller.core.ids import command_id, decision_id
+from controller.core.phases import Phase
+from controller.core.phases import transition as check_transition
+from controller.core.rollout.result import Collector, at, clip
+from controller.core.state import RolloutState
+from controller.errors import InvariantError
+from schemas import Command, CommandAction, Decision
+
+
+def transition(
+    state: RolloutState,
+    to: Phase,
+    out: Collector,
+    now: float,
+    *,
+    reason: str,
+    evidence: Mapping[str, Any] | None = None,
+    action: CommandAction | None = None,
+    verdicts: Sequence[Mapping[str, Any]] = (),
+) -> Command | None:
+    """Move `state` to phase `to` (checked against the table), with an optional command.
+
+    The command's traffic follows from the action: set_traffic the current step's share,
+    pause the current share, promote 100, rollback 0. A command is only issued once traffic has
+    gone to the canary, except set_traffic, which is what starts it.
+    """
+    if not reason:
+        raise InvariantError("every decision carries a reason")
+    reason = clip(reason)
+    from_phase = state.phase
+    check_transition(from_phase, to)
+    state.seq += 1
+    dep = state.deployment
+    command: Command | None = None
+    if action is not None and (state.traffic_started or action is CommandAction.SET_TRAFFIC):
+        if action.is_terminal() and state.terminal_command_id is not None:
+            raise InvariantError(
+                f"rollout {dep.deployment_id} already sent its terminal command "
+                f"{state.terminal_command_id}: at most one terminal command per rollout"
+            )
+        percent = {
+            CommandAction.SET_TRAFFIC: state.steps[state.step].canary_percent,
+            CommandAction.PAUSE: state.canary_percent,
+            CommandAction.PROMOTE: 100.0,
+            CommandAction.ROLLBACK: 0.0,
+        }[action]
+        command = Command(
+            command_id=command_id(dep.deployment_id, state.seq, action.value, state.step),
+            deployment_id=dep.deployment_id,
+            action=action,
+            canary_percent=float(percent),
+            step=state.step,
+            model=dep.model,
+            candidate_version=dep.candidate_version,
+            baseline_version=dep.baseline_version,
+            reason=reason,
+            evidence=dict(evidence or {}),
+            issued_at=at(now),
+        )
+        out.add(command)
+        state.canary_percent = float(percent)
+        if action.is_terminal():
+            state.terminal_command_id = command.command_id
+        if action is CommandAction.SET_TRAFFIC:
+            state.traffic_started = True
+    state.phase = to
+    out.add(
+        Decision(
+            decision_id=decision_id(
+                dep.deployment_id, state.seq, f"{from_phase.value}>{to.value}", state.step
+            ),
+            deployment_id=dep.deployment_id,
+            from_phase=from_phase.value,
+            to_phase=to.value,
+            step=state.step,
+            canary_percent=state.canary_percent,
+            reason=reason,
+            evidence=dict(evidence or {}),
+            verdicts=tuple(verdicts),
+            command_ids=() if command is None else (command.command_id,),
+            at=at(now),
+        )
+    )
+    return command
+
+
+def start_step(
+    state: RolloutState,
+    index: int,
+    out: Collector,
+    now: float,
+    reason: str,
+    evidence: Mapping[str, Any] | None = None,
+    verdicts: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """Set the traffic of step `index` (phase progressing) and restart the step's gates."""
+    state.step = index
+    state.gate = None
+    command = transition(
+        state,
+        Phase.PROGRESSING,
+        out,
+        now,
+        reason=reason,
+        evidence=evidence,
+        action=CommandAction.SET_TRAFFIC,
+        verdicts=verdicts,
+    )
+    if command is None:
+        raise InvariantError("a set_traffic transition always makes its command")
+    state.step_command_id = command.command_id
+    state.step_started_at = now
+    state.step_samples = 0
+
+
+def end(
+    state: RolloutState,
+    to: Phase,
+    out: Collector,
+    now: float,
+    *,
+    reason: str,
+    evidence: Mapping[str, Any] | None = None,
+    verdicts: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """End the rollout in `to` (rolled_back, aborted or promoted) with its terminal command."""
+    action = CommandAction.PROMOTE if to is Phase.PROMOTED else CommandAction.ROLLBACK
+    if to is Phase.PROMOTED:
+        state.step = len(state.steps) - 1
+    transition(
+        state, to, out, now, reason=reason, evidence=evidence, action=action, verdicts=verdicts
+    )
+
+
+def stop(
+    state: RolloutState,
+    out: Collector,
+    now: float,
+    *,
+    reason: str,
+    evidence: Mapping[str, Any] | None = None,
+    verdicts: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """Withdraw the canary: rolled_back once it has had traffic, aborted before that."""
+    to = Phase.ROLLED_BACK if state.traffic_started else Phase.ABORTED
+    end(state, to, out, now, reason=reason, evidence=evidence, verdicts=verdicts)
+
+
+def pause(
+    state: RolloutState,
+    out: Collector,
+    now: float,
+    *,
+    reason: str,
+    evidence: Mapping[str, Any],
+    verdicts: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """Hold traffic where it is (command `pause`); a resume returns to the current phase."""
+    state.resume_phase = state.phase
+    transition(
+        state,
+        Phase.PAUSED,
+        out,
+        now,
+        reason=reason,
+        evidence=evidence,
+        action=CommandAction.PAUSE,
+        verdicts=verdicts,
+    )
+
+
+def resume(
+    state: RolloutState, out: Collector, now: float, *, reason: str, evidence: Mapping[str, Any]
+) -> None:
+    """Return from a pause to where the rollout was, re-sending the current traffic."""
+    back = state.resume_phase or Phase.PROGRESSING
+    state.resume_phase = None
+    if back is Phase.AWAITING_APPROVAL:
+        gate = state.gate if state.gate is not None else state.step + 1
+        if gate in state.approvals:
+            start_step(
+                state,
+                gate,
+                out,
+                now,
+                reason=f"{reason}; {step_label(state, gate)} was approved by "
+                f"{state.approvals[gate]}",
+                evidence=evidence,
+            )
+            return
+        back_to = Phase.AWAITING_APPROVAL
+    else:
+        back_to = Phase.PROGRESSING
+    # the router held traffic on the pause command: tell it the current share again
+    transition(
+        state,
+        back_to,
+        out,
+        now,
+        reason=reason,
+        evidence=evidence,
+        action=CommandAction.SET_TRAFFIC if state.traffic_started else None,
+    )
+
+
+def step_label(state: RolloutState, index: int | None = None) -> str:
+    i = state.step if index is None else index
+    return f"step {i} ({state.steps[i].canary_percent:g}%)"

@@ -1,0 +1,238 @@
+"""The one shell contract: an input (or a tick) in, output records out, with ids and order.
+
+The live worker, `rollout replay`, `rollout simulate`, the benchmarks and the tests all drive the
+core through an `Engine`, so they cannot drift apart: the same inputs give the same output
+records (topic, key, envelope id, payload) in the same order. The engine holds no Faust, no
+Kafka, no clock, no logging and no tracing; a shell adds the trace context of its own spans to
+an output when it sends it (`OutputRecord.encode(traceparent=...)`).
+
+```
+Engine(policy)
+  .on_event(state, envelope, now) -> Effects    # a deployment / label / metric / prediction
+  .on_delta(state, cohorts, delta_id, now) -> Effects   # pre-folded statistics (the lane)
+  .on_tick(state, now) -> Effects               # the timer, for a rollout that is due
+  .due(keys, now) -> keys                       # which rollouts the timer must judge now
+dead_letter(rejection, value, ...) -> OutputRecord      # one dead-letter form for every shell
+```
+
+Output ids are deterministic functions of the rollout and its transition: a command's
+`command_id`, a decision's `decision_id`, an alert's `alert_id` (all from controller.core.ids);
+a dead letter's id names the record it rejects (`dlq:{topic}:{partition}:{offset}`). Outputs come
+in the core's order: as they occurred, a transition's command right before its decision.
+
+**Wake-ups.** After every call the engine records the rollout's next wake-up
+(`controller.core.rollout.next_wakeup`); `due` returns the rollouts whose wake-up has come,
+and those it has not seen yet (a worker that just recovered its table). A tick of any other
+rollout would decide nothing. `tick_every_rollout=True` turns this off (every live rollout is
+due at every tick), as the property test and the benchmark's baseline do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from controller.core import rollout
+from controller.core.policy import Policy
+from controller.core.rollout import Output, Result, RolloutState
+from controller.core.stats.cohort import CohortStats
+from schemas import Command, Decision, Envelope, Rejection, Topic, make_event
+
+#: The CloudEvents `source` of everything the controller publishes.
+SOURCE = "rollout-controller"
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """One record to publish: its topic, key and envelope (without trace context)."""
+
+    topic: Topic
+    key: str | None
+    event: Envelope[Any]
+
+    @property
+    def id(self) -> str:
+        return self.event.id
+
+    def key_bytes(self) -> bytes | None:
+        return None if self.key is None else self.key.encode()
+
+    def encode(self, traceparent: str | None = None) -> bytes:
+        """The record's value: the envelope's JSON, with the sender's trace context if any."""
+        event = self.event
+        if traceparent is not None:
+            event = event.model_copy(update={"traceparent": traceparent})
+        return event.to_json()
+
+
+def output_id(payload: Output) -> str:
+    """The deterministic CloudEvents id of an output of the core."""
+    if isinstance(payload, Command):
+        return payload.command_id
+    if isinstance(payload, Decision):
+        return payload.decision_id
+    return payload.alert_id
+
+
+def output_time(payload: Output) -> datetime:
+    return payload.issued_at if isinstance(payload, Command) else payload.at
+
+
+def output_record(payload: Output, source: str = SOURCE) -> OutputRecord:
+    event: Envelope[Any] = make_event(
+        payload, source=source, time=output_time(payload), id=output_id(payload)
+    )
+    return OutputRecord(payload.TOPIC, event.key(), event)
+
+
+def dead_letter(
+    rejection: Rejection,
+    value: bytes | None,
+    *,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    now: float,
+    source: str = SOURCE,
+) -> OutputRecord:
+    """The dead letter of a record the controller cannot process: its original bytes, where
+    it came from and why. Keyed like the original record."""
+    at = datetime.fromtimestamp(now, UTC)
+    letter = rejection.to_dead_letter(
+        value or b"",
+        rejected_at=at,
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+    )
+    event: Envelope[Any] = make_event(
+        letter, source=source, time=at, id=f"dlq:{topic}:{partition}:{offset}"
+    )
+    text_key = None if key is None else key.decode("utf-8", errors="replace")
+    return OutputRecord(Topic.DEAD_LETTER, text_key, event)
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What one engine call produced: the new state, the output records in publishing order,
+    and the core's result (verdicts, note)."""
+
+    state: RolloutState | None
+    records: tuple[OutputRecord, ...]
+    result: Result
+
+    def empty(self) -> bool:
+        return not self.records
+
+    def groups(self) -> tuple[tuple[OutputRecord, ...], ...]:
+        """The records cut after each decision (a shell wraps each group in one span)."""
+        groups: list[tuple[OutputRecord, ...]] = []
+        current: list[OutputRecord] = []
+        for record in self.records:
+            current.append(record)
+            if record.topic is Topic.DECISIONS:
+                groups.append(tuple(current))
+                current = []
+        if current:
+            groups.append(tuple(current))
+        return tuple(groups)
+
+
+@dataclass
+class Engine:
+    """The core plus a policy, and the rollouts' wake-ups."""
+
+    policy: Policy
+    source: str = SOURCE
+    tick_every_rollout: bool = False
+    #: The next wake-up of each rollout seen (None: only an input can wake it).
+    wakeups: dict[str, float | None] = field(default_factory=dict)
+
+    @classmethod
+    def from_policy_file(cls, path: Path | None, **kwargs: Any) -> Engine:
+        from controller.policy_io import default_policy, load_policy
+
+        return cls(load_policy(path) if path else default_policy(), **kwargs)
+
+    # ---- the stored form --------------------------------------------------------------
+
+    def load(self, raw: bytes) -> RolloutState:
+        return RolloutState.from_dict(orjson.loads(raw))
+
+    def dump(self, state: RolloutState) -> bytes:
+        return orjson.dumps(state.to_dict())
+
+    # ---- inputs -----------------------------------------------------------------------
+
+    def on_event(self, state: RolloutState | None, event: Envelope[Any], now: float) -> Effects:
+        """Apply one decoded event to its rollout (None until the deployment request)."""
+        return self._effects(rollout.apply(state, event, self.policy, now), now)
+
+    def on_delta(
+        self,
+        state: RolloutState,
+        cohorts: Iterable[tuple[str, str, CohortStats]],
+        delta_id: str | None,
+        now: float,
+    ) -> Effects:
+        """Merge pre-folded statistics (the lane's delta), then judge."""
+        rollout.merge(state, cohorts, now, delta_id=delta_id)
+        result = rollout.evaluate(state, self.policy, now)
+        return self._effects(result, now, state)
+
+    def on_tick(self, state: RolloutState, now: float) -> Effects:
+        """The timer: judge a rollout without new inputs (call it for the rollouts `due`)."""
+        return self._effects(rollout.tick(state, self.policy, now), now, state)
+
+    # ---- the timer --------------------------------------------------------------------
+
+    def due(self, keys: Iterable[str], now: float) -> list[str]:
+        """The rollouts among `keys` that a tick at `now` must judge, in the given order:
+        those whose wake-up has come, and those the engine has not seen since it started."""
+        wakeups = self.wakeups
+        due = []
+        for key in keys:
+            if key not in wakeups:
+                due.append(key)
+                continue
+            at = wakeups[key]
+            if at is not None and at <= now:
+                due.append(key)
+        return due
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop the wake-ups of rollouts this engine no longer owns (a rebalance)."""
+        for key in keys:
+            self.wakeups.pop(key, None)
+
+    def _effects(self, result: Result, now: float, state: RolloutState | None = None) -> Effects:
+        state = result.state or state
+        if state is not None:
+            key = state.deployment_id
+            if self.tick_every_rollout:
+                self.wakeups[key] = now if state.is_live() else None
+            else:
+                self.wakeups[key] = rollout.next_wakeup(
+                    state, self.policy, now, transitioned=bool(result.decisions)
+                )
+        records = tuple(output_record(o, self.source) for o in result.outputs)
+        return Effects(state, records, result)
+
+
+__all__ = [
+    "SOURCE",
+    "Effects",
+    "Engine",
+    "OutputRecord",
+    "dead_letter",
+    "output_id",
+    "output_record",
+    "output_time",
+]

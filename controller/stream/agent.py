@@ -1,0 +1,355 @@
+"""The rollout agent's logic, without Faust or a broker: records in, the engine, records out.
+
+`RolloutAgent` takes each record of the agent's input topics (deployments, labels, metrics and
+the lane's statistics deltas), decodes it, runs the engine on its rollout's state, publishes the
+output records and stores the new state; `tick` judges the rollouts that are due. It works over
+two narrow interfaces, so a test builds it with a dict and a list:
+
+- `Table`: the rollouts' stored states by deployment id (bytes to bytes); the worker gives it
+  the Faust table backed by a compacted changelog.
+- `Publisher`: `send(topic, key, value, headers)`; the worker's sends through Faust topics.
+
+Publishing comes before storing: after a crash in between, the record is processed again and
+yields the same deterministic ids (routers ignore a command id they have applied), instead of
+losing a command. Every record that cannot be processed, whatever the reason, goes to the
+dead-letter topic with the reason and its original bytes, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from opentelemetry.trace import SpanKind, Tracer
+
+from controller.core.rollout import RolloutState
+from controller.engine import Effects, Engine, OutputRecord, dead_letter
+from controller.observability import (
+    inject_headers,
+    messaging_attributes,
+    remote_parent,
+    traceparent_of,
+    tracer_or_default,
+)
+from controller.observability.messaging import Operation
+from controller.stream.deltas import StatsDelta
+from schemas import Rejection, Topic, decode
+
+log = structlog.get_logger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class Table(Protocol):
+    """The rollouts' stored states, by the deployment id's UTF-8."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+
+class Publisher(Protocol):
+    """Sends one record to a topic (the worker: through its Faust topics)."""
+
+    async def send(
+        self, topic: Topic, key: bytes | None, value: bytes, headers: Headers
+    ) -> None: ...
+
+
+class RolloutAgent:
+    """The agent's logic (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: Table,
+        publisher: Publisher,
+        *,
+        stats_topic: str,
+        consumer_group: str = "",
+        tracer: Tracer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.publisher = publisher
+        self.stats_topic = stats_topic
+        self.consumer_group = consumer_group
+        self.tracer = tracer_or_default(tracer)
+        self.clock = clock
+        #: the decoded state of each rollout this agent stored last, with the bytes stored
+        self._decoded: dict[str, tuple[bytes, RolloutState]] = {}
+        #: predictions merged into rollout states (the statistics deltas' counts)
+        self.merged_predictions = 0
+        #: rollouts judged by the timer since the start (those due)
+        self.ticked = 0
+
+    # ---- records ----------------------------------------------------------------------
+
+    async def handle(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+    ) -> None:
+        """Process one record; anything that goes wrong sends it to the dead-letter topic."""
+        try:
+            await self._handle(topic, partition, offset, key, value, _headers(headers))
+        except Exception as exc:  # a bug must not stop the stream: the record is kept
+            log.exception("agent.error", topic=topic, offset=offset)
+            rejection = Rejection(
+                reason=f"internal error while processing: {type(exc).__name__}: {exc}"
+            )
+            await self.reject(topic, partition, offset, key, value, rejection)
+
+    async def _handle(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+    ) -> None:
+        now = self.clock()
+        if topic == self.stats_topic:
+            delta = StatsDelta.from_json(value or b"")
+            with self._process_span(topic, partition, offset, delta.deployment_id, headers):
+                state = self.load(delta.deployment_id)
+                if state is None:
+                    return
+                effects = self.engine.on_delta(state, delta.cohorts, delta.delta_id, now)
+                self.merged_predictions += delta.count
+                await self.commit(delta.deployment_id, effects)
+            return
+        result = decode(value, now=datetime.fromtimestamp(now, UTC))
+        if isinstance(result, Rejection):
+            await self.reject(topic, partition, offset, key, value, result)
+            return
+        deployment_id = result.key()
+        with self._process_span(
+            topic, partition, offset, deployment_id, headers, result.traceparent
+        ):
+            effects = self.engine.on_event(self.load(deployment_id), result, now)
+            await self.commit(deployment_id, effects)
+
+    async def reject(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        rejection: Rejection,
+    ) -> None:
+        log.warning(
+            "agent.rejected",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason=rejection.reason,
+        )
+        record = dead_letter(
+            rejection,
+            value,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            now=self.clock(),
+            source=self.engine.source,
+        )
+        await self.publisher.send(Topic.DEAD_LETTER, key, record.encode(), [])
+
+    # ---- state ------------------------------------------------------------------------
+
+    def load(self, deployment_id: str) -> RolloutState | None:
+        """The rollout's state: decoded from the table, or the decoded copy this agent stored
+        last (the table still holds the very bytes object it was stored as)."""
+        raw = self.table.get(deployment_id.encode())
+        if raw is None:
+            return None
+        cached = self._decoded.get(deployment_id)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        state = self.engine.load(raw)
+        self._decoded[deployment_id] = (raw, state)
+        return state
+
+    async def commit(self, deployment_id: str, effects: Effects, *, store: bool = True) -> None:
+        """Publish what the core decided, then store the new state."""
+        await self.publish(effects)
+        state = effects.state
+        if state is not None and store:
+            raw = self.engine.dump(state)
+            self.table[deployment_id.encode()] = raw
+            self._decoded[deployment_id] = (raw, state)
+
+    # ---- the timer --------------------------------------------------------------------
+
+    async def tick(self, owned: Callable[[str], bool] = lambda _: True) -> int:
+        """Judge the rollouts of this agent's partitions (`owned`) that are due; how many."""
+        now = self.clock()
+        keys = [k.decode() for k in list(self.table)]
+        for deployment_id in keys:
+            # a state this agent did not store last (recovered, or taken over in a rebalance)
+            # may wake at another time than the one remembered: judge it once
+            cached = self._decoded.get(deployment_id)
+            if cached is None or cached[0] is not self.table.get(deployment_id.encode()):
+                self.engine.wakeups.pop(deployment_id, None)
+        judged = 0
+        for deployment_id in self.engine.due(keys, now):
+            if not owned(deployment_id):
+                continue
+            try:
+                judged += await self._tick_one(deployment_id, now)
+            except Exception:  # one broken rollout must not stop the timer for the others
+                log.exception("tick.error", deployment=deployment_id)
+        self.ticked += judged
+        return judged
+
+    async def _tick_one(self, deployment_id: str, now: float) -> int:
+        state = self.load(deployment_id)
+        if state is None:
+            return 0
+        if not state.is_live():
+            self.engine.wakeups[deployment_id] = None
+            return 0
+        effects = self.engine.on_tick(state, now)
+        if effects.empty():
+            return 1  # a tick that decides nothing only re-derives state: not stored
+        with self.tracer.start_as_current_span(
+            "tick rollout",
+            kind=SpanKind.INTERNAL,
+            attributes={"rollout.deployment_id": deployment_id},
+        ):
+            await self.commit(deployment_id, effects)
+        return 1
+
+    # ---- publishing -------------------------------------------------------------------
+
+    async def publish(self, effects: Effects) -> None:
+        """Send the records in order; each decision and what led to it share one span."""
+        for group in effects.groups():
+            decision = group[-1].event.data if group[-1].topic is Topic.DECISIONS else None
+            with self.tracer.start_as_current_span(
+                "decide rollout",
+                attributes={
+                    "rollout.deployment_id": group[-1].key or "",
+                    "rollout.from_phase": decision.from_phase if decision else "",
+                    "rollout.to_phase": decision.to_phase if decision else "",
+                    "rollout.reason": decision.reason if decision else "",
+                },
+            ) as span:
+                if decision is not None:
+                    span.set_attribute("rollout.decision_id", decision.decision_id)
+                for record in group:
+                    _log_output(record)
+                    await self.send(record)
+
+    async def send(self, record: OutputRecord) -> None:
+        with self.tracer.start_as_current_span(
+            f"send {self._topic_name(record.topic)}",
+            kind=SpanKind.PRODUCER,
+            attributes=messaging_attributes(
+                Operation.SEND, self._topic_name(record.topic), key=record.key
+            ),
+        ):
+            value = record.encode(traceparent=traceparent_of())
+            await self.publisher.send(record.topic, record.key_bytes(), value, inject_headers())
+
+    def _topic_name(self, topic: Topic) -> str:
+        name = getattr(self.publisher, "topic_name", None)
+        return name(topic) if callable(name) else topic.value
+
+    def _process_span(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str,
+        headers: Headers,
+        traceparent: str | None = None,
+    ) -> AbstractContextManager[Any]:
+        parent = remote_parent(headers, traceparent, None)
+        return self.tracer.start_as_current_span(
+            f"process {topic}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=messaging_attributes(
+                Operation.PROCESS,
+                topic,
+                key=key,
+                partition=partition,
+                offset=offset,
+                group=self.consumer_group or None,
+            ),
+        )
+
+
+def _log_output(record: OutputRecord) -> None:
+    data = record.event.data
+    if record.topic is Topic.DECISIONS:
+        log.info(
+            "rollout.decision",
+            deployment=data.deployment_id,
+            from_phase=data.from_phase,
+            to_phase=data.to_phase,
+            step=data.step,
+            reason=data.reason,
+        )
+    elif record.topic is Topic.COMMANDS:
+        log.info(
+            "rollout.command",
+            deployment=data.deployment_id,
+            action=data.action.value,
+            command_id=data.command_id,
+            canary_percent=data.canary_percent,
+            reason=data.reason,
+        )
+    elif record.topic is Topic.ALERTS:
+        log.info(
+            "rollout.alert",
+            deployment=data.deployment_id,
+            status=data.status,
+            kind=data.kind,
+            dedup_key=data.dedup_key,
+            summary=data.summary,
+        )
+
+
+def _headers(headers: Any) -> Headers:
+    if not headers:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers)
+
+
+class ListPublisher:
+    """A publisher that keeps what it is sent, in order (tests, dry runs)."""
+
+    def __init__(self, names: Callable[[Topic], str] | None = None) -> None:
+        self.sent: list[tuple[Topic, bytes | None, bytes, Headers]] = []
+        self._names = names
+
+    def topic_name(self, topic: Topic) -> str:
+        return self._names(topic) if self._names else topic.value
+
+    async def send(self, topic: Topic, key: bytes | None, value: bytes, headers: Headers) -> None:
+        self.sent.append((topic, key, value, headers))
+
+    def values(self, topic: Topic) -> Iterator[bytes]:
+        return (v for t, _, v, _ in self.sent if t is topic)
+
+
+__all__ = ["ListPublisher", "Publisher", "RolloutAgent", "Table"]

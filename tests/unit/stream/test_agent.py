@@ -1,0 +1,194 @@
+"""The rollout agent without Faust or a broker: a dict for the table, a list for the topics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+import schemas as s
+from controller.core.policy import Policy
+from controller.core.stats import CohortStats
+from controller.engine import Engine
+from controller.stream.agent import ListPublisher, RolloutAgent
+from controller.stream.deltas import StatsDelta
+from schemas import Topic
+from tests.factories import T0, make_deployment, make_event
+from tests.unit.core.rollout_helpers import three_steps, unit_policy
+
+STATS = "rollout.internal.stats"
+DEPLOYMENTS = "rollout.deployments"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_agent(policy: Policy | None = None) -> tuple[RolloutAgent, dict[bytes, bytes], Any]:
+    table: dict[bytes, bytes] = {}
+    publisher = ListPublisher()
+    clock = Clock(T0.timestamp())
+    agent = RolloutAgent(
+        Engine(policy or unit_policy()), table, publisher, stats_topic=STATS, clock=clock
+    )
+    return agent, table, publisher
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def sent(publisher: ListPublisher, topic: Topic) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for v in publisher.values(topic)]
+
+
+def deployment_record(deployment_id: str = "dep-1", plan: s.RolloutPlan | None = None) -> bytes:
+    request = make_deployment(deployment_id=deployment_id, plan=plan or three_steps())
+    return make_event(request, time=T0).to_json()
+
+
+def delta(deployment_id: str, delta_id: str, *, canary: int, baseline: int, at: float) -> bytes:
+    def stats(n: int) -> CohortStats:
+        c = CohortStats()
+        for _ in range(n):
+            c.observe(ok=True, latency_ms=100.0, event_time=at)
+        return c
+
+    cohorts = (("canary", "v2", stats(canary)), ("baseline", "v1", stats(baseline)))
+    return StatsDelta(
+        delta_id=delta_id,
+        deployment_id=deployment_id,
+        model="fraud",
+        count=canary + baseline,
+        cohorts=cohorts,
+    ).to_json()
+
+
+def test_a_deployment_request_sets_the_first_step_traffic_and_stores_the_state() -> None:
+    agent, table, publisher = make_agent()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
+    commands = sent(publisher, Topic.COMMANDS)
+    decisions = sent(publisher, Topic.DECISIONS)
+    assert [("set_traffic", 10.0)] == [
+        (c["data"]["action"], c["data"]["canary_percent"]) for c in commands
+    ]
+    assert [("pending", "progressing")] == [
+        (d["data"]["from_phase"], d["data"]["to_phase"]) for d in decisions
+    ]
+    # the envelope ids are the payloads' deterministic ids
+    assert commands[0]["id"] == commands[0]["data"]["command_id"]
+    assert decisions[0]["id"] == decisions[0]["data"]["decision_id"]
+    assert b"dep-1" in table
+
+
+def test_outputs_go_out_in_the_core_order_command_before_its_decision() -> None:
+    agent, _, publisher = make_agent()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
+    assert [Topic.COMMANDS, Topic.DECISIONS] == [t for t, *_ in publisher.sent]
+
+
+def test_a_bad_record_is_dead_lettered_and_the_next_one_is_processed() -> None:
+    agent, table, publisher = make_agent()
+    run(agent.handle(DEPLOYMENTS, 3, 7, b"dep-1", b"{not json"))
+    run(agent.handle(DEPLOYMENTS, 3, 8, b"dep-1", deployment_record()))
+    letters = sent(publisher, Topic.DEAD_LETTER)
+    assert ["dlq:rollout.deployments:3:7"] == [d["id"] for d in letters]
+    assert 7 == letters[0]["data"]["offset"]
+    assert b"dep-1" in table
+
+
+def test_an_unexpected_error_dead_letters_the_record_instead_of_stopping_the_agent() -> None:
+    agent, _, publisher = make_agent()
+    run(agent.handle(STATS, 0, 4, b"dep-1", b"not a delta"))
+    letters = sent(publisher, Topic.DEAD_LETTER)
+    assert 1 == len(letters)
+    assert letters[0]["data"]["reason"].startswith("internal error while processing")
+
+
+def test_deltas_are_merged_and_counted() -> None:
+    agent, _, _ = make_agent()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
+    run(agent.handle(STATS, 0, 0, b"dep-1", delta("dep-1", "d1", canary=5, baseline=20, at=1.0)))
+    state = agent.load("dep-1")
+    assert state is not None
+    assert (5, 20) == (state.canary.requests, state.baseline.requests)
+    assert 25 == agent.merged_predictions
+
+
+def test_the_timer_judges_only_the_rollouts_that_are_due() -> None:
+    agent, _, _ = make_agent()
+    for i in range(5):
+        record = deployment_record(f"dep-{i}")
+        run(agent.handle(DEPLOYMENTS, 0, i, f"dep-{i}".encode(), record))
+    clock = agent.clock
+    assert isinstance(clock, Clock)
+    clock.now += 1.0
+    # each request made a transition (the first step): the next tick judges each once more
+    assert 5 == run(agent.tick())
+    clock.now += 1.0
+    # then nothing is due: no bake end, no deadline, no data
+    assert 0 == run(agent.tick())
+    # at the end of the first step's bake time every rollout is due (and holds: no samples)
+    clock.now += 9.0
+    assert 5 == run(agent.tick())
+    assert 0 == run(agent.tick())
+
+
+def test_a_recovered_table_is_judged_once_at_the_next_tick() -> None:
+    agent, table, _ = make_agent()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
+    # a new agent over the same table (a restart, a rebalance): it has never seen the rollout
+    fresh = RolloutAgent(
+        Engine(unit_policy()), table, ListPublisher(), stats_topic=STATS, clock=agent.clock
+    )
+    assert 1 == run(fresh.tick())
+    assert 0 == run(fresh.tick())
+
+
+def test_the_timer_skips_rollouts_of_partitions_it_does_not_own() -> None:
+    agent, _, _ = make_agent()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record("dep-1")))
+    run(agent.handle(DEPLOYMENTS, 0, 1, b"dep-2", deployment_record("dep-2")))
+    clock = agent.clock
+    assert isinstance(clock, Clock)
+    clock.now += 11.0
+    assert 1 == run(agent.tick(lambda key: key == "dep-2"))
+
+
+def test_a_silent_canary_is_rolled_back_by_the_timer_alone() -> None:
+    params = {"min_gap_s": 5, "expected_rate": 2.0, "baseline_share": 0.0}
+    policy = Policy.from_mapping(
+        {
+            "name": "outage-only",
+            "significance": {"alpha": 0.01},
+            "steps": {"min_samples": 50, "min_bake_s": 600},
+            "rules": [{"name": "outage", "detector": "outage", "params": params}],
+        }
+    )
+    agent, _, publisher = make_agent(policy)
+    clock = agent.clock
+    assert isinstance(clock, Clock)
+    long_bake = s.RolloutPlan(steps=(s.TrafficStep(canary_percent=10, min_bake_s=600),))
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record(plan=long_bake)))
+    start = clock.now
+    for second in range(1, 31):  # the canary answers for 30 s
+        clock.now = start + second
+        record = delta("dep-1", f"d{second}", canary=2, baseline=18, at=clock.now)
+        run(agent.handle(STATS, 0, second, b"dep-1", record))
+    ticks_judged = 0
+    for second in range(31, 121):  # then nothing arrives at all: only the timer runs
+        clock.now = start + second
+        ticks_judged += run(agent.tick())
+    assert ["set_traffic", "rollback"] == [
+        c["data"]["action"] for c in sent(publisher, Topic.COMMANDS)
+    ]
+    # the timer woke the rollout when the silence could first count, not every second
+    assert ticks_judged < 10
+    alerts = sent(publisher, Topic.ALERTS)
+    assert ["outage"] == [a["data"]["kind"] for a in alerts]
+    assert alerts[0]["id"] == alerts[0]["data"]["alert_id"]
