@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from controller.core.stats.cohort import CohortStats, StatsConfig
+from controller.core.stats.cohort import CohortStats
+from controller.core.stats.distribution import StatsConfig
 from schemas import Envelope, PredictionBatch, PredictionServed
 
 DELTA_VERSION = 1

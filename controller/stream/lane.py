@@ -42,7 +42,7 @@ from aiokafka import (
 )
 from opentelemetry.trace import Link, Tracer, use_span
 
-from controller.core.stats.cohort import StatsConfig
+from controller.core.stats.distribution import StatsConfig
 from controller.engine import dead_letter
 from controller.kafka_options import aiokafka_options
 from controller.observability import (

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controller.core.stats.cohort import StatsConfig
+from controller.core.stats.distribution import StatsConfig
 from controller.stream.deltas import MAX_TRACED
 from schemas import MAX_RECORD_BYTES, PredictionBatch, PredictionServed
 from schemas.events import MAX_BATCH

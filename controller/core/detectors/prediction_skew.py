@@ -40,7 +40,7 @@ from controller.core.detectors.base import (
     parse_params,
 )
 from controller.core.stats.categorical import CategoricalCounts
-from controller.core.stats.cohort import CohortStats, ValueDistribution
+from controller.core.stats.cohort import CohortStats
 from controller.core.stats.distance import (
     DEFAULT_BINS,
     categorical_bins,
@@ -50,6 +50,7 @@ from controller.core.stats.distance import (
     l_infinity,
     psi,
 )
+from controller.core.stats.distribution import ValueDistribution
 from controller.core.stats.sketch import QuantileSketch
 from controller.core.verdict import EvidenceValue, Verdict
 

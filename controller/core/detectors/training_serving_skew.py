@@ -32,8 +32,9 @@ from controller.core.detectors.base import (
     check_positive,
     parse_params,
 )
-from controller.core.stats.cohort import PREDICTION, CohortStats, ValueDistribution
+from controller.core.stats.cohort import PREDICTION, CohortStats
 from controller.core.stats.distance import js_divergence, l_infinity, sketch_on_edges
+from controller.core.stats.distribution import ValueDistribution
 from controller.core.stats.profile import FeatureProfile
 from controller.core.verdict import EvidenceValue, Outcome, Verdict
 from controller.errors import InvariantError

@@ -5,13 +5,7 @@ Every statistic is a plain value: mutable `add` / `observe` on the hot path, pur
 """
 
 from controller.core.stats.categorical import CategoricalCounts
-from controller.core.stats.cohort import (
-    PREDICTION,
-    CohortStats,
-    Observation,
-    StatsConfig,
-    ValueDistribution,
-)
+from controller.core.stats.cohort import PREDICTION, CohortStats, Observation
 from controller.core.stats.distance import (
     chi_square_homogeneity,
     common_bins,
@@ -19,6 +13,7 @@ from controller.core.stats.distance import (
     l_infinity,
     psi,
 )
+from controller.core.stats.distribution import StatsConfig, ValueDistribution
 from controller.core.stats.errors import IncompatibleStatsError
 from controller.core.stats.histogram import NumericHistogram
 from controller.core.stats.profile import FeatureKind, FeatureProfile, InvalidProfileError

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas as s
-from controller.core.stats.cohort import StatsConfig
+from controller.core.stats.distribution import StatsConfig
 from controller.stream import native
 from controller.stream.deltas import DeploymentFold, Folder
 from schemas.fast import MAX_FUTURE_SKEW
