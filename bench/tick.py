@@ -73,7 +73,6 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 import orjson  # noqa: E402
 
-from controller.core import rollout  # noqa: E402
 from controller.core.state import RolloutState  # noqa: E402
 from controller.core.stats.cohort import CohortStats  # noqa: E402
 from controller.dev.simulate import (  # noqa: E402
@@ -86,9 +85,9 @@ from controller.dev.simulate import (  # noqa: E402
     make_deployment,
     start_ms,
 )
+from controller.engine import Engine  # noqa: E402
 from controller.policy_io import default_policy  # noqa: E402
 from controller.replay.replay import replay  # noqa: E402
-from controller.stream import engine as stream_engine  # noqa: E402  (c7bcb1b's engine)
 from controller.stream.deltas import Folder, StatsDelta  # noqa: E402
 from schemas import (  # noqa: E402
     DeploymentRequested,
@@ -98,7 +97,6 @@ from schemas import (  # noqa: E402
     make_event,
 )
 
-Engine = stream_engine.Engine
 #: Live rollouts by deployment id.
 Rollouts = dict[str, RolloutState]
 #: A delta's statistics: (cohort, version, stats) triples, as StatsDelta.cohorts holds them.
@@ -114,9 +112,10 @@ SOURCE = "bench/tick"
 
 def start_rollout(engine: Engine, deployment: DeploymentRequested, now: float) -> RolloutState:
     """A new rollout, its first traffic step acknowledged by the router at `now`."""
-    state, outputs = engine.on_event(None, make_event(deployment, source=SOURCE, id="0"), now)
+    effects = engine.on_event(None, make_event(deployment, source=SOURCE, id="0"), now)
+    state = effects.state
     assert state is not None
-    (command,) = (c for _, commands, _ in outputs.groups for c in commands)
+    (command,) = effects.result.commands
     applied = TrafficApplied(
         deployment_id=deployment.deployment_id,
         command_id=command.command_id,
@@ -124,7 +123,7 @@ def start_rollout(engine: Engine, deployment: DeploymentRequested, now: float) -
         applied_by=SOURCE,
         applied_at=datetime.fromtimestamp(now, UTC),
     )
-    state, _ = engine.on_event(state, make_event(applied, source=SOURCE, id="1"), now)
+    state = engine.on_event(state, make_event(applied, source=SOURCE, id="1"), now).state
     assert state is not None
     return state
 
@@ -132,25 +131,34 @@ def start_rollout(engine: Engine, deployment: DeploymentRequested, now: float) -
 def feed_all(
     engine: Engine, rollouts: Rollouts, deltas: Mapping[str, StatsDelta], now: float
 ) -> None:
-    """Merge each rollout's statistics delta; judge nothing (never timed: the next tick judges).
-
-    The worker's `Engine.on_delta` merges and judges at once; this is its merge half."""
+    """Each rollout's statistics delta, merged and judged as the worker's agent does
+    (`Engine.on_delta`); never timed."""
     for key, delta in deltas.items():
-        rollout.merge(rollouts[key], delta.cohorts, now, delta_id=delta.delta_id)
+        engine.on_delta(rollouts[key], delta.cohorts, delta.delta_id, now)
 
 
 def tick_all(engine: Engine, rollouts: Rollouts, now: float) -> int:
-    """One tick of every live rollout at `now`, as the worker's timer does it (the timed loop).
-
-    Returns how many rollouts decided something (0 in this benchmark: nothing may fire)."""
+    """One tick of the timer at `now` (the timed loop): every rollout the engine says is due,
+    as the worker's agent does it. Returns how many rollouts decided something (0 in this
+    benchmark: nothing may fire)."""
     decided = 0
-    for key, state in rollouts.items():
-        if not engine.is_live(state):
+    for key in engine.due(list(rollouts), now):
+        state = rollouts[key]
+        if not state.is_live():
             continue
-        rollouts[key], outputs = engine.on_tick(state, now)
-        if not outputs.empty():
+        if not engine.on_tick(state, now).empty():
             decided += 1
     return decided
+
+
+TIMERS = {
+    "every rollout (the timer before)": True,
+    "due only": False,
+}
+
+
+def timer_engine(every_rollout: bool) -> Engine:
+    return Engine(default_policy(), tick_every_rollout=every_rollout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,6 +341,7 @@ IDLE_EVERY_S = 4  # a delta every 4 s, the 3 ticks in between idle
 class Timing:
     rollouts: int
     condition: str
+    timer: str
     samples: tuple[float, ...]  # microseconds per rollout, one per timed tick
     decided: int
     full_collections: int
@@ -361,9 +370,9 @@ class FullCollections:
             self.count += 1
 
 
-def time_fresh(fleet: Fleet, n: int, ticks: int) -> Timing:
+def time_fresh(fleet: Fleet, n: int, ticks: int, timer: str) -> Timing:
     rollouts = fleet.copy(n)
-    engine, decided = fleet.engine, 0
+    engine, decided = timer_engine(TIMERS[timer]), 0
     samples: list[float] = []
     cpu_ns = 0
     gc.collect()
@@ -384,12 +393,12 @@ def time_fresh(fleet: Fleet, n: int, ticks: int) -> Timing:
                 cpu_ns += cpu
     shape = Shape.of(rollouts, now)
     share = cpu_ns / 1000 / n / sum(samples)
-    return Timing(n, "fresh data", tuple(samples), decided, collections.count, share, shape)
+    return Timing(n, "fresh data", timer, tuple(samples), decided, collections.count, share, shape)
 
 
-def time_idle(fleet: Fleet, n: int, ticks: int) -> Timing:
+def time_idle(fleet: Fleet, n: int, ticks: int, timer: str) -> Timing:
     rollouts = fleet.copy(n)
-    engine, decided = fleet.engine, 0
+    engine, decided = timer_engine(TIMERS[timer]), 0
     samples: list[float] = []
     per_round = IDLE_EVERY_S - 1
     rounds = 1 + math.ceil(ticks / per_round)
@@ -417,7 +426,7 @@ def time_idle(fleet: Fleet, n: int, ticks: int) -> Timing:
                     cpu_ns += cpu
     shape = Shape.of(rollouts, now + IDLE_EVERY_S - 1)
     share = cpu_ns / 1000 / n / sum(samples)
-    return Timing(n, "idle", tuple(samples), decided, collections.count, share, shape)
+    return Timing(n, "idle", timer, tuple(samples), decided, collections.count, share, shape)
 
 
 def seconds_needed(warmup_s: int, ticks: int) -> int:
@@ -469,6 +478,7 @@ class ReplayTiming:
     records: int
     predictions: int
     runs_s: tuple[float, ...]
+    every_rollout_s: tuple[float, ...]
     cli_s: float
     outcome: str
     simulated: str
@@ -501,9 +511,14 @@ def time_replay(simulation: Simulation, repeats: int) -> ReplayTiming:
     log, path = simulation.log, simulation.path
     lines = path.read_bytes().splitlines(keepends=True)
     policy = default_policy()
-    runs = []
+    runs: list[float] = []
+    every: list[float] = []
     outcome = ""
     for _ in range(repeats):
+        gc.collect()
+        started_ns = time.perf_counter_ns()
+        replay(lines, policy, tick_every_rollout=True)  # the timer before: every rollout
+        every.append((time.perf_counter_ns() - started_ns) / 1e9)
         gc.collect()
         started_ns = time.perf_counter_ns()
         result = replay(lines, policy)
@@ -524,6 +539,7 @@ def time_replay(simulation: Simulation, repeats: int) -> ReplayTiming:
         len(lines),
         count_predictions(lines),
         tuple(runs),
+        tuple(every),
         cli_s,
         outcome,
         simulated,
@@ -569,18 +585,25 @@ def print_ticks(
         f"built in {build_s:.0f} s)\n"
     )
     print(
-        "| rollouts | since the last tick | median µs / rollout / tick | p90 | mean | max "
-        "| rollouts judged per core-second (median) | (mean) | full GCs in the timed ticks "
-        "| CPU / wall | ticks that decided |"
+        "| rollouts | since the last tick | timer | median µs / rollout / tick | p90 | mean "
+        "| max | rollouts per core-second (mean) | mean / the timer before "
+        "| full GCs in the timed ticks | CPU / wall | ticks that decided |"
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    baseline = {
+        (t.rollouts, t.condition): statistics.fmean(t.samples) for t in timings if TIMERS[t.timer]
+    }
     for t in timings:
         median = statistics.median(t.samples)
         mean = statistics.fmean(t.samples)
+        before = baseline.get((t.rollouts, t.condition))
+        ratio = "-" if not before else f"{mean / before:.3f}"
+        per_second = f"{1e6 / mean:,.0f}" if mean > 0 else "-"
         print(
-            f"| {t.rollouts:,} | {t.condition} | {median:,.0f} | {percentile(t.samples, 0.9):,.0f} "
-            f"| {mean:,.0f} | {max(t.samples):,.0f} | {1e6 / median:,.0f} | {1e6 / mean:,.0f} "
-            f"| {t.full_collections} | {t.cpu_share:.2f} | {t.decided} |"
+            f"| {t.rollouts:,} | {t.condition} | {t.timer} | {median:,.1f} "
+            f"| {percentile(t.samples, 0.9):,.1f} | {mean:,.1f} | {max(t.samples):,.1f} "
+            f"| {per_second} | {ratio} | {t.full_collections} | {t.cpu_share:.2f} "
+            f"| {t.decided} |"
         )
     print("\nThe rollouts when the timed ticks ended:\n")
     print(
@@ -589,6 +612,8 @@ def print_ticks(
     )
     print("| ---: | --- | --- | --- | --- | --- | --- | ---: |")
     for t in timings:
+        if TIMERS[t.timer]:
+            continue  # the same rollouts as the due-only row
         s = t.shape
         print(
             f"| {t.rollouts:,} | {t.condition} | {s.age_s[0]:.0f}-{s.age_s[1]:.0f} "
@@ -601,16 +626,19 @@ def print_replay(timings: Sequence[ReplayTiming], repeats: int) -> None:
     print(f"\n## Replay (default policy, tick 1 s; in-process: median of {repeats} runs)\n")
     print(
         "| log | records | predictions | in-process replay (s) | records/s | predictions/s "
-        "| µs / record | `rollout replay` wall time (s) | outcome |"
+        "| µs / record | ticking every rollout (s) | ratio | `rollout replay` wall time (s) "
+        "| outcome |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for t in timings:
         median = statistics.median(t.runs_s)
+        every = statistics.median(t.every_rollout_s)
         runs = " / ".join(f"{r:.2f}" for r in t.runs_s)
         print(
             f"| {t.log.name} | {t.records:,} | {t.predictions:,} | {median:.2f} ({runs}) "
             f"| {t.records / median:,.0f} | {t.predictions / median:,.0f} "
-            f"| {median / t.records * 1e6:,.0f} | {t.cli_s:.2f} | {t.outcome} |"
+            f"| {median / t.records * 1e6:,.0f} | {every:.2f} | {median / every:.3f} "
+            f"| {t.cli_s:.2f} | {t.outcome} |"
         )
     print()
     for t in timings:
@@ -666,8 +694,10 @@ def main() -> None:
                 simulation.wait()  # nothing else runs while the ticks are timed
             timings = []
             for n in counts:
-                timings.append(time_fresh(fleet, n, ticks))
-                timings.append(time_idle(fleet, n, ticks))
+                for timer in TIMERS:
+                    timings.append(time_fresh(fleet, n, ticks, timer))
+                for timer in TIMERS:
+                    timings.append(time_idle(fleet, n, ticks, timer))
             print_ticks(timings, ticks, warmup_s, fleet.streams, build_s)
             first_bake = PLANS["standard"].steps[0].min_bake_s
             if seconds_needed(warmup_s, ticks) >= first_bake:

@@ -207,13 +207,14 @@ def replay(
     tick_s: float = DEFAULT_TICK_S,
     emit: Callable[[Envelope[Any]], None] = _ignore,
     reject: Callable[[Rejected], None] = _ignore,
+    tick_every_rollout: bool = False,
 ) -> ReplayResult:
     """Run the core over the lines of a log; `emit` gets each output, `reject` each bad line.
 
     Blank lines are skipped; any other line that does not decode to an event is rejected
     (reported, counted, skipped) and the replay goes on.
     """
-    runner = Runner(policy, tick_s=tick_s)
+    runner = Runner(policy, tick_s=tick_s, tick_every_rollout=tick_every_rollout)
     result = ReplayResult()
     for number, line in enumerate(lines, start=1):
         raw = line.encode() if isinstance(line, str) else line
