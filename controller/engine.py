@@ -40,6 +40,7 @@ import orjson
 from controller.core import rollout
 from controller.core.policy import Policy
 from controller.core.rollout import Output, Result, RolloutState
+from controller.core.rollout.result import cut_after
 from controller.core.stats.cohort import CohortStats
 from schemas import Command, Decision, Envelope, Rejection, Topic, make_event
 
@@ -133,16 +134,7 @@ class Effects:
 
     def groups(self) -> tuple[tuple[OutputRecord, ...], ...]:
         """The records cut after each decision (a shell wraps each group in one span)."""
-        groups: list[tuple[OutputRecord, ...]] = []
-        current: list[OutputRecord] = []
-        for record in self.records:
-            current.append(record)
-            if record.topic is Topic.DECISIONS:
-                groups.append(tuple(current))
-                current = []
-        if current:
-            groups.append(tuple(current))
-        return tuple(groups)
+        return cut_after(self.records, lambda r: r.topic is Topic.DECISIONS)
 
 
 @dataclass

@@ -200,18 +200,6 @@ class RolloutWorker:
                     message.headers,
                 )
 
-    async def handle(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any,
-    ) -> None:
-        """Process one record as the agent does (tests and benchmarks call it directly)."""
-        await self.agent.handle(topic, partition, offset, key, value, headers)
-
     # ---- the tick timer ---------------------------------------------------------------
 
     async def _tick(self) -> None:

@@ -143,11 +143,11 @@ def gates(state: RolloutState, policy: Policy, now: float) -> Gates | None:
     return Gates(now - started, min_bake, state.step_samples, min_samples)
 
 
-def judge(state: RolloutState, rules: RuleSet, now: float) -> tuple[Judged, ...]:
-    """Every rule's verdict on the statistics so far (a rule with `every_n` > 1 reuses its
-    last verdict until that many more canary requests arrived)."""
+def context(state: RolloutState, now: float) -> EvaluationContext:
+    """What the detectors are told besides the cohorts: the clock, the step, the traffic
+    share, the training profile and the checkpoints."""
     features, prediction = state.profiles()
-    context = EvaluationContext(
+    return EvaluationContext(
         now=now,
         step_started_at=state.step_started_at,
         traffic_share=state.canary_percent / 100.0,
@@ -155,6 +155,22 @@ def judge(state: RolloutState, rules: RuleSet, now: float) -> tuple[Judged, ...]
         prediction_profile=prediction,
         checkpoints=state.checkpoints,
     )
+
+
+def cohorts(state: RolloutState, rule: Rule, now: float) -> tuple[CohortStats, CohortStats]:
+    """The baseline and canary statistics a rule judges: the recent panes (rotated to `now`)
+    for a rule with `window: recent`, else the whole rollout's."""
+    if rule.window is Window.RECENT and state.panes is not None:
+        for p in state.panes.values():
+            p.rotate(now)
+        return state.panes[BASELINE].view(), state.panes[CANARY].view()
+    return state.baseline, state.canary
+
+
+def judge(state: RolloutState, rules: RuleSet, now: float) -> tuple[Judged, ...]:
+    """Every rule's verdict on the statistics so far (a rule with `every_n` > 1 reuses its
+    last verdict until that many more canary requests arrived)."""
+    base = context(state, now)
     has_profile = state.has_training_profile()
     canary_requests = state.canary.requests
     recent: tuple[CohortStats, CohortStats] | None = None
@@ -169,16 +185,14 @@ def judge(state: RolloutState, rules: RuleSet, now: float) -> tuple[Judged, ...]
             verdict = cached.verdict
         else:
             if rule.window is Window.RECENT and state.panes is not None:
-                if recent is None:
-                    for p in state.panes.values():
-                        p.rotate(now)
-                    recent = (state.panes[BASELINE].view(), state.panes[CANARY].view())
+                if recent is None:  # the panes' view is merged once for every recent rule
+                    recent = cohorts(state, rule, now)
                 baseline, canary = recent
                 # the checkpoints count the whole rollout, not the panes
-                rule_context = replace(context, checkpoints=())
+                rule_context = replace(base, checkpoints=())
             else:
                 baseline, canary = state.baseline, state.canary
-                rule_context = context
+                rule_context = base
             verdict = rule.detector.evaluate(baseline, canary, rule_context).renamed(rule.name)
             if rule.every_n > 1:
                 state.rule_cache[rule.name] = CachedVerdict(

@@ -9,8 +9,10 @@ so a shell can wrap a decision and what led to it in one span.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from controller.core.state import RolloutState
 from controller.core.verdict import Verdict
@@ -20,6 +22,21 @@ from schemas import Alert, Command, Decision
 MAX_TEXT = 4096
 
 Output = Command | Alert | Decision
+T = TypeVar("T")
+
+
+def cut_after(items: Iterable[T], ends: Callable[[T], bool]) -> tuple[tuple[T, ...], ...]:
+    """`items` in runs, each closed by an item that `ends` a run (the last run may not be)."""
+    groups: list[tuple[T, ...]] = []
+    current: list[T] = []
+    for item in items:
+        current.append(item)
+        if ends(item):
+            groups.append(tuple(current))
+            current = []
+    if current:
+        groups.append(tuple(current))
+    return tuple(groups)
 
 
 @dataclass(frozen=True)
@@ -51,16 +68,7 @@ class Result:
     def groups(self) -> tuple[tuple[Output, ...], ...]:
         """The outputs cut after each decision: each group ends with the decision it leads to,
         except a last group of alerts raised after the last decision (or with none)."""
-        groups: list[tuple[Output, ...]] = []
-        current: list[Output] = []
-        for output in self.outputs:
-            current.append(output)
-            if isinstance(output, Decision):
-                groups.append(tuple(current))
-                current = []
-        if current:
-            groups.append(tuple(current))
-        return tuple(groups)
+        return cut_after(self.outputs, lambda o: isinstance(o, Decision))
 
 
 @dataclass

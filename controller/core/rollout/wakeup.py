@@ -25,11 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from controller.core.detectors import EvaluationContext
 from controller.core.phases import Phase
-from controller.core.policy import Policy, PolicyError, Rule, Window
-from controller.core.rollout.assessment import gate_values
-from controller.core.state import BASELINE, CANARY, RolloutState
+from controller.core.policy import Policy, PolicyError, Rule
+from controller.core.rollout.assessment import cohorts, context, gate_values
+from controller.core.state import RolloutState
 
 
 def next_wakeup(
@@ -72,22 +71,11 @@ def _detector_wakeups(state: RolloutState, rules: Sequence[Rule], now: float) ->
     clock_rules = [r for r in rules if r.detector.judged_from_clock]
     if not clock_rules:
         return []
-    features, prediction = state.profiles()
-    context = EvaluationContext(
-        now=now,
-        step_started_at=state.step_started_at,
-        traffic_share=state.canary_percent / 100.0,
-        training_profile=features,
-        prediction_profile=prediction,
-    )
+    base = context(state, now)
     times = []
     for rule in clock_rules:
-        if rule.window is Window.RECENT and state.panes is not None:
-            baseline = state.panes[BASELINE].view()
-            canary = state.panes[CANARY].view()
-        else:
-            baseline, canary = state.baseline, state.canary
-        t = rule.detector.wake_at(baseline, canary, context)
+        baseline, canary = cohorts(state, rule, now)
+        t = rule.detector.wake_at(baseline, canary, base)
         if t is not None:
             times.append(t)
     return times
