@@ -11,7 +11,7 @@ import enum
 import itertools
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, Strict, model_validator
+from pydantic import AwareDatetime, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from schemas.base import (
     Bool,
@@ -79,17 +79,97 @@ class GuardrailRule(Contract):
     dry_run: Bool = False
 
 
+#: The kinds of feature a profile may state. "numeric" is the kind of the first version of this
+#: contract, read as "continuous" without the edge-resolution rule (see `edge_problems`), so
+#: that stored rollouts and existing producers keep working; new profiles should say which.
+FeatureKindName = Literal["continuous", "integer", "binary", "categorical", "numeric"]
+NUMERIC_KINDS = frozenset({"continuous", "integer", "binary", "numeric"})
+
+#: Consecutive edges of a continuous feature must be at least this far apart, relative to the
+#: larger magnitude: 2.5 buckets of the serving sketch at its default relative accuracy of 1 %
+#: (a bucket spans 2.02 %), so that re-binning the sketch onto the edges misplaces at most 40 %
+#: of a bin's mass at its two edges (JS well below 0.03, typically below 0.003).
+MIN_RELATIVE_EDGE_GAP = 0.05
+#: ... and at least this far apart in absolute terms (1,000 times the band of values the sketch
+#: counts as zero).
+MIN_ABSOLUTE_EDGE_GAP = 1e-6
+#: The distinct values the serving statistics count exactly per field (`StatsConfig`'s
+#: `max_exact_values` default): an integer feature whose edges span fewer integers is counted
+#: exactly on them even when the sketch cannot resolve them.
+MAX_EXACT_VALUES = 256
+#: The largest integer edge: every integer up to it is a float exactly.
+MAX_INTEGER_EDGE = 2.0**53
+#: The edges a binary feature (values 0 and 1) may have.
+BINARY_EDGES = ((1.0,), (0.0, 1.0))
+
+
+def resolvable_gap(a: float, b: float) -> bool:
+    """Whether the serving sketch separates consecutive edges a < b (see MIN_RELATIVE_EDGE_GAP)."""
+    gap = b - a
+    return gap >= MIN_RELATIVE_EDGE_GAP * max(abs(a), abs(b)) and gap >= MIN_ABSOLUTE_EDGE_GAP
+
+
+def edge_problems(kind: str, edges: tuple[float, ...]) -> list[str]:
+    """Why the skew detector could not honour these edges for a feature of this kind (empty
+    when it can); each problem names `bin_edges`. Edges must be strictly ascending anyway.
+
+    - continuous: every consecutive pair resolvable by the serving sketch (`resolvable_gap`);
+      its values are counted exactly while a cohort has at most 256 distinct ones, else from
+      the sketch.
+    - integer: whole numbers of magnitude at most 2**53; and either resolvable by the sketch
+      or spanning fewer than `MAX_EXACT_VALUES` integers, which the exact counts keep.
+    - binary: `[1]` (0 below, 1 at or above) or `[0, 1]`.
+    - numeric (the first version's kind) and categorical: no rule.
+    """
+    if len(edges) < 2 and kind not in ("integer", "binary"):
+        return []
+    if kind == "continuous":
+        for a, b in itertools.pairwise(edges):
+            if not resolvable_gap(a, b):
+                return [
+                    f"bin_edges {a:g} and {b:g} are closer than the serving sketch resolves "
+                    f"(consecutive edges of a continuous feature must differ by at least "
+                    f"{MIN_RELATIVE_EDGE_GAP:.0%} of the larger magnitude and by "
+                    f"{MIN_ABSOLUTE_EDGE_GAP:g}); use fewer edges, or kind integer or binary "
+                    f"for a discrete feature"
+                ]
+    elif kind == "integer":
+        odd = [e for e in edges if e != round(e) or abs(e) > MAX_INTEGER_EDGE]
+        if odd:
+            return [
+                f"bin_edges of an integer feature must be whole numbers of magnitude at most "
+                f"2**53, got {odd[0]:g}"
+            ]
+        resolvable = all(resolvable_gap(a, b) for a, b in itertools.pairwise(edges))
+        if not resolvable and edges[-1] - edges[0] >= MAX_EXACT_VALUES:
+            return [
+                f"bin_edges of an integer feature span {edges[-1] - edges[0]:g} integers, more "
+                f"than the {MAX_EXACT_VALUES} values counted exactly, and some are closer than "
+                f"the serving sketch resolves ({MIN_RELATIVE_EDGE_GAP:.0%} of the larger "
+                f"magnitude); use fewer edges"
+            ]
+    elif kind == "binary" and tuple(edges) not in BINARY_EDGES:
+        return [
+            f"bin_edges of a binary feature (values 0 and 1) must be [1] or [0, 1], got "
+            f"{list(edges)}"
+        ]
+    return []
+
+
 class FeatureProfile(Contract):
     """The distribution of one feature (or the label, or the prediction) in a dataset.
 
-    Numeric: `bin_edges` (ascending, n edges) and `proportions` of n + 1 bins: below the first
-    edge, between consecutive edges, at or above the last edge. Categorical: `categories` maps a
-    value to its share. `missing_rate` is the share of rows with no value; `domain_min`,
-    `domain_max` and `allowed` bound what counts as a valid value.
+    `kind`: continuous, integer, binary (values 0 and 1) or categorical ("numeric", the first
+    version's kind, is read as continuous; see `FeatureKindName`). Numeric kinds: `bin_edges`
+    (ascending, n edges) and `proportions` of n + 1 bins: below the first edge, between
+    consecutive edges, at or above the last edge; the edges must be ones the skew detector can
+    honour (`edge_problems`), and a binary feature's bins other than 0 and 1 must be empty.
+    Categorical: `categories` maps a value to its share. `missing_rate` is the share of rows
+    with no value; `domain_min`, `domain_max` and `allowed` bound what counts as a valid value.
     """
 
     name: Name
-    kind: Literal["numeric", "categorical"]
+    kind: FeatureKindName
     bin_edges: tuple[Float, ...] = ()
     proportions: tuple[Share, ...] = ()
     categories: dict[str, Share] = Field(default_factory=dict)
@@ -99,17 +179,31 @@ class FeatureProfile(Contract):
     allowed: tuple[Str, ...] | None = None
     count: Count | None = None
 
+    @field_validator("bin_edges")
+    @classmethod
+    def _honourable(cls, edges: tuple[float, ...], info: ValidationInfo) -> tuple[float, ...]:
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError("bin_edges must be strictly ascending")
+        kind = info.data.get("kind")
+        problems = edge_problems(kind, edges) if isinstance(kind, str) and edges else []
+        if problems:
+            raise ValueError(problems[0])
+        return edges
+
     @model_validator(mode="after")
     def _shape(self) -> FeatureProfile:
-        if self.kind == "numeric":
+        if self.kind in NUMERIC_KINDS:
             if not self.bin_edges:
-                raise ValueError("a numeric profile needs bin_edges")
-            if any(b <= a for a, b in itertools.pairwise(self.bin_edges)):
-                raise ValueError("bin_edges must be strictly ascending")
+                raise ValueError(f"a {self.kind} profile needs bin_edges")
             if len(self.proportions) != len(self.bin_edges) + 1:
                 raise ValueError(
-                    f"a numeric profile with {len(self.bin_edges)} bin_edges needs "
+                    f"a {self.kind} profile with {len(self.bin_edges)} bin_edges needs "
                     f"{len(self.bin_edges) + 1} proportions, got {len(self.proportions)}"
+                )
+            if self.kind == "binary" and self.bin_edges == (0.0, 1.0) and self.proportions[0]:
+                raise ValueError(
+                    "proportions of a binary feature: the bin below 0 must be empty (values "
+                    "are 0 and 1)"
                 )
             total = sum(self.proportions)
         else:

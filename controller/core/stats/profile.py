@@ -3,9 +3,12 @@
 Plain data with the field names of the wire `FeatureProfile`, so the schemas layer maps one onto
 the other with `FeatureProfile.from_dict(model.model_dump())`.
 
-Numeric: n strictly ascending `bin_edges` and n + 1 `proportions`: below the first edge, one per
-`[edges[i-1], edges[i])`, and at or above the last edge (the `NumericHistogram` layout). A
-profile that has no tails may give n - 1 proportions; they are padded with zero tails.
+Numeric kinds (continuous, integer, binary, and "numeric", the first version's kind, read as
+continuous): n strictly ascending `bin_edges` and n + 1 `proportions`: below the first edge, one
+per `[edges[i-1], edges[i])`, and at or above the last edge (the `NumericHistogram` layout). A
+profile that has no tails may give n - 1 proportions; they are padded with zero tails. The edges
+must be ones the skew detector can honour for the kind (`schemas.events.edge_problems`, the one
+rule the wire contract applies too).
 Categorical: `categories` maps each value to its share. Both kinds may bound the valid domain:
 `domain_min` / `domain_max` for numbers, `allowed` categories for strings.
 """
@@ -20,6 +23,7 @@ from enum import Enum
 from typing import Any
 
 from controller.errors import RolloutError
+from schemas.events import edge_problems
 
 
 class InvalidProfileError(RolloutError, ValueError):
@@ -27,8 +31,23 @@ class InvalidProfileError(RolloutError, ValueError):
 
 
 class FeatureKind(Enum):
-    NUMERIC = "numeric"
+    """What a feature's values are; every kind but CATEGORICAL is numeric."""
+
+    CONTINUOUS = "continuous"
+    INTEGER = "integer"
+    BINARY = "binary"
     CATEGORICAL = "categorical"
+    #: the first version's numeric kind: continuous, without the edge-resolution rule
+    NUMERIC = "numeric"
+
+    @property
+    def is_numeric(self) -> bool:
+        return self is not FeatureKind.CATEGORICAL
+
+    @property
+    def is_discrete(self) -> bool:
+        """Integer or binary: values the serving statistics count exactly."""
+        return self in (FeatureKind.INTEGER, FeatureKind.BINARY)
 
 
 SUM_TOLERANCE = 1e-3
@@ -47,28 +66,36 @@ class FeatureProfile:
     allowed: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        kind = FeatureKind(self.kind)  # accepts "numeric" / "categorical" too
+        kind = FeatureKind(self.kind)  # accepts the kind's name ("continuous", ...) too
         object.__setattr__(self, "kind", kind)
         edges = tuple(float(e) for e in self.bin_edges)
         props = tuple(float(p) for p in self.proportions)
         object.__setattr__(self, "categories", dict(self.categories))
         if self.allowed is not None:
             object.__setattr__(self, "allowed", tuple(self.allowed))
-        if kind is FeatureKind.NUMERIC:
+        if kind.is_numeric:
             if not edges:
-                raise InvalidProfileError(f"numeric profile {self.name!r} needs bin_edges")
+                raise InvalidProfileError(f"{kind.value} profile {self.name!r} needs bin_edges")
             if not all(math.isfinite(e) for e in edges) or any(
                 b <= a for a, b in itertools.pairwise(edges)
             ):
                 raise InvalidProfileError(
                     f"profile {self.name!r}: bin_edges must be finite and strictly ascending"
                 )
+            problems = edge_problems(kind.value, edges)
+            if problems:
+                raise InvalidProfileError(f"profile {self.name!r}: {problems[0]}")
             if len(props) == len(edges) - 1:
                 props = (0.0, *props, 0.0)
             if len(props) != len(edges) + 1:
                 raise InvalidProfileError(
                     f"profile {self.name!r}: {len(edges)} bin_edges need {len(edges) + 1} "
                     f"proportions (with tails) or {len(edges) - 1} (without), got {len(props)}"
+                )
+            if kind is FeatureKind.BINARY and len(edges) == 2 and props[0]:
+                raise InvalidProfileError(
+                    f"profile {self.name!r}: proportions of a binary feature: the bin below 0 "
+                    "must be empty (values are 0 and 1)"
                 )
             total = sum(props)
             values: Sequence[float] = props
@@ -87,7 +114,7 @@ class FeatureProfile:
 
     @property
     def is_numeric(self) -> bool:
-        return self.kind is FeatureKind.NUMERIC
+        return self.kind.is_numeric
 
     def has_domain(self) -> bool:
         return (

@@ -220,3 +220,71 @@ def test_plan_steps_must_not_decrease() -> None:
 def test_numeric_profile_needs_one_proportion_per_bin() -> None:
     with pytest.raises(ValueError, match="needs 3 proportions"):
         s.FeatureProfile(name="x", kind="numeric", bin_edges=(1.0, 2.0), proportions=(0.5, 0.5))
+
+
+def _deployment_with_feature(feature: dict[str, Any]) -> bytes:
+    doc = _doc(sample_payloads()[s.PAYLOADS.index(s.DeploymentRequested)])
+    doc["data"]["training_profile"]["features"] = [feature]
+    return _bytes(doc)
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        (
+            {"kind": "continuous", "bin_edges": [1000.0, 1010.0], "proportions": [0.3, 0.4, 0.3]},
+            "bin_edges 1000 and 1010 are closer than the serving sketch resolves",
+        ),
+        (
+            {"kind": "integer", "bin_edges": [1.0, 2.5], "proportions": [0.3, 0.4, 0.3]},
+            "bin_edges of an integer feature must be whole numbers",
+        ),
+        (
+            {"kind": "binary", "bin_edges": [0.5], "proportions": [0.6, 0.4]},
+            "bin_edges of a binary feature (values 0 and 1) must be [1] or [0, 1]",
+        ),
+    ],
+)
+def test_a_training_profile_the_skew_detector_cannot_honour_is_rejected_naming_the_field(
+    feature: dict[str, Any], message: str
+) -> None:
+    rejection = s.decode(_deployment_with_feature({"name": "f", **feature}))
+
+    assert isinstance(rejection, s.Rejection)
+    assert "data.training_profile.features.0.bin_edges" == rejection.errors[0].loc
+    assert message in rejection.reason
+
+
+def test_a_binary_profile_must_leave_the_bin_below_zero_empty() -> None:
+    feature = {
+        "name": "f",
+        "kind": "binary",
+        "bin_edges": [0.0, 1.0],
+        "proportions": [0.1, 0.5, 0.4],
+    }
+
+    rejection = s.decode(_deployment_with_feature(feature))
+
+    assert isinstance(rejection, s.Rejection)
+    assert "the bin below 0 must be empty" in rejection.reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "edges", "proportions"),
+    [
+        ("continuous", [10.0, 100.0], [0.3, 0.5, 0.2]),
+        ("integer", [1000.0, 1001.0, 1002.0], [0.3, 0.3, 0.2, 0.2]),
+        ("binary", [1.0], [0.9, 0.1]),
+        # the first version's kind, read as continuous and accepted with any ascending edges
+        ("numeric", [1000.0, 1001.0], [0.3, 0.5, 0.2]),
+    ],
+)
+def test_profiles_of_every_numeric_kind_decode(
+    kind: str, edges: list[float], proportions: list[float]
+) -> None:
+    feature = {"name": "f", "kind": kind, "bin_edges": edges, "proportions": proportions}
+
+    event = s.decode(_deployment_with_feature(feature))
+
+    assert not isinstance(event, s.Rejection), event
+    assert kind == event.data.training_profile.features[0].kind

@@ -47,3 +47,51 @@ def test_a_profile_round_trips_through_its_dict() -> None:
     )
 
     assert profile == FeatureProfile.from_dict(profile.to_dict())
+
+
+def test_every_numeric_kind_is_numeric_and_only_integer_and_binary_are_discrete() -> None:
+    assert [k for k in FeatureKind if k.is_numeric] == [
+        FeatureKind.CONTINUOUS,
+        FeatureKind.INTEGER,
+        FeatureKind.BINARY,
+        FeatureKind.NUMERIC,
+    ]
+    assert {FeatureKind.INTEGER, FeatureKind.BINARY} == {k for k in FeatureKind if k.is_discrete}
+
+
+@pytest.mark.parametrize(
+    ("kind", "edges", "proportions"),
+    [
+        (FeatureKind.CONTINUOUS, (100.0, 106.0, 112.0), (0.1, 0.3, 0.3, 0.3)),
+        (FeatureKind.CONTINUOUS, (-1e-6, 0.0, 1e-6), (0.1, 0.3, 0.3, 0.3)),
+        (FeatureKind.INTEGER, (100.0, 101.0, 102.0), (0.1, 0.3, 0.3, 0.3)),
+        (FeatureKind.INTEGER, (0.0, 1000.0, 5000.0), (0.1, 0.3, 0.3, 0.3)),
+        (FeatureKind.BINARY, (1.0,), (0.7, 0.3)),
+        (FeatureKind.BINARY, (0.0, 1.0), (0.0, 0.7, 0.3)),
+        (FeatureKind.NUMERIC, (100.0, 100.5, 101.0), (0.1, 0.3, 0.3, 0.3)),
+    ],
+)
+def test_profiles_whose_edges_the_detector_honours_are_accepted(
+    kind: FeatureKind, edges: tuple[float, ...], proportions: tuple[float, ...]
+) -> None:
+    assert kind is FeatureProfile("f", kind, edges, proportions).kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "edges", "proportions", "message"),
+    [
+        (FeatureKind.CONTINUOUS, (100.0, 104.0), (0.3, 0.4, 0.3), "closer than the serving"),
+        (FeatureKind.CONTINUOUS, (0.0, 1e-7), (0.3, 0.4, 0.3), "closer than the serving"),
+        (FeatureKind.INTEGER, (1.0, 2.5), (0.3, 0.4, 0.3), "whole numbers"),
+        (FeatureKind.INTEGER, (0.0, 2.0**54), (0.3, 0.4, 0.3), "whole numbers"),
+        (FeatureKind.INTEGER, (1000.0, 1001.0, 1300.0), (0.3, 0.3, 0.1, 0.3), "span 300"),
+        (FeatureKind.BINARY, (0.5,), (0.5, 0.5), r"must be \[1\] or \[0, 1\]"),
+        (FeatureKind.BINARY, (0.0, 1.0, 2.0), (0.0, 0.5, 0.5, 0.0), r"must be \[1\] or"),
+        (FeatureKind.BINARY, (0.0, 1.0), (0.1, 0.5, 0.4), "below 0 must be empty"),
+    ],
+)
+def test_profiles_whose_edges_the_detector_cannot_honour_are_refused(
+    kind: FeatureKind, edges: tuple[float, ...], proportions: tuple[float, ...], message: str
+) -> None:
+    with pytest.raises(InvalidProfileError, match=message):
+        FeatureProfile("f", kind, edges, proportions)
