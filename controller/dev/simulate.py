@@ -1,6 +1,6 @@
 """Realistic rollout logs: scenarios, a simulated serving fleet, and the closed loop.
 
-Three layers, each usable alone:
+The layers, each usable alone:
 
 - `Scenario`: what the canary does wrong (nothing; slower; failing; silent; skewed), from when.
 - `ServingFleet` (the open loop): requests arrive as a Poisson process whose rate wanders slowly
@@ -11,6 +11,11 @@ Three layers, each usable alone:
   `Timeline` turns the fleet into records in the order they reach the topics: canary
   predictions as single records, baseline predictions batched every second (as a high-volume
   service using the SDK reporter would). `generate(...)` is a log at a fixed traffic share.
+- `TrafficFamily` (`FleetConfig.family`, by name in `FAMILIES`): production's habits that
+  independent requests lack, apart from what either cohort does: errors in runs of a
+  dependency both cohorts share, Markov-modulated arrival bursts, a heavier slow tail with
+  client timeouts, a shared dependency's outages, a strong rate cycle. The default,
+  "independent", is the fleet described above, and draws exactly what it always drew.
 - `ClosedLoop` / `simulate(...)`: a controller runs in the loop. Its commands reach a simulated
   router that applies them after a short delay and acknowledges them (TrafficApplied); a
   simulated approver grants the approvals the plan asks for; the log ends shortly after a
@@ -29,6 +34,7 @@ first step, where faults start.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 import itertools
@@ -437,6 +443,215 @@ def start_ms(seed: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Traffic families: production's habits that independent requests do not have
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorRuns:
+    """Errors come in runs: a dependency shared by both cohorts is good or bad (a two-state
+    Markov chain stepped once per request, in arrival order, whichever cohort the router sends
+    it to). A bad spell lasts `run_length` requests on average (geometric); in it a request
+    fails with `bad_error_rate`, in the good state it does not. The share of bad requests is
+    calibrated so the long-run error rate is the healthy cohort's `error_rate`; a cohort with
+    another rate (a canary's fault) fails `error_rate / healthy` times as often in the bad
+    state (at most always) and the rest of its excess independently in the good state, so its
+    long-run rate is its own `error_rate` too. With `bad_error_rate` 1 the runs of consecutive
+    errors in the dependency's request stream are `run_length` long on average."""
+
+    run_length: float = 20.0
+    bad_error_rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.run_length >= 1.0:
+            raise ValueError(f"run_length must be at least 1 request, got {self.run_length}")
+        if not 0.0 < self.bad_error_rate <= 1.0:
+            raise ValueError(f"bad_error_rate must be in (0, 1], got {self.bad_error_rate}")
+
+
+@dataclass(frozen=True)
+class Bursts:
+    """Markov-modulated arrivals: a quiet and a burst state (the whole fleet's, both cohorts),
+    with mean dwell times `quiet_s` and `burst_s` (geometric over one-second slots); the burst
+    rate is `multiplier` times the quiet one, and the quiet rate is set so the long-run mean
+    rate is the fleet's."""
+
+    multiplier: float = 4.0
+    quiet_s: float = 12.0
+    burst_s: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not self.multiplier >= 1.0:
+            raise ValueError(f"multiplier must be at least 1, got {self.multiplier}")
+        if not (self.quiet_s >= 1.0 and self.burst_s >= 1.0):
+            raise ValueError("dwell times must be at least one second (one slot)")
+
+    @property
+    def burst_share(self) -> float:
+        """The long-run share of time in the burst state."""
+        return self.burst_s / (self.burst_s + self.quiet_s)
+
+    @property
+    def quiet_factor(self) -> float:
+        """The quiet rate as a share of the mean rate."""
+        return 1.0 / (1.0 + self.burst_share * (self.multiplier - 1.0))
+
+
+@dataclass(frozen=True)
+class HeavyTails:
+    """A heavier slow mode and client timeouts. The slow tail's share and median are these
+    values for a healthy cohort (a behaviour that changes them keeps its ratio to healthy);
+    with `timeouts`, a request slower than the fleet's `timeout_ms` fails as a timeout at the
+    timeout (latency exactly `timeout_ms`), and so does every other timeout error."""
+
+    tail_share: float = 0.08
+    tail_median_ms: float = 400.0
+    tail_sigma: float = 0.6
+    timeouts: bool = True
+
+
+@dataclass(frozen=True)
+class SharedOutage:
+    """An outage of a dependency both cohorts share: windows `duration_s` long (uniform) with
+    exponential gaps of mean `every_s` between them, from the run's start. In a window a
+    request of either cohort fails with `failure_share` (OUTAGE_MIX: timeouts and internal
+    errors), and the others are `latency_scale` times slower."""
+
+    every_s: float = 120.0
+    duration_s: tuple[float, float] = (5.0, 20.0)
+    failure_share: float = 0.8
+    latency_scale: float = 4.0
+
+    def __post_init__(self) -> None:
+        low, high = self.duration_s
+        if not (self.every_s > 0.0 and 0.0 < low <= high):
+            raise ValueError(f"bad outage timing: every {self.every_s} s, {self.duration_s} s")
+
+
+@dataclass(frozen=True)
+class Diurnal:
+    """A strong cycle of the request rate: `1 + amplitude * cos(...)` over `period_s`, from a
+    seed-drawn phase. A day's cycle moves the rate by under 2 % in a three-minute rollout,
+    so the family compresses the day (default: 20 minutes) to see the rate change a lot within
+    one; the configured rate is then the cycle's mean, not the rate at the start."""
+
+    amplitude: float = 0.8
+    period_s: float = 1200.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.amplitude < 1.0 and self.period_s > 0.0):
+            raise ValueError(f"bad cycle: amplitude {self.amplitude}, period {self.period_s} s")
+
+
+@dataclass(frozen=True)
+class TrafficFamily:
+    """How traffic behaves apart from what either cohort does: a name and its habits (None:
+    the independent default for that part). The independent family draws nothing beyond
+    today's streams, so its logs stay the same for the same seed; each habit draws from its
+    own seeded stream."""
+
+    name: str
+    summary: str
+    error_runs: ErrorRuns | None = None
+    bursts: Bursts | None = None
+    heavy_tails: HeavyTails | None = None
+    shared_outage: SharedOutage | None = None
+    diurnal: Diurnal | None = None
+
+    def with_run_length(self, run_length: float) -> TrafficFamily:
+        """This family with error runs `run_length` requests long on average."""
+        if self.error_runs is None:
+            raise ValueError(f"family {self.name!r} has no error runs to set a length for")
+        runs = dataclasses.replace(self.error_runs, run_length=run_length)
+        return dataclasses.replace(self, error_runs=runs)
+
+
+INDEPENDENT = TrafficFamily(
+    "independent",
+    "Poisson arrivals with a slowly wandering rate, independent errors, a light slow tail",
+)
+
+FAMILIES: Mapping[str, TrafficFamily] = {
+    f.name: f
+    for f in (
+        INDEPENDENT,
+        TrafficFamily(
+            "errors_in_runs",
+            "errors in runs of a shared dependency (mean 20 requests), same long-run rate",
+            error_runs=ErrorRuns(),
+        ),
+        TrafficFamily(
+            "bursts",
+            "Markov-modulated arrival bursts: x4 for 4 s on average, quiet 12 s, same mean rate",
+            bursts=Bursts(),
+        ),
+        TrafficFamily(
+            "heavy_tails",
+            "a heavier slow mode (8 % around 400 ms) and client timeouts at 1 s",
+            heavy_tails=HeavyTails(),
+        ),
+        TrafficFamily(
+            "shared_outage",
+            "a shared dependency's outages, 5-20 s every 2 minutes on average: both cohorts "
+            "fail 80 % of requests and the rest are x4 slower",
+            shared_outage=SharedOutage(),
+        ),
+        TrafficFamily(
+            "diurnal",
+            "a strong cycle of the rate (amplitude 0.8, 20-minute compressed day, random phase)",
+            diurnal=Diurnal(),
+        ),
+    )
+}
+
+
+def traffic_family(name: str) -> TrafficFamily:
+    """The traffic family called `name`; an unknown name fails with the list of known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        known = ", ".join(FAMILIES)
+        raise UnknownScenarioError(f"unknown traffic family {name!r}; known: {known}") from None
+
+
+class SharedDependency:
+    """The shared dependency of `ErrorRuns`: its state, stepped once per request."""
+
+    def __init__(self, runs: ErrorRuns, rng: random.Random) -> None:
+        self.runs = runs
+        self.rng = rng
+        self.bad_share = HEALTHY.error_rate / runs.bad_error_rate
+        self.leave = 1.0 / runs.run_length
+        self.enter = self.bad_share / (1.0 - self.bad_share) * self.leave
+        self.bad = rng.random() < self.bad_share  # stationary from the start
+
+    def fails(self, error_rate: float) -> bool:
+        """Step the dependency for one request; does a request at `error_rate` fail?"""
+        rng = self.rng
+        if self.bad:
+            self.bad = rng.random() >= self.leave
+        else:
+            self.bad = rng.random() < self.enter
+        scale = error_rate / HEALTHY.error_rate
+        p_bad = min(1.0, self.runs.bad_error_rate * scale)
+        if self.bad:
+            return rng.random() < p_bad
+        p_good = max(0.0, (error_rate - self.bad_share * p_bad) / (1.0 - self.bad_share))
+        return p_good > 0.0 and rng.random() < p_good
+
+
+def with_first_step(rollout_plan: s.RolloutPlan, canary_percent: float) -> s.RolloutPlan:
+    """`rollout_plan` with its first step at `canary_percent` (bake and samples kept); later
+    steps at or below that share are dropped."""
+    first, *rest = rollout_plan.steps
+    steps = (
+        s.TrafficStep.model_validate({**first.model_dump(), "canary_percent": canary_percent}),
+        *(step for step in rest if step.canary_percent > canary_percent),
+    )
+    return s.RolloutPlan.model_validate({**rollout_plan.model_dump(), "steps": steps})
+
+
+# ---------------------------------------------------------------------------------------------
 # The open loop: the serving fleet
 # ---------------------------------------------------------------------------------------------
 
@@ -459,6 +674,8 @@ class FleetConfig:
     canary_batch_s: float | None = None
     #: The clients' timeout: a timed-out request takes this long.
     timeout_ms: float = 1000.0
+    #: How traffic behaves apart from the cohorts: errors in runs, bursts, heavy tails...
+    family: TrafficFamily = INDEPENDENT
 
     def __post_init__(self) -> None:
         if not self.rate > 0.0:
@@ -481,8 +698,11 @@ class ServingFleet:
 
     The request rate is piecewise constant over one-second slots:
     `total * diurnal(t) / diurnal(start) * exp(wander(t))`, with `wander` an Ornstein-Uhlenbeck
-    walk of the log-rate. Arrivals of a cohort at traffic share p are a Poisson process of rate
-    `p * rate`, generated one at a time (`next_arrival`), so a router may change p at any time.
+    walk of the log-rate (times the burst factor of a `Bursts` family; a `Diurnal` family's
+    cycle is normalized to its mean instead of the start). Arrivals of a cohort at traffic share
+    p are a Poisson process of rate `p * rate`, generated one at a time (`next_arrival`), so a
+    router may change p at any time. The config's traffic family adds its habits to serving:
+    errors from a shared dependency's runs, heavier tails and client timeouts, shared outages.
     """
 
     def __init__(
@@ -507,16 +727,52 @@ class ServingFleet:
         self._slot0 = self.begin_ms // SLOT_MS
         self._rates: list[float] = []
         self._log_rate = 0.0  # `rate` holds at the start; the walk wanders from there
-        self._diurnal0 = self._diurnal(self.begin_ms)
         self._counter = {c: 0 for c in COHORTS}
         #: When the canary first got traffic, and so when the fault starts.
         self.canary_started_ms: int | None = None
+        # the family's habits, each from its own stream (none drawn for the independent family)
+        family = self.family = config.family
+        self._dependency = (
+            None
+            if family.error_runs is None
+            else SharedDependency(family.error_runs, random.Random(f"{seed}/dependency"))
+        )
+        self._burst_rng = random.Random(f"{seed}/bursts") if family.bursts else None
+        self._bursting = (
+            self._burst_rng is not None
+            and family.bursts is not None
+            and self._burst_rng.random() < family.bursts.burst_share
+        )
+        self._outage_rng = random.Random(f"{seed}/outages")
+        self._outage_serving = {c: random.Random(f"{seed}/{c}/outage") for c in COHORTS}
+        self._outages: list[tuple[int, int]] = []
+        self._timeouts = family.heavy_tails is not None and family.heavy_tails.timeouts
+        self._shapes: dict[int, tuple[Behaviour, Behaviour]] = {}
+        if family.diurnal is not None:
+            self._phase = random.Random(f"{seed}/phase").random()
+            self._diurnal0 = 1.0  # the configured rate is the cycle's mean
+        else:
+            self._diurnal0 = self._diurnal(self.begin_ms)
 
     # ---- rates -----------------------------------------------------------------------
 
     def _diurnal(self, ms: float) -> float:
+        cycle = self.config.family.diurnal
+        if cycle is not None:
+            turns = (ms - self.begin_ms) / (cycle.period_s * 1000.0) + self._phase
+            return 1.0 + cycle.amplitude * math.cos(2.0 * math.pi * turns)
         hour = (ms % DAY_MS) / 3_600_000
         return 1.0 + self.config.diurnal_amplitude * math.cos(2.0 * math.pi * (hour - 15.0) / 24.0)
+
+    def _burst_factor(self) -> float:
+        """The burst state's rate factor for the next slot; then the state steps."""
+        bursts, rng = self.family.bursts, self._burst_rng
+        assert bursts is not None and rng is not None
+        factor = bursts.quiet_factor * (bursts.multiplier if self._bursting else 1.0)
+        leave = 1.0 / (bursts.burst_s if self._bursting else bursts.quiet_s)
+        if rng.random() < leave:
+            self._bursting = not self._bursting
+        return factor
 
     def rate_at(self, ms: float) -> float:
         """The fleet's total request rate (req/s) at simulation time `ms`."""
@@ -531,7 +787,10 @@ class ServingFleet:
             while slot >= len(rates):
                 t = (self._slot0 + len(rates)) * SLOT_MS
                 trend = self._diurnal(t) / self._diurnal0
-                rates.append(self.total_rate * trend * math.exp(self._log_rate))
+                rate = self.total_rate * trend * math.exp(self._log_rate)
+                if self._burst_rng is not None:
+                    rate *= self._burst_factor()
+                rates.append(rate)
                 if step_sd > 0.0:
                     self._log_rate = self._log_rate * decay + self._wander_rng.gauss(0.0, step_sd)
         return rates[slot]
@@ -563,9 +822,49 @@ class ServingFleet:
     def behaviour(self, cohort: Cohort, ms: float) -> Behaviour:
         onset = self.onset_ms
         if cohort == "baseline" or onset is None or ms < onset:
-            return HEALTHY
+            return self._shaped(HEALTHY)
         level = self.scenario.level((ms - onset) / 1000.0)
-        return HEALTHY.blend(self.scenario.canary, level)
+        return self._shaped(HEALTHY.blend(self.scenario.canary, level))
+
+    def _shaped(self, b: Behaviour) -> Behaviour:
+        """`b` with the family's heavier tail: the tail's parameters keep their ratio to a
+        healthy cohort's."""
+        tails = self.family.heavy_tails
+        if tails is None:
+            return b
+        cached = self._shapes.get(id(b))
+        if cached is not None and cached[0] is b:
+            return cached[1]
+        shaped = dataclasses.replace(
+            b,
+            tail_share=b.tail_share * tails.tail_share / HEALTHY.tail_share,
+            tail_median_ms=b.tail_median_ms * tails.tail_median_ms / HEALTHY.tail_median_ms,
+            tail_sigma=b.tail_sigma * tails.tail_sigma / HEALTHY.tail_sigma,
+        )
+        if len(self._shapes) > 16:  # a ramp makes a new behaviour per request
+            self._shapes.clear()
+        self._shapes[id(b)] = (b, shaped)
+        return shaped
+
+    def outage_windows(self, until_ms: float) -> list[tuple[int, int]]:
+        """The shared outages (start, end) that start before `until_ms`; [] without them."""
+        outage = self.family.shared_outage
+        if outage is None:
+            return []
+        windows, rng = self._outages, self._outage_rng
+        while not windows or windows[-1][0] < until_ms:
+            after = windows[-1][1] if windows else self.begin_ms
+            start = after + round(rng.expovariate(1.0 / outage.every_s) * 1000.0)
+            windows.append((start, start + round(rng.uniform(*outage.duration_s) * 1000.0)))
+        return [w for w in windows if w[0] < until_ms]
+
+    def in_outage(self, ms: float) -> bool:
+        """Whether a shared outage is on at `ms`."""
+        if self.family.shared_outage is None:
+            return False
+        self.outage_windows(ms + 1)
+        at_or_before = bisect.bisect_right(self._outages, (ms, math.inf)) - 1
+        return at_or_before >= 0 and ms < self._outages[at_or_before][1]
 
     def serve(self, cohort: Cohort, arrival_ms: float) -> s.Prediction | None:
         """Serve one request arriving at `arrival_ms`; None when the cohort is not answering."""
@@ -578,14 +877,30 @@ class ServingFleet:
         event_ms = int(arrival_ms)
         features = self._features(rng, behaviour)
         body = self._latency(rng, behaviour)
+        error: str | None
         if rng.random() < behaviour.failure_share:
-            ok, error = False, _pick(rng, OUTAGE_MIX)
-        elif rng.random() < behaviour.error_rate:
-            ok, error = False, _pick(rng, ERROR_MIX)
+            error = _pick(rng, OUTAGE_MIX)
+        elif self._fails(rng, behaviour):
+            error = _pick(rng, ERROR_MIX)
         else:
-            ok, error = True, None
+            error = None
+        outage = self.family.shared_outage
+        if outage is not None and self.in_outage(arrival_ms):
+            outage_rng = self._outage_serving[cohort]
+            failed = outage_rng.random() < outage.failure_share
+            kind = _pick(outage_rng, OUTAGE_MIX)
+            if failed and error is None:
+                error = kind
+            body *= outage.latency_scale
+        if self._timeouts and error is None and body > self.config.timeout_ms:
+            error = "timeout"  # the client gives up
+        ok = error is None
         if error == "timeout":
-            latency = self.config.timeout_ms * (1.0 + 0.02 * rng.random())
+            latency = (
+                self.config.timeout_ms
+                if self._timeouts
+                else self.config.timeout_ms * (1.0 + 0.02 * rng.random())
+            )
         elif error == "internal":
             latency = body * 0.3
         elif error == "bad_request":
@@ -605,6 +920,13 @@ class ServingFleet:
             prediction=prediction,
             features=features,
         )
+
+    def _fails(self, rng: random.Random, b: Behaviour) -> bool:
+        """Whether a request fails with an ordinary error: independently, or by the shared
+        dependency's state."""
+        if self._dependency is None:
+            return rng.random() < b.error_rate
+        return self._dependency.fails(b.error_rate)
 
     @staticmethod
     def _latency(rng: random.Random, b: Behaviour) -> float:

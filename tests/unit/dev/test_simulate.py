@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import random
 import statistics
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,16 +16,21 @@ import pytest
 import schemas as s
 from controller.core.stats import QuantileSketch, common_bins, js_divergence
 from controller.dev.simulate import (
+    FAMILIES,
     PLANS,
     SCENARIOS,
+    ErrorRuns,
     FleetConfig,
     ServingFleet,
+    SharedDependency,
     UnknownScenarioError,
     generate,
     make_deployment,
     ms_of,
     scenario,
+    traffic_family,
     training_profile,
+    with_first_step,
 )
 
 DURATION_S = 90.0
@@ -331,3 +339,192 @@ def test_every_scenario_and_plan_is_listed_and_an_unknown_one_is_named() -> None
 def test_ms_of_inverts_the_simulation_clock() -> None:
     events = list(generate("healthy", seed=4, duration_s=2))
     assert ms_of(events[1].time) > ms_of(events[0].time)
+
+
+# ---------------------------------------------------------------------------------------------
+# Traffic families
+# ---------------------------------------------------------------------------------------------
+
+#: sha256 of the log bytes of `generate("error_burst_x5", seed=7, duration_s=120)` with the
+#: fault 30 s in, computed before traffic families existed: the independent family must keep it.
+ERROR_BURST_SEED_7_SHA256 = "028f9ef5be47d08dc447dd4e9134254fde1be1659c075439b85afd21cf854b88"
+
+
+def log_digest(config: FleetConfig) -> str:
+    digest = hashlib.sha256()
+    for event in generate("error_burst_x5", seed=7, duration_s=120, config=config):
+        digest.update(event.to_json() + b"\n")
+    return digest.hexdigest()
+
+
+def test_the_independent_family_gives_the_log_of_the_simulator_before_families() -> None:
+    assert ERROR_BURST_SEED_7_SHA256 == log_digest(FleetConfig(fault_onset_s=30))
+    assert ERROR_BURST_SEED_7_SHA256 == log_digest(
+        FleetConfig(fault_onset_s=30, family=traffic_family("independent"))
+    )
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_gives_the_same_log_for_the_same_seed(name: str) -> None:
+    config = FleetConfig(family=traffic_family(name), fault_onset_s=5)
+
+    first = [e.to_json() for e in generate("error_burst_x5", seed=11, duration_s=20, config=config)]
+    again = [e.to_json() for e in generate("error_burst_x5", seed=11, duration_s=20, config=config)]
+
+    assert first == again
+
+
+@pytest.mark.parametrize("family_name", list(FAMILIES))
+@pytest.mark.parametrize("scenario_name", list(SCENARIOS))
+def test_every_scenario_runs_on_every_family(scenario_name: str, family_name: str) -> None:
+    config = FleetConfig(family=traffic_family(family_name), fault_onset_s=5)
+
+    events = list(generate(scenario_name, seed=3, duration_s=15, config=config))
+
+    assert isinstance(events[0].data, s.DeploymentRequested)
+    assert cohort(predictions(events), "baseline")
+    assert sorted(e.time for e in events) == [e.time for e in events]
+
+
+def test_an_unknown_family_is_named_with_the_known_ones() -> None:
+    with pytest.raises(UnknownScenarioError, match="known: independent, errors_in_runs"):
+        traffic_family("cosmic_rays")
+
+
+def error_runs(failures: list[bool]) -> list[int]:
+    """The lengths of the runs of consecutive failures."""
+    return [len(list(run)) for failed, run in itertools.groupby(failures) if failed]
+
+
+@pytest.mark.parametrize("run_length", [5.0, 20.0])
+def test_a_shared_dependency_keeps_the_error_rate_and_fails_in_runs_of_the_set_length(
+    run_length: float,
+) -> None:
+    dependency = SharedDependency(ErrorRuns(run_length=run_length), random.Random(1))
+
+    failures = [dependency.fails(0.007) for _ in range(2_000_000)]
+
+    assert 0.007 == pytest.approx(sum(failures) / len(failures), rel=0.15)
+    assert run_length == pytest.approx(statistics.fmean(error_runs(failures)), rel=0.15)
+
+
+def test_a_canary_fault_still_multiplies_the_error_rate_of_a_shared_dependency() -> None:
+    dependency = SharedDependency(ErrorRuns(run_length=20.0), random.Random(2))
+
+    failures = [dependency.fails(0.035) for _ in range(500_000)]
+
+    assert 0.035 == pytest.approx(sum(failures) / len(failures), rel=0.1)
+
+
+def test_errors_in_runs_land_on_whichever_cohort_the_router_sends_requests_to() -> None:
+    config = FleetConfig(family=traffic_family("errors_in_runs").with_run_length(20.0))
+    fleet = ServingFleet(make_deployment("healthy", 1), scenario("healthy"), seed=1, config=config)
+    router = random.Random(5)
+
+    served = []
+    for i in range(150_000):
+        p = fleet.serve("canary" if router.random() < 0.2 else "baseline", fleet.begin_ms + i)
+        assert p is not None
+        served.append(p)
+
+    assert 0.007 == pytest.approx(sum(not p.ok for p in served) / len(served), rel=0.35)
+    runs = [
+        list(run) for failed, run in itertools.groupby(served, key=lambda p: not p.ok) if failed
+    ]
+    assert statistics.fmean(len(run) for run in runs) > 10.0
+    long_runs = [run for run in runs if len(run) >= 10]
+    assert long_runs
+    assert all({p.cohort for p in run} == {s.Cohort.BASELINE, s.Cohort.CANARY} for run in long_runs)
+
+
+def per_second_counts(events: Iterable[s.Envelope[Any]]) -> list[int]:
+    counts = Counter(int(p.event_time.timestamp()) for p in predictions(events))
+    first, last = min(counts), max(counts)
+    return [counts[t] for t in range(first + 1, last)]  # whole seconds only
+
+
+def dispersion(counts: list[int]) -> float:
+    """The index of dispersion: variance over mean (1 for a Poisson process)."""
+    return statistics.pvariance(counts) / statistics.fmean(counts)
+
+
+def test_bursts_keep_the_mean_rate_and_overdisperse_arrivals() -> None:
+    def fleet(name: str) -> ServingFleet:
+        config = FleetConfig(family=traffic_family(name))
+        return ServingFleet(
+            make_deployment("healthy", 4), scenario("healthy"), seed=4, config=config
+        )
+
+    bursty, steady = fleet("bursts"), fleet("independent")
+    slots = range(0, 3 * 3_600_000, 1000)
+    bursty_rates = [bursty.rate_at(bursty.begin_ms + t) for t in slots]
+    steady_rates = [steady.rate_at(steady.begin_ms + t) for t in slots]
+    assert 1.0 == pytest.approx(
+        statistics.fmean(bursty_rates) / statistics.fmean(steady_rates), rel=0.05
+    )
+
+    def counts(name: str) -> list[int]:
+        config = FleetConfig(family=traffic_family(name))
+        return per_second_counts(generate("healthy", seed=4, duration_s=120, config=config))
+
+    assert dispersion(counts("bursts")) > 1.5
+    assert dispersion(counts("independent")) < 1.5
+
+
+def test_heavy_tails_time_out_at_exactly_the_client_timeout() -> None:
+    def served_by(name: str) -> list[s.Prediction]:
+        config = FleetConfig(family=traffic_family(name), timeout_ms=800.0)
+        fleet = ServingFleet(
+            make_deployment("healthy", 1), scenario("healthy"), seed=1, config=config
+        )
+        return [p for p in (fleet.serve("baseline", fleet.begin_ms) for _ in range(20_000)) if p]
+
+    heavy = served_by("heavy_tails")
+
+    timeouts = [p for p in heavy if p.error_type == "timeout"]
+    assert len(timeouts) > 0.003 * len(heavy)  # the slow tail times out, not only the errors
+    assert {(800.0, False, None)} == {(p.latency_ms, p.ok, p.prediction) for p in timeouts}
+    assert max(p.latency_ms for p in heavy if p.ok) <= 800.0
+    light = served_by("independent")
+    assert p99([p for p in heavy if p.ok]) > 1.5 * p99([p for p in light if p.ok])
+
+
+def test_a_shared_outage_fails_and_slows_both_cohorts_alike() -> None:
+    config = FleetConfig(family=traffic_family("shared_outage"), fault_onset_s=30)
+    events = list(generate("healthy", seed=6, duration_s=600, config=config))
+    fleet = ServingFleet(make_deployment("healthy", 6), scenario("healthy"), seed=6, config=config)
+    windows = fleet.outage_windows(fleet.begin_ms + 600_000)
+    assert windows
+
+    def inside(p: s.Prediction) -> bool:
+        return any(start <= ms_of(p.event_time) < end for start, end in windows)
+
+    items = predictions(events)
+    for name in ("baseline", "canary"):
+        hit = [p for p in cohort(items, name) if inside(p)]
+        spared = [p for p in cohort(items, name) if not inside(p)]
+        assert 0.8 == pytest.approx(sum(not p.ok for p in hit) / len(hit), abs=0.1)
+        assert sum(not p.ok for p in spared) / len(spared) < 0.02
+        assert statistics.median(p.latency_ms for p in hit if p.ok) > 3 * statistics.median(
+            p.latency_ms for p in spared if p.ok
+        )
+
+
+def test_the_diurnal_family_moves_the_rate_a_lot_within_ten_minutes_around_the_mean() -> None:
+    config = FleetConfig(family=traffic_family("diurnal"))
+    for seed in (1, 2, 3):
+        fleet = ServingFleet(
+            make_deployment("healthy", seed), scenario("healthy"), seed=seed, config=config
+        )
+        ten_minutes = [fleet.rate_at(fleet.begin_ms + 1000 * i) for i in range(600)]
+        assert max(ten_minutes) > 1.5 * min(ten_minutes)
+        cycle = [fleet.rate_at(fleet.begin_ms + 1000 * i) for i in range(3 * 1200)]
+        assert 100.0 == pytest.approx(statistics.fmean(cycle), rel=0.15)
+
+
+def test_a_plan_with_another_first_step_keeps_the_later_steps_above_it() -> None:
+    short = PLANS["short"]
+
+    assert [5.0, 50.0, 100.0] == [x.canary_percent for x in with_first_step(short, 5).steps]
+    assert [50.0, 100.0] == [x.canary_percent for x in with_first_step(short, 50).steps]
+    assert short.steps[0].min_bake_s == with_first_step(short, 50).steps[0].min_bake_s
