@@ -13,9 +13,11 @@ profile, and how often a window of the rule's `min_samples` canary values crosse
 threshold by sampling noise alone.
 
     python bench/realdata.py [--aa-runs 20] [--fault-runs 10] [--datasets ...] [--faults ...]
-                             [--workers 2] [--update-docs docs/realdata.md]
+                             [--workers 2] [--dry-run RULE ...] [--update-docs docs/realdata.md]
 
-Not a test: it prints figures.
+`--dry-run RULE` is an experiment: the default policy with those rules evaluated but never
+acted on, to see what the other rules decide when one is known to misfire. Not a test: it
+prints figures.
 """
 
 from __future__ import annotations
@@ -42,17 +44,19 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 import schemas as s  # noqa: E402
 from controller.core.policy import Policy  # noqa: E402
 from controller.core.stats.distance import js_divergence, l_infinity  # noqa: E402
 from controller.dev import realdata as rd  # noqa: E402
 from controller.dev.simulate import PLANS  # noqa: E402
-from controller.policy_io import default_policy, default_policy_text  # noqa: E402
+from controller.policy_io import default_policy, default_policy_text, parse_policy  # noqa: E402
 from controller.replay.replay import Runner  # noqa: E402
 
-BEGIN = "<!-- bench:realdata:begin -->"
-END = "<!-- bench:realdata:end -->"
+#: Where --update-docs writes: between these markers; an experiment (--dry-run) writes between
+#: the `realdata-experiment` ones.
+MARKERS = "<!-- bench:{name}:begin -->", "<!-- bench:{name}:end -->"
 CONFIDENCE = 0.95
 #: The issue's target: no false rollback in at least this many A/A rollouts.
 TARGET_AA_RUNS = 60
@@ -66,9 +70,25 @@ REFERENCE_WINDOWS = 2000
 _POLICY: Policy | None = None
 
 
-def _init_worker() -> None:
+def policy_with_dry_run(rules: list[str]) -> Policy:
+    """The default policy, with the named rules evaluated and reported but never acted on (an
+    experiment: what the other rules decide when one rule is known to misfire)."""
+    if not rules:
+        return default_policy()
+    doc = yaml.safe_load(default_policy_text())
+    known = [rule["name"] for rule in doc["rules"]]
+    unknown = sorted(set(rules) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown rules {unknown}; the default policy's rules: {known}")
+    for rule in doc["rules"]:
+        if rule["name"] in rules:
+            rule["dry_run"] = True
+    return parse_policy(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _init_worker(dry_run: list[str]) -> None:
     global _POLICY
-    _POLICY = default_policy()
+    _POLICY = policy_with_dry_run(dry_run)
 
 
 @dataclass(frozen=True)
@@ -371,13 +391,17 @@ def report(
         for s in plan.steps
     )
     digest = hashlib.sha256(default_policy_text().encode()).hexdigest()[:12]
+    dry_run = ""
+    if args.dry_run:
+        names = ", ".join(f"`{name}`" for name in args.dry_run)
+        dry_run = f", **an experiment**: {names} in dry run (evaluated, never acted on)"
     cpu = sum(r.cpu_s for rs in results.values() for r in rs)
     faults = ["identical", *args.faults]
     parts = [
         f"Command: `{command_line(args)}`",
         "",
         f"- Code: commit {_commit()}. Policy: the default policy "
-        f"`controller/policies/default.yaml` (sha256 {digest}).",
+        f"`controller/policies/default.yaml` (sha256 {digest}){dry_run}.",
         f"- Plan `{args.plan}`: {steps}; deadline {plan.deadline_s:g} s.",
         f"- Traffic: {args.rate:g} canary requests/s in the first step, rows drawn with "
         f"replacement from the serving part (split seed {args.split_seed}); canary predictions "
@@ -413,13 +437,14 @@ def report(
     return "\n".join(parts)
 
 
-def update_docs(path: Path, text: str) -> None:
+def update_docs(path: Path, text: str, name: str) -> None:
+    begin, end = (marker.format(name=name) for marker in MARKERS)
     doc = path.read_text(encoding="utf-8")
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers to write between")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {begin} ... {end} markers to write between")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,13 +464,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes")
     p.add_argument("--seed", type=int, default=1, help="first seed; run k uses seed + k")
     p.add_argument("--split-seed", type=int, default=rd.DEFAULT_SPLIT_SEED)
+    p.add_argument(
+        "--dry-run",
+        nargs="+",
+        default=[],
+        metavar="RULE",
+        help="an experiment: these rules of the default policy in dry run",
+    )
     p.add_argument("--update-docs", type=Path, default=None, help="write the results into FILE")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    policy = default_policy()
+    policy = policy_with_dry_run(args.dry_run)
     # train and precompute in the parent, so forked workers share the caches
     for dataset in args.datasets:
         for name in ["identical", *args.faults]:
@@ -465,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[tuple[str, str], list[Result]] = {}
     started = time.monotonic()
     ctx = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork")
-    with ctx.Pool(args.workers, initializer=_init_worker) as pool:
+    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.dry_run,)) as pool:
         for done, result in enumerate(pool.imap_unordered(run_one, jobs, chunksize=1), start=1):
             results.setdefault((result.dataset, result.fault), []).append(result)
             if done % 20 == 0 or done == len(jobs):
@@ -478,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     text = report(args, results, refs, wall)
     print(text)
     if args.update_docs is not None:
-        update_docs(args.update_docs, text)
+        update_docs(args.update_docs, text, "realdata-experiment" if args.dry_run else "realdata")
 
 
 if __name__ == "__main__":
