@@ -10,9 +10,15 @@ rollouts the false rollback rate with a 95% upper confidence bound (one-sided
 Clopper-Pearson).
 
     python bench/detection.py [--runs N] [--other-runs N] [--healthy N] [--rate 20] [--workers 2]
+        [--family NAME[,NAME...]|all] [--share 5,20,50] [--run-length N]
 
-Not a test: it prints figures. `--update-docs docs/detection.md` also writes the results
-between the benchmark markers of that file.
+`--family` runs every scenario on each traffic family (controller.dev.simulate.FAMILIES: errors
+in runs, bursts, heavy tails, shared outages, a strong rate cycle; default: independent) and
+`--share` at each first-step canary share (the plan with its first step at that percent); the
+same tables are printed for each family and share, then a summary of all of them.
+
+Not a test: it prints figures. `--update-docs docs/detection.md` also writes the results of the
+independent family at the plan's own first step between the benchmark markers of that file.
 """
 
 from __future__ import annotations
@@ -38,13 +44,16 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 from controller.core.policy import Policy  # noqa: E402
 from controller.dev.simulate import (  # noqa: E402
+    FAMILIES,
     PLANS,
     SCENARIOS,
     ClosedLoop,
     FleetConfig,
+    with_first_step,
 )
 from controller.policy_io import default_policy, default_policy_text, load_policy  # noqa: E402
 from controller.replay.replay import Runner  # noqa: E402
+from schemas import RolloutPlan  # noqa: E402
 
 BEGIN = "<!-- bench:detection:begin -->"
 END = "<!-- bench:detection:end -->"
@@ -76,10 +85,37 @@ class Job:
     canary_batch_s: float | None
     fault_onset_s: float
     plan: str
+    family: str = "independent"
+    share: float | None = None  # the first step's canary percent; None: the plan's
+    run_length: float | None = None  # of a family's error runs; None: the family's
+
+    def rollout_plan(self) -> RolloutPlan:
+        return plan_at(self.plan, self.share)
+
+    def config(self) -> FleetConfig:
+        family = FAMILIES[self.family]
+        if self.run_length is not None and family.error_runs is not None:
+            family = family.with_run_length(self.run_length)
+        return FleetConfig(
+            rate=self.rate,
+            fault_onset_s=self.fault_onset_s,
+            canary_batch_s=self.canary_batch_s,
+            family=family,
+        )
+
+
+def plan_at(name: str, share: float | None) -> RolloutPlan:
+    """The plan called `name`, with its first step at `share` percent (None: as it is)."""
+    plan = PLANS[name]
+    if share is None or share == plan.steps[0].canary_percent:
+        return plan
+    return with_first_step(plan, share)
 
 
 @dataclass(frozen=True)
 class Result:
+    family: str
+    share: float | None
     scenario: str
     seed: int
     action: str | None
@@ -92,11 +128,12 @@ class Result:
 def run_one(job: Job) -> Result:
     assert _POLICY is not None, "the worker initializer loads the policy"
     started = time.process_time()
-    config = FleetConfig(
-        rate=job.rate, fault_onset_s=job.fault_onset_s, canary_batch_s=job.canary_batch_s
-    )
     loop = ClosedLoop(
-        job.scenario, Runner(_POLICY), seed=job.seed, config=config, rollout_plan=PLANS[job.plan]
+        job.scenario,
+        Runner(_POLICY),
+        seed=job.seed,
+        config=job.config(),
+        rollout_plan=job.rollout_plan(),
     )
     outcome = loop.run()
     rule = None
@@ -105,6 +142,8 @@ def run_one(job: Job) -> Result:
             rules = command.evidence.get("failed_rules") or [command.evidence.get("rule")]
             rule = ",".join(str(r) for r in rules if r) or None
     return Result(
+        family=job.family,
+        share=job.share,
         scenario=job.scenario,
         seed=job.seed,
         action=outcome.terminal_action,
@@ -149,7 +188,9 @@ def _sprt_times(
     return statistics.median(times), percentile(times, 95)
 
 
-def error_rate_limit(policy: Policy, plan: str, rate: float, runs: int = 4000) -> Limit | None:
+def error_rate_limit(
+    policy: Policy, plan: RolloutPlan, rate: float, runs: int = 4000
+) -> Limit | None:
     """How fast the error_burst_x5 fault can be seen at all, at the error_rate rule's alpha
     and tolerance (Monte Carlo, seed fixed): Wald's sequential probability ratio test told the
     true rates and the onset (no history, no mixture over alternatives, no plug-in share). For
@@ -166,7 +207,7 @@ def error_rate_limit(policy: Policy, plan: str, rate: float, runs: int = 4000) -
         return None
     alpha = float(rule.params.get("alpha") or 0.01)  # type: ignore[arg-type]
     tolerance = float(rule.params.get("tolerance", 0.2))  # type: ignore[arg-type]
-    share = PLANS[plan].steps[0].canary_percent / 100.0
+    share = plan.steps[0].canary_percent / 100.0
     baseline_rps = rate * (1.0 - share) / share
     p_b = SCENARIOS["healthy"].canary.error_rate
     p_c = SCENARIOS["error_burst_x5"].canary.error_rate
@@ -334,46 +375,109 @@ def _rules(counter: Counter[str]) -> str:
     return ", ".join(f"{name} {count}" for name, count in counter.most_common(3)) or "-"
 
 
-def fault_table(rows: list[Row]) -> str:
-    lines = [
-        "| scenario | hard | runs | detected (rolled back after onset) | 95% lower bound | "
-        "median onset to rollback | p95 | before onset | promoted | undecided | rules that fired "
-        "| target met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        median = r.median()
-        met = "-"
-        if r.hard:
-            met = (
-                "yes"
-                if r.detection_rate >= TARGET_DETECTION
-                and median is not None
-                and median < TARGET_MEDIAN_S
-                else "**no**"
-            )
-        lines.append(
-            f"| {r.scenario} | {'yes' if r.hard else ''} | {r.runs} | {r.detected} "
-            f"({_pct(r.detection_rate)}) | {_pct(lower_bound(r.detected, r.runs))} | "
-            f"{_s(median)} | {_s(r.p95())} | {r.early} | {r.promoted} | {r.undecided} | "
-            f"{_rules(r.rules)} | {met} |"
+def _fault_cells(r: Row) -> str:
+    median = r.median()
+    met = "-"
+    if r.hard:
+        met = (
+            "yes"
+            if r.detection_rate >= TARGET_DETECTION
+            and median is not None
+            and median < TARGET_MEDIAN_S
+            else "**no**"
         )
+    return (
+        f"{r.scenario} | {'yes' if r.hard else ''} | {r.runs} | {r.detected} "
+        f"({_pct(r.detection_rate)}) | {_pct(lower_bound(r.detected, r.runs))} | "
+        f"{_s(median)} | {_s(r.p95())} | {r.early} | {r.promoted} | {r.undecided} | "
+        f"{_rules(r.rules)} | {met} |"
+    )
+
+
+_FAULT_HEAD = (
+    "scenario | hard | runs | detected (rolled back after onset) | 95% lower bound | "
+    "median onset to rollback | p95 | before onset | promoted | undecided | rules that fired "
+    "| target met |"
+)
+
+
+def fault_table(rows: list[Row]) -> str:
+    lines = ["| " + _FAULT_HEAD, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {_fault_cells(r)}" for r in rows]
     return "\n".join(lines)
 
 
-def healthy_table(row: Row) -> str:
+def _healthy_cells(row: Row) -> str:
     bound = upper_bound(row.rolled_back, row.runs)
     met = "yes" if bound <= TARGET_FALSE_ROLLBACK else "**no**"
     point = row.rolled_back / row.runs if row.runs else 0.0
+    return (
+        f"{row.runs} | {row.rolled_back} | {_pct(point)} | {_pct(bound)} | "
+        f"{row.promoted} | {row.undecided} | {_rules(row.rules)} | {met} |"
+    )
+
+
+_HEALTHY_HEAD = (
+    "runs | false rollbacks | rate | 95% upper bound | promoted | "
+    "undecided | rules that fired | target met (bound <= 1%) |"
+)
+
+
+def healthy_table(row: Row) -> str:
     return "\n".join(
         [
-            "| scenario | runs | false rollbacks | rate | 95% upper bound | promoted | "
-            "undecided | rules that fired | target met (bound <= 1%) |",
+            "| scenario | " + _HEALTHY_HEAD,
             "|---|---|---|---|---|---|---|---|---|",
-            f"| healthy | {row.runs} | {row.rolled_back} | {_pct(point)} | {_pct(bound)} | "
-            f"{row.promoted} | {row.undecided} | {_rules(row.rules)} | {met} |",
+            f"| healthy | {_healthy_cells(row)}",
         ]
     )
+
+
+@dataclass
+class Section:
+    """The results of one traffic family at one first-step share."""
+
+    family: str
+    share: float | None
+    rows: list[Row]
+    healthy: Row | None
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(r.cpu_s for r in self.rows) + (self.healthy.cpu_s if self.healthy else 0.0)
+
+    def percent(self, plan: str) -> float:
+        return plan_at(plan, self.share).steps[0].canary_percent
+
+    def is_default(self, plan: str) -> bool:
+        return (
+            self.family == "independent"
+            and self.percent(plan) == PLANS[plan].steps[0].canary_percent
+        )
+
+
+def healthy_summary(sections: list[Section], plan: str) -> str:
+    lines = [
+        "| family | first step | " + _HEALTHY_HEAD,
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {x.family} | {x.percent(plan):g}% | {_healthy_cells(x.healthy)}"
+        for x in sections
+        if x.healthy is not None
+    ]
+    return "\n".join(lines)
+
+
+def fault_summary(sections: list[Section], plan: str) -> str:
+    lines = [
+        "| family | first step | " + _FAULT_HEAD,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {x.family} | {x.percent(plan):g}% | {_fault_cells(r)}" for x in sections for r in x.rows
+    ]
+    return "\n".join(lines)
 
 
 def _commit() -> str:
@@ -405,54 +509,108 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def report(
-    args: argparse.Namespace, policy: Policy, rows: list[Row], healthy: Row | None, wall_s: float
-) -> str:
-    plan = PLANS[args.plan]
+def _plan_line(args: argparse.Namespace, share: float | None) -> str:
+    plan = plan_at(args.plan, share)
     steps = ", ".join(
         f"{s.canary_percent:g}% (bake {s.min_bake_s:g} s, {s.min_samples} samples)"
         for s in plan.steps
     )
-    if args.policy:
-        policy_line = f"`{Path(args.policy).name}` (name `{policy.name}`; an experiment)"
-    else:
-        digest = hashlib.sha256(default_policy_text().encode()).hexdigest()[:12]
-        policy_line = f"the default policy `controller/policies/default.yaml` (sha256 {digest})"
+    name = f"Plan `{args.plan}`"
+    if plan is not PLANS[args.plan]:
+        name += f" with its first step at {plan.steps[0].canary_percent:g}%"
+    return f"- {name}: {steps}; deadline {plan.deadline_s:g} s."
+
+
+def _traffic_lines(args: argparse.Namespace, section: Section) -> list[str]:
+    percent = section.percent(args.plan)
     batch = (
         "one record per prediction"
         if args.canary_batch_ms == 0
         else f"batched every {args.canary_batch_ms:g} ms"
     )
-    cpu = sum(r.cpu_s for r in rows) + (healthy.cpu_s if healthy else 0.0)
-    parts = [
-        f"Command: `{command_line(args)}`",
-        "",
-        f"- Code: commit {_commit()}. Policy: {policy_line}.",
-        f"- Plan `{args.plan}`: {steps}; deadline {plan.deadline_s:g} s.",
+    lines = [
         f"- Traffic: {args.rate:g} canary requests/s in the first step (baseline "
-        f"{args.rate * (100 / plan.steps[0].canary_percent - 1):g} req/s); canary predictions "
+        f"{args.rate * (100 / percent - 1):g} req/s); canary predictions "
         f"{batch}, baseline predictions batched every second; the core judges every record "
-        "and ticks every second of event time.",
-        f"- Fault onset {args.onset:g} s after the canary gets traffic.",
-        f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), Python "
-        f"{platform.python_version()}, {args.workers} worker processes; "
-        f"{wall_s / 60:.1f} min wall, {cpu / 60:.1f} min CPU.",
-        "",
+        "and ticks every second of event time."
     ]
-    if healthy is not None:
-        parts += ["Healthy rollouts (false rollbacks):", "", healthy_table(healthy), ""]
-    if rows:
+    if section.family != "independent":
+        family = FAMILIES[section.family]
+        if args.run_length is not None and family.error_runs is not None:
+            family = family.with_run_length(args.run_length)
+        runs = ""
+        if family.error_runs is not None:
+            runs = f" (mean run {family.error_runs.run_length:g} requests)"
+        lines.insert(0, f"- Traffic family `{family.name}`: {family.summary}{runs}.")
+    return lines
+
+
+def _section_body(args: argparse.Namespace, policy: Policy, section: Section) -> list[str]:
+    parts: list[str] = []
+    if section.healthy is not None:
+        parts += ["Healthy rollouts (false rollbacks):", "", healthy_table(section.healthy), ""]
+    if section.rows:
         parts += [
             "Faults (onset to the rollback command; target for hard faults: detected in >= 99% "
             "of runs, median < 10 s):",
             "",
-            fault_table(rows),
+            fault_table(section.rows),
             "",
         ]
-    if "error_burst_x5" in args.scenarios:
-        limit = error_rate_limit(policy, args.plan, args.rate)
+    # the limit assumes independent errors at steady rates: only the independent family has it
+    if section.family == "independent" and any(
+        r.scenario == "error_burst_x5" for r in section.rows
+    ):
+        limit = error_rate_limit(policy, plan_at(args.plan, section.share), args.rate)
         if limit is not None:
             parts += [limit_text(limit), ""]
+    return parts
+
+
+def report(args: argparse.Namespace, policy: Policy, sections: list[Section], wall_s: float) -> str:
+    """One section: the header and its tables. More: the shared header, each family and share
+    with its plan, traffic and tables, then a summary table of all of them."""
+    if args.policy:
+        policy_line = f"`{Path(args.policy).name}` (name `{policy.name}`; an experiment)"
+    else:
+        digest = hashlib.sha256(default_policy_text().encode()).hexdigest()[:12]
+        policy_line = f"the default policy `controller/policies/default.yaml` (sha256 {digest})"
+    cpu = sum(x.cpu_s for x in sections)
+    code = f"- Code: commit {_commit()}. Policy: {policy_line}."
+    onset = f"- Fault onset {args.onset:g} s after the canary gets traffic."
+    machine = (
+        f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), Python "
+        f"{platform.python_version()}, {args.workers} worker processes; "
+        f"{wall_s / 60:.1f} min wall, {cpu / 60:.1f} min CPU."
+    )
+    parts = [f"Command: `{command_line(args)}`", ""]
+    if len(sections) == 1:
+        section = sections[0]
+        parts += [
+            code,
+            _plan_line(args, section.share),
+            *_traffic_lines(args, section),
+            onset,
+            machine,
+            "",
+            *_section_body(args, policy, section),
+        ]
+        return "\n".join(parts)
+    parts += [code, onset, machine, ""]
+    for section in sections:
+        parts += [
+            f"### Family `{section.family}`, first step {section.percent(args.plan):g}%",
+            "",
+            _plan_line(args, section.share),
+            *_traffic_lines(args, section),
+            "",
+            *_section_body(args, policy, section),
+        ]
+    parts += ["### Summary", ""]
+    if any(x.healthy is not None for x in sections):
+        parts += ["Healthy rollouts:", "", healthy_summary(sections, args.plan), ""]
+    if any(x.rows for x in sections):
+        parts += ["Faults:", "", fault_summary(sections, args.plan), ""]
     return "\n".join(parts)
 
 
@@ -484,6 +642,25 @@ def update_docs(path: Path, text: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _families(text: str) -> list[str]:
+    names = list(FAMILIES) if text == "all" else [x.strip() for x in text.split(",")]
+    unknown = [x for x in names if x not in FAMILIES]
+    if unknown or not names:
+        known = ", ".join(FAMILIES)
+        raise argparse.ArgumentTypeError(f"unknown family {unknown}; known: {known} (or all)")
+    return names
+
+
+def _shares(text: str) -> list[float]:
+    try:
+        shares = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of percents: {text!r}") from None
+    if not shares or not all(0.0 < x <= 100.0 for x in shares):
+        raise argparse.ArgumentTypeError(f"canary shares must be in (0, 100]: {text!r}")
+    return shares
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=100, help="runs per hard fault scenario")
@@ -507,36 +684,73 @@ def parser() -> argparse.ArgumentParser:
         help="canary predictions batched every N ms (0: one record each)",
     )
     p.add_argument("--seed", type=int, default=1, help="first seed; run k uses seed + k")
+    p.add_argument(
+        "--family",
+        default="independent",
+        help="traffic families, comma-separated, or all: " + ", ".join(FAMILIES),
+    )
+    p.add_argument(
+        "--share",
+        default=None,
+        help="first-step canary percents, comma-separated (e.g. 5,20,50; default: the plan's)",
+    )
+    p.add_argument(
+        "--run-length",
+        type=float,
+        default=None,
+        help="mean length of the error runs in requests (families with error runs)",
+    )
     p.add_argument("--policy", default=None, help="a policy file (experiments; default policy)")
-    p.add_argument("--update-docs", type=Path, default=None, help="write the results into FILE")
+    p.add_argument(
+        "--update-docs",
+        type=Path,
+        default=None,
+        help="write the results of the independent family at the plan's first step into FILE",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    try:
+        families = _families(args.family)
+        shares: list[float | None] = [None] if args.share is None else [*_shares(args.share)]
+    except argparse.ArgumentTypeError as exc:
+        cli.error(str(exc))
     policy = load_policy(args.policy) if args.policy else default_policy()
     batch = None if args.canary_batch_ms == 0 else args.canary_batch_ms / 1000
+    grid = [(family, share) for family in families for share in shares]
 
-    def job(scenario: str, k: int) -> Job:
-        return Job(scenario, args.seed + k, args.rate, batch, args.onset, args.plan)
+    def job(family: str, share: float | None, scenario: str, k: int) -> Job:
+        return Job(
+            scenario,
+            args.seed + k,
+            args.rate,
+            batch,
+            args.onset,
+            args.plan,
+            family=family,
+            share=share,
+            run_length=args.run_length,
+        )
 
-    healthy_jobs = [job("healthy", k) for k in range(args.healthy)]
+    runs = {name: args.runs if SCENARIOS[name].hard else args.other_runs for name in args.scenarios}
+    healthy_jobs = [job(f, x, "healthy", k) for f, x in grid for k in range(args.healthy)]
     fault_jobs = [
-        job(name, k)
-        for name in args.scenarios
-        for k in range(args.runs if SCENARIOS[name].hard else args.other_runs)
+        job(f, x, name, k) for f, x in grid for name in args.scenarios for k in range(runs[name])
     ]
     # healthy rollouts run longest: interleave them so the workers finish together
     jobs: list[Job] = []
     for i in range(max(len(healthy_jobs), len(fault_jobs))):
         jobs += healthy_jobs[i : i + 1] + fault_jobs[i : i + 1]
 
-    results: dict[str, list[Result]] = {}
+    results: dict[tuple[str, float | None, str], list[Result]] = {}
     started = time.monotonic()
     ctx = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork")
     with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.policy,)) as pool:
         for done, result in enumerate(pool.imap_unordered(run_one, jobs, chunksize=2), start=1):
-            results.setdefault(result.scenario, []).append(result)
+            results.setdefault((result.family, result.share, result.scenario), []).append(result)
             if done % 50 == 0 or done == len(jobs):
                 elapsed = time.monotonic() - started
                 print(
@@ -546,12 +760,28 @@ def main(argv: list[str] | None = None) -> None:
                 )
     wall = time.monotonic() - started
 
-    rows = [summarize(name, results.get(name, [])) for name in args.scenarios]
-    healthy = summarize("healthy", results["healthy"]) if args.healthy else None
-    text = report(args, policy, rows, healthy, wall)
+    sections = [
+        Section(
+            family,
+            share,
+            rows=[
+                summarize(name, results[(family, share, name)])
+                for name in args.scenarios
+                if runs[name]
+            ],
+            healthy=summarize("healthy", results[(family, share, "healthy")])
+            if args.healthy
+            else None,
+        )
+        for family, share in grid
+    ]
+    text = report(args, policy, sections, wall)
     print(text)
     if args.update_docs is not None:
-        update_docs(args.update_docs, text)
+        default = [x for x in sections if x.is_default(args.plan)]
+        if not default:
+            raise SystemExit("--update-docs needs the independent family at the plan's share")
+        update_docs(args.update_docs, report(args, policy, default, wall))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from controller.dev.simulate import PLANS, SCENARIOS
+from controller.dev.simulate import FAMILIES, PLANS, SCENARIOS
 
 
 def _policy(path: Path | None) -> Any:
@@ -146,6 +146,23 @@ def replay_cmd(
     help="Batch canary predictions every S seconds (default: one record per prediction).",
 )
 @click.option(
+    "--family",
+    "family_name",
+    type=click.Choice(list(FAMILIES)),
+    default="independent",
+    show_default=True,
+    help="How traffic behaves apart from the cohorts: "
+    + "; ".join(f"{f.name}: {f.summary}" for f in FAMILIES.values())
+    + ".",
+)
+@click.option(
+    "--run-length",
+    "run_length",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    help="Mean length of the error runs in requests (a family with error runs; default 20).",
+)
+@click.option(
     "--open-loop",
     "open_loop_s",
     type=click.FloatRange(min=0.0, min_open=True),
@@ -162,6 +179,8 @@ def simulate_cmd(
     onset_s: float,
     kind: str,
     canary_batch_s: float | None,
+    family_name: str,
+    run_length: float | None,
     open_loop_s: float | None,
     policy_path: Path | None,
 ) -> None:
@@ -170,16 +189,25 @@ def simulate_cmd(
     The rollout core runs in the loop with the policy: a simulated router applies its commands
     and acknowledges them (traffic.applied), a simulated approver grants what the plan gates,
     and the log ends a few seconds after a promote or rollback (or at the deadline). A summary
-    of the run goes to stderr.
+    of the run goes to stderr. --family picks the traffic's habits (errors in runs, bursts,
+    heavy tails, shared outages, a strong rate cycle); every scenario runs on every family.
     """
     from controller.dev.simulate import ClosedLoop, FleetConfig, generate
     from controller.replay.replay import Runner
 
+    family = FAMILIES[family_name]
+    if run_length is not None:
+        if family.error_runs is None:
+            raise click.UsageError(
+                f"--run-length needs a family with error runs, not {family.name}"
+            )
+        family = family.with_run_length(run_length)
     config = FleetConfig(
         rate=rate,
         fault_onset_s=onset_s,
         prediction_kind=kind,  # type: ignore[arg-type]  # click.Choice narrows it
         canary_batch_s=canary_batch_s,
+        family=family,
     )
     plan = PLANS[plan_name]
     stream: IO[bytes]

@@ -577,7 +577,7 @@ FAMILIES: Mapping[str, TrafficFamily] = {
         INDEPENDENT,
         TrafficFamily(
             "errors_in_runs",
-            "errors in runs of a shared dependency (mean 20 requests), same long-run rate",
+            "errors in runs of a dependency both cohorts share, at the same long-run rate",
             error_runs=ErrorRuns(),
         ),
         TrafficFamily(

@@ -9,11 +9,14 @@ import random
 import statistics
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
 import schemas as s
+from controller.commands.replay_cmd import simulate_cmd
 from controller.core.stats import QuantileSketch, common_bins, js_divergence
 from controller.dev.simulate import (
     FAMILIES,
@@ -528,3 +531,17 @@ def test_a_plan_with_another_first_step_keeps_the_later_steps_above_it() -> None
     assert [5.0, 50.0, 100.0] == [x.canary_percent for x in with_first_step(short, 5).steps]
     assert [50.0, 100.0] == [x.canary_percent for x in with_first_step(short, 50).steps]
     assert short.steps[0].min_bake_s == with_first_step(short, 50).steps[0].min_bake_s
+
+
+def test_rollout_simulate_takes_a_family_and_a_run_length_only_for_error_runs(
+    tmp_path: Path,
+) -> None:
+    def simulate(*options: str) -> Result:
+        out = tmp_path / "log.jsonl"
+        args = ["--scenario", "healthy", "--seed", "3", "--open-loop", "20", "--out", str(out)]
+        return CliRunner().invoke(simulate_cmd, [*args, *options])
+
+    runs = simulate("--family", "errors_in_runs", "--run-length", "5")
+    assert 0 == runs.exit_code, runs.output
+    assert 0 != simulate("--family", "bursts", "--run-length", "5").exit_code
+    assert 0 != simulate("--family", "gremlins").exit_code
