@@ -47,6 +47,7 @@ def accumulator(config: StatsConfig) -> Any:
         value_multiplier=config.value_sketch().multiplier,
         min_positive=config.min_positive,
         max_class_scores=config.max_class_scores,
+        max_exact_values=config.max_exact_values,
         served_type=PredictionServed.EVENT_TYPE,
         batch_type=PredictionBatch.EVENT_TYPE,
         max_batch=MAX_BATCH,

@@ -730,16 +730,57 @@ fn count_in(counts: &mut Map<String, u64>, key: &str) {
     *slot(counts, key) += 1;
 }
 
-/// One `ValueDistribution`'s additions: numbers and categories.
+/// What `ExactCounts.add_many` would record: the count of each distinct number (keyed by its
+/// bits, with -0.0 as 0.0, which Python's dict takes as one key) while there are at most
+/// `max_values` of them; past that only the fact (`None` in the summary), as the whole
+/// stream then has more than the cap too.
+#[derive(Default)]
+struct Exact {
+    counts: FxHashMap<u64, u64>,
+    overflowed: bool,
+}
+
+impl Exact {
+    fn add(&mut self, value: f64, max_values: usize) {
+        if self.overflowed {
+            return;
+        }
+        let key = (value + 0.0).to_bits();
+        if let Some(count) = self.counts.get_mut(&key) {
+            *count += 1;
+        } else if self.counts.len() < max_values {
+            self.counts.insert(key, 1);
+        } else {
+            self.overflowed = true;
+            self.counts = FxHashMap::default();
+        }
+    }
+
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if self.overflowed {
+            return Ok(py.None().into_bound(py));
+        }
+        let out = PyDict::new(py);
+        for (bits, count) in &self.counts {
+            out.set_item(f64::from_bits(*bits), count)?;
+        }
+        Ok(out.into_any())
+    }
+}
+
+/// One `ValueDistribution`'s additions: numbers (a sketch and their exact counts) and
+/// categories.
 #[derive(Default)]
 struct Distribution {
     numbers: Option<Sketch>,
+    exact: Exact,
     labels: Map<String, u64>,
 }
 
 impl Distribution {
-    fn number(&mut self, x: f64, p: SketchParams) {
+    fn number(&mut self, x: f64, p: SketchParams, max_exact_values: usize) {
         self.numbers.get_or_insert_with(Sketch::new).add(x, p);
+        self.exact.add(x, max_exact_values);
     }
     fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
@@ -747,6 +788,7 @@ impl Distribution {
             Some(sketch) => out.set_item("numbers", sketch.to_py(py)?)?,
             None => out.set_item("numbers", py.None())?,
         }
+        out.set_item("values", self.exact.to_py(py)?)?;
         out.set_item("labels", counts_to_py(py, &self.labels)?)?;
         Ok(out)
     }
@@ -814,7 +856,8 @@ impl Group {
             }
             Some(Pred::Number(x)) => {
                 self.prediction_quality.present += 1;
-                distribution(&mut self.predictions, "prediction").number(*x, cfg.value);
+                let exact = cfg.max_exact_values;
+                distribution(&mut self.predictions, "prediction").number(*x, cfg.value, exact);
             }
             Some(Pred::Label(label)) => {
                 self.prediction_quality.present += 1;
@@ -831,7 +874,8 @@ impl Group {
                     Feature::Missing => quality.missing += 1,
                     Feature::Number(x) => {
                         quality.present += 1;
-                        distribution(&mut self.features, name).number(*x, cfg.value);
+                        let exact = cfg.max_exact_values;
+                        distribution(&mut self.features, name).number(*x, cfg.value, exact);
                     }
                     Feature::Label(label) => {
                         quality.present += 1;
@@ -865,7 +909,8 @@ impl Group {
         if scores.len() <= cfg.max_class_scores {
             for (label, score) in scores {
                 let name = format!("prediction.{label}");
-                distribution(&mut self.predictions, &name).number(*score, cfg.value);
+                let exact = cfg.max_exact_values;
+                distribution(&mut self.predictions, &name).number(*score, cfg.value, exact);
             }
         }
     }
@@ -935,6 +980,7 @@ struct Config {
     latency: SketchParams,
     value: SketchParams,
     max_class_scores: usize,
+    max_exact_values: usize,
     served_type: String,
     batch_type: String,
     max_batch: usize,
@@ -1076,8 +1122,8 @@ impl Accumulator {
 impl Accumulator {
     #[new]
     #[pyo3(signature = (
-        *, latency_multiplier, value_multiplier, min_positive, max_class_scores, served_type,
-        batch_type, max_batch, max_record_bytes, max_traced
+        *, latency_multiplier, value_multiplier, min_positive, max_class_scores,
+        max_exact_values, served_type, batch_type, max_batch, max_record_bytes, max_traced
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -1085,6 +1131,7 @@ impl Accumulator {
         value_multiplier: f64,
         min_positive: f64,
         max_class_scores: usize,
+        max_exact_values: usize,
         served_type: String,
         batch_type: String,
         max_batch: usize,
@@ -1096,6 +1143,7 @@ impl Accumulator {
                 latency: SketchParams { multiplier: latency_multiplier, min_positive },
                 value: SketchParams { multiplier: value_multiplier, min_positive },
                 max_class_scores,
+                max_exact_values,
                 served_type,
                 batch_type,
                 max_batch,

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from controller.core.stats import (
     CategoricalCounts,
     CohortStats,
+    ExactCounts,
     Observation,
     QuantileSketch,
     StatsConfig,
@@ -35,6 +36,7 @@ feature_values = st.one_of(
     st.none(),
     numbers,
     st.integers(-5, 5),
+    st.sampled_from([0.0, -0.0, 0.5, 1.0]),  # few distinct numbers: counted exactly
     st.sampled_from(["red", "green", "blue"]),
     st.booleans(),
     st.sampled_from([math.nan, math.inf, -math.inf]),
@@ -43,6 +45,7 @@ predictions = st.one_of(
     st.none(),
     numbers,
     st.integers(-5, 5),
+    st.sampled_from([0.0, -0.0, 1.0]),
     st.booleans(),
     st.sampled_from(["cat", "dog", math.nan]),
     st.dictionaries(st.sampled_from(["cat", "dog"]), st.floats(0, 1), min_size=1),
@@ -57,7 +60,8 @@ observations = st.builds(
     features=st.none()
     | st.dictionaries(st.sampled_from(["age", "plan", "score"]), feature_values, max_size=3),
 )
-CONFIG = StatsConfig(max_buckets=16, max_categories=3, max_error_types=2)
+#: small caps, so that generated streams both stay under them and overflow them
+CONFIG = StatsConfig(max_buckets=16, max_categories=3, max_error_types=2, max_exact_values=4)
 
 
 def one_by_one(stats: CohortStats, rows: list[Observation]) -> CohortStats:
@@ -105,6 +109,24 @@ def test_categories_counted_in_bulk_equal_categories_counted_one_by_one(
         actual.add(category)
 
     actual.add_many(categories)
+
+    assert expected == actual
+
+
+@given(
+    st.lists(st.sampled_from([0.0, -0.0, 1.0, 2.5, 3.0, -7.0]), max_size=30),
+    st.lists(st.sampled_from([0.0, -0.0, 1.0, 2.5, 3.0, -7.0]) | numbers, max_size=30),
+)
+def test_exact_counts_in_bulk_equal_exact_counts_one_by_one(
+    before: list[float], values: list[float]
+) -> None:
+    expected, actual = ExactCounts(max_values=4), ExactCounts(max_values=4)
+    for value in [*before, *values]:
+        expected.add(value)
+    for value in before:
+        actual.add(value)
+
+    actual.add_many(values)
 
     assert expected == actual
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from controller.core.stats import (
     CategoricalCounts,
     CohortStats,
+    ExactCounts,
     Observation,
     QuantileSketch,
     StatsConfig,
@@ -107,10 +108,46 @@ def test_category_merge_is_associative_and_commutative(
     assert x.merged(y) == y.merged(x)
 
 
+discrete = st.lists(st.sampled_from([0.0, -0.0, 1.0, 2.5, 3.0, -7.0]) | finite, max_size=40)
+
+
+def exact_of(items: list[float]) -> ExactCounts:
+    counter = ExactCounts(max_values=4)
+    counter.add_many(items)
+    return counter
+
+
+@given(discrete, st.lists(st.integers(0, 100), max_size=4))
+def test_exact_counts_of_any_split_merge_to_the_counts_of_the_whole(
+    items: list[float], cuts: list[int]
+) -> None:
+    merged = reduce(ExactCounts.merged, [exact_of(p) for p in split(items, cuts)])
+
+    assert exact_of(items) == merged
+
+
+@given(discrete, discrete, discrete)
+def test_exact_count_merge_is_associative_and_commutative(
+    a: list[float], b: list[float], c: list[float]
+) -> None:
+    x, y, z = exact_of(a), exact_of(b), exact_of(c)
+
+    assert x.merged(y).merged(z) == x.merged(y.merged(z))
+    assert x.merged(y) == y.merged(x)
+
+
+@given(discrete)
+def test_exact_counts_survive_json(items: list[float]) -> None:
+    counts = exact_of(items)
+
+    assert counts == ExactCounts.from_dict(json_round_trip(counts.to_dict()))
+
+
 feature_values = st.one_of(
     st.none(),
     finite,
     st.integers(-5, 5),
+    st.sampled_from([0.0, -0.0, 0.5, 1.0]),  # few distinct numbers: counted exactly
     st.sampled_from(["red", "green", "blue"]),
     st.booleans(),
     st.just(float("nan")),
@@ -118,6 +155,7 @@ feature_values = st.one_of(
 predictions = st.one_of(
     st.none(),
     finite,
+    st.sampled_from([0.0, 1.0]),
     st.sampled_from(["cat", "dog"]),
     st.dictionaries(st.sampled_from(["cat", "dog"]), st.floats(0, 1), min_size=1),
 )
@@ -131,7 +169,8 @@ observations = st.builds(
     features=st.none()
     | st.dictionaries(st.sampled_from(["age", "plan", "score"]), feature_values, max_size=3),
 )
-CONFIG = StatsConfig(max_buckets=16, max_categories=3, max_error_types=2)
+#: small caps, so that generated streams both stay under them and overflow them
+CONFIG = StatsConfig(max_buckets=16, max_categories=3, max_error_types=2, max_exact_values=4)
 
 
 def cohort_of(items: list[Observation]) -> CohortStats:

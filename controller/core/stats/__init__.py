@@ -15,6 +15,7 @@ from controller.core.stats.distance import (
 )
 from controller.core.stats.distribution import StatsConfig, ValueDistribution
 from controller.core.stats.errors import IncompatibleStatsError
+from controller.core.stats.exact import ExactCounts
 from controller.core.stats.histogram import NumericHistogram
 from controller.core.stats.profile import FeatureKind, FeatureProfile, InvalidProfileError
 from controller.core.stats.quality import FieldQuality
@@ -32,6 +33,7 @@ __all__ = [
     "PREDICTION",
     "CategoricalCounts",
     "CohortStats",
+    "ExactCounts",
     "FeatureKind",
     "FeatureProfile",
     "FieldQuality",

@@ -11,7 +11,8 @@ Distributions of numbers (latency, numeric predictions, numeric features) are DD
 the range of a score or a feature in advance. Distances between two cohorts are computed on a
 common binning derived from both sketches (pooled quantiles, on the shared bucket grid, see
 `controller.core.stats.distance`); distances to a training profile re-bin the sketch onto the
-profile's own edges. A field that carries strings counts categories; a field that carries both
+profile's own edges, or, while a field has few distinct numbers, counts them exactly on those
+edges (`ExactCounts`). A field that carries strings counts categories; a field that carries both
 keeps both, and the majority decides how it is compared.
 
 Predictions are recorded under output names: a number or a class under "prediction"; class
@@ -92,9 +93,12 @@ class _Sorted(NamedTuple):
 
 
 class DistributionSummary(TypedDict):
-    """Additions to one `ValueDistribution`: finite numbers and category counts."""
+    """Additions to one `ValueDistribution`: finite numbers (their sketch summary and their
+    count per distinct value, None when they have more distinct values than
+    `StatsConfig.max_exact_values`) and category counts."""
 
     numbers: SketchSummary | None
+    values: Mapping[float, int] | None
     labels: Mapping[str, int]
 
 
@@ -323,7 +327,7 @@ class CohortStats:
         for name, summary in added.items():
             distribution = self._distribution(table, name)
             if summary["numbers"] is not None:
-                distribution.numbers.add_summary(summary["numbers"])
+                distribution.add_number_summary(summary["numbers"], summary["values"])
             distribution.categories.add_counts(summary["labels"])
 
     def _observe_latencies(self, latencies: list[float]) -> None:
@@ -363,7 +367,7 @@ class CohortStats:
             quality.present += len(column.numbers) + len(column.strings)
             distribution = self._distribution(table, name)
             if column.numbers:
-                distribution.numbers.add_many(column.numbers)
+                distribution.add_numbers(column.numbers)
             if column.strings:
                 distribution.categories.add_many(column.strings)
 
@@ -387,7 +391,7 @@ class CohortStats:
             quality = self.quality[name] = FieldQuality()
         if type(value) is float and math.isfinite(value):  # the common case first
             quality.present += 1
-            self._distribution(self.features, name).numbers.add(value)
+            self._distribution(self.features, name).add_number(value)
         elif value is None:
             quality.missing += 1
         elif type(value) is str:
@@ -402,13 +406,13 @@ class CohortStats:
                 quality.invalid += 1
             else:
                 quality.present += 1
-                self._distribution(self.features, name).numbers.add(number)
+                self._distribution(self.features, name).add_number(number)
 
     def _observe_prediction(self, prediction: PredictionValue) -> None:
         quality = self.prediction_quality
         if type(prediction) is float and math.isfinite(prediction):  # the common case first
             quality.present += 1
-            self._distribution(self.predictions, PREDICTION).numbers.add(prediction)
+            self._distribution(self.predictions, PREDICTION).add_number(prediction)
         elif type(prediction) is str:
             quality.present += 1
             self._distribution(self.predictions, PREDICTION).categories.add(prediction)
@@ -428,14 +432,14 @@ class CohortStats:
             self._distribution(self.predictions, PREDICTION).categories.add(top)
             if len(scores) <= self.config.max_class_scores:
                 for label, score in scores.items():
-                    self._distribution(self.predictions, f"{PREDICTION}.{label}").numbers.add(score)
+                    self._distribution(self.predictions, f"{PREDICTION}.{label}").add_number(score)
         else:
             number = _as_number(prediction)
             if number is None:
                 quality.invalid += 1
             else:
                 quality.present += 1
-                self._distribution(self.predictions, PREDICTION).numbers.add(number)
+                self._distribution(self.predictions, PREDICTION).add_number(number)
 
     # ---- reading -----------------------------------------------------------------------
 

@@ -146,12 +146,14 @@ FEATURES = st.dictionaries(
     | st.booleans()
     | st.integers(-(2**63), 2**64 - 1)
     | NUMBERS
+    | st.sampled_from([0, 1, 0.0, -0.0, 1.0, 0.5])  # few distinct numbers: counted exactly
     | st.text(min_size=1, max_size=12),
     max_size=4,
 )
 PREDICTIONS = (
     st.none()
     | NUMBERS
+    | st.sampled_from([0.0, -0.0, 1.0])
     | st.text(min_size=1, max_size=20)
     | st.dictionaries(st.text(max_size=6), st.floats(min_value=0, max_value=1), max_size=18)
 )
@@ -185,10 +187,12 @@ def served(draw: st.DrawFn, deployment_id: str) -> s.PredictionServed:
 @given(
     rows=st.lists(st.tuples(st.sampled_from(["dep-a", "dep-b"]), st.data()), max_size=12),
     as_batch=st.booleans(),
+    max_exact_values=st.sampled_from([2, 256]),
 )
 def test_generated_records_fold_exactly_like_the_python_path(
-    rows: list[tuple[str, st.DataObject]], as_batch: bool
+    rows: list[tuple[str, st.DataObject]], as_batch: bool, max_exact_values: int
 ) -> None:
+    config = StatsConfig(max_exact_values=max_exact_values)
     items = [data.draw(served(deployment_id)) for deployment_id, data in rows]
     if as_batch and items:
         by_deployment: dict[str, list[s.PredictionServed]] = {}
@@ -210,10 +214,10 @@ def test_generated_records_fold_exactly_like_the_python_path(
     else:
         raws = [make_event(p, id=f"e{i}").to_json() for i, p in enumerate(items)]
 
-    ids, folds = native_fold(raws)
+    ids, folds = native_fold(raws, config=config)
 
     vouched = [raw for raw, found in zip(raws, ids, strict=True) if found is not None]
-    assert_same_folds(python_fold(vouched), folds)
+    assert_same_folds(python_fold(vouched, config), folds)
     # the compiled path refuses only identifiers with a non-ASCII end here (left to Python)
     for raw, found in zip(raws, ids, strict=True):
         if found is None:
@@ -268,6 +272,32 @@ def test_class_scores_fold_like_the_python_path_ties_included() -> None:
 
     assert None not in ids
     assert_same_folds(python_fold(raws), folds)
+
+
+@pytest.mark.parametrize("max_exact_values", [1, 3, 4, 256])
+def test_exact_counts_fold_like_the_python_path_overflow_and_signed_zero_included(
+    max_exact_values: int,
+) -> None:
+    """A binary and a half-step feature, an integer one sent as JSON integers and floats, and
+    a zero of either sign (one value): counted exactly under the cap, overflowed past it."""
+    values: list[Any] = [0, 1, 0.0, -0.0, 1.0, 1, 0]
+    items = [
+        make_prediction(
+            request_id=f"r{i}",
+            prediction=float(i % 3),
+            features={"flag": values[i % len(values)], "step": (i % 4) / 2, "n": 50 + i % 5},
+        )
+        for i in range(40)
+    ]
+    raws = [make_event(p, id=f"e{i}").to_json() for i, p in enumerate(items)]
+    config = StatsConfig(max_exact_values=max_exact_values)
+
+    ids, folds = native_fold(raws, config=config)
+
+    assert None not in ids
+    assert_same_folds(python_fold(raws, config), folds)
+    exact = folds["dep-1"].cohorts[("canary", "v2")].features["flag"].exact
+    assert (max_exact_values < 2, 40) == (exact.overflowed, exact.total)
 
 
 def test_the_sketch_settings_come_from_the_stats_config() -> None:

@@ -188,3 +188,42 @@ def test_a_cohort_survives_a_json_round_trip() -> None:
 def test_an_event_time_must_be_a_number() -> None:
     with pytest.raises(ValueError, match="event_time"):
         CohortStats().observe(ok=True, latency_ms=1.0, event_time=float("nan"))
+
+
+def test_numeric_features_and_predictions_are_counted_exactly_while_they_are_few() -> None:
+    config = StatsConfig(max_exact_values=3)
+    rows = [
+        Observation(
+            ok=True,
+            latency_ms=1.0,
+            event_time=0.0,
+            prediction=float(i % 2),
+            features={"flag": i % 2, "amount": 10.0 + i},
+        )
+        for i in range(6)
+    ]
+
+    stats = CohortStats.of(rows, config)
+
+    assert {0.0: 3, 1.0: 3} == stats.features["flag"].exact.counts
+    assert {0.0: 3, 1.0: 3} == stats.predictions["prediction"].exact.counts
+    assert (True, 6) == (
+        stats.features["amount"].exact.overflowed,
+        stats.features["amount"].exact.total,
+    )
+
+
+def test_stats_stored_before_exact_counts_existed_load_with_numbers_of_unknown_detail() -> None:
+    stats = make_cohort(20, features=[{"flag": 0.0, "plan": "free"}, {"flag": 1.0, "plan": "pro"}])
+    stored = stats.to_dict()
+    for distribution in stored["features"].values():
+        del distribution["exact"]
+
+    loaded = CohortStats.from_dict(stored)
+
+    assert (True, 20) == (
+        loaded.features["flag"].exact.overflowed,
+        loaded.features["flag"].exact.total,
+    )
+    assert not loaded.features["plan"].exact.overflowed  # it had no numbers: nothing unknown
+    assert loaded.features["flag"].numbers == stats.features["flag"].numbers
