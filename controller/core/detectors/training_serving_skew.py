@@ -370,6 +370,7 @@ def judge_training_serving_skew(
             f"serving traffic {alike}; not the canary's doing, but both are far from the "
             "training data"
         )
+        evidence["warning"] = reason  # a warning alert, whatever the step does
         return Verdict(NAME, Outcome.INCONCLUSIVE, reason, evidence)
     waiting = [s.feature for s in skews if s.distance is None and s.unjudgeable is None]
     unjudged = [f"{s.feature} ({s.unjudgeable})" for s in skews if s.unjudgeable is not None]

@@ -5,6 +5,9 @@
 - ResourceUsage at or above the policy's warning (critical) share of its limit fires under
   `{deployment_id}/resource.{resource}`, re-fires only on escalation to critical, and resolves
   below the warning share.
+- A verdict that does not fail but carries a `warning` in its evidence (training-serving
+  skew that both cohorts share) fires a warning under `{deployment_id}/{rule}.warning`,
+  resolved when its verdict no longer carries one.
 - A failed TrainingRun fires a warning under `{deployment_id}/training.{pipeline}`, resolved by
   that pipeline's next success.
 
@@ -88,8 +91,10 @@ def rule_alerts(
     """Fire the alert of each rule that newly fails; resolve those that no longer fail."""
     for j in judged:
         failed = j.verdict.outcome is Outcome.FAIL
-        if not failed and not state.firing:
+        warning = "" if failed else _warning(j)
+        if not failed and not state.firing and not warning:
             continue  # the common case: nothing fails, nothing to resolve
+        _warning_alert(state, policy, now, out, j, warning)
         key = dedup_key(state, j.rule.name)
         firing = state.firing.get(key)
         severity = Severity.CRITICAL if j.acting else Severity.WARNING
@@ -123,6 +128,41 @@ def rule_alerts(
                 summary=f"{j.rule.name} no longer failing: {j.verdict.reason}",
                 evidence=evidence,
             )
+
+
+def _warning(j: Judged) -> str:
+    """The warning a verdict that does not fail carries in its evidence (`warning`), if any:
+    something a person should know that is not the canary's fault (drift both cohorts share)."""
+    text = j.verdict.evidence.get("warning")
+    return text if isinstance(text, str) else ""
+
+
+def _warning_alert(
+    state: RolloutState, policy: Policy, now: float, out: Collector, j: Judged, warning: str
+) -> None:
+    """Fire a rule's warning alert (`{rule}.warning`, severity warning) while its verdict
+    carries one; resolve it when the verdict no longer does."""
+    key = dedup_key(state, f"{j.rule.name}.warning")
+    firing = key in state.firing
+    if warning and not firing:
+        status, summary = "firing", f"{j.rule.name} warning: {warning}"
+    elif not warning and firing:
+        status, summary = "resolved", f"{j.rule.name} no longer warns: {j.verdict.reason}"
+    else:
+        return
+    raise_alert(
+        state,
+        out,
+        now,
+        policy,
+        status=status,
+        severity=Severity.WARNING,
+        kind=j.rule.detector_name,
+        key=key,
+        rule=j.rule.name,
+        summary=summary,
+        evidence={**dict(j.verdict.evidence), "rule": j.rule.name, "acting": j.acting},
+    )
 
 
 def on_resource(

@@ -155,3 +155,61 @@ def test_a_tick_before_the_wake_up_decides_nothing_and_one_at_it_passes_the_step
         (d.from_phase, d.to_phase) for d in passed.decisions
     ]
     assert 1 == rollout.state.step
+
+
+# ---- drift that both cohorts share ----------------------------------------------------------
+
+SKEW_POLICY = {
+    "rules": [
+        {
+            "name": "skew",
+            "detector": "training_serving_skew",
+            "params": {"min_samples": 50},
+            "requires": "training_profile",
+            "inconclusive": "pass",
+            "no_data": "pass",
+        }
+    ]
+}
+
+
+def _skewed_rollout(canary_country: str, baseline_country: str) -> Rollout:
+    """Serving traffic whose `country` is all one value (training: DE 60 %, FR 40 %)."""
+    profile = s.TrainingProfile(
+        features=(
+            s.FeatureProfile(name="country", kind="categorical", categories={"DE": 0.6, "FR": 0.4}),
+        )
+    )
+    request = Rollout().state.deployment.model_copy(update={"training_profile": profile})
+    rollout = Rollout(request, policy=unit_policy(**SKEW_POLICY))
+    for _ in range(40):
+        rollout.now += 1.0
+        items = [
+            core.Served("canary", "v2", True, 100.0, rollout.now, None, None, {"country": c})
+            for c in [canary_country] * 5
+        ] + [
+            core.Served("baseline", "v1", True, 100.0, rollout.now, None, None, {"country": c})
+            for c in [baseline_country] * 5
+        ]
+        core.observe(rollout.state, items, rollout.now)
+        rollout.tick()
+        if rollout.state.phase.is_terminal():
+            break
+    return rollout
+
+
+def test_drift_both_cohorts_share_warns_and_does_not_roll_back() -> None:
+    rollout = _skewed_rollout("FR", "FR")
+
+    assert "rollback" not in [action for action, _ in rollout.actions()]
+    assert rollout.state.phase.value == "promoted"
+    warnings = [a for a in rollout.alerts if a.dedup_key == "dep-1/skew.warning"]
+    assert [("firing", "warning")] == [(a.status, a.severity.value) for a in warnings[:1]]
+    assert "baseline is just as far off" in warnings[0].summary
+
+
+def test_drift_of_the_canary_alone_rolls_back() -> None:
+    rollout = _skewed_rollout("FR", "DE")
+
+    assert ("rollback", 0.0) == rollout.actions()[-1]
+    assert [] == [a for a in rollout.alerts if a.dedup_key.endswith(".warning")]
