@@ -24,6 +24,7 @@ independent family at the plan's own first step between the benchmark markers of
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import math
 import multiprocessing
@@ -480,6 +481,7 @@ def fault_summary(sections: list[Section], plan: str) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
 def _commit() -> str:
     """The checkout's commit, and whether it has local changes (the code that was measured)."""
     import subprocess
@@ -713,6 +715,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     cli = parser()
     args = cli.parse_args(argv)
+    _commit()  # the code measured is the code at the start: read it before the runs
     try:
         families = _families(args.family)
         shares: list[float | None] = [None] if args.share is None else [*_shares(args.share)]

@@ -23,6 +23,7 @@ prints figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import math
 import multiprocessing
@@ -349,6 +350,7 @@ def aa_summary(results: dict[tuple[str, str], list[Result]], datasets: list[str]
     )
 
 
+@functools.cache
 def _commit() -> str:
     """The checkout's commit, and whether tracked files have local changes."""
     try:
@@ -477,6 +479,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    _commit()  # the code measured is the code at the start: read it before the runs
     policy = policy_with_dry_run(args.dry_run)
     # train and precompute in the parent, so forked workers share the caches
     for dataset in args.datasets:
