@@ -50,14 +50,13 @@ from controller.dev.simulate import (
     ERROR_MIX,
     HEALTHY,
     PLANS,
-    SLOT_MS,
     Behaviour,
     Controller,
+    LoopActors,
     LoopConfig,
+    RolloutLoop,
     UnknownScenarioError,
     at,
-    epoch_s,
-    ms_of,
     start_ms,
 )
 from schemas import Envelope
@@ -85,6 +84,15 @@ SOURCE_FLEET = "realdata/serving"
 SOURCE_ROUTER = "realdata/router"
 SOURCE_DEPLOYER = "realdata/deployer"
 SOURCE_APPROVER = "realdata/approver"
+#: Who acts around the controller in a real-data rollout (`RolloutLoop`).
+ACTORS = LoopActors(
+    deployer=SOURCE_DEPLOYER,
+    router=SOURCE_ROUTER,
+    approver=SOURCE_APPROVER,
+    router_name="router-realdata",
+    approver_name="approver-realdata",
+    approval_reason=None,
+)
 
 #: Share of each dataset that trains the model; the rest is served.
 TRAINING_SHARE = 0.6
@@ -698,7 +706,7 @@ class RolloutResult:
         return (self.terminal_ms - self.begin_ms) / 1000.0
 
 
-class RealDataLoop:
+class RealDataLoop(RolloutLoop):
     """One rollout over `dataset` with `fault` and a controller in the loop; iterate it for the
     records in log order, or `run()` it.
 
@@ -720,107 +728,35 @@ class RealDataLoop:
         rollout_plan: s.RolloutPlan | None = None,
         split_seed: int = DEFAULT_SPLIT_SEED,
     ) -> None:
-        self.controller = controller
-        self.loop = loop
-        self.deployment = make_deployment(
-            dataset, fault_name, seed, rollout_plan, split_seed=split_seed
-        )
+        deployment = make_deployment(dataset, fault_name, seed, rollout_plan, split_seed=split_seed)
         self.traffic = Traffic(
-            self.deployment, cohorts(dataset, fault_name, split_seed), seed=seed, config=config
+            deployment, cohorts(dataset, fault_name, split_seed), seed=seed, config=config
         )
-        self._rng = random.Random(f"{seed}/realdata/loop")
-        self.published: list[Envelope[Any]] = []
-        self._applied: set[str] = set()
-        self._approvals: set[int] = set()
-        plan_ = self.deployment.plan
-        limit = loop.max_duration_s
-        if limit is None:
-            limit = plan_.deadline_s + 60.0 if plan_.deadline_s is not None else 3600.0
-        self.end_ms = self.traffic.begin_ms + round(limit * 1000)
         self.result = RolloutResult(dataset, fault_name, seed, self.traffic.begin_ms)
-
-    def __iter__(self) -> Iterator[Envelope[Any]]:
-        traffic, controller = self.traffic, self.controller
-        traffic.schedule(traffic.begin_ms, self.deployment, SOURCE_DEPLOYER)
-        next_tick: int | None = None
-        while True:
-            limit = self.end_ms if next_tick is None else min(next_tick, self.end_ms)
-            record = traffic.next_record(until_ms=limit)
-            if record is None:
-                if next_tick is None or next_tick > self.end_ms:
-                    break
-                for output in controller.advance(epoch_s(next_tick)):
-                    self._react(output, next_tick)
-                next_tick += SLOT_MS
-                continue
-            self.result.records += 1
-            yield record
-            now = traffic.now_ms
-            for output in controller.feed(record):
-                self._react(output, now)
-            if next_tick is None:
-                next_tick = (now // SLOT_MS + 1) * SLOT_MS
-            else:
-                next_tick = max(next_tick, (now // SLOT_MS + 1) * SLOT_MS)
-        self.result.canary_started_ms = traffic.canary_started_ms
-        self.result.end_ms = min(traffic.now_ms, self.end_ms)
+        super().__init__(
+            deployment,
+            self.traffic,
+            controller,
+            self.result,
+            begin_ms=self.traffic.begin_ms,
+            rng=random.Random(f"{seed}/realdata/loop"),
+            loop=loop,
+            actors=ACTORS,
+        )
 
     def run(self) -> RolloutResult:
         for _ in self:
             pass
         return self.result
 
-    def _react(self, output: Envelope[Any], now: int) -> None:
-        self.published.append(output)
-        data = output.data
-        if isinstance(data, s.Command):
-            self._route(data, now)
-        elif isinstance(data, s.Decision):
-            self.result.decisions.append(data)
-            gate = 0 if data.from_phase == "pending" else data.step + 1
-            if data.to_phase == "awaiting_approval" and gate not in self._approvals:
-                self._approvals.add(gate)
-                low, high = self.loop.approval_delay_s
-                delay = round(self._rng.uniform(low, high) * 1000)
-                approval = s.ApprovalGranted(
-                    deployment_id=data.deployment_id, step=gate, by="approver-realdata"
-                )
-                self.traffic.schedule(now + delay, approval, SOURCE_APPROVER)
+    def _finished(self) -> None:
+        self.result.canary_started_ms = self.traffic.canary_started_ms
 
-    def _route(self, command: s.Command, now: int) -> None:
-        result = self.result
-        result.commands.append(command)
-        if command.command_id in self._applied:
-            return
-        self._applied.add(command.command_id)
-        issued = max(ms_of(command.issued_at), now)
-        if command.action.is_terminal() and result.terminal_action is None:
-            result.terminal_action = command.action.value
-            result.terminal_ms = ms_of(command.issued_at)
-            result.terminal_reason = command.reason
-            if command.action == s.CommandAction.ROLLBACK:
-                rules = command.evidence.get("failed_rules") or [command.evidence.get("rule")]
-                result.failed_rules = tuple(str(r) for r in rules if r)
-        if command.action == s.CommandAction.PAUSE:
-            return
-        low, high = self.loop.router_delay_ms
-        applied = issued + self._rng.randint(low, high)
-        percent = command.canary_percent
-
-        def apply(when: int) -> None:
-            self.traffic.set_percent(percent, when)
-            ack = s.TrafficApplied(
-                deployment_id=command.deployment_id,
-                command_id=command.command_id,
-                canary_percent=percent,
-                applied_by="router-realdata",
-                applied_at=at(when),
-            )
-            self.traffic.schedule(when, ack, SOURCE_ROUTER)
-            if command.action.is_terminal():
-                self.end_ms = min(self.end_ms, when + round(self.loop.tail_s * 1000))
-
-        self.traffic.call_at(applied, apply)
+    def _terminal(self, command: s.Command) -> None:
+        super()._terminal(command)
+        if command.action == s.CommandAction.ROLLBACK:
+            rules = command.evidence.get("failed_rules") or [command.evidence.get("rule")]
+            self.result.failed_rules = tuple(str(r) for r in rules if r)
 
 
 def rollout(

@@ -1172,7 +1172,173 @@ class Outcome:
         return (self.terminal_ms - self.onset_ms) / 1000.0
 
 
-class ClosedLoop:
+class LoopSource(Protocol):
+    """What the closed loop needs of a record source (`Timeline`; the real-data `Traffic`)."""
+
+    now_ms: int
+
+    def set_percent(self, canary_percent: float, when_ms: int) -> None: ...
+
+    def schedule(self, when_ms: int, data: s.Payload, source: str) -> None: ...
+
+    def call_at(self, when_ms: int, callback: Callable[[int], None]) -> None: ...
+
+    def next_record(self, until_ms: int | None = None) -> Envelope[Any] | None: ...
+
+
+class LoopRecord(Protocol):
+    """What the closed loop records of a run (`Outcome`; the real-data `RolloutResult`)."""
+
+    records: int
+    commands: list[s.Command]
+    decisions: list[s.Decision]
+    terminal_action: str | None
+    terminal_ms: int | None
+    terminal_reason: str | None
+    canary_started_ms: int | None
+    end_ms: int | None
+
+
+@dataclass(frozen=True)
+class LoopActors:
+    """Who acts around the controller: the CloudEvents sources of their records, the router's
+    and the approver's names, and what the approver says."""
+
+    deployer: str = SOURCE_DEPLOYER
+    router: str = SOURCE_ROUTER
+    approver: str = SOURCE_APPROVER
+    router_name: str = "router-sim"
+    approver_name: str = "approver-sim"
+    approval_reason: str | None = "looks good on the dashboard"
+
+
+class RolloutLoop:
+    """One rollout with a controller in the loop, over any record source.
+
+    Every record goes to the controller as it is emitted (`controller.feed`), and between
+    records the controller's clock moves on a one-second grid (`controller.advance`); its
+    commands go to a router that applies and acknowledges them after `loop.router_delay_ms`,
+    its decisions to an approver (a rollout awaiting approval is approved after
+    `loop.approval_delay_s`). The log ends `loop.tail_s` after a terminal command is applied,
+    or at `loop.max_duration_s` (default: the plan's deadline plus a minute, or an hour).
+    """
+
+    def __init__(
+        self,
+        deployment: s.DeploymentRequested,
+        source: LoopSource,
+        controller: Controller,
+        record: LoopRecord,
+        *,
+        begin_ms: int,
+        rng: random.Random,
+        loop: LoopConfig,
+        actors: LoopActors = LoopActors(),
+    ) -> None:
+        self.deployment = deployment
+        self.controller = controller
+        self.loop = loop
+        self._source = source
+        self._record = record
+        self._begin_ms = begin_ms
+        self._rng = rng
+        self._actors = actors
+        #: Everything the controller published, in order.
+        self.published: list[Envelope[Any]] = []
+        self._applied: set[str] = set()
+        self._approvals: set[int] = set()
+        plan_ = deployment.plan
+        limit = loop.max_duration_s
+        if limit is None:
+            limit = plan_.deadline_s + 60.0 if plan_.deadline_s is not None else 3600.0
+        self.end_ms = begin_ms + round(limit * 1000)
+
+    def __iter__(self) -> Iterator[Envelope[Any]]:
+        source, controller = self._source, self.controller
+        source.schedule(self._begin_ms, self.deployment, self._actors.deployer)
+        next_tick: int | None = None  # the controller's clock also moves between records
+        while True:
+            limit = self.end_ms if next_tick is None else min(next_tick, self.end_ms)
+            record = source.next_record(until_ms=limit)
+            if record is None:
+                if next_tick is None or next_tick > self.end_ms:
+                    break
+                for output in controller.advance(epoch_s(next_tick)):
+                    self._react(output, next_tick)
+                next_tick += SLOT_MS
+                continue
+            self._record.records += 1
+            yield record
+            now = source.now_ms
+            for output in controller.feed(record):
+                self._react(output, now)
+            if next_tick is None:
+                next_tick = (now // SLOT_MS + 1) * SLOT_MS
+        self._record.end_ms = min(source.now_ms, self.end_ms)
+        self._finished()
+
+    def _finished(self) -> None:
+        """The run is over (a subclass records when the canary started, the fault's onset)."""
+
+    def _react(self, output: Envelope[Any], now: int) -> None:
+        self.published.append(output)
+        data = output.data
+        if isinstance(data, s.Command):
+            self._route(data, now)
+        elif isinstance(data, s.Decision):
+            self._record.decisions.append(data)
+            # the gate is the start (step 0) from pending, else the step after the current one
+            gate = 0 if data.from_phase == "pending" else data.step + 1
+            if data.to_phase == "awaiting_approval" and gate not in self._approvals:
+                self._approvals.add(gate)
+                low, high = self.loop.approval_delay_s
+                delay = round(self._rng.uniform(low, high) * 1000)
+                approval = s.ApprovalGranted(
+                    deployment_id=data.deployment_id,
+                    step=gate,
+                    by=self._actors.approver_name,
+                    reason=self._actors.approval_reason,
+                )
+                self._source.schedule(now + delay, approval, self._actors.approver)
+
+    def _terminal(self, command: s.Command) -> None:
+        """The first terminal command (a subclass records more of it)."""
+        record = self._record
+        record.terminal_action = command.action.value
+        record.terminal_ms = ms_of(command.issued_at)
+        record.terminal_reason = command.reason
+
+    def _route(self, command: s.Command, now: int) -> None:
+        self._record.commands.append(command)
+        if command.command_id in self._applied:
+            return  # a router applies each command once
+        self._applied.add(command.command_id)
+        issued = max(ms_of(command.issued_at), now)
+        if command.action.is_terminal() and self._record.terminal_action is None:
+            self._terminal(command)
+        if command.action == s.CommandAction.PAUSE:
+            return
+        low, high = self.loop.router_delay_ms
+        applied = issued + self._rng.randint(low, high)
+        percent = command.canary_percent
+
+        def apply(when: int) -> None:
+            self._source.set_percent(percent, when)
+            ack = s.TrafficApplied(
+                deployment_id=command.deployment_id,
+                command_id=command.command_id,
+                canary_percent=percent,
+                applied_by=self._actors.router_name,
+                applied_at=at(when),
+            )
+            self._source.schedule(when, ack, self._actors.router)
+            if command.action.is_terminal():
+                self.end_ms = min(self.end_ms, when + round(self.loop.tail_s * 1000))
+
+        self._source.call_at(applied, apply)
+
+
+class ClosedLoop(RolloutLoop):
     """One rollout with the controller in the loop. Iterate it for the records, in log order.
 
     Every record goes to the controller as it is emitted (`controller.feed`); its commands go
@@ -1191,110 +1357,33 @@ class ClosedLoop:
         rollout_plan: s.RolloutPlan | None = None,
     ) -> None:
         self.scenario = scenario(scenario_name)
-        self.controller = controller
-        self.loop = loop
-        self.deployment = make_deployment(
+        deployment = make_deployment(
             self.scenario.name, seed, rollout_plan, kind=config.prediction_kind
         )
-        self.fleet = ServingFleet(self.deployment, self.scenario, seed=seed, config=config)
+        self.fleet = ServingFleet(deployment, self.scenario, seed=seed, config=config)
         self.timeline = Timeline(self.fleet)
-        self._rng = random.Random(f"{seed}/loop")
-        #: Everything the controller published, in order.
-        self.published: list[Envelope[Any]] = []
-        self._applied: set[str] = set()
-        self._approvals: set[int] = set()
-        plan_ = self.deployment.plan
-        limit = loop.max_duration_s
-        if limit is None:
-            limit = plan_.deadline_s + 60.0 if plan_.deadline_s is not None else 3600.0
-        self.end_ms = self.fleet.begin_ms + round(limit * 1000)
         self.outcome = Outcome(
-            deployment_id=self.deployment.deployment_id,
+            deployment_id=deployment.deployment_id,
             scenario=self.scenario.name,
             seed=seed,
             begin_ms=self.fleet.begin_ms,
         )
+        super().__init__(
+            deployment,
+            self.timeline,
+            controller,
+            self.outcome,
+            begin_ms=self.fleet.begin_ms,
+            rng=random.Random(f"{seed}/loop"),
+            loop=loop,
+        )
 
-    def __iter__(self) -> Iterator[Envelope[Any]]:
-        timeline, fleet, controller = self.timeline, self.fleet, self.controller
-        timeline.schedule(fleet.begin_ms, self.deployment, SOURCE_DEPLOYER)
-        next_tick: int | None = None  # the controller's clock also moves between records
-        while True:
-            limit = self.end_ms if next_tick is None else min(next_tick, self.end_ms)
-            record = timeline.next_record(until_ms=limit)
-            if record is None:
-                if next_tick is None or next_tick > self.end_ms:
-                    break
-                for output in controller.advance(epoch_s(next_tick)):
-                    self._react(output, next_tick)
-                next_tick += SLOT_MS
-                continue
-            self.outcome.records += 1
-            yield record
-            now = timeline.now_ms
-            for output in controller.feed(record):
-                self._react(output, now)
-            if next_tick is None:
-                next_tick = (now // SLOT_MS + 1) * SLOT_MS
-        self.outcome.canary_started_ms = fleet.canary_started_ms
-        self.outcome.onset_ms = fleet.onset_ms
-        self.outcome.end_ms = min(timeline.now_ms, self.end_ms)
+    def _finished(self) -> None:
+        self.outcome.canary_started_ms = self.fleet.canary_started_ms
+        self.outcome.onset_ms = self.fleet.onset_ms
 
     def run(self) -> Outcome:
         """Run to the end without keeping the records."""
         for _ in self:
             pass
         return self.outcome
-
-    def _react(self, output: Envelope[Any], now: int) -> None:
-        self.published.append(output)
-        data = output.data
-        if isinstance(data, s.Command):
-            self._route(data, now)
-        elif isinstance(data, s.Decision):
-            self.outcome.decisions.append(data)
-            # the gate is the start (step 0) from pending, else the step after the current one
-            gate = 0 if data.from_phase == "pending" else data.step + 1
-            if data.to_phase == "awaiting_approval" and gate not in self._approvals:
-                self._approvals.add(gate)
-                low, high = self.loop.approval_delay_s
-                delay = round(self._rng.uniform(low, high) * 1000)
-                approval = s.ApprovalGranted(
-                    deployment_id=data.deployment_id,
-                    step=gate,
-                    by="approver-sim",
-                    reason="looks good on the dashboard",
-                )
-                self.timeline.schedule(now + delay, approval, SOURCE_APPROVER)
-
-    def _route(self, command: s.Command, now: int) -> None:
-        outcome = self.outcome
-        outcome.commands.append(command)
-        if command.command_id in self._applied:
-            return  # a router applies each command once
-        self._applied.add(command.command_id)
-        issued = max(ms_of(command.issued_at), now)
-        if command.action.is_terminal() and outcome.terminal_action is None:
-            outcome.terminal_action = command.action.value
-            outcome.terminal_ms = ms_of(command.issued_at)
-            outcome.terminal_reason = command.reason
-        if command.action == s.CommandAction.PAUSE:
-            return
-        low, high = self.loop.router_delay_ms
-        applied = issued + self._rng.randint(low, high)
-        percent = command.canary_percent
-
-        def apply(when: int) -> None:
-            self.timeline.set_percent(percent, when)
-            ack = s.TrafficApplied(
-                deployment_id=command.deployment_id,
-                command_id=command.command_id,
-                canary_percent=percent,
-                applied_by="router-sim",
-                applied_at=at(when),
-            )
-            self.timeline.schedule(when, ack, SOURCE_ROUTER)
-            if command.action.is_terminal():
-                self.end_ms = min(self.end_ms, when + round(self.loop.tail_s * 1000))
-
-        self.timeline.call_at(applied, apply)
