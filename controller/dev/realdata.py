@@ -38,7 +38,6 @@ of `seed`. Needs scikit-learn (the `dev` extra: `pip install -e '.[dev]'`).
 from __future__ import annotations
 
 import functools
-import heapq
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,6 +51,7 @@ from controller.dev.simulate import (
     PLANS,
     Behaviour,
     Controller,
+    EventClock,
     LoopActors,
     LoopConfig,
     RolloutLoop,
@@ -496,10 +496,7 @@ class TrafficConfig:
             raise ValueError("batch intervals must be positive")
 
 
-_ARRIVAL, _DONE, _FLUSH, _RECORD, _CALL = range(5)
-
-
-class Traffic:
+class Traffic(EventClock):
     """A discrete-event clock over the serving part: records come out in time order.
 
     Requests arrive as one Poisson process; each goes to the canary with the probability of the
@@ -516,11 +513,9 @@ class Traffic:
         config: TrafficConfig = TrafficConfig(),
         begin_ms: int | None = None,
     ) -> None:
-        self.deployment = deployment
         self.served = served
         self.config = config
         self.begin_ms = start_ms(seed) if begin_ms is None else begin_ms
-        self.now_ms = self.begin_ms
         self.total_rate = config.rate * 100.0 / deployment.plan.steps[0].canary_percent
         self.canary_percent = 0.0
         self.canary_started_ms: int | None = None
@@ -529,21 +524,16 @@ class Traffic:
         self._serving = {c: random.Random(f"{seed}/realdata/{c}/serving") for c in served}
         self._counter = dict.fromkeys(served, 0)
         self._rows = len(next(iter(served.values())).features)
-        self._heap: list[tuple[int | float, int, int, Any]] = []
-        self._seq = 0
-        self._records = 0
-        self._buffers: dict[str, list[s.Prediction]] = {c: [] for c in served}
-        self._batch_ms = {
-            "baseline": round(config.baseline_batch_s * 1000),
-            "canary": round(config.canary_batch_s * 1000),
-        }
-        for cohort, every in self._batch_ms.items():
-            self._push((self.begin_ms // every + 1) * every, _FLUSH, cohort)
-        self._push(self._next_arrival(self.begin_ms), _ARRIVAL, None)
-
-    def _push(self, when: int | float, kind: int, item: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, kind, item))
+        super().__init__(
+            deployment,
+            self.begin_ms,
+            {
+                "baseline": round(config.baseline_batch_s * 1000),
+                "canary": round(config.canary_batch_s * 1000),
+            },
+            SOURCE_FLEET,
+        )
+        self._arrival_at(self._next_arrival(self.begin_ms))
 
     def _next_arrival(self, after_ms: float) -> float:
         return after_ms + self._arrivals.expovariate(self.total_rate) * 1000.0
@@ -553,21 +543,6 @@ class Traffic:
         self.canary_percent = canary_percent
         if canary_percent > 0.0 and self.canary_started_ms is None:
             self.canary_started_ms = when_ms
-
-    def schedule(self, when_ms: int, data: s.Payload, source: str) -> None:
-        self._push(when_ms, _RECORD, (data, source))
-
-    def call_at(self, when_ms: int, callback: Callable[[int], None]) -> None:
-        self._push(when_ms, _CALL, callback)
-
-    def envelope(self, data: s.Payload, when_ms: int, source: str) -> Envelope[Any]:
-        self._records += 1
-        return s.make_event(
-            data,
-            source=source,
-            time=at(when_ms),
-            id=f"{self.deployment.deployment_id}/{self._records}",
-        )
 
     def serve(self, cohort: CohortName, arrival_ms: float) -> s.Prediction:
         """One request of `cohort`: a serving row, a latency, maybe an error."""
@@ -606,40 +581,11 @@ class Traffic:
             features=features,
         )
 
-    def next_record(self, until_ms: int | None = None) -> Envelope[Any] | None:
-        """The next record, or None when nothing happens before `until_ms`."""
-        heap = self._heap
-        while heap:
-            when = heap[0][0]
-            if until_ms is not None and when > until_ms:
-                return None
-            _, _, kind, item = heapq.heappop(heap)
-            self.now_ms = max(self.now_ms, int(when))
-            if kind == _ARRIVAL:
-                self._push(self._next_arrival(when), _ARRIVAL, None)
-                share = self.canary_percent / 100.0
-                cohort: CohortName = "canary" if self._router.random() < share else "baseline"
-                served = self.serve(cohort, when)
-                self._push(int(when) + math.ceil(served.latency_ms), _DONE, served)
-            elif kind == _DONE:
-                self._buffers[item.cohort.value].append(item)
-            elif kind == _FLUSH:
-                self._push(int(when) + self._batch_ms[item], _FLUSH, item)
-                buffer = self._buffers[item]
-                if buffer:
-                    self._buffers[item] = []
-                    batch = s.PredictionBatch(
-                        deployment_id=self.deployment.deployment_id,
-                        model=self.deployment.model,
-                        predictions=tuple(buffer),
-                    )
-                    return self.envelope(batch, int(when), SOURCE_FLEET)
-            elif kind == _RECORD:
-                data, source = item
-                return self.envelope(data, int(when), source)
-            else:
-                item(int(when))
-        return None
+    def _arrive(self, when: float, item: Any) -> None:
+        self._arrival_at(self._next_arrival(when))
+        share = self.canary_percent / 100.0
+        cohort: CohortName = "canary" if self._router.random() < share else "baseline"
+        self._complete(self.serve(cohort, when), when)
 
 
 def _pick(rng: random.Random, mix: Sequence[tuple[str, float]]) -> str:

@@ -971,55 +971,53 @@ class ServingFleet:
 _ARRIVAL, _DONE, _FLUSH, _RECORD, _CALL = range(5)
 
 
-class Timeline:
-    """A discrete-event clock over the fleet: records come out in the order of their time.
+class EventClock:
+    """A discrete-event clock over a deployment's serving: records come out in time order.
 
     A prediction becomes a record when its request completes (arrival plus latency): alone, or
-    in its cohort's next batch (flushed every `batch_s`, stamped with the flush time). Other
+    in its cohort's next batch (flushed every `batch_ms`, stamped with the flush time). Other
     records (a deployment request, router acks, approvals) and callbacks are scheduled at a
-    time. `set_percent` is the router applying a traffic share: arrivals after it follow it.
+    time. A subclass draws the arrivals: it pushes `_ARRIVAL` events and handles them in
+    `_arrive`, completing each served request with `_complete`.
     """
 
-    def __init__(self, fleet: ServingFleet, *, canary_percent: float = 0.0) -> None:
-        self.fleet = fleet
-        self.deployment = fleet.deployment
-        self.now_ms = fleet.begin_ms
-        self.canary_percent = 0.0
+    def __init__(
+        self,
+        deployment: s.DeploymentRequested,
+        begin_ms: int,
+        batch_ms: Mapping[str, int | None],
+        fleet_source: str,
+    ) -> None:
+        self.deployment = deployment
+        self.now_ms = begin_ms
         self._heap: list[tuple[int | float, int, int, Any]] = []
         self._seq = 0
-        self._generation = 0
         self._records = 0
-        self._buffers: dict[Cohort, list[s.Prediction]] = {c: [] for c in COHORTS}
-        cfg = fleet.config
-        self._batch_ms = {
-            "baseline": None
-            if cfg.baseline_batch_s is None
-            else round(cfg.baseline_batch_s * 1000),
-            "canary": None if cfg.canary_batch_s is None else round(cfg.canary_batch_s * 1000),
-        }
-        for cohort in COHORTS:
-            every = self._batch_ms[cohort]
+        self._fleet_source = fleet_source
+        self._batch_ms = dict(batch_ms)
+        self._buffers: dict[str, list[s.Prediction]] = {c: [] for c in batch_ms}
+        for cohort, every in self._batch_ms.items():
             if every:
                 self._push((self.now_ms // every + 1) * every, _FLUSH, cohort)
-        self.set_percent(canary_percent, self.now_ms)
 
     def _push(self, when: int | float, kind: int, item: Any) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, kind, item))
 
-    def set_percent(self, canary_percent: float, when_ms: int) -> None:
-        """The router routes `canary_percent` of the requests after `when_ms` to the canary."""
-        self.canary_percent = canary_percent
-        if canary_percent > 0.0 and self.fleet.canary_started_ms is None:
-            self.fleet.canary_started_ms = when_ms
-        self._generation += 1
-        for cohort in COHORTS:
-            self._schedule_arrival(cohort, float(when_ms))
+    def _arrival_at(self, when: float, item: Any = None) -> None:
+        """An arrival drawn by the subclass, handed back to its `_arrive` at `when`."""
+        self._push(when, _ARRIVAL, item)
 
-    def _schedule_arrival(self, cohort: Cohort, after_ms: float) -> None:
-        nxt = self.fleet.next_arrival(cohort, after_ms, self.canary_percent)
-        if nxt is not None:
-            self._push(nxt, _ARRIVAL, (cohort, self._generation))
+    def _arrive(self, when: float, item: Any) -> None:
+        raise NotImplementedError
+
+    def _complete(self, served: s.Prediction, arrival_ms: float) -> None:
+        """A served request completes after its latency: into its cohort's batch, or alone."""
+        done = int(arrival_ms) + math.ceil(served.latency_ms)
+        if self._batch_ms[served.cohort.value]:
+            self._push(done, _DONE, served)
+        else:
+            self._push(done, _RECORD, (self._single(served), self._fleet_source))
 
     def schedule(self, when_ms: int, data: s.Payload, source: str) -> None:
         """Put a record (an ack, an approval...) on the timeline at `when_ms`."""
@@ -1052,24 +1050,14 @@ class Timeline:
             _, _, kind, item = heapq.heappop(heap)
             self.now_ms = max(self.now_ms, int(when))
             if kind == _ARRIVAL:
-                cohort, generation = item
-                if generation != self._generation:
-                    continue  # the router changed the share since this arrival was drawn
-                self._schedule_arrival(cohort, when)
-                served = self.fleet.serve(cohort, when)
-                if served is None:
-                    continue
-                done = int(when) + math.ceil(served.latency_ms)
-                if self._batch_ms[cohort]:
-                    self._push(done, _DONE, served)
-                else:
-                    self._push(done, _RECORD, (self._single(served), SOURCE_FLEET))
+                self._arrive(when, item)
             elif kind == _DONE:
                 self._buffers[item.cohort.value].append(item)
             elif kind == _FLUSH:
                 cohort = item
                 every = self._batch_ms[cohort]
-                assert every
+                if not every:
+                    raise RolloutError(f"a flush of {cohort}, which is not batched")
                 self._push(int(when) + every, _FLUSH, cohort)
                 buffer = self._buffers[cohort]
                 if buffer:
@@ -1079,13 +1067,59 @@ class Timeline:
                         model=self.deployment.model,
                         predictions=tuple(buffer),
                     )
-                    return self.envelope(batch, int(when), SOURCE_FLEET)
+                    return self.envelope(batch, int(when), self._fleet_source)
             elif kind == _RECORD:
                 data, source = item
                 return self.envelope(data, int(when), source)
             else:
                 item(int(when))
         return None
+
+
+class Timeline(EventClock):
+    """The simulated fleet behind a router, as records in topic order (see `EventClock`).
+    `set_percent` is the router applying a traffic share: arrivals after it follow it."""
+
+    def __init__(self, fleet: ServingFleet, *, canary_percent: float = 0.0) -> None:
+        self.fleet = fleet
+        self.canary_percent = 0.0
+        self._generation = 0
+        cfg = fleet.config
+        super().__init__(
+            fleet.deployment,
+            fleet.begin_ms,
+            {
+                "baseline": None
+                if cfg.baseline_batch_s is None
+                else round(cfg.baseline_batch_s * 1000),
+                "canary": None if cfg.canary_batch_s is None else round(cfg.canary_batch_s * 1000),
+            },
+            SOURCE_FLEET,
+        )
+        self.set_percent(canary_percent, self.now_ms)
+
+    def set_percent(self, canary_percent: float, when_ms: int) -> None:
+        """The router routes `canary_percent` of the requests after `when_ms` to the canary."""
+        self.canary_percent = canary_percent
+        if canary_percent > 0.0 and self.fleet.canary_started_ms is None:
+            self.fleet.canary_started_ms = when_ms
+        self._generation += 1
+        for cohort in COHORTS:
+            self._schedule_arrival(cohort, float(when_ms))
+
+    def _schedule_arrival(self, cohort: Cohort, after_ms: float) -> None:
+        nxt = self.fleet.next_arrival(cohort, after_ms, self.canary_percent)
+        if nxt is not None:
+            self._arrival_at(nxt, (cohort, self._generation))
+
+    def _arrive(self, when: float, item: Any) -> None:
+        cohort, generation = item
+        if generation != self._generation:
+            return  # the router changed the share since this arrival was drawn
+        self._schedule_arrival(cohort, when)
+        served = self.fleet.serve(cohort, when)
+        if served is not None:
+            self._complete(served, when)
 
 
 def generate(
