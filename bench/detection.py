@@ -24,7 +24,6 @@ independent family at the plan's own first step between the benchmark markers of
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import math
 import multiprocessing
@@ -43,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from bench.common import commit, lower_bound, upper_bound  # noqa: E402
 from controller.core.policy import Policy  # noqa: E402
 from controller.dev.simulate import (  # noqa: E402
     FAMILIES,
@@ -63,7 +63,6 @@ TARGET_DETECTION = 0.99
 TARGET_MEDIAN_S = 10.0
 #: The false rollback target of healthy rollouts.
 TARGET_FALSE_ROLLBACK = 0.01
-CONFIDENCE = 0.95
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,45 +263,6 @@ def limit_text(limit: Limit) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p)."""
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    total = 0.0
-    for i in range(k + 1):
-        log_term = (
-            math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
-        ) + (n - i) * log_q
-        total += math.exp(log_term)
-    return min(total, 1.0)
-
-
-def upper_bound(k: int, n: int, confidence: float = CONFIDENCE) -> float:
-    """One-sided Clopper-Pearson upper bound of a rate after k events in n trials."""
-    if n == 0:
-        return 1.0
-    if k >= n:
-        return 1.0
-    lo, hi = k / n, 1.0
-    for _ in range(100):  # P(X <= k | p) falls as p grows: bisect where it is 1 - confidence
-        mid = (lo + hi) / 2
-        if _binom_cdf(k, n, mid) > 1.0 - confidence:
-            lo = mid
-        else:
-            hi = mid
-    return hi
-
-
-def lower_bound(k: int, n: int, confidence: float = CONFIDENCE) -> float:
-    """One-sided Clopper-Pearson lower bound (the upper bound of the complement)."""
-    if n == 0:
-        return 0.0
-    return 1.0 - upper_bound(n - k, n, confidence)
-
-
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in [0, 100])."""
     ordered = sorted(values)
@@ -481,26 +441,6 @@ def fault_summary(sections: list[Section], plan: str) -> str:
     return "\n".join(lines)
 
 
-@functools.cache
-def _commit() -> str:
-    """The checkout's commit, and whether it has local changes (the code that was measured)."""
-    import subprocess
-
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (head or "unknown") + (" with local changes" if dirty else "")
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -578,7 +518,7 @@ def report(args: argparse.Namespace, policy: Policy, sections: list[Section], wa
         digest = hashlib.sha256(default_policy_text().encode()).hexdigest()[:12]
         policy_line = f"the default policy `controller/policies/default.yaml` (sha256 {digest})"
     cpu = sum(x.cpu_s for x in sections)
-    code = f"- Code: commit {_commit()}. Policy: {policy_line}."
+    code = f"- Code: commit {commit()}. Policy: {policy_line}."
     onset = f"- Fault onset {args.onset:g} s after the canary gets traffic."
     machine = (
         f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), Python "
@@ -715,7 +655,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     cli = parser()
     args = cli.parse_args(argv)
-    _commit()  # the code measured is the code at the start: read it before the runs
+    commit()  # the code measured is the code at the start: read it before the runs
     try:
         families = _families(args.family)
         shares: list[float | None] = [None] if args.share is None else [*_shares(args.share)]

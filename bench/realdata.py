@@ -23,16 +23,13 @@ prints figures.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
-import math
 import multiprocessing
 import os
 import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -48,6 +45,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 import schemas as s  # noqa: E402
+from bench.common import commit, upper_bound  # noqa: E402
 from controller.core.policy import Policy  # noqa: E402
 from controller.core.stats.distance import js_divergence, l_infinity  # noqa: E402
 from controller.dev import realdata as rd  # noqa: E402
@@ -58,7 +56,6 @@ from controller.replay.replay import Runner  # noqa: E402
 #: Where --update-docs writes: between these markers; an experiment (--dry-run) writes between
 #: the `realdata-experiment` ones.
 MARKERS = "<!-- bench:{name}:begin -->", "<!-- bench:{name}:end -->"
-CONFIDENCE = 0.95
 #: The issue's target: no false rollback in at least this many A/A rollouts.
 TARGET_AA_RUNS = 60
 #: Windows drawn per dataset for the exact reference.
@@ -155,36 +152,6 @@ def run_one(job: Job) -> Result:
 # ---------------------------------------------------------------------------------------------
 # Statistics
 # ---------------------------------------------------------------------------------------------
-
-
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p)."""
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    total = 0.0
-    for i in range(k + 1):
-        log_term = (
-            math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
-        ) + (n - i) * log_q
-        total += math.exp(log_term)
-    return min(total, 1.0)
-
-
-def upper_bound(k: int, n: int, confidence: float = CONFIDENCE) -> float:
-    """One-sided Clopper-Pearson upper bound of a rate after k events in n trials."""
-    if n == 0 or k >= n:
-        return 1.0
-    lo, hi = k / n, 1.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if _binom_cdf(k, n, mid) > 1.0 - confidence:
-            lo = mid
-        else:
-            hi = mid
-    return hi
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,24 +317,6 @@ def aa_summary(results: dict[tuple[str, str], list[Result]], datasets: list[str]
     )
 
 
-@functools.cache
-def _commit() -> str:
-    """The checkout's commit, and whether tracked files have local changes."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (head or "unknown") + (" with local changes" if dirty else "")
-
-
 def command_line(args: argparse.Namespace) -> str:
     words = ["python bench/realdata.py"]
     defaults = vars(parser().parse_args([]))
@@ -402,7 +351,7 @@ def report(
     parts = [
         f"Command: `{command_line(args)}`",
         "",
-        f"- Code: commit {_commit()}. Policy: the default policy "
+        f"- Code: commit {commit()}. Policy: the default policy "
         f"`controller/policies/default.yaml` (sha256 {digest}){dry_run}.",
         f"- Plan `{args.plan}`: {steps}; deadline {plan.deadline_s:g} s.",
         f"- Traffic: {args.rate:g} canary requests/s in the first step, rows drawn with "
@@ -479,7 +428,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    _commit()  # the code measured is the code at the start: read it before the runs
+    commit()  # the code measured is the code at the start: read it before the runs
     policy = policy_with_dry_run(args.dry_run)
     # train and precompute in the parent, so forked workers share the caches
     for dataset in args.datasets:
