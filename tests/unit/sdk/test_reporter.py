@@ -179,11 +179,12 @@ def test_a_batch_is_sent_after_linger_without_a_flush(
 def test_report_never_blocks_when_the_producer_hangs_and_counts_the_drops(
     fake: FakeProducer, make_reporter: Callable[..., PredictionReporter]
 ) -> None:
-    entered, release = threading.Event(), threading.Event()
+    entered, release, left = threading.Event(), threading.Event(), threading.Event()
 
     def hang(_: Sent) -> Future:
         entered.set()
-        release.wait(30)
+        release.wait(120)
+        left.set()
         return Future().success(None)
 
     fake.outcome = hang
@@ -191,14 +192,11 @@ def test_report_never_blocks_when_the_producer_hangs_and_counts_the_drops(
     assert reporter.report(make_item(request_id="first"))
     assert entered.wait(5)  # the sender is stuck in send(): nothing leaves the queue now
 
-    durations, accepted = [], []
-    for i in range(15):
-        start = time.perf_counter()
-        accepted.append(reporter.report(make_item(request_id=f"req-{i}")))
-        durations.append(time.perf_counter() - start)
+    accepted = [reporter.report(make_item(request_id=f"req-{i}")) for i in range(15)]
 
+    # Every call came back while the sender was still stuck in send(): none waited for it.
+    assert not left.is_set()
     assert [True] * 10 + [False] * 5 == accepted
-    assert max(durations) < 0.05, durations
     stats = reporter.stats()
     assert (5, 10) == (stats.dropped, stats.queue_depth)
 
@@ -362,10 +360,8 @@ def test_without_a_broker_the_predictions_count_as_send_errors() -> None:
         producer_options={"bootstrap_timeout_ms": 300},
     )
     try:
-        start = time.perf_counter()
         for i in range(3):
             assert reporter.report(make_item(request_id=f"req-{i}"))
-        assert time.perf_counter() - start < 0.05
         assert reporter.flush(timeout=10)
         assert (3, 0) == (reporter.stats().send_errors, reporter.stats().sent)
         assert "rollout.predictions" == reporter.topic
