@@ -248,6 +248,10 @@ class Evaluation(_Model):
     #: error-rate and slow-request tests restart there too (controller.core.stats.checkpoint);
     #: 0 takes none.
     checkpoint_s: Annotated[float, Field(ge=0)] = 10.0
+    #: The cohorts are compared over the same span of event time: data of one cohort newer
+    #: than the other's newest waits up to align_s seconds for it (controller.core.rollout.
+    #: alignment); 0 compares the statistics as they arrive.
+    align_s: Annotated[float, Field(ge=0)] = 5.0
 
 
 class PolicyDocument(_Model):
@@ -409,6 +413,10 @@ class Policy:
     @property
     def checkpoint_s(self) -> float:
         return self.document.evaluation.checkpoint_s
+
+    @property
+    def align_s(self) -> float:
+        return self.document.evaluation.align_s
 
     def to_dict(self) -> dict[str, Any]:
         """The policy document as plain JSON values (defaults filled in)."""

@@ -192,6 +192,13 @@ class RolloutState:
     #: requests, from which the first checkpoint counts.
     checkpoints: list[Checkpoint] = field(default_factory=list)
     checkpoint_slot: int | None = None
+    #: Event-time alignment of the cohorts (controller.core.rollout.alignment): how long data
+    #: may wait for the other cohort (the policy's `evaluation.align_s` when the rollout was
+    #: created; 0: none), each cohort's newest event time, and the data held back, by cohort and
+    #: slot.
+    align_s: float = 0.0
+    received: dict[str, float] = field(default_factory=dict)
+    held: dict[str, dict[int, CohortStats]] = field(default_factory=dict)
     # ---- derived, not part of the value (rebuilt on demand) ----
     _seen: set[str] | None = field(default=None, repr=False)
     _seen_data: set[str] | None = field(default=None, repr=False)
@@ -296,21 +303,26 @@ class RolloutState:
         self, now: float, every_s: float, rules: RuleSet | None = None
     ) -> Checkpoint | None:
         """Record the counts when `now` has entered a new slot of `every_s` seconds since the
-        last checkpoint (the first slot starts once the canary has requests), with the slow
-        requests of every quantile a rule on the whole rollout restarts on. The k-th
-        checkpoint gets index k, however many the state still keeps."""
+        last checkpoint (the first slot starts once the canary has requests), and when the
+        current step's traffic started after the last checkpoint (so an interval between
+        checkpoints never spans two traffic shares), with the slow requests of every quantile
+        a rule on the whole rollout restarts on. The k-th checkpoint gets index k, however
+        many the state still keeps."""
         if every_s <= 0 or self.canary.requests == 0:
             return None
         slot = math.floor(now / every_s)
         if self.checkpoint_slot is None:
             self.checkpoint_slot = slot
             return None
-        if slot <= self.checkpoint_slot:
+        last = self.checkpoints[-1] if self.checkpoints else None
+        started = self.step_started_at
+        new_step = last is not None and started is not None and last.at < started <= now
+        if slot <= self.checkpoint_slot and not new_step:
             return None
-        self.checkpoint_slot = slot
-        index = self.checkpoints[-1].index + 1 if self.checkpoints else 1
+        self.checkpoint_slot = max(slot, self.checkpoint_slot)
+        index = last.index + 1 if last is not None else 1
         quantiles = () if rules is None else rules.checkpoint_quantiles()
-        checkpoint = Checkpoint.take(index, now, self.baseline, self.canary, quantiles)
+        checkpoint = Checkpoint.take(index, now, self.baseline, self.canary, quantiles, last)
         self.checkpoints.append(checkpoint)
         del self.checkpoints[:-MAX_CHECKPOINTS]
         return checkpoint

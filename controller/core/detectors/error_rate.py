@@ -11,10 +11,15 @@ Sparse data is handled by the evidence, not by special cases: with 0 of 1000 bas
 failing, 3 errors in 100 canary requests give an e-value of about 40, short of 100 at the default
 alpha of 0.01; a fourth error (230) crosses it.
 
-A fault that starts late in a rollout is not diluted by the healthy history before it: with
-`restarts` on (the default) the test also restarts at the rollout's checkpoints
-(`changepoint_share_test`: half the weight on the test from the start, the rest spread over the
-restarts), and the reason says over which recent span the evidence is strongest.
+The test is stratified: each interval between the rollout's checkpoints (every `checkpoint_s`
+seconds, and where a step's traffic starts) is judged against its own request share
+(`stratified_share_test`), so errors that come in runs, bursts and outages both cohorts share
+do not count against the canary, provided the router assigns requests at random (see
+controller.core.stats.sequential for exactly what the guarantee assumes). A fault that starts
+late in a rollout is not diluted by the healthy history before it: with `restarts` on (the
+default) the test also restarts at the checkpoints (half the weight on the test from the start,
+the rest spread over the restarts), and the reason says over which recent span the evidence is
+strongest.
 
 An optional absolute cap (`max_error_rate`) fails when there is evidence, by the same kind of
 test, that the canary's error rate exceeds the cap; alpha is then split between the two tests.
@@ -39,14 +44,13 @@ from controller.core.detectors.base import (
     percent,
     restart_note,
 )
-from controller.core.stats.checkpoint import error_counts, error_restarts
+from controller.core.stats.checkpoint import error_intervals
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.sequential import (
     DEFAULT_ODDS_RATIOS,
     bernoulli_test,
-    changepoint_share_test,
-    share_test,
     split_alpha,
+    stratified_share_test,
 )
 from controller.core.verdict import EvidenceValue, Verdict
 
@@ -103,16 +107,13 @@ def judge_error_rate(
     if n_b == 0:
         parts.append(Verdict.no_data(NAME, "no baseline requests to compare with"))
     else:
-        if params.restarts:
-            test = changepoint_share_test(
-                error_counts(baseline, canary),
-                error_restarts(context.checkpoints, baseline, canary),
-                params.tolerance,
-                alpha,
-                params.odds_ratios,
-            )
-        else:
-            test = share_test(e_c, n_c, e_b, n_b, params.tolerance, alpha, params.odds_ratios)
+        test = stratified_share_test(
+            error_intervals(context.checkpoints, baseline, canary),
+            params.tolerance,
+            alpha,
+            params.odds_ratios,
+            restarts=params.restarts,
+        )
         facts: dict[str, EvidenceValue] = {
             "e_value": test.e_value,
             "threshold": test.threshold,

@@ -9,11 +9,11 @@ Two kinds of rule, judged together (the worst wins):
    cohorts are counted on the same sketch buckets, so the counts are exact; the approximation is
    that the threshold itself is estimated from the baseline and moves a little as the baseline
    grows, which is why the test needs `min_baseline_samples` and why the tolerance should not be
-   zero. alpha is split across the quantiles. With `restarts` on (the default) each test also
-   restarts at the rollout's checkpoints, where the threshold of each restart is the bucket of
-   the baseline's quantile at that checkpoint (`changepoint_share_test`, see
-   controller.core.stats.checkpoint): a slowdown that starts late is not diluted by the fast
-   history before it.
+   zero. alpha is split across the quantiles. Like `error_rate`, each test is stratified over
+   the intervals between the rollout's checkpoints (each against its own request share, each
+   above the bucket of the baseline's quantile at its checkpoint; `stratified_share_test`,
+   controller.core.stats.checkpoint), and with `restarts` on (the default) it also restarts at
+   the checkpoints: a slowdown that starts late is not diluted by the fast history before it.
 2. Plain rules on the canary's `quantile` (p99 by default): `max_ms` (absolute) and
    `max_ratio` (relative to the baseline's same quantile), once both cohorts have
    `min_samples` latencies, e.g. "canary p99 412 ms vs baseline 201 ms, ratio 2.05 > 1.5".
@@ -37,13 +37,12 @@ from controller.core.detectors.base import (
     percent,
     restart_note,
 )
-from controller.core.stats.checkpoint import slow_counts, slow_restarts
+from controller.core.stats.checkpoint import slow_counts, slow_intervals
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.sequential import (
     DEFAULT_ODDS_RATIOS,
-    changepoint_share_test,
-    share_test,
     split_alpha,
+    stratified_share_test,
 )
 from controller.core.verdict import EvidenceValue, Verdict
 from controller.errors import InvariantError
@@ -107,11 +106,13 @@ def _slow_test(
     counts = slow_counts(baseline, canary, bucket.slot)
     slow_c, n_c = counts.canary_events, counts.canary_trials
     slow_b, n_b = counts.baseline_events, counts.baseline_trials
-    if params.restarts:
-        restarts = slow_restarts(context.checkpoints, q, baseline, canary)
-        test = changepoint_share_test(counts, restarts, params.tolerance, alpha, params.odds_ratios)
-    else:
-        test = share_test(slow_c, n_c, slow_b, n_b, params.tolerance, alpha, params.odds_ratios)
+    test = stratified_share_test(
+        slow_intervals(context.checkpoints, q, baseline, canary, bucket.slot),
+        params.tolerance,
+        alpha,
+        params.odds_ratios,
+        restarts=params.restarts,
+    )
     facts: dict[str, EvidenceValue] = {
         f"{name}_threshold_ms": bucket.upper,
         f"{name}_canary_slow": slow_c,

@@ -26,6 +26,7 @@ from typing import Any
 
 from controller.core.phases import Phase
 from controller.core.policy import Policy, PolicyError, Window
+from controller.core.rollout import alignment
 from controller.core.rollout.alerts import on_resource, on_training_run
 from controller.core.rollout.result import Collector
 from controller.core.rollout.transitions import (
@@ -93,6 +94,7 @@ def observe(
     canary_before = stats[CANARY].requests
     candidate = state.deployment.candidate_version
     baseline_version = state.deployment.baseline_version
+    align_s = state.align_s
     for item in predictions:
         if isinstance(item, Prediction):
             cohort = item.cohort.value
@@ -113,7 +115,8 @@ def observe(
         if expected is None or version != expected:
             state.count_ignored(f"version_mismatch:{cohort}")
             continue
-        target = stats[cohort]
+        held = alignment.holds(state, cohort, event_time, align_s)
+        target = alignment.hold(state, cohort, event_time) if held else stats[cohort]
         target.observe(
             ok=ok,
             latency_ms=latency,
@@ -122,7 +125,8 @@ def observe(
             prediction=prediction,
             features=features,
         )
-        if panes is not None and cohort in panes:
+        alignment.receive(state, cohort, event_time)
+        if not held and panes is not None and cohort in panes:
             panes[cohort].current.observe(
                 ok=ok,
                 latency_ms=latency,
@@ -132,7 +136,24 @@ def observe(
                 features=features,
             )
     state.step_samples += stats[CANARY].requests - canary_before
+    release(state, now)
     return state
+
+
+def release(state: RolloutState, now: float) -> None:
+    """Let the held data that may join the statistics now join them (see `alignment`)."""
+    if not state.held:
+        return
+    for cohort, stats in alignment.releasable(state, now, state.align_s):
+        _join(state, cohort, stats)
+
+
+def _join(state: RolloutState, cohort: str, stats: CohortStats) -> None:
+    state.stats[cohort].merge_from(stats)  # in place: a copy per delta cost more than the merge
+    if state.panes is not None and cohort in state.panes:
+        state.panes[cohort].current.merge_from(stats)
+    if cohort == CANARY:
+        state.step_samples += stats.requests
 
 
 def merge(
@@ -161,11 +182,14 @@ def merge(
         if expected is None or version != expected:
             state.count_ignored(f"version_mismatch:{cohort}", stats.requests)
             continue
-        state.stats[cohort].merge_from(stats)  # in place: a copy per delta cost more than the merge
-        if state.panes is not None and cohort in state.panes:
-            state.panes[cohort].current.merge_from(stats)
-        if cohort == CANARY:
-            state.step_samples += stats.requests
+        last = stats.last_event_time
+        if last is not None and alignment.holds(state, cohort, last, state.align_s):
+            alignment.hold(state, cohort, last).merge_from(stats)
+        else:
+            _join(state, cohort, stats)
+        if last is not None:
+            alignment.receive(state, cohort, last)
+    release(state, now)
     return state
 
 
@@ -175,6 +199,7 @@ def create(event: DeploymentRequested, policy: Policy, now: float, out: Collecto
         phase=Phase.PENDING,
         created_at=now,
         training_profile=event.training_profile,
+        align_s=policy.align_s,
     )
     try:
         rules = state.rules(policy)

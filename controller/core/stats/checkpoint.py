@@ -1,21 +1,24 @@
 """Checkpoints: the counts behind a rollout's share tests as they stood every few seconds.
 
-The change-point tests (`changepoint_share_test`) restart at each checkpoint, and a restart
-needs the counts added since. For errors that is a difference of counters. For slow requests
-the checkpoint also fixes what "slow" means for its restart: the sketch bucket that held the
-baseline's quantile then. A restart counts the requests above that fixed bucket since the
-checkpoint, which makes it an exact test of a fixed event (the test from the start uses the
-baseline's current quantile instead, which moves a little as the baseline grows).
+The share tests (`stratified_share_test`) judge each interval between checkpoints on its own
+and restart at each checkpoint, so they need the counts of each interval. For errors that is a
+difference of counters. For slow requests the checkpoint also fixes what "slow" means for the
+interval it starts: the sketch bucket that held the baseline's quantile then, and the next
+checkpoint records the requests above that same bucket (`SlowCount.previous`), which makes
+each interval an exact test of an event fixed before it began. Only the first interval (before
+the oldest checkpoint kept) is counted above a bucket chosen at its end, and with no checkpoint
+yet the baseline's current quantile is used, which moves a little as the baseline grows.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from controller.core.stats.cohort import CohortStats
-from controller.core.stats.sequential import Counts, Restart
+from controller.core.stats.sequential import Counts, Interval
 
 
 def error_counts(baseline: CohortStats, canary: CohortStats) -> Counts:
@@ -35,11 +38,14 @@ def slow_counts(baseline: CohortStats, canary: CohortStats, slot: tuple[int, int
 
 @dataclass(frozen=True)
 class SlowCount:
-    """Slow requests at a checkpoint: above `slot`, the bucket of the baseline's `quantile`."""
+    """Slow requests at a checkpoint: above `slot`, the bucket of the baseline's `quantile`,
+    and above the slot the checkpoint before fixed for the same quantile (`previous`: the end
+    of the interval that checkpoint started; None when it fixed none)."""
 
     quantile: float
     slot: tuple[int, int]
     counts: Counts
+    previous: Counts | None = None
 
 
 @dataclass(frozen=True)
@@ -63,21 +69,37 @@ class Checkpoint:
         baseline: CohortStats,
         canary: CohortStats,
         quantiles: Iterable[float] = (),
+        before: Checkpoint | None = None,
     ) -> Checkpoint:
-        """The counts now; slow requests for each quantile once the baseline has latencies."""
+        """The counts now; slow requests for each quantile once the baseline has latencies
+        (and above the slots of the checkpoint `before`, which ends its interval)."""
         slow = []
         for q in sorted(set(quantiles)):
             bucket = baseline.latency.quantile_bucket(q)
             if bucket is not None:
-                slow.append(SlowCount(q, bucket.slot, slow_counts(baseline, canary, bucket.slot)))
+                earlier = None if before is None else before.slow_count(q)
+                previous = None if earlier is None else slow_counts(baseline, canary, earlier.slot)
+                counts = slow_counts(baseline, canary, bucket.slot)
+                slow.append(SlowCount(q, bucket.slot, counts, previous))
         return cls(index, at, error_counts(baseline, canary), tuple(slow))
+
+    def slow_count(self, quantile: float) -> SlowCount | None:
+        return next((s for s in self.slow if s.quantile == quantile), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "at": self.at,
             "errors": self.errors.to_list(),
-            "slow": [[s.quantile, list(s.slot), s.counts.to_list()] for s in self.slow],
+            "slow": [
+                [
+                    s.quantile,
+                    list(s.slot),
+                    s.counts.to_list(),
+                    None if s.previous is None else s.previous.to_list(),
+                ]
+                for s in self.slow
+            ],
         }
 
     @classmethod
@@ -86,31 +108,66 @@ class Checkpoint:
             index=int(data["index"]),
             at=float(data["at"]),
             errors=Counts.from_list(data["errors"]),
-            slow=tuple(
-                SlowCount(float(q), (int(slot[0]), int(slot[1])), Counts.from_list(counts))
-                for q, slot, counts in data.get("slow", ())
-            ),
+            slow=tuple(_slow_count(item) for item in data.get("slow", ())),
         )
 
 
-def error_restarts(
+def _slow_count(item: Sequence[Any]) -> SlowCount:
+    q, slot, counts, *rest = item  # a checkpoint stored before `previous` has three items
+    previous = rest[0] if rest else None
+    return SlowCount(
+        float(q),
+        (int(slot[0]), int(slot[1])),
+        Counts.from_list(counts),
+        None if previous is None else Counts.from_list(previous),
+    )
+
+
+_NONE = Counts(0, 0, 0, 0)
+
+
+def error_intervals(
     checkpoints: Sequence[Checkpoint], baseline: CohortStats, canary: CohortStats
-) -> list[Restart]:
-    """The error counts since each checkpoint."""
+) -> list[Interval]:
+    """The error counts of each interval: before the oldest checkpoint kept (index 0: the
+    test from the start), between consecutive checkpoints, and since the newest."""
     now = error_counts(baseline, canary)
-    return [Restart(c.index, c.at, now.since(c.errors)) for c in checkpoints]
+    if not checkpoints:
+        return [Interval(0, None, now)]
+    out = [Interval(0, None, checkpoints[0].errors)]
+    for a, b in itertools.pairwise(checkpoints):
+        out.append(Interval(a.index, a.at, b.errors.since(a.errors)))
+    last = checkpoints[-1]
+    out.append(Interval(last.index, last.at, now.since(last.errors)))
+    return out
 
 
-def slow_restarts(
-    checkpoints: Sequence[Checkpoint], quantile: float, baseline: CohortStats, canary: CohortStats
-) -> list[Restart]:
-    """The slow-request counts since each checkpoint that fixed a threshold for `quantile`."""
-    now: dict[tuple[int, int], Counts] = {}  # thresholds repeat: count above each once
-    restarts = []
-    for c in checkpoints:
-        for slow in c.slow:
-            if slow.quantile == quantile:
-                if slow.slot not in now:
-                    now[slow.slot] = slow_counts(baseline, canary, slow.slot)
-                restarts.append(Restart(c.index, c.at, now[slow.slot].since(slow.counts)))
-    return restarts
+def slow_intervals(
+    checkpoints: Sequence[Checkpoint],
+    quantile: float,
+    baseline: CohortStats,
+    canary: CohortStats,
+    slot: tuple[int, int],
+) -> list[Interval]:
+    """The slow-request counts of each interval (as `error_intervals`), each above the slot
+    its first checkpoint fixed for `quantile` (the first interval above the slot of the oldest
+    checkpoint; with no checkpoint, above `slot`, the baseline's current bucket). An interval
+    whose first checkpoint fixed no slot counts nothing: it is not tested."""
+    if not checkpoints:
+        return [Interval(0, None, slow_counts(baseline, canary, slot))]
+    first = checkpoints[0].slow_count(quantile)
+    out = [Interval(0, None, _NONE if first is None else first.counts)]
+    for a, b in itertools.pairwise(checkpoints):
+        start, end = a.slow_count(quantile), b.slow_count(quantile)
+        if start is None or end is None or end.previous is None:
+            counts = _NONE
+        else:
+            counts = end.previous.since(start.counts)
+        out.append(Interval(a.index, a.at, counts))
+    last = checkpoints[-1]
+    start = last.slow_count(quantile)
+    counts = (
+        _NONE if start is None else slow_counts(baseline, canary, start.slot).since(start.counts)
+    )
+    out.append(Interval(last.index, last.at, counts))
+    return out

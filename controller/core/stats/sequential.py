@@ -22,11 +22,33 @@ odds(theta) <= (1 + tolerance) s / (1 - s), a Bernoulli test on the canary's sha
 requests. The rates cancel, so it works with zero baseline errors. The share s is estimated from
 the request counts, a plug-in that is accurate once both cohorts have a few hundred requests.
 
-`changepoint_share_test` is `share_test` for a fault that starts late. A cumulative e-value
-carries the canary's healthy history: every healthy error pulls the alternatives down, so a
-regression that starts after ten healthy minutes needs minutes of evidence to climb out of the
-hole. Restarting the test at checkpoints (every few seconds of the caller's clock, k = 1, 2, ...)
-and averaging the restarted e-values with weights fixed in advance,
+`stratified_share_test` is `share_test` as a rollout runs it: on intervals, with restarts.
+
+Intervals. The rollout takes a checkpoint every few seconds (and when a step's traffic starts),
+and every interval between checkpoints is judged against its own null share, from its own
+request counts: the e-value multiplies, for each alternative, the likelihood ratios of the
+intervals. What that buys is a guarantee that rests on the routing, not on the traffic. Suppose
+the router sends each request to the canary independently of how the request will go, with a
+share that is fixed within an interval (it may change between intervals: a step). Under H0,
+given which requests of the interval failed and how many requests each cohort got, the set of
+canary requests is a uniform draw, so the canary's count among the interval's bad requests is
+hypergeometric, whatever made them bad: errors in runs, a burst of arrivals, latency that is
+autocorrelated, an outage of a dependency both cohorts share. The hypergeometric is less
+spread than the binomial (Hoeffding), so each interval's mixture likelihood ratio has
+expectation <= 1 given the past, and the product is a test supermartingale. Pooled over the
+rollout instead, a share that changes between steps is evidence by itself (Simpson): an
+outage both cohorts share during a 50 % step, after a 5 % one, gives the canary far more of
+the errors than its share over both.
+
+What it does not cover: bad requests that depend on the cohort beyond the version (a canary
+that is one pod, when that pod's node fails, is a canary fault to this test), and routing that
+is sticky by user or session when outcomes cluster by user (the unit of randomization is then
+the user: count users, or route per request).
+
+Restarts. A cumulative e-value carries the canary's healthy history: every healthy error pulls
+the alternatives down, so a regression that starts after ten healthy minutes needs minutes of
+evidence to climb out of the hole. Restarting the test at checkpoints (k = 1, 2, ...) and
+averaging the restarted e-values with weights fixed in advance,
 
     E_t = w_0 E_t(from the start) + sum over k of w_k E_t(from checkpoint k),
     w_0 = 1/2, w_k = 1 / (2 k (k + 1)), so that sum w = 1,
@@ -36,7 +58,9 @@ checkpoint (a stopping time: it depends on the past only), a weighted average of
 and dropping terms (old checkpoints the caller no longer keeps) only lowers it. A fault that
 starts just before checkpoint k is judged on its own data at the price of ln(1 / w_k) in
 evidence (4.4 nats at k = 6) instead of the whole healthy history (the shift-detection
-"e-detector" idea, with a fixed budget instead of an average run length).
+"e-detector" idea, with a fixed budget instead of an average run length). The rollout keeps
+its newest checkpoints only; the test "from the start" then treats everything before the
+oldest kept checkpoint as one interval.
 
 `split_alpha` is the significance budget: give each of n rules alpha / n (Bonferroni) and the
 chance that any of them falsely fails during the rollout stays <= alpha.
@@ -170,7 +194,7 @@ class Counts:
 @dataclass(frozen=True)
 class Restart:
     """The counts since the `index`-th checkpoint (from 1), taken at `at` on the caller's
-    clock: one restarted e-value of `changepoint_share_test`."""
+    clock: the strongest restarted e-value of `stratified_share_test`."""
 
     index: int
     at: float
@@ -215,35 +239,90 @@ def share_test(
     return bernoulli_test(canary_events, canary_events + baseline_events, share, alpha, odds_ratios)
 
 
-def changepoint_share_test(
-    counts: Counts,
-    restarts: Sequence[Restart],
+@dataclass(frozen=True)
+class Interval:
+    """The counts of one stretch of a rollout: from checkpoint `index` (0: the start of the
+    rollout, `at` None) to the next checkpoint, or to now for the last one."""
+
+    index: int
+    at: float | None
+    counts: Counts
+
+    def __post_init__(self) -> None:
+        if self.index < 0:
+            raise ValueError(f"interval indices start at 0, got {self.index}")
+
+
+def _interval_logs(c: Counts, tolerance: float, odds_ratios: Sequence[float]) -> list[float]:
+    """Each alternative's log likelihood ratio on one interval, against the interval's own null
+    share (0 when one cohort had no requests in it: the interval says nothing)."""
+    trials = c.canary_events + c.baseline_events
+    if trials == 0 or c.canary_trials <= 0 or c.baseline_trials <= 0:
+        return [0.0] * len(odds_ratios)
+    null_odds = (1.0 + tolerance) * c.canary_trials / c.baseline_trials
+    log_base = math.log1p(null_odds)
+    x = c.canary_events
+    return [
+        x * math.log(ratio) - trials * (math.log1p(null_odds * ratio) - log_base)
+        for ratio in odds_ratios
+    ]
+
+
+def _log_mean_exp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(math.fsum([math.exp(v - top) for v in values]) / len(values))
+
+
+def stratified_share_test(
+    intervals: Sequence[Interval],
     tolerance: float,
     alpha: float,
     odds_ratios: Sequence[float] = DEFAULT_ODDS_RATIOS,
+    *,
+    restarts: bool = True,
 ) -> SequentialTest:
-    """`share_test` on the whole stream (`counts`) and restarted at checkpoints (the counts
-    since each), weights `restart_weight` (module docstring). `events` / `trials` of the result
-    are those of the strongest part: the whole stream or the restart in `since`.
-    """
+    """The share test over `intervals`, restarted at each checkpoint (module docstring): the
+    e-value from a checkpoint multiplies, for each alternative, the likelihood ratios of the
+    intervals since, each against the canary's share of the interval's requests. `intervals` run in
+    order, consecutively, the last one up to now; an interval with index 0 is the start (the
+    test from the start, weight 1/2); each other one starts a restart (weight
+    `restart_weight(index)`). Without `restarts`, only the product over all intervals counts
+    (weight 1). `events` / `trials` of the result are those of the strongest term."""
     if tolerance < 0.0:
         raise ValueError(f"tolerance must not be negative, got {tolerance}")
-
-    def log_e(c: Counts) -> float:
-        share = null_share(c.canary_trials, c.baseline_trials, tolerance)
-        trials = c.canary_events + c.baseline_events
-        return log_e_value(c.canary_events, trials, share, odds_ratios)
-
-    terms = [math.log(restart_weight(0)) + log_e(counts)]
-    best, best_term = None, terms[0]
-    for restart in restarts:
-        term = math.log(restart_weight(restart.index)) + log_e(restart.counts)
-        terms.append(term)
-        if term > best_term:
-            best, best_term = restart, term
-    top = max(terms)
-    log_e_all = top + math.log(math.fsum([math.exp(t - top) for t in terms]))
-    strongest = counts if best is None else best.counts
+    if not intervals:
+        return bernoulli_test(0, 0, 0.5, alpha, odds_ratios)
+    logs = [_interval_logs(i.counts, tolerance, odds_ratios) for i in intervals]
+    suffix = [0.0] * len(odds_ratios)
+    sums: list[Counts] = []
+    total = Counts(0, 0, 0, 0)
+    terms: list[tuple[float, int]] = []
+    for position in range(len(intervals) - 1, -1, -1):
+        interval = intervals[position]
+        suffix = [a + b for a, b in zip(suffix, logs[position], strict=True)]
+        c = interval.counts
+        total = Counts(
+            total.canary_events + c.canary_events,
+            total.canary_trials + c.canary_trials,
+            total.baseline_events + c.baseline_events,
+            total.baseline_trials + c.baseline_trials,
+        )
+        sums.append(total)
+        if not restarts:
+            if position == 0:
+                terms.append((_log_mean_exp(suffix), position))
+            continue
+        terms.append((math.log(restart_weight(interval.index)) + _log_mean_exp(suffix), position))
+    sums.reverse()
+    log_e_all = _log_mean_exp([t for t, _ in terms]) + math.log(len(terms))  # log sum exp
+    _, best_position = max(terms, key=lambda t: (t[0], -t[1]))
+    strongest = sums[best_position]
+    first = intervals[best_position]
+    since = (
+        None
+        if first.index == 0 or first.at is None or not restarts
+        else Restart(first.index, first.at, strongest)
+    )
     return SequentialTest(
         e_value=math.exp(min(log_e_all, _MAX_LOG)),
         log_e_value=log_e_all,
@@ -251,5 +330,5 @@ def changepoint_share_test(
         null_rate=null_share(strongest.canary_trials, strongest.baseline_trials, tolerance),
         events=strongest.canary_events,
         trials=strongest.canary_events + strongest.baseline_events,
-        since=best,
+        since=since,
     )

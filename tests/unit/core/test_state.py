@@ -15,6 +15,7 @@ import pytest
 
 from controller.core.phases import Phase
 from controller.core.state import NoCodecError, RolloutState, field_codecs
+from controller.core.stats.cohort import CohortStats
 from controller.errors import RolloutError
 
 #: A rich state (every field set, two approvals, panes, a rule cache, checkpoints...) as the
@@ -41,6 +42,8 @@ def with_exact_counts(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     node = {k: with_exact_counts(v) for k, v in node.items()}
+    if "slow" in node and "errors" in node:  # a checkpoint: its slow counts gain `previous`
+        node["slow"] = [[*item, None] if len(item) == 3 else item for item in node["slow"]]
     if "latency_alpha" in node:
         node["max_exact_values"] = 256
     if "numbers" in node and "categories" in node:
@@ -52,15 +55,19 @@ def with_exact_counts(node: Any) -> Any:
 def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> None:
     """Key for key, in the same order, with the same value forms; the additions are
     `alert_seq`, which the stored state predates: it loads as 0 and is written after `seq`,
-    and the statistics' exact counts (`with_exact_counts`)."""
+    the statistics' exact counts and the checkpoints' `previous` slow counts
+    (`with_exact_counts`), and the alignment (no alignment for a
+    rollout stored before it: `align_s` 0, nothing received or held), written last."""
     stored = stored_v1()
     items = list(with_exact_counts(stored).items())
     after_seq = [k for k, _ in items].index("seq") + 1
-    expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:]])
+    alignment = [("align_s", 0.0), ("received", {}), ("held", {})]
+    expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:], *alignment])
 
     state = RolloutState.from_dict(stored)
 
     assert 0 == state.alert_seq
+    assert (0.0, {}, {}) == (state.align_s, state.received, state.held)
     assert dumped(expected) == dumped(state.to_dict())
     assert dumped(expected) == dumped(RolloutState.from_dict(expected).to_dict())
 
@@ -115,6 +122,11 @@ def every_field_set() -> RolloutState:
     """The stored state with the fields it leaves at their default set too."""
     state = RolloutState.from_dict(stored_v1())
     state.alert_seq = 3
+    state.align_s = 5.0
+    state.received = {"baseline": 1795000020.5, "canary": 1795000021.25}
+    held = CohortStats()
+    held.observe(ok=False, latency_ms=80.0, event_time=1795000021.25, error_type="timeout")
+    state.held = {"canary": {7180000085: held}}
     return state
 
 

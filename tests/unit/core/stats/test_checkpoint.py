@@ -6,9 +6,9 @@ import json
 
 from controller.core.stats.checkpoint import (
     Checkpoint,
-    error_restarts,
+    error_intervals,
     slow_counts,
-    slow_restarts,
+    slow_intervals,
 )
 from controller.core.stats.sequential import Counts
 
@@ -44,17 +44,64 @@ def test_a_checkpoint_round_trips_through_json() -> None:
     assert checkpoint == Checkpoint.from_dict(json.loads(json.dumps(checkpoint.to_dict())))
 
 
-def test_restarts_count_what_came_after_each_checkpoint() -> None:
+def test_intervals_count_what_came_between_checkpoints_each_above_its_own_slot() -> None:
     baseline, canary = make_cohort(1_000, 7, latencies=FAST), make_cohort(250, 2, latencies=FAST)
-    checkpoint = Checkpoint.take(4, 40.0, baseline, canary, quantiles=[0.5])
+    first = Checkpoint.take(4, 40.0, baseline, canary, quantiles=[0.5])
     slower = [2 * x for x in FAST]
-    baseline_now = baseline.merged(make_cohort(400, 3, latencies=FAST))
-    canary_now = canary.merged(make_cohort(100, 9, latencies=slower))
+    baseline_mid = baseline.merged(make_cohort(400, 3, latencies=slower))
+    canary_mid = canary.merged(make_cohort(100, 9, latencies=slower))
+    second = Checkpoint.take(5, 50.0, baseline_mid, canary_mid, quantiles=[0.5], before=first)
+    baseline_now = baseline_mid.merged(make_cohort(100, 1, latencies=slower))
+    canary_now = canary_mid.merged(make_cohort(50, 0, latencies=FAST))
+    current = baseline_now.latency.quantile_bucket(0.5)
+    assert current is not None
 
-    [errors] = error_restarts([checkpoint], baseline_now, canary_now)
-    [slow] = slow_restarts([checkpoint], 0.5, baseline_now, canary_now)
+    errors = error_intervals([first, second], baseline_now, canary_now)
+    slow = slow_intervals([first, second], 0.5, baseline_now, canary_now, current.slot)
 
-    assert (4, 40.0, Counts(9, 100, 3, 400)) == (errors.index, errors.at, errors.counts)
-    # above the checkpoint's p50 bucket (60 ms): 5 of 10 fast latencies, every doubled one
-    assert Counts(100, 100, 200, 400) == slow.counts
-    assert [] == slow_restarts([checkpoint], 0.95, baseline_now, canary_now)
+    assert [(0, None), (4, 40.0), (5, 50.0)] == [(i.index, i.at) for i in errors]
+    assert [Counts(2, 250, 7, 1_000), Counts(9, 100, 3, 400), Counts(0, 50, 1, 100)] == [
+        i.counts for i in errors
+    ]
+    assert second.slow[0].slot > first.slow[0].slot  # the baseline got slower: p50 moved up
+    # the first interval above the first checkpoint's p50 bucket (60 ms): 5 of 10 fast
+    # latencies; the second above the same bucket, where every doubled latency is; the last
+    # above the second checkpoint's higher bucket
+    assert Counts(125, 250, 500, 1_000) == slow[0].counts
+    assert Counts(100, 100, 400, 400) == slow[1].counts
+    assert (
+        slow_counts(baseline_now, canary_now, second.slow[0].slot).since(second.slow[0].counts)
+        == slow[2].counts
+    )
+
+
+def test_without_checkpoints_one_interval_counts_everything() -> None:
+    baseline, canary = make_cohort(1_000, 7, latencies=FAST), make_cohort(250, 2, latencies=FAST)
+    p50 = baseline.latency.quantile_bucket(0.5)
+    assert p50 is not None
+
+    [errors] = error_intervals([], baseline, canary)
+    [slow] = slow_intervals([], 0.5, baseline, canary, p50.slot)
+
+    assert (0, None, Counts(2, 250, 7, 1_000)) == (errors.index, errors.at, errors.counts)
+    assert slow_counts(baseline, canary, p50.slot) == slow.counts
+
+
+def test_an_interval_whose_checkpoint_fixed_no_slot_is_not_tested() -> None:
+    baseline, canary = make_cohort(1_000, 7, latencies=FAST), make_cohort(250, 2, latencies=FAST)
+    first = Checkpoint.take(1, 10.0, baseline, canary, quantiles=[0.5])
+    p50 = baseline.latency.quantile_bucket(0.5)
+    assert p50 is not None
+
+    slow = slow_intervals([first], 0.95, baseline, canary, p50.slot)
+
+    assert [Counts(0, 0, 0, 0)] * 2 == [i.counts for i in slow]
+
+
+def test_a_checkpoint_stored_before_previous_counts_loads_without_them() -> None:
+    data = {"index": 2, "at": 20.0, "errors": [1, 10, 2, 40], "slow": [[0.5, [1, 9], [1, 2, 3, 4]]]}
+
+    checkpoint = Checkpoint.from_dict(data)
+
+    assert checkpoint.slow[0].previous is None
+    assert Counts(1, 2, 3, 4) == checkpoint.slow[0].counts

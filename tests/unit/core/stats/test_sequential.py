@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -10,11 +11,12 @@ import pytest
 from controller.core.stats import bernoulli_test, share_test, split_alpha
 from controller.core.stats.sequential import (
     Counts,
+    Interval,
     Restart,
-    changepoint_share_test,
     log_e_value,
     null_share,
     restart_weight,
+    stratified_share_test,
 )
 
 
@@ -137,38 +139,73 @@ def test_the_restart_weights_are_fixed_in_advance_and_sum_to_one() -> None:
 
 def test_without_checkpoints_the_change_point_test_is_half_the_share_test() -> None:
     plain = share_test(8, 100, 3, 1_000, tolerance=0.2, alpha=0.01)
-    restarted = changepoint_share_test(Counts(8, 100, 3, 1_000), (), tolerance=0.2, alpha=0.01)
+    restarted = stratified_share_test(
+        [Interval(0, None, Counts(8, 100, 3, 1_000))], tolerance=0.2, alpha=0.01
+    )
 
     assert pytest.approx(plain.log_e_value - math.log(2)) == restarted.log_e_value
     assert restarted.since is None
+
+
+def test_without_restarts_the_test_is_the_product_over_the_intervals() -> None:
+    first, second = Counts(3, 100, 4, 900), Counts(9, 500, 6, 500)
+    test = stratified_share_test(
+        [Interval(0, None, first), Interval(1, 10.0, second)], 0.2, 0.01, (2.0,), restarts=False
+    )
+
+    one = share_test(*first.to_list(), tolerance=0.2, alpha=0.01, odds_ratios=(2.0,))
+    two = share_test(*second.to_list(), tolerance=0.2, alpha=0.01, odds_ratios=(2.0,))
+    assert pytest.approx(one.log_e_value + two.log_e_value) == test.log_e_value
 
 
 def test_a_late_burst_is_not_diluted_by_the_healthy_history_before_it() -> None:
     """Ten healthy minutes (0.7 % errors on both cohorts, canary share 20 %), then a minute in
     which the canary fails 3.5 % of its requests: the cumulative test is buried by the
     history, the test restarted at the checkpoint just before the burst is not."""
-    now = Counts(84 + 42, 12_000 + 1_200, 336 + 34, 48_000 + 4_800)
-    since = Restart(60, 600.0, now.since(Counts(84, 12_000, 336, 48_000)))
+    history, burst = Counts(84, 12_000, 336, 48_000), Counts(42, 1_200, 34, 4_800)
+    now = Counts(*(a + b for a, b in zip(history.to_list(), burst.to_list(), strict=True)))
     cumulative = share_test(*now.to_list(), tolerance=0.2, alpha=0.01 / 3)
-    restarted = changepoint_share_test(now, [since], tolerance=0.2, alpha=0.01 / 3)
+    restarted = stratified_share_test(
+        [Interval(0, None, history), Interval(60, 600.0, burst)], tolerance=0.2, alpha=0.01 / 3
+    )
 
     assert not cumulative.rejects
     assert cumulative.e_value < 1.0
     assert restarted.rejects
-    assert since == restarted.since
+    assert Restart(60, 600.0, burst) == restarted.since
     assert (42, 76) == (restarted.events, restarted.trials)
 
 
 def test_every_restart_counts_towards_the_e_value() -> None:
-    now = Counts(8, 100, 3, 1_000)
-    restarts = [Restart(k, 10.0 * k, now) for k in (1, 2, 3)]
-    one = changepoint_share_test(now, restarts[:1], tolerance=0.2, alpha=0.01)
-    three = changepoint_share_test(now, restarts, tolerance=0.2, alpha=0.01)
+    counts = Counts(8, 100, 3, 1_000)
+    nothing = Counts(0, 0, 0, 0)
+    intervals = [Interval(0, None, nothing), *(Interval(k, 10.0 * k, nothing) for k in (1, 2))]
+    one = stratified_share_test([*intervals[:1], Interval(1, 10.0, counts)], 0.2, 0.01)
+    three = stratified_share_test([*intervals, Interval(3, 30.0, counts)], 0.2, 0.01)
 
     # restarts with nothing before them see the whole stream: their weights add up
     plain = share_test(8, 100, 3, 1_000, tolerance=0.2, alpha=0.01).e_value
     assert pytest.approx(plain * (0.5 + 0.25)) == one.e_value
     assert pytest.approx(plain * (0.5 + 0.25 + 1 / 12 + 1 / 24)) == three.e_value
+
+
+def test_a_share_that_changes_between_steps_is_no_evidence() -> None:
+    """Five minutes at a 5 % share with 1 % errors on both cohorts, then a minute at 50 % in
+    which a dependency both share fails 30 % of all requests: pooled over both steps the
+    canary holds 48 % of the errors at a 24 % request share (Simpson), stratified it holds
+    each step's share."""
+    quiet, outage = Counts(3, 300, 57, 5_700), Counts(300, 1_000, 300, 1_000)
+    pooled = share_test(
+        *(a + b for a, b in zip(quiet.to_list(), outage.to_list(), strict=True)),
+        tolerance=0.2,
+        alpha=0.01,
+    )
+    stratified = stratified_share_test(
+        [Interval(0, None, quiet), Interval(30, 300.0, outage)], tolerance=0.2, alpha=0.01
+    )
+
+    assert pooled.rejects
+    assert stratified.e_value < 1.0
 
 
 def test_counts_of_another_stream_are_an_error() -> None:
@@ -186,38 +223,56 @@ def test_counts_round_trip_through_plain_values() -> None:
     assert counts == Counts.from_list(counts.to_list())
 
 
-def first_restarted_rejection(seed: int, *, events: int, every: int, alpha: float) -> int | None:
-    """H0 at its boundary (equal error rates, share 0.1, no tolerance), checked after every
-    error (the e-value moves with the errors), with a checkpoint every `every` requests (all of
-    them kept)."""
+def first_false_alarm(
+    seed: int, *, requests: int, every: int, alpha: float, stratified: bool
+) -> int | None:
+    """H0 at its boundary (no tolerance): a dependency both cohorts share fails in runs of 20
+    requests on average (2 % of requests fail), requests go to the canary at random, at a
+    share of 5 % for the first third of the stream and 50 % after (a step). Checked after
+    every error, with a checkpoint every `every` requests and at the step (all kept)."""
     rng = random.Random(seed)
-    n_c = e_c = n_b = e_b = 0
-    checkpoints: list[tuple[int, Counts]] = []
-    for i in range(1, events + 1):
-        failed = rng.random() < 0.05
-        if rng.random() < 0.1:
-            n_c += 1
-            e_c += failed
+    totals = [0, 0, 0, 0]
+    marks: list[tuple[int, list[int]]] = []
+    bad = False
+    step = requests // 3
+    for i in range(1, requests + 1):
+        bad = rng.random() >= 0.05 if bad else rng.random() < 0.05 * 0.02 / 0.98
+        failed = bad
+        canary = rng.random() < (0.05 if i <= step else 0.5)
+        totals[0 if canary else 2] += failed
+        totals[1 if canary else 3] += 1
+        if i % every == 0 or i == step:
+            marks.append((i, list(totals)))
+        if not (failed and totals[0] and totals[3]):
+            continue
+        if stratified:
+            edges = [[0, 0, 0, 0], *(m for _, m in marks), totals]
+            intervals = [
+                Interval(k, float(k), Counts(*(b - a for a, b in zip(x, y, strict=True))))
+                for k, (x, y) in enumerate(itertools.pairwise(edges))
+            ]
+            test = stratified_share_test(intervals, 0.0, alpha)
         else:
-            n_b += 1
-            e_b += failed
-        if i % every == 0:
-            checkpoints.append((i, Counts(e_c, n_c, e_b, n_b)))
-        if failed and e_c and n_b:
-            now = Counts(e_c, n_c, e_b, n_b)
-            restarts = [Restart(k + 1, at, now.since(c)) for k, (at, c) in enumerate(checkpoints)]
-            if changepoint_share_test(now, restarts, 0.0, alpha).rejects:
-                return i
+            test = share_test(*totals, tolerance=0.0, alpha=alpha)
+        if test.rejects:
+            return i
     return None
 
 
-def test_restarts_keep_false_alarms_below_alpha_when_checked_after_every_event() -> None:
-    """200 null streams of 1500 requests with 15 checkpoints each. Unweighted restarts
-    (Shiryaev-Roberts, every restart at weight 1) raise 1 % false alarms to about 25 %."""
+def test_errors_in_runs_and_a_step_keep_false_alarms_below_alpha_when_stratified() -> None:
+    """200 null streams of 3000 requests with 30 checkpoints each, the errors in runs and the
+    share stepping from 5 % to 50 %: the pooled share test fails about 40 % of them."""
     alpha = 0.05
-    alarms = sum(
-        first_restarted_rejection(seed, events=1_500, every=100, alpha=alpha) is not None
-        for seed in range(200)
+    runs = 200
+    stratified = sum(
+        first_false_alarm(seed, requests=3_000, every=100, alpha=alpha, stratified=True) is not None
+        for seed in range(runs)
+    )
+    pooled = sum(
+        first_false_alarm(seed, requests=3_000, every=100, alpha=alpha, stratified=False)
+        is not None
+        for seed in range(runs)
     )
 
-    assert alarms / 200 <= alpha
+    assert stratified / runs <= alpha
+    assert pooled / runs > 0.25
