@@ -1,0 +1,137 @@
+"""The cohorts are compared over the same span of event time (controller.core.rollout.alignment)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.core.rollout import Served, merge, next_wakeup, observe, tick
+from controller.core.rollout.alignment import held_requests
+from controller.core.stats.cohort import CohortStats
+from tests.unit.core.rollout_helpers import Rollout, unit_policy
+
+
+def served(cohort: str, at: float, n: int = 1, *, ok: bool = True) -> list[Served]:
+    version = "v1" if cohort == "baseline" else "v2"
+    return [Served(cohort, version, ok, 100.0, at, None if ok else "timeout") for _ in range(n)]
+
+
+def started(**policy: Any) -> Rollout:
+    """A rollout whose canary has traffic, both cohorts reported up to START + 1."""
+    rollout = Rollout(policy=unit_policy(**policy))
+    rollout.serve(1)
+    return rollout
+
+
+def requests(rollout: Rollout) -> tuple[int, int]:
+    return rollout.state.canary.requests, rollout.state.baseline.requests
+
+
+def test_data_newer_than_the_other_cohorts_waits_until_that_cohort_reports_as_far() -> None:
+    rollout = started()
+    at = rollout.now
+
+    observe(rollout.state, served("canary", at + 0.25, 3) + served("canary", at + 0.5, 2), at)
+    assert (10, 10) == requests(rollout)
+    assert {"canary": 5} == held_requests(rollout.state)
+
+    observe(rollout.state, served("baseline", at + 0.3, 4), at + 0.3)  # past the first slot only
+    assert (13, 14) == requests(rollout)
+
+    observe(rollout.state, served("baseline", at + 1.0, 6), at + 1.0)
+    assert (15, 14) == requests(rollout)  # the canary joined; the baseline is ahead now
+    assert {"baseline": 6} == held_requests(rollout.state)
+
+
+def test_data_the_other_cohort_has_passed_joins_at_once() -> None:
+    rollout = started()
+    at = rollout.now
+    observe(rollout.state, served("baseline", at + 1.0, 5), at + 1.0)  # waits for the canary
+
+    observe(rollout.state, served("canary", at + 0.5, 2), at + 1.0)
+
+    assert (12, 10) == requests(rollout)
+    assert ["baseline"] == list(rollout.state.held)
+
+
+def test_a_cohort_silent_for_align_s_is_not_waited_for() -> None:
+    rollout = started(evaluation={"align_s": 2.0})
+    at = rollout.now
+    observe(rollout.state, served("canary", at + 1.0, 3), at + 1.0)
+    assert (10, 10) == requests(rollout)
+
+    # the baseline stays silent: canary data 2 s past its newest joins, and takes the held along
+    observe(rollout.state, served("canary", at + 3.0, 1), at + 3.0)
+
+    assert (14, 10) == requests(rollout)
+    assert {} == rollout.state.held
+
+
+def test_held_data_joins_on_the_tick_that_its_wake_up_asks_for() -> None:
+    rollout = started(evaluation={"align_s": 2.0})
+    at = rollout.now
+    observe(rollout.state, served("canary", at + 0.5, 3), at + 0.5)
+    policy = rollout.policy
+
+    wake = next_wakeup(rollout.state, policy, at + 0.5)
+    assert at + 2.5 == wake
+
+    tick(rollout.state, policy, at + 2.0)
+    assert (10, 10) == requests(rollout)
+    tick(rollout.state, policy, at + 2.5)
+    assert (13, 10) == requests(rollout)
+    assert {} == rollout.state.held
+
+
+def test_align_s_zero_compares_the_data_as_it_arrives() -> None:
+    rollout = started(evaluation={"align_s": 0.0})
+    at = rollout.now
+
+    observe(rollout.state, served("canary", at + 0.5, 3), at + 0.5)
+
+    assert (13, 10) == requests(rollout)
+    assert {} == rollout.state.held
+
+
+def test_the_lanes_deltas_are_held_and_released_whole() -> None:
+    rollout = started()
+    at = rollout.now
+    canary = CohortStats.of(served("canary", at + 0.25, 2) + served("canary", at + 0.5, 2))
+    baseline = CohortStats.of(served("baseline", at + 0.5, 8))
+
+    merge(rollout.state, [("canary", "v2", canary)], at + 0.5)
+    assert (10, 10) == requests(rollout)
+    merge(rollout.state, [("baseline", "v1", baseline)], at + 0.5)
+
+    assert (14, 18) == requests(rollout)
+    assert 14 == rollout.state.step_samples
+
+
+def shared_failures(align_s: float) -> str:
+    """Two minutes at a 10 % share, a request every millisecond (one in ten the canary's); a
+    dependency both cohorts share fails every request for 0.2 s every 5 s. The canary reports
+    every 250 ms, the baseline every second, and the rollout is judged at every report. Returns
+    where the rollout ends."""
+    rollout = Rollout(policy=unit_policy(evaluation={"align_s": align_s}))
+    rollout.serve(1, canary=1, baseline=9)
+    start = rollout.now
+    batches: dict[str, list[Served]] = {"canary": [], "baseline": []}
+    for ms in range(1, 120_001):
+        at = start + ms / 1_000
+        cohort = "canary" if ms % 10 == 0 else "baseline"
+        batches[cohort] += served(cohort, at, ok=ms % 5_000 >= 200)
+        for name, every in (("canary", 250), ("baseline", 1_000)):
+            if ms % every == 0:
+                observe(rollout.state, batches[name], at)
+                batches[name] = []
+                rollout.now = at
+                rollout.tick()
+        if rollout.state.phase.is_terminal():
+            break
+    return rollout.state.phase.value
+
+
+def test_a_shared_failure_reported_by_the_canary_first_does_not_roll_it_back() -> None:
+    """Judged as the data arrives, the canary has each spell's failures for up to a second
+    before the baseline has its share of them."""
+    assert "rolled_back" == shared_failures(align_s=0.0)
+    assert shared_failures(align_s=5.0) in ("progressing", "promoted")
