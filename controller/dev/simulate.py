@@ -121,7 +121,9 @@ class Behaviour:
     Latency is a mixture: with probability `1 - tail_share` a lognormal body (median
     `latency_median_ms`, shape `latency_sigma`), else a slow lognormal tail; all of it times
     `latency_scale`. `error_rate` of requests fail with the types of `ERROR_MIX`; a further
-    `failure_share` fail as in a partial outage (`OUTAGE_MIX`). A cohort that is not
+    `failure_share` fail as in a partial outage (`OUTAGE_MIX`), and a further `timeout_rate`
+    time out (the client gives up at the fleet's `timeout_ms`; drawn from a stream of its own,
+    and only when it is set, so that the other draws stay as they were). A cohort that is not
     `answering` serves nothing and reports nothing.
     """
 
@@ -134,6 +136,7 @@ class Behaviour:
     latency_scale: float = 1.0
     error_rate: float = 0.007
     failure_share: float = 0.0
+    timeout_rate: float = 0.0
     score_a: float = 2.0
     score_b: float = 8.0
     amount_scale: float = 1.0
@@ -203,6 +206,9 @@ SKEWED_COUNTRIES: tuple[tuple[str, float], ...] = (
     ("NL", 0.15),
 )
 
+#: The share of a healthy cohort's requests that time out: the timeouts of its error mix.
+HEALTHY_TIMEOUT_RATE = HEALTHY.error_rate * dict(ERROR_MIX)["timeout"]
+
 SCENARIOS: Mapping[str, Scenario] = {
     sc.name: sc
     for sc in (
@@ -216,6 +222,19 @@ SCENARIOS: Mapping[str, Scenario] = {
             "latency_p99_x2",
             "every canary latency x2 (p99 x2)",
             Behaviour(latency_scale=2.0),
+            hard=True,
+        ),
+        Scenario(
+            "tail_only_x3",
+            "the canary's slow requests three times slower (the 3 % tail: 540 ms vs 180 ms), "
+            "the median unchanged",
+            Behaviour(tail_median_ms=HEALTHY.tail_median_ms * 3),
+            hard=True,
+        ),
+        Scenario(
+            "timeouts_x10",
+            "ten times as many canary requests time out (2.1 % vs 0.21 %)",
+            Behaviour(timeout_rate=HEALTHY_TIMEOUT_RATE * 9),
             hard=True,
         ),
         Scenario(
@@ -745,6 +764,7 @@ class ServingFleet:
         )
         self._outage_rng = random.Random(f"{seed}/outages")
         self._outage_serving = {c: random.Random(f"{seed}/{c}/outage") for c in COHORTS}
+        self._timeout_serving = {c: random.Random(f"{seed}/{c}/timeouts") for c in COHORTS}
         self._outages: list[tuple[int, int]] = []
         self._timeouts = family.heavy_tails is not None and family.heavy_tails.timeouts
         self._shapes: dict[int, tuple[Behaviour, Behaviour]] = {}
@@ -892,6 +912,12 @@ class ServingFleet:
             if failed and error is None:
                 error = kind
             body *= outage.latency_scale
+        if (
+            error is None
+            and behaviour.timeout_rate > 0.0
+            and self._timeout_serving[cohort].random() < behaviour.timeout_rate
+        ):
+            error = "timeout"
         if self._timeouts and error is None and body > self.config.timeout_ms:
             error = "timeout"  # the client gives up
         ok = error is None

@@ -62,7 +62,9 @@ class EvaluationContext:
     `traffic_share` is the canary's configured share of traffic (0..1) in the current step;
     `training_profile` maps feature names to reference distributions, `prediction_profile` is
     the training distribution of the prediction. `checkpoints` are the rollout's counts at its
-    newest checkpoints (where the change-point tests restart), oldest first.
+    newest checkpoints (where the change-point tests restart), oldest first. `last_seen` is each
+    cohort's newest event time received, counted or not (data may wait for the other cohort
+    before it is counted: controller.core.rollout.alignment); silence is measured from it.
     """
 
     now: float
@@ -71,6 +73,7 @@ class EvaluationContext:
     training_profile: Mapping[str, FeatureProfile] = field(default_factory=dict, hash=False)
     prediction_profile: FeatureProfile | None = None
     checkpoints: Sequence[Checkpoint] = field(default=(), hash=False)
+    last_seen: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         share = self.traffic_share

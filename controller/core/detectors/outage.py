@@ -18,7 +18,7 @@ outage. With all traffic on the canary there is no baseline rate: give `expected
 Failing: the canary fails at least `max_failure_share` of at least `min_requests` requests.
 
 Judged from the clock: with no new data, the outcome turns when a silence gets long enough:
-the canary's at max(canary.last_event_time, step_started_at) + max(min_gap_s,
+the canary's at max(its newest event time, step_started_at) + max(min_gap_s,
 ln(1 / alpha) / rate) (PASS becomes FAIL, or INCONCLUSIVE if the baseline is silent by then),
 and, once the canary is silent, the baseline's at its last event + max(min_gap_s,
 ln(1 / alpha) / its rate) (FAIL becomes INCONCLUSIVE). `wake_at` gives the next of these, as
@@ -173,7 +173,8 @@ def expectation(
             )
             return Verdict.no_data(NAME, reason)
         rate = observed * share / baseline_share
-    starts = [t for t in (canary.last_event_time, context.step_started_at) if t is not None]
+    canary_last = _last(canary, context, "canary")
+    starts = [t for t in (canary_last, context.step_started_at) if t is not None]
     if not starts:
         return Verdict.no_data(NAME, "no canary event and no step start to measure silence from")
     baseline_expected = baseline_share is None or baseline_share > 0.0
@@ -183,8 +184,14 @@ def expectation(
         needed=math.log(1.0 / params.alpha),
         min_gap_s=params.min_gap_s,
         baseline_rate=observed if baseline_expected else None,
-        baseline_last=baseline.last_event_time,
+        baseline_last=_last(baseline, context, "baseline"),
     )
+
+
+def _last(stats: CohortStats, context: EvaluationContext, cohort: str) -> float | None:
+    """The cohort's newest event time: counted, or received and waiting to be counted."""
+    times = [t for t in (stats.last_event_time, context.last_seen.get(cohort)) if t is not None]
+    return max(times) if times else None
 
 
 def _silence(

@@ -145,7 +145,7 @@ def gates(state: RolloutState, policy: Policy, now: float) -> Gates | None:
 
 def context(state: RolloutState, now: float) -> EvaluationContext:
     """What the detectors are told besides the cohorts: the clock, the step, the traffic
-    share, the training profile and the checkpoints."""
+    share, the training profile, the checkpoints and each cohort's newest event time."""
     features, prediction = state.profiles()
     return EvaluationContext(
         now=now,
@@ -154,6 +154,7 @@ def context(state: RolloutState, now: float) -> EvaluationContext:
         training_profile=features,
         prediction_profile=prediction,
         checkpoints=state.checkpoints,
+        last_seen=state.received,
     )
 
 

@@ -179,6 +179,26 @@ def test_latency_p99_x1_5_raises_the_canary_p99_by_half() -> None:
     assert 1.5 == pytest.approx(ratio, rel=0.25)
 
 
+def test_tail_only_x3_slows_the_slow_requests_three_times_and_keeps_the_median() -> None:
+    canary = [p.latency_ms for p in served("tail_only_x3", "canary", after_onset=True)]
+    baseline = [p.latency_ms for p in served("tail_only_x3", "baseline", after_onset=True)]
+
+    assert 1.0 == pytest.approx(statistics.median(canary) / statistics.median(baseline), rel=0.03)
+    assert 3.0 == pytest.approx(
+        statistics.quantiles(canary, n=1000)[990] / statistics.quantiles(baseline, n=1000)[990],
+        rel=0.15,
+    )
+
+
+def test_timeouts_x10_times_out_ten_times_as_many_canary_requests() -> None:
+    def timeouts(cohort: str) -> float:
+        items = served("timeouts_x10", cohort, after_onset=True, n=40_000)
+        return sum(p.error_type == "timeout" for p in items) / len(items)
+
+    assert 0.0021 == pytest.approx(timeouts("baseline"), rel=0.25)
+    assert 0.021 == pytest.approx(timeouts("canary"), rel=0.1)
+
+
 def test_an_error_burst_multiplies_the_canary_error_rate_by_five() -> None:
     events, _, onset = run("error_burst_x5")
     items = predictions(events)
@@ -326,6 +346,8 @@ def test_every_scenario_and_plan_is_listed_and_an_unknown_one_is_named() -> None
         "healthy",
         "latency_p99_x1_5",
         "latency_p99_x2",
+        "tail_only_x3",
+        "timeouts_x10",
         "error_burst_x5",
         "total_outage",
         "partial_outage",

@@ -182,3 +182,15 @@ def test_no_wake_up_when_only_new_data_can_change_the_outcome(
     assert None is wake_at(**kwargs), case  # type: ignore[arg-type]
     for later in (now + 1.0, now + 1e3, now + 1e7):
         assert outcome == judge(**{**kwargs, "now": later}).outcome, case  # type: ignore[arg-type]
+
+
+def test_silence_is_measured_from_the_newest_event_received_not_only_the_counted() -> None:
+    """Canary data that waits for the baseline to report as far (alignment) is not silence."""
+    context = EvaluationContext(
+        now=112.0, step_started_at=0.0, traffic_share=0.1, last_seen={"canary": 111.5}
+    )
+
+    verdict = Outage.from_params({}).evaluate(BASELINE, CANARY, context)
+
+    assert Outcome.PASS == verdict.outcome
+    assert "canary silent for 0.5 s" in verdict.reason
