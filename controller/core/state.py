@@ -194,11 +194,12 @@ class RolloutState:
     checkpoint_slot: int | None = None
     #: Event-time alignment of the cohorts (controller.core.rollout.alignment): how long data
     #: may wait for the other cohort (the policy's `evaluation.align_s` when the rollout was
-    #: created; 0: none), each cohort's newest event time, and the data held back, by cohort and
-    #: slot.
+    #: created; 0: none), each cohort's latest completion reported, and the data held back, by
+    #: cohort and slot, with each slot's latest completion.
     align_s: float = 0.0
     received: dict[str, float] = field(default_factory=dict)
     held: dict[str, dict[int, CohortStats]] = field(default_factory=dict)
+    held_done: dict[str, dict[int, float]] = field(default_factory=dict)
     # ---- derived, not part of the value (rebuilt on demand) ----
     _seen: set[str] | None = field(default=None, repr=False)
     _seen_data: set[str] | None = field(default=None, repr=False)

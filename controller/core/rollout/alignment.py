@@ -9,14 +9,25 @@ anytime-valid test that is checked at every record sees the canary with errors t
 does not have yet. Checked again and again through a long rollout, those moments add up to
 false rollbacks (a third of healthy canaries at a 5 % share with errors in runs, before this).
 
-So a cohort's predictions that are newer (in event time) than the other cohort's newest are
-held back, and join the statistics once the other cohort has reported that far: both cohorts
-are then judged on the same span, up to the edges of one batch. Held data waits at most
-`align_s` seconds of event time: when the other cohort has reported nothing for that long (no
-traffic routed to it, an outage, a stalled reporter), the held data joins anyway, when the
-cohort's own newer data or the clock (`now`, on a tick too) is `align_s` past it. Held data is
-kept in slots of `SLOT_S` seconds of event time, merged (statistics are mergeable), so a slow
-cohort costs at most `align_s / SLOT_S` slots per cohort.
+Time here is when a request *completed* (its event time, when it arrived, plus its latency):
+a service reports a prediction once it is served, so a batch holds what completed before it
+was sent, and a slow request (a timeout) arrives in a later batch than a fast one that came in
+with it. Each cohort's watermark (`state.received`) is the latest completion it has reported. A
+cohort's predictions that completed after the other cohort's watermark are held back, and join
+the statistics once the other cohort has reported that far: both cohorts are then judged on the
+same span, up to the edges of one batch. Held data waits at most `align_s` seconds: when the
+other cohort has reported nothing for that long (no traffic routed to it, an outage, a stalled
+reporter), the held data joins anyway, when the cohort's own newer data or the clock (`now`, on
+a tick too) is `align_s` past it. Held data is kept in slots of `SLOT_S` seconds, merged
+(statistics are mergeable) with their latest completion (`state.held_done`), and a slot joins
+when the other cohort has reached that, so a slow cohort costs at most `align_s / SLOT_S` slots
+per cohort.
+
+The worker's lane folds many predictions into one delta before the core sees them, and a delta
+keeps only its newest arrival and its latencies' range: its newest completion is then bounded,
+above by the newest arrival plus the largest latency (when to release it) and below by the
+newest arrival plus the smallest (how far its cohort has reported). Both bounds err on the side
+of waiting: a delta may wait a little longer than a prediction would, never less.
 
 Only the baseline and the canary are aligned (the shadow cohort never gates). Predictions of a
 cohort older than the other's newest join at once, whatever is held; the order in which data
@@ -30,38 +41,61 @@ import math
 from controller.core.state import BASELINE, CANARY, RolloutState
 from controller.core.stats.cohort import CohortStats
 
-#: The grain, in seconds of event time, at which held data is kept and released.
-SLOT_S = 0.25
+#: The grain, in seconds of completion time, at which held data is kept and released.
+SLOT_S = 0.1
 
 _OTHER = {BASELINE: CANARY, CANARY: BASELINE}
 
 
-def holds(state: RolloutState, cohort: str, event_time: float, align_s: float) -> bool:
-    """Whether data of `cohort` at `event_time` waits for the other cohort: it is newer than
-    the other cohort's newest, by less than `align_s`."""
+def done_at(event_time: float, latency_ms: float) -> float:
+    """When a request that arrived at `event_time` completed (`event_time` for a latency that
+    is not a duration)."""
+    if 0.0 <= latency_ms < math.inf:
+        return event_time + latency_ms / 1000.0
+    return event_time
+
+
+def holds(state: RolloutState, cohort: str, done: float, align_s: float) -> bool:
+    """Whether data of `cohort` that completed at `done` waits for the other cohort: it is
+    newer than the other cohort's watermark, by less than `align_s`."""
     other = _OTHER.get(cohort)
     if other is None or align_s <= 0.0:
         return False
     reached = state.received.get(other)
-    return reached is not None and reached < event_time < reached + align_s
+    return reached is not None and reached < done < reached + align_s
 
 
-def hold(state: RolloutState, cohort: str, event_time: float) -> CohortStats:
-    """The held statistics of `cohort`'s slot for `event_time` (created empty)."""
+def hold(state: RolloutState, cohort: str, done: float) -> CohortStats:
+    """The held statistics of `cohort`'s slot for completion time `done` (created empty)."""
     slots = state.held.setdefault(cohort, {})
-    slot = math.floor(event_time / SLOT_S)
+    slot = math.floor(done / SLOT_S)
+    latest = state.held_done.setdefault(cohort, {})
+    latest[slot] = max(done, latest.get(slot, done))
     stats = slots.get(slot)
     if stats is None:
         stats = slots[slot] = CohortStats(state.stats[cohort].config)
     return stats
 
 
-def receive(state: RolloutState, cohort: str, event_time: float) -> None:
-    """Note that `cohort` has reported up to `event_time`."""
+def receive(state: RolloutState, cohort: str, done: float) -> None:
+    """Note that `cohort` has reported what completed up to `done`."""
     if cohort in _OTHER:
         reached = state.received.get(cohort)
-        if reached is None or event_time > reached:
-            state.received[cohort] = event_time
+        if reached is None or done > reached:
+            state.received[cohort] = done
+
+
+def delta_bounds(stats: CohortStats) -> tuple[float, float] | None:
+    """A delta's newest completion, bounded below and above (module docstring); None for a
+    delta without requests."""
+    last = stats.last_event_time
+    if last is None:
+        return None
+    low, high = stats.latency.min, stats.latency.max
+    return (
+        last if low is None else done_at(last, low),
+        last if high is None else done_at(last, high),
+    )
 
 
 def releasable(state: RolloutState, now: float, align_s: float) -> list[tuple[str, CohortStats]]:
@@ -73,11 +107,14 @@ def releasable(state: RolloutState, now: float, align_s: float) -> list[tuple[st
         reached = state.received.get(_OTHER[cohort])
         own = state.received.get(cohort, -math.inf)
         cutoff = max(own, now) - align_s
+        latest = state.held_done[cohort]
         for slot in sorted(slots):
-            last = slots[slot].last_event_time
-            if last is None or last <= cutoff or (reached is not None and last <= reached):
+            done = latest[slot]
+            if done <= cutoff or (reached is not None and done <= reached):
                 out.append((cohort, slots.pop(slot), slot))
+                del latest[slot]
     state.held = {c: s for c, s in state.held.items() if s}
+    state.held_done = {c: s for c, s in state.held_done.items() if s}
     out.sort(key=lambda item: (item[2], item[0]))
     return [(cohort, stats) for cohort, stats, _ in out]
 
@@ -85,12 +122,7 @@ def releasable(state: RolloutState, now: float, align_s: float) -> list[tuple[st
 def next_release(state: RolloutState, align_s: float) -> float | None:
     """The clock time at which the oldest held slot joins with no new data; None when nothing
     is held."""
-    times = [
-        stats.last_event_time + align_s
-        for slots in state.held.values()
-        for stats in slots.values()
-        if stats.last_event_time is not None
-    ]
+    times = [done + align_s for slots in state.held_done.values() for done in slots.values()]
     return min(times) if times else None
 
 

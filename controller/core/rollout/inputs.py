@@ -115,8 +115,9 @@ def observe(
         if expected is None or version != expected:
             state.count_ignored(f"version_mismatch:{cohort}")
             continue
-        held = alignment.holds(state, cohort, event_time, align_s)
-        target = alignment.hold(state, cohort, event_time) if held else stats[cohort]
+        done = alignment.done_at(event_time, latency)
+        held = alignment.holds(state, cohort, done, align_s)
+        target = alignment.hold(state, cohort, done) if held else stats[cohort]
         target.observe(
             ok=ok,
             latency_ms=latency,
@@ -125,7 +126,7 @@ def observe(
             prediction=prediction,
             features=features,
         )
-        alignment.receive(state, cohort, event_time)
+        alignment.receive(state, cohort, done)
         if not held and panes is not None and cohort in panes:
             panes[cohort].current.observe(
                 ok=ok,
@@ -182,13 +183,13 @@ def merge(
         if expected is None or version != expected:
             state.count_ignored(f"version_mismatch:{cohort}", stats.requests)
             continue
-        last = stats.last_event_time
-        if last is not None and alignment.holds(state, cohort, last, state.align_s):
-            alignment.hold(state, cohort, last).merge_from(stats)
+        bounds = alignment.delta_bounds(stats)
+        if bounds is not None and alignment.holds(state, cohort, bounds[1], state.align_s):
+            alignment.hold(state, cohort, bounds[1]).merge_from(stats)
         else:
             _join(state, cohort, stats)
-        if last is not None:
-            alignment.receive(state, cohort, last)
+        if bounds is not None:
+            alignment.receive(state, cohort, bounds[0])
     release(state, now)
     return state
 

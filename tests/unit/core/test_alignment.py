@@ -10,13 +10,18 @@ from controller.core.stats.cohort import CohortStats
 from tests.unit.core.rollout_helpers import Rollout, unit_policy
 
 
-def served(cohort: str, at: float, n: int = 1, *, ok: bool = True) -> list[Served]:
+def served(
+    cohort: str, at: float, n: int = 1, *, ok: bool = True, latency_ms: float = 0.0
+) -> list[Served]:
+    """n predictions of `cohort` that arrived at `at` and took `latency_ms`."""
     version = "v1" if cohort == "baseline" else "v2"
-    return [Served(cohort, version, ok, 100.0, at, None if ok else "timeout") for _ in range(n)]
+    error = None if ok else "timeout"
+    return [Served(cohort, version, ok, latency_ms, at, error) for _ in range(n)]
 
 
 def started(**policy: Any) -> Rollout:
-    """A rollout whose canary has traffic, both cohorts reported up to START + 1."""
+    """A rollout whose canary has traffic, both cohorts reported what completed up to
+    START + 1.1 (ten requests each at START + 1, 100 ms each)."""
     rollout = Rollout(policy=unit_policy(**policy))
     rollout.serve(1)
     return rollout
@@ -34,7 +39,7 @@ def test_data_newer_than_the_other_cohorts_waits_until_that_cohort_reports_as_fa
     assert (10, 10) == requests(rollout)
     assert {"canary": 5} == held_requests(rollout.state)
 
-    observe(rollout.state, served("baseline", at + 0.3, 4), at + 0.3)  # past the first slot only
+    observe(rollout.state, served("baseline", at + 0.4, 4), at + 0.4)  # past the first only
     assert (13, 14) == requests(rollout)
 
     observe(rollout.state, served("baseline", at + 1.0, 6), at + 1.0)
@@ -60,7 +65,7 @@ def test_a_cohort_silent_for_align_s_is_not_waited_for() -> None:
     assert (10, 10) == requests(rollout)
 
     # the baseline stays silent: canary data 2 s past its newest joins, and takes the held along
-    observe(rollout.state, served("canary", at + 3.0, 1), at + 3.0)
+    observe(rollout.state, served("canary", at + 3.2, 1), at + 3.2)
 
     assert (14, 10) == requests(rollout)
     assert {} == rollout.state.held
@@ -73,11 +78,11 @@ def test_held_data_joins_on_the_tick_that_its_wake_up_asks_for() -> None:
     policy = rollout.policy
 
     wake = next_wakeup(rollout.state, policy, at + 0.5)
-    assert at + 2.5 == wake
+    assert at + 0.5 + 2.0 == wake
 
     tick(rollout.state, policy, at + 2.0)
     assert (10, 10) == requests(rollout)
-    tick(rollout.state, policy, at + 2.5)
+    tick(rollout.state, policy, at + 0.5 + 2.0)
     assert (13, 10) == requests(rollout)
     assert {} == rollout.state.held
 
@@ -96,14 +101,18 @@ def test_the_lanes_deltas_are_held_and_released_whole() -> None:
     rollout = started()
     at = rollout.now
     canary = CohortStats.of(served("canary", at + 0.25, 2) + served("canary", at + 0.5, 2))
-    baseline = CohortStats.of(served("baseline", at + 0.5, 8))
+    # a delta keeps its newest arrival and its latencies' range: it completed by 0.5 + 0.3 s
+    baseline = CohortStats.of(
+        served("baseline", at + 0.3, 4, latency_ms=100.0) + served("baseline", at + 0.5, 4)
+    )
 
     merge(rollout.state, [("canary", "v2", canary)], at + 0.5)
     assert (10, 10) == requests(rollout)
-    merge(rollout.state, [("baseline", "v1", baseline)], at + 0.5)
+    merge(rollout.state, [("baseline", "v1", baseline)], at + 0.6)
 
-    assert (14, 18) == requests(rollout)
+    assert (14, 10) == requests(rollout)  # the baseline's bound, 0.6 s, is past the canary's
     assert 14 == rollout.state.step_samples
+    assert {"baseline": 8} == held_requests(rollout.state)
 
 
 def shared_failures(align_s: float) -> str:
@@ -128,6 +137,20 @@ def shared_failures(align_s: float) -> str:
         if rollout.state.phase.is_terminal():
             break
     return rollout.state.phase.value
+
+
+def test_a_slow_request_waits_for_the_other_cohort_to_report_what_completed_with_it() -> None:
+    """A timeout that arrived with fast requests completes a second later: it is compared with
+    what the other cohort had completed by then, not when it arrived."""
+    rollout = started()
+    at = rollout.now
+    observe(rollout.state, served("baseline", at + 0.5, 5), at + 0.5)
+
+    observe(rollout.state, served("canary", at + 0.2, ok=False, latency_ms=1_000.0), at + 1.2)
+
+    assert (10, 15) == requests(rollout)  # arrived before the baseline's newest, completed after
+    observe(rollout.state, served("baseline", at + 1.3, 5), at + 1.3)
+    assert (11, 15) == requests(rollout)  # the timeout joined; the baseline is ahead now
 
 
 def test_a_shared_failure_reported_by_the_canary_first_does_not_roll_it_back() -> None:

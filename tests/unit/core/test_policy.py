@@ -55,7 +55,6 @@ def test_the_default_policy_ships_with_the_package_and_loads() -> None:
     assert [
         "error_rate",
         "latency",
-        "latency_p99",
         "outage",
         "prediction_skew",
         "training_serving_skew",
@@ -75,7 +74,9 @@ def test_the_default_policy_splits_its_alpha_over_the_acting_sequential_rules() 
 
 
 def test_a_latency_rule_without_slow_request_tests_takes_no_share_of_alpha() -> None:
-    rule = default_policy().default_rules.by_name("latency_p99")
+    p99 = {"name": "p99", "detector": "latency", "params": {"quantiles": [], "max_ratio": 1.5}}
+    policy = Policy.from_mapping({"name": "guard", "rules": [p99]})
+    rule = policy.default_rules.by_name("p99")
 
     assert rule is not None
     assert "alpha" not in rule.params

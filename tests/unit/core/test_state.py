@@ -61,7 +61,7 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     stored = stored_v1()
     items = list(with_exact_counts(stored).items())
     after_seq = [k for k, _ in items].index("seq") + 1
-    alignment = [("align_s", 0.0), ("received", {}), ("held", {})]
+    alignment = [("align_s", 0.0), ("received", {}), ("held", {}), ("held_done", {})]
     expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:], *alignment])
 
     state = RolloutState.from_dict(stored)
@@ -126,7 +126,8 @@ def every_field_set() -> RolloutState:
     state.received = {"baseline": 1795000020.5, "canary": 1795000021.25}
     held = CohortStats()
     held.observe(ok=False, latency_ms=80.0, event_time=1795000021.25, error_type="timeout")
-    state.held = {"canary": {7180000085: held}}
+    state.held = {"canary": {17950000212: held}}
+    state.held_done = {"canary": {17950000212: 1795000021.33}}
     return state
 
 
