@@ -151,6 +151,9 @@ class CommandListener:
             "enable_auto_commit": False,
             "auto_offset_reset": auto_offset_reset,
             "client_id": f"command-listener.{applied_by}",
+            # a group that joined before the topic's metadata reached this client is assigned
+            # nothing until the next refresh: 30 s, not the client's default of 5 minutes
+            "metadata_max_age_ms": 30_000,
             **(consumer_options or {}),
         }
         self._producer_options = {

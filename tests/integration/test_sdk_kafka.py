@@ -23,6 +23,9 @@ from tests.otel import make_recorder
 pytestmark = pytest.mark.kafka
 
 MakeTopic = Callable[..., str]
+#: A group that joins before a just-created topic's metadata reached the client is assigned
+#: nothing until the next metadata refresh: make that come within the tests' 30 s.
+FAST_METADATA = {"metadata_max_age_ms": 2_000}
 
 
 @pytest.fixture
@@ -155,6 +158,7 @@ def test_a_command_produced_twice_is_applied_once_and_acknowledged(
         topic=commands,
         ack_topic=acks,
         ack_duplicates=False,
+        consumer_options=FAST_METADATA,
     ) as listener:
         poll_until(listener, lambda: listener.stats().received >= 2)
         stats = listener.stats()
@@ -189,6 +193,7 @@ def test_one_trace_from_the_controllers_send_to_the_routers_apply_and_ack(
         topic=commands,
         ack_topic=acks,
         tracer=rec.tracer,
+        consumer_options=FAST_METADATA,
     ) as listener:
         poll_until(listener, lambda: listener.stats().applied >= 1)
     (ack,) = read_topic(settings.bootstrap_servers, acks, lambda rs: len(rs) >= 1, timeout_s=10)
