@@ -8,8 +8,9 @@ downloads) instead:
 - `prepare(dataset)` splits a dataset (seeded, stratified for classification) into a training
   part and a serving part, trains the model on the training part (a `StandardScaler` then
   `LogisticRegression` for classification, `Ridge` for regression) and profiles the training
-  part exactly: per feature a numeric `FeatureProfile` with edges at the deciles of the
-  training values (deduplicated) and the training rows counted on them; for the prediction, the
+  part exactly: per feature a `FeatureProfile` of its kind (binary, integer or continuous)
+  with edges at the deciles of the training values (see `numeric_profile`) and the training
+  rows counted on them; for the prediction, the
   model's output on the training part (binary: the probability of class 1 as a score, binned
   the same way; multiclass: the shares of the predicted classes; regression: the output).
 - `FAULTS` are what a canary can get wrong with real data: nothing (`identical`, an A/A
@@ -40,7 +41,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +61,7 @@ from controller.dev.simulate import (
     start_ms,
 )
 from schemas import Envelope
+from schemas.events import resolvable_gap
 
 try:
     import numpy as np
@@ -248,21 +250,43 @@ def _outputs(
 
 
 def numeric_profile(name: str, values: Any) -> s.FeatureProfile:
-    """A numeric profile of `values`: edges at their deciles (deduplicated), and each value
-    counted exactly in its bin (below the first edge, [edge i, edge i+1), at or above the last
-    edge), as `FeatureProfile` defines them; no missing values."""
+    """A numeric profile of `values` that states its kind, with each value counted exactly in
+    its bin (below the first edge, [edge i, edge i+1), at or above the last edge), as
+    `FeatureProfile` defines them; no missing values.
+
+    - binary (every value 0 or 1): the edge 1;
+    - integer (every value whole): edges at the deciles, rounded up to whole numbers;
+    - continuous: edges at the deciles, dropping each edge the serving sketch could not tell
+      from the one kept before it (`schemas.events.resolvable_gap`: 5 % apart), so that the
+      decoder accepts the profile (a score that piles up against 1 has deciles 0.998, 0.999).
+    """
     column = np.asarray(values, dtype=float)
-    edges = tuple(float(e) for e in np.unique(np.quantile(column, PROFILE_QUANTILES)))
+    deciles = np.quantile(column, PROFILE_QUANTILES)
+    kind: str
+    if np.isin(column, (0.0, 1.0)).all():
+        kind, edges = "binary", (1.0,)
+    elif (column == np.round(column)).all():
+        kind, edges = "integer", tuple(float(e) for e in np.unique(np.ceil(deciles)))
+    else:
+        kind, edges = "continuous", _resolvable(float(e) for e in np.unique(deciles))
     counts = bin_counts(column, edges)
     total = len(column)
     return s.FeatureProfile(
         name=name,
-        kind="numeric",
+        kind=kind,  # type: ignore[arg-type]
         bin_edges=edges,
         proportions=tuple(c / total for c in counts),
         missing_rate=0.0,
         count=total,
     )
+
+
+def _resolvable(edges: Iterable[float]) -> tuple[float, ...]:
+    kept: list[float] = []
+    for edge in edges:
+        if not kept or resolvable_gap(kept[-1], edge):
+            kept.append(edge)
+    return tuple(kept)
 
 
 def bin_counts(values: Any, edges: Sequence[float]) -> list[int]:

@@ -22,6 +22,7 @@ from controller.dev import realdata as rd
 from controller.dev.simulate import PLANS, UnknownScenarioError
 from controller.policy_io import default_policy
 from controller.replay.replay import Runner
+from schemas.events import resolvable_gap
 
 DURATION_S = 30.0
 
@@ -71,15 +72,35 @@ def test_each_feature_profile_counts_the_training_part_exactly(dataset: str) -> 
         assert 0.0 == feature.missing_rate
 
 
-def test_edges_are_the_deduplicated_deciles_of_the_training_values() -> None:
-    data = rd.prepare("digits")
-    profile = data.training_profile()
-    j = data.feature_names.index("pixel_0_0")  # almost always 0
-
-    assert tuple(np.unique(np.quantile(data.x_train[:, j], rd.PROFILE_QUANTILES))) == (
-        profile.features[j].bin_edges
+def test_each_feature_states_its_kind_with_edges_the_decoder_accepts() -> None:
+    digits = rd.prepare("digits").training_profile()
+    by_name = {f.name: f for f in digits.features}
+    # a pixel that is 0 in every training image: binary; the others: integers 0..16
+    assert ("binary", (1.0,)) == (by_name["pixel_0_0"].kind, by_name["pixel_0_0"].bin_edges)
+    pixel = by_name["pixel_3_3"]
+    assert "integer" == pixel.kind
+    assert all(e == round(e) for e in pixel.bin_edges)
+    wine = {f.name: f.kind for f in rd.prepare("wine").training_profile().features}
+    assert ("integer", "integer", "continuous") == (
+        wine["magnesium"],
+        wine["proline"],
+        wine["alcohol"],
     )
-    assert (0.0,) == profile.features[j].bin_edges
+    for profile in (digits, rd.prepare("wine").training_profile()):
+        assert profile == s.TrainingProfile.model_validate_json(profile.model_dump_json())
+
+
+def test_a_continuous_profile_drops_edges_the_serving_sketch_cannot_tell_apart() -> None:
+    """The benign probability piles up against 1: its top deciles are 0.998, 0.999, ..."""
+    data = rd.prepare("breast_cancer")
+    profile = data.training_profile().prediction
+    scores = data.model.predict_proba(data.x_train)[:, 1]
+    deciles = {float(d) for d in np.unique(np.quantile(scores, rd.PROFILE_QUANTILES))}
+
+    assert profile is not None and "continuous" == profile.kind
+    assert len(profile.bin_edges) < len(deciles)
+    assert set(profile.bin_edges) <= deciles
+    assert all(resolvable_gap(a, b) for a, b in itertools.pairwise(profile.bin_edges))
 
 
 def test_the_prediction_profile_is_the_models_output_on_the_training_part() -> None:
