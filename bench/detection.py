@@ -24,6 +24,7 @@ independent family at the plan's own first step between the benchmark markers of
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import math
@@ -232,10 +233,10 @@ def share_sprt(
 def _served(
     name: str, cohort: str, family: str, n: int = 100_000
 ) -> tuple[tuple[bool, ...], list[float]]:
-    """n requests of one cohort after the fault's onset, served as `family` serves them (at
-    one instant: no runs, bursts or outages, which only change when bad requests come): ok,
-    latency."""
-    config = FleetConfig(family=FAMILIES[family])
+    """n requests of one cohort after the fault's onset, served as `family` serves them
+    outside its shared outages (at one instant: runs, bursts and a diurnal rate change when bad
+    requests come, not how many; an outage is a spell the limit leaves out): ok, latency."""
+    config = FleetConfig(family=dataclasses.replace(FAMILIES[family], shared_outage=None))
     fleet = ServingFleet(make_deployment(name, 1), SCENARIOS[name], seed=20261202, config=config)
     fleet.canary_started_ms = fleet.begin_ms
     assert fleet.onset_ms is not None
