@@ -19,6 +19,7 @@ from __future__ import annotations
 from controller.core.phases import Phase
 from controller.core.policy import DeadlineAction, Policy, PolicyError
 from controller.core.rollout.alerts import rule_alerts
+from controller.core.rollout.alignment import held_requests
 from controller.core.rollout.assessment import Assessment, assess, gates, judge
 from controller.core.rollout.result import Collector, Result
 from controller.core.rollout.transitions import end, pause, start_step, step_label, stop, transition
@@ -162,6 +163,8 @@ def advance(state: RolloutState, now: float, out: Collector, assessment: Assessm
         "canary_error_rate": state.canary.error_rate,
         "baseline_error_rate": state.baseline.error_rate,
         "ignored": dict(state.ignored),
+        # requests that completed after the other cohort's newest report, not counted yet
+        "held_requests": held_requests(state),
     }
     acting = assessment.acting
     passed = f"{len(acting)} acting rules pass" if acting else "no acting rules"
