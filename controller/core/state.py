@@ -305,28 +305,49 @@ class RolloutState:
     ) -> Checkpoint | None:
         """Record the counts when `now` has entered a new slot of `every_s` seconds since the
         last checkpoint (the first slot starts once the canary has requests), and when the
-        current step's traffic started after the last checkpoint (so an interval between
-        checkpoints never spans two traffic shares), with the slow requests of every quantile
-        a rule on the whole rollout restarts on. The k-th checkpoint gets index k, however
-        many the state still keeps."""
-        if every_s <= 0 or self.canary.requests == 0:
-            return None
-        slot = math.floor(now / every_s)
-        if self.checkpoint_slot is None:
-            self.checkpoint_slot = slot
+        current step's traffic started after the last checkpoint, the first step's too, once
+        both cohorts have reported past the start (so an interval between checkpoints seldom
+        spans two traffic shares, nor the baseline's requests from before the canary had any),
+        with the slow requests of every quantile a rule on the whole rollout restarts on. The
+        k-th checkpoint gets index k, however many the state still keeps."""
+        if every_s <= 0:
             return None
         last = self.checkpoints[-1] if self.checkpoints else None
         started = self.step_started_at
-        new_step = last is not None and started is not None and last.at < started <= now
-        if slot <= self.checkpoint_slot and not new_step:
+        new_step = (
+            started is not None
+            and (last is None or last.at < started)
+            and self._reported_past(started, now)
+        )
+        if self.canary.requests == 0 and not new_step:
             return None
-        self.checkpoint_slot = max(slot, self.checkpoint_slot)
+        slot = math.floor(now / every_s)
+        if self.checkpoint_slot is None and not new_step:
+            self.checkpoint_slot = slot
+            return None
+        if not new_step and self.checkpoint_slot is not None and slot <= self.checkpoint_slot:
+            return None
+        self.checkpoint_slot = (
+            slot if self.checkpoint_slot is None else max(slot, self.checkpoint_slot)
+        )
         index = last.index + 1 if last is not None else 1
         quantiles = () if rules is None else rules.checkpoint_quantiles()
         checkpoint = Checkpoint.take(index, now, self.baseline, self.canary, quantiles, last)
         self.checkpoints.append(checkpoint)
         del self.checkpoints[:-MAX_CHECKPOINTS]
         return checkpoint
+
+    def _reported_past(self, started: float, now: float) -> bool:
+        """Whether a step that started at `started` may be cut off from what came before: both
+        cohorts have reported what completed after it (requests served before the step and
+        reported late would otherwise count in the new step's interval), or `align_s` has
+        passed since (a cohort the step gives no traffic reports nothing more)."""
+        if now < started:
+            return False
+        if now >= started + self.align_s:
+            return True
+        reached = [self.received.get(c) for c in (BASELINE, CANARY)]
+        return all(r is not None and r >= started for r in reached)
 
     # ---- plain values -----------------------------------------------------------------
 

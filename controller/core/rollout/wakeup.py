@@ -4,6 +4,8 @@ Between inputs, a rollout's evaluation depends on the clock only through:
 
 - the deadline (`created_at + deadline_s`, until it fired);
 - the current step's bake time (`step_started_at + min_bake_s`, while progressing);
+- the checkpoint where a step's traffic starts (once both cohorts reported past it, or
+  `align_s` after it);
 - the change-point checkpoints (a new one in each slot of `checkpoint_s` seconds, once the
   canary has requests);
 - the recent-window panes (they rotate every `recent_s` seconds);
@@ -63,6 +65,10 @@ def next_wakeup(
             times.append((slot + 1) * every)
         if state.panes is not None:
             times.extend(p.start + p.width_s for p in state.panes.values())
+        started = state.step_started_at
+        last = state.checkpoints[-1] if state.checkpoints else None
+        if every > 0 and started is not None and (last is None or last.at < started):
+            times.append(started + state.align_s)  # the step's checkpoint, at the latest
         released = alignment.next_release(state, state.align_s)
         if released is not None:
             times.append(released)

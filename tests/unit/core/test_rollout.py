@@ -767,17 +767,20 @@ def rollback_after_late_burst(restarts: bool, onset_s: int = 900) -> int | None:
     return None
 
 
-def test_checkpoints_are_taken_every_ten_seconds_once_the_canary_has_requests() -> None:
+def test_checkpoints_are_taken_where_the_traffic_starts_then_every_ten_seconds() -> None:
     rollout = Rollout(one_long_step())
-    rollout.tick()  # traffic set, no canary requests yet: the checkpoint clock has not started
-
+    rollout.tick()  # traffic set, nothing reported yet
     assert [] == rollout.state.checkpoints
-    assert rollout.state.checkpoint_slot is None
-    for second in range(35):
+
+    serve_second(rollout, 0, canary_fails=False, baseline_fails=False)
+    # both cohorts reported past the step's start: it is checkpoint 1, cut off from before
+    [start] = rollout.state.checkpoints
+    assert (1, rollout.now) == (start.index, start.at)
+    for second in range(1, 35):
         serve_second(rollout, second, canary_fails=False, baseline_fails=False)
 
-    checkpoints = rollout.state.checkpoints
-    assert [1, 2, 3] == [c.index for c in checkpoints]
+    start, *checkpoints = rollout.state.checkpoints
+    assert [2, 3, 4] == [c.index for c in checkpoints]
     assert [10.0, 10.0] == [b.at - a.at for a, b in itertools.pairwise(checkpoints)]
     assert all(c.errors.baseline_trials == 4 * c.errors.canary_trials > 0 for c in checkpoints)
     assert [10 * 20, 10 * 20] == [
@@ -823,6 +826,7 @@ def test_checkpoints_fix_slow_thresholds_for_the_latency_rules_on_the_whole_roll
     for second in range(25):
         serve_second(rollout, second, canary_fails=False, baseline_fails=False)
 
-    assert [[0.5, 0.9], [0.5, 0.9]] == [
+    # the first, where the traffic starts, fixes the thresholds too: the baseline has latencies
+    assert [[0.5, 0.9], [0.5, 0.9], [0.5, 0.9]] == [
         [s.quantile for s in c.slow] for c in rollout.state.checkpoints
     ]
