@@ -306,10 +306,11 @@ class RolloutState:
         """Record the counts when `now` has entered a new slot of `every_s` seconds since the
         last checkpoint (the first slot starts once the canary has requests), and when the
         current step's traffic started after the last checkpoint, the first step's too, once
-        both cohorts have reported past the start (so an interval between checkpoints seldom
-        spans two traffic shares, nor the baseline's requests from before the canary had any),
-        with the slow requests of every quantile a rule on the whole rollout restarts on. The
-        k-th checkpoint gets index k, however many the state still keeps."""
+        the cohorts it routes to have reported past the start (so an interval between
+        checkpoints seldom spans two traffic shares, nor the baseline's requests from before
+        the canary had any), with the slow requests of every quantile a rule on the whole
+        rollout restarts on. The k-th checkpoint gets index k, however many the state still
+        keeps."""
         if every_s <= 0:
             return None
         last = self.checkpoints[-1] if self.checkpoints else None
@@ -338,15 +339,22 @@ class RolloutState:
         return checkpoint
 
     def _reported_past(self, started: float, now: float) -> bool:
-        """Whether a step that started at `started` may be cut off from what came before: both
-        cohorts have reported what completed after it (requests served before the step and
-        reported late would otherwise count in the new step's interval), or `align_s` has
-        passed since (a cohort the step gives no traffic reports nothing more)."""
+        """Whether a step that started at `started` may be cut off from what came before: the
+        cohorts the step sends traffic to have reported what completed after it (requests
+        served before the step and reported late would otherwise count in the new step's
+        interval), or one of them has reported `align_s` past it (the other stalls). Read
+        from the reports, not the clock, like the alignment."""
         if now < started:
             return False
-        if now >= started + self.align_s:
+        if any(r >= started + self.align_s for r in self.received.values()):
             return True
-        reached = [self.received.get(c) for c in (BASELINE, CANARY)]
+        if self.canary_percent >= 100.0:
+            cohorts: tuple[str, ...] = (CANARY,)
+        elif self.canary_percent <= 0.0:
+            cohorts = (BASELINE,)
+        else:
+            cohorts = (BASELINE, CANARY)
+        reached = [self.received.get(c) for c in cohorts]
         return all(r is not None and r >= started for r in reached)
 
     # ---- plain values -----------------------------------------------------------------

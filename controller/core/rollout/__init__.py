@@ -45,7 +45,7 @@ from typing import Any
 from controller.core.policy import Policy, PolicyError
 from controller.core.rollout.assessment import Assessment, Judged, assess, gates, judge
 from controller.core.rollout.evaluation import evaluate_into
-from controller.core.rollout.inputs import HANDLERS, create, merge, observe, release
+from controller.core.rollout.inputs import HANDLERS, create, merge, observe
 from controller.core.rollout.result import Collector, Output, Result
 from controller.core.rollout.wakeup import next_wakeup
 from controller.core.state import RolloutState, Served
@@ -144,10 +144,7 @@ def evaluate(state: RolloutState, policy: Policy, now: float) -> Result:
 
 def tick(state: RolloutState, policy: Policy, now: float) -> Result:
     """The timer's call: `evaluate` without new data (silence, bake time and deadlines act).
-    It can decide something only from `next_wakeup(state, policy, now)` on. Held data old
-    enough joins the statistics first (`alignment`)."""
-    if state.phase.is_active():
-        release(state, now)
+    It can decide something only from `next_wakeup(state, policy, now)` on."""
     return evaluate(state, policy, now)
 
 

@@ -15,13 +15,15 @@ was sent, and a slow request (a timeout) arrives in a later batch than a fast on
 with it. Each cohort's watermark (`state.received`) is the latest completion it has reported. A
 cohort's predictions that completed after the other cohort's watermark are held back, and join
 the statistics once the other cohort has reported that far: both cohorts are then judged on the
-same span, up to the edges of one batch. Held data waits at most `align_s` seconds: when the
-other cohort has reported nothing for that long (no traffic routed to it, an outage, a stalled
-reporter), the held data joins anyway, when the cohort's own newer data or the clock (`now`, on
-a tick too) is `align_s` past it. Held data is kept in slots of `SLOT_S` seconds, merged
-(statistics are mergeable) with their latest completion (`state.held_done`), and a slot joins
-when the other cohort has reached that, so a slow cohort costs at most `align_s / SLOT_S` slots
-per cohort.
+same span, up to the edges of one batch. Held data waits at most `align_s` seconds of the
+cohort's own data: when the other cohort has reported nothing for that long (an outage, a
+stalled reporter), the held data joins anyway, once the cohort's own newer data is `align_s`
+past it; and no data waits for a cohort the current step sends no traffic to. Nothing here
+reads the clock: the live worker (whose `now` is when it processed an input) and a replay of
+its inputs (whose `now` is the input's time) hold and release the same data at the same
+inputs. Held data is kept in slots of `SLOT_S` seconds, merged (statistics are mergeable)
+with their latest completion (`state.held_done`), and a slot joins when the other cohort has
+reached that, so a slow cohort costs at most `align_s / SLOT_S` slots per cohort.
 
 The worker's lane folds many predictions into one delta before the core sees them, and a delta
 keeps only its newest arrival and its latencies' range: its newest completion is then bounded,
@@ -55,11 +57,21 @@ def done_at(event_time: float, latency_ms: float) -> float:
     return event_time
 
 
+def routed(state: RolloutState) -> tuple[str, ...]:
+    """The cohorts the current step sends traffic to (both, or the one that has it all)."""
+    if state.canary_percent >= 100.0:
+        return (CANARY,)
+    if state.canary_percent <= 0.0:
+        return (BASELINE,)
+    return (BASELINE, CANARY)
+
+
 def holds(state: RolloutState, cohort: str, done: float, align_s: float) -> bool:
     """Whether data of `cohort` that completed at `done` waits for the other cohort: it is
-    newer than the other cohort's watermark, by less than `align_s`."""
+    newer than the other cohort's watermark, by less than `align_s`, and the current step
+    sends the other cohort traffic (no data waits for a cohort that gets none)."""
     other = _OTHER.get(cohort)
-    if other is None or align_s <= 0.0:
+    if other is None or align_s <= 0.0 or other not in routed(state):
         return False
     reached = state.received.get(other)
     return reached is not None and reached < done < reached + align_s
@@ -98,32 +110,25 @@ def delta_bounds(stats: CohortStats) -> tuple[float, float] | None:
     )
 
 
-def releasable(state: RolloutState, now: float, align_s: float) -> list[tuple[str, CohortStats]]:
+def releasable(state: RolloutState, align_s: float) -> list[tuple[str, CohortStats]]:
     """Remove and return the held slots that may join the statistics now, oldest first: those
-    the other cohort has reached, and those `align_s` old by the cohort's own newest data or by
-    `now`."""
+    the other cohort has reached, those `align_s` old by the cohort's own newest data, and all
+    of a cohort whose counterpart the current step sends no traffic."""
     out: list[tuple[str, CohortStats, int]] = []
     for cohort, slots in state.held.items():
         reached = state.received.get(_OTHER[cohort])
-        own = state.received.get(cohort, -math.inf)
-        cutoff = max(own, now) - align_s
+        cutoff = state.received.get(cohort, -math.inf) - align_s
+        waiting = _OTHER[cohort] in routed(state)
         latest = state.held_done[cohort]
         for slot in sorted(slots):
             done = latest[slot]
-            if done <= cutoff or (reached is not None and done <= reached):
+            if not waiting or done <= cutoff or (reached is not None and done <= reached):
                 out.append((cohort, slots.pop(slot), slot))
                 del latest[slot]
     state.held = {c: s for c, s in state.held.items() if s}
     state.held_done = {c: s for c, s in state.held_done.items() if s}
     out.sort(key=lambda item: (item[2], item[0]))
     return [(cohort, stats) for cohort, stats, _ in out]
-
-
-def next_release(state: RolloutState, align_s: float) -> float | None:
-    """The clock time at which the oldest held slot joins with no new data; None when nothing
-    is held."""
-    times = [done + align_s for slots in state.held_done.values() for done in slots.values()]
-    return min(times) if times else None
 
 
 def held_requests(state: RolloutState) -> dict[str, int]:

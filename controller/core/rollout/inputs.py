@@ -137,15 +137,15 @@ def observe(
                 features=features,
             )
     state.step_samples += stats[CANARY].requests - canary_before
-    release(state, now)
+    release(state)
     return state
 
 
-def release(state: RolloutState, now: float) -> None:
+def release(state: RolloutState) -> None:
     """Let the held data that may join the statistics now join them (see `alignment`)."""
     if not state.held:
         return
-    for cohort, stats in alignment.releasable(state, now, state.align_s):
+    for cohort, stats in alignment.releasable(state, state.align_s):
         _join(state, cohort, stats)
 
 
@@ -190,7 +190,7 @@ def merge(
             _join(state, cohort, stats)
         if bounds is not None:
             alignment.receive(state, cohort, bounds[0])
-    release(state, now)
+    release(state)
     return state
 
 

@@ -4,12 +4,9 @@ Between inputs, a rollout's evaluation depends on the clock only through:
 
 - the deadline (`created_at + deadline_s`, until it fired);
 - the current step's bake time (`step_started_at + min_bake_s`, while progressing);
-- the checkpoint where a step's traffic starts (once both cohorts reported past it, or
-  `align_s` after it);
 - the change-point checkpoints (a new one in each slot of `checkpoint_s` seconds, once the
   canary has requests);
 - the recent-window panes (they rotate every `recent_s` seconds);
-- data held back for the other cohort (`alignment`): it joins `align_s` after its event time;
 - the detectors judged from the clock (`outage`'s silence), each saying when its verdict could
   next change with no new data (`Detector.wake_at`).
 
@@ -30,7 +27,6 @@ from collections.abc import Sequence
 
 from controller.core.phases import Phase
 from controller.core.policy import Policy, PolicyError, Rule
-from controller.core.rollout import alignment
 from controller.core.rollout.assessment import cohorts, context, gate_values
 from controller.core.state import RolloutState
 
@@ -65,13 +61,6 @@ def next_wakeup(
             times.append((slot + 1) * every)
         if state.panes is not None:
             times.extend(p.start + p.width_s for p in state.panes.values())
-        started = state.step_started_at
-        last = state.checkpoints[-1] if state.checkpoints else None
-        if every > 0 and started is not None and (last is None or last.at < started):
-            times.append(started + state.align_s)  # the step's checkpoint, at the latest
-        released = alignment.next_release(state, state.align_s)
-        if released is not None:
-            times.append(released)
         if rules is not None:
             times.extend(_detector_wakeups(state, rules.rules, now))
     future = [t for t in times if t > now]

@@ -71,18 +71,25 @@ def test_a_cohort_silent_for_align_s_is_not_waited_for() -> None:
     assert {} == rollout.state.held
 
 
-def test_held_data_joins_on_the_tick_that_its_wake_up_asks_for() -> None:
+def test_the_clock_releases_nothing_so_replay_holds_what_the_worker_held() -> None:
     rollout = started(evaluation={"align_s": 2.0})
     at = rollout.now
     observe(rollout.state, served("canary", at + 0.5, 3), at + 0.5)
     policy = rollout.policy
 
-    wake = next_wakeup(rollout.state, policy, at + 0.5)
-    assert at + 0.5 + 2.0 == wake
+    tick(rollout.state, policy, at + 60.0)
 
-    tick(rollout.state, policy, at + 2.0)
     assert (10, 10) == requests(rollout)
-    tick(rollout.state, policy, at + 0.5 + 2.0)
+    assert next_wakeup(rollout.state, policy, at + 0.5) != at + 2.5
+
+
+def test_no_data_waits_for_a_cohort_the_step_sends_no_traffic() -> None:
+    rollout = started()
+    at = rollout.now
+    rollout.state.canary_percent = 100.0  # the last step: the baseline gets nothing
+
+    observe(rollout.state, served("canary", at + 0.5, 3), at + 0.5)
+
     assert (13, 10) == requests(rollout)
     assert {} == rollout.state.held
 

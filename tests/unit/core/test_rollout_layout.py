@@ -128,12 +128,6 @@ def test_a_step_wakes_at_the_end_of_its_bake_time() -> None:
 def test_a_rollout_waiting_for_a_person_wakes_only_at_its_deadline() -> None:
     rollout = Rollout()
     rollout.send(s.PauseRequested(deployment_id="dep-1", by="alice", reason="freeze"))
-    # the step's checkpoint, once align_s has passed with no report (see take_checkpoint)
-    assert rollout.now + rollout.policy.align_s == next_wakeup(
-        rollout.state, rollout.policy, rollout.now
-    )
-    rollout.wait(rollout.policy.align_s)
-    rollout.tick()
 
     assert rollout.state.created_at + 3600.0 == next_wakeup(
         rollout.state, rollout.policy, rollout.now
