@@ -226,6 +226,8 @@ class Observer:
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # the topics may be created after this subscribes: learn of them within a second
+                metadata_max_age_ms=1_000,
                 **self.settings.kafka_client_options(),  # type: ignore[arg-type]
             )
         except BaseException as exc:  # reported by start()
