@@ -6,7 +6,9 @@ Source topics are never auto-created (the local broker turns that off); the work
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.settings import Settings
 from schemas import Topic
@@ -119,6 +121,33 @@ def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, s
                 result[s.name] = "created"
             except TopicAlreadyExistsError:
                 result[s.name] = "exists"  # another worker won the race
+        if missing:
+            _wait_for_leaders(admin, {s.name: s.partitions for s in missing}, timeout_s)
         return result
     finally:
         admin.close()
+
+
+def _wait_for_leaders(admin: Any, partitions: dict[str, int], timeout_s: float) -> None:
+    """Until the broker's metadata shows every new topic with a leader for each partition (or
+    `timeout_s`): a consumer group that joins before then is assigned none of the topic's
+    partitions, and its clients learn of them only at their next metadata refresh (five
+    minutes by default)."""
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            described = admin.describe_topics(list(partitions))
+        except KafkaError:  # not known to the broker's metadata yet
+            described = []
+        ready = {
+            d.get("name")
+            for d in described
+            if d.get("error_code", 0) == 0
+            and len(d.get("partitions") or ()) == partitions.get(d.get("name", ""), -1)
+            and all(p.get("leader_id", -1) >= 0 for p in d["partitions"])
+        }
+        if ready >= set(partitions):
+            return
+        time.sleep(0.1)
