@@ -348,14 +348,16 @@ class RolloutState:
             return False
         if any(r >= started + self.align_s for r in self.received.values()):
             return True
-        if self.canary_percent >= 100.0:
-            cohorts: tuple[str, ...] = (CANARY,)
-        elif self.canary_percent <= 0.0:
-            cohorts = (BASELINE,)
-        else:
-            cohorts = (BASELINE, CANARY)
-        reached = [self.received.get(c) for c in cohorts]
+        reached = [self.received.get(c) for c in self.routed()]
         return all(r is not None and r >= started for r in reached)
+
+    def routed(self) -> tuple[str, ...]:
+        """The cohorts the current step sends traffic to (both, or the one that has it all)."""
+        if self.canary_percent >= 100.0:
+            return (CANARY,)
+        if self.canary_percent <= 0.0:
+            return (BASELINE,)
+        return (BASELINE, CANARY)
 
     # ---- plain values -----------------------------------------------------------------
 

@@ -57,21 +57,12 @@ def done_at(event_time: float, latency_ms: float) -> float:
     return event_time
 
 
-def routed(state: RolloutState) -> tuple[str, ...]:
-    """The cohorts the current step sends traffic to (both, or the one that has it all)."""
-    if state.canary_percent >= 100.0:
-        return (CANARY,)
-    if state.canary_percent <= 0.0:
-        return (BASELINE,)
-    return (BASELINE, CANARY)
-
-
 def holds(state: RolloutState, cohort: str, done: float, align_s: float) -> bool:
     """Whether data of `cohort` that completed at `done` waits for the other cohort: it is
     newer than the other cohort's watermark, by less than `align_s`, and the current step
     sends the other cohort traffic (no data waits for a cohort that gets none)."""
     other = _OTHER.get(cohort)
-    if other is None or align_s <= 0.0 or other not in routed(state):
+    if other is None or align_s <= 0.0 or other not in state.routed():
         return False
     reached = state.received.get(other)
     return reached is not None and reached < done < reached + align_s
@@ -118,7 +109,7 @@ def releasable(state: RolloutState, align_s: float) -> list[tuple[str, CohortSta
     for cohort, slots in state.held.items():
         reached = state.received.get(_OTHER[cohort])
         cutoff = state.received.get(cohort, -math.inf) - align_s
-        waiting = _OTHER[cohort] in routed(state)
+        waiting = _OTHER[cohort] in state.routed()
         latest = state.held_done[cohort]
         for slot in sorted(slots):
             done = latest[slot]
