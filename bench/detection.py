@@ -198,6 +198,7 @@ def _sprt_times(
     return statistics.median(times), percentile(times, 95)
 
 
+@functools.cache  # the report and the target check ask for the same limits
 def share_sprt(
     p_c: float,
     p_b: float,
