@@ -252,6 +252,10 @@ class Evaluation(_Model):
     #: than the other's newest waits up to align_s seconds for it (controller.core.rollout.
     #: alignment); 0 compares the statistics as they arrive.
     align_s: Annotated[float, Field(ge=0)] = 5.0
+    #: Where a step changes the canary's share the statistics are cut, and the settle_s seconds
+    #: after the step starts (at the router's acknowledged `applied_at`) are left out of the
+    #: share tests: set it to at least the serving timeout (controller.core.rollout.alignment).
+    settle_s: Annotated[float, Field(ge=0)] = 2.0
 
 
 class PolicyDocument(_Model):
@@ -417,6 +421,10 @@ class Policy:
     @property
     def align_s(self) -> float:
         return self.document.evaluation.align_s
+
+    @property
+    def settle_s(self) -> float:
+        return self.document.evaluation.settle_s
 
     def to_dict(self) -> dict[str, Any]:
         """The policy document as plain JSON values (defaults filled in)."""

@@ -18,7 +18,7 @@ import enum
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from controller.core.phases import Phase
 from controller.core.policy import Policy, RuleSet
-from controller.core.stats.checkpoint import Checkpoint
+from controller.core.stats.checkpoint import Checkpoint, trim
 from controller.core.stats.cohort import CohortStats, FeatureValue, PredictionValue
 from controller.core.stats.profile import FeatureProfile as StatsProfile
 from controller.core.verdict import Verdict
@@ -37,8 +37,12 @@ STATE_VERSION = 1
 MAX_RECENT_IDS = 1024
 MAX_RECENT_DATA_IDS = 256
 MAX_KEY = 256
-#: Checkpoints kept for the change-point tests (the newest; 10 minutes at the default 10 s).
+#: Checkpoints kept for the change-point tests (the newest, and every step's cuts; 10 minutes
+#: at the default 10 s).
 MAX_CHECKPOINTS = 60
+#: The grain, in seconds of completion time, at which held data is kept and released, and at
+#: which a step's traffic change is cut (controller.core.rollout.alignment).
+SLOT_S = 0.1
 
 BASELINE, CANARY, SHADOW = "baseline", "canary", "shadow"
 COHORTS = (BASELINE, CANARY, SHADOW)
@@ -200,6 +204,16 @@ class RolloutState:
     received: dict[str, float] = field(default_factory=dict)
     held: dict[str, dict[int, CohortStats]] = field(default_factory=dict)
     held_done: dict[str, dict[int, float]] = field(default_factory=dict)
+    #: Cuts where a step changes the traffic share (alignment): the completion slot of the
+    #: change while its cut is pending (data completing in or after it waits for the cut) and
+    #: the cohorts whose reports it waits for (those the step before sent traffic to), then
+    #: whether the settle cut is pending (at the step's start plus settle_s: the router's
+    #: acknowledgement moves it), and settle_s (the policy's `evaluation.settle_s` when the
+    #: rollout was created).
+    cut_slot: int | None = None
+    cut_waits_for: list[str] = field(default_factory=list)
+    settling: bool = False
+    settle_s: float = 0.0
     # ---- derived, not part of the value (rebuilt on demand) ----
     _seen: set[str] | None = field(default=None, repr=False)
     _seen_data: set[str] | None = field(default=None, repr=False)
@@ -300,64 +314,82 @@ class RolloutState:
         self._profile = (self.profile_version, features, prediction)
         return features, prediction
 
+    def pending_cut(self) -> int | None:
+        """The completion slot (of SLOT_S seconds) of the cut the rollout waits to take: the
+        step's traffic change, then the step's start (the router's, once acknowledged) plus
+        `settle_s`; None when no cut is pending."""
+        if self.cut_slot is not None:
+            return self.cut_slot
+        if self.settling and self.step_started_at is not None:
+            return math.ceil((self.step_started_at + self.settle_s) / SLOT_S - 1e-9)
+        return None
+
     def take_checkpoint(
         self, now: float, every_s: float, rules: RuleSet | None = None
     ) -> Checkpoint | None:
-        """Record the counts when `now` has entered a new slot of `every_s` seconds since the
-        last checkpoint (the first slot starts once the canary has requests), and when the
-        current step's traffic started after the last checkpoint, the first step's too, once
-        the cohorts it routes to have reported past the start (so an interval between
-        checkpoints seldom spans two traffic shares, nor the baseline's requests from before
-        the canary had any), with the slow requests of every quantile a rule on the whole
-        rollout restarts on. The k-th checkpoint gets index k, however many the state still
-        keeps."""
-        if every_s <= 0:
-            return None
+        """Record the counts at the pending cut once the cohorts have reported past it (see
+        `pending_cut` and controller.core.rollout.alignment), else when `now` has entered a
+        new slot of `every_s` seconds since the last checkpoint (the first slot starts once the
+        canary has requests; none while a cut is pending; at once when the newest checkpoint
+        fixed no slow-request threshold and the baseline now has latencies), with the slow
+        requests of every quantile a rule on the whole rollout restarts on. The k-th checkpoint
+        gets index k, however many the state still keeps; at most one is taken per call."""
         last = self.checkpoints[-1] if self.checkpoints else None
-        started = self.step_started_at
-        new_step = (
-            started is not None
-            and (last is None or last.at < started)
-            and self._reported_past(started, now)
-        )
-        if self.canary.requests == 0 and not new_step:
-            return None
-        slot = math.floor(now / every_s)
-        if self.checkpoint_slot is None and not new_step:
-            self.checkpoint_slot = slot
-            return None
-        if not new_step and self.checkpoint_slot is not None and slot <= self.checkpoint_slot:
-            return None
-        self.checkpoint_slot = (
-            slot if self.checkpoint_slot is None else max(slot, self.checkpoint_slot)
-        )
-        index = last.index + 1 if last is not None else 1
         quantiles = () if rules is None else rules.checkpoint_quantiles()
-        checkpoint = Checkpoint.take(index, now, self.baseline, self.canary, quantiles, last)
+        index = last.index + 1 if last is not None else 1
+        cut = self.pending_cut()
+        if cut is not None:
+            first = self.cut_slot is not None  # the change: the interval it starts is mixed
+            waits_for = self.cut_waits_for if first else self.routed()
+            if not self.reported_past(cut * SLOT_S, waits_for):
+                return None
+            self.cut_slot, self.cut_waits_for, self.settling = None, [], first
+            checkpoint = Checkpoint.take(
+                index,
+                cut * SLOT_S,
+                self.baseline,
+                self.canary,
+                quantiles,
+                last,
+                cut=True,
+                tested=not first,
+            )
+        else:
+            if every_s <= 0 or self.canary.requests == 0:
+                return None
+            slot = math.floor(now / every_s)
+            if not self._fixes_slots(last, quantiles):
+                if self.checkpoint_slot is None:
+                    self.checkpoint_slot = slot
+                    return None
+                if slot <= self.checkpoint_slot:
+                    return None
+            self.checkpoint_slot = slot
+            checkpoint = Checkpoint.take(index, now, self.baseline, self.canary, quantiles, last)
         self.checkpoints.append(checkpoint)
-        del self.checkpoints[:-MAX_CHECKPOINTS]
+        trim(self.checkpoints, MAX_CHECKPOINTS)
         return checkpoint
 
-    def _reported_past(self, started: float, now: float) -> bool:
-        """Whether a step that started at `started` may be cut off from what came before: the
-        cohorts the step sends traffic to have reported what completed after it (requests
-        served before the step and reported late would otherwise count in the new step's
-        interval), or one of them has reported `align_s` past it (the other stalls). Read
-        from the reports, not the clock, like the alignment."""
-        if now < started:
+    def _fixes_slots(self, last: Checkpoint | None, quantiles: Sequence[float]) -> bool:
+        """Whether a checkpoint now would fix a slow-request threshold the newest one could
+        not (a cut taken before the baseline had latencies): then it is taken at once, so the
+        slow-request tests start with the step, not a slot of `every_s` later."""
+        if last is None or not self.baseline.latency.count:
             return False
-        if any(r >= started + self.align_s for r in self.received.values()):
+        return any(last.slow_count(q) is None for q in quantiles)
+
+    def reported_past(self, at: float, cohorts: Sequence[str]) -> bool:
+        """Whether `cohorts` have reported what completed before `at` (completion time): each
+        has reported a completion at or after it, or one cohort has reported `align_s` past
+        it (another stalls). Read from the reports, not the clock, like the alignment."""
+        if any(r >= at + self.align_s for r in self.received.values()):
             return True
-        reached = [self.received.get(c) for c in self.routed()]
-        return all(r is not None and r >= started for r in reached)
+        reached = [self.received.get(c) for c in cohorts]
+        return all(r is not None and r >= at for r in reached)
 
     def routed(self) -> tuple[str, ...]:
         """The cohorts the current step sends traffic to (both, or the one that has it all)."""
-        if self.canary_percent >= 100.0:
-            return (CANARY,)
-        if self.canary_percent <= 0.0:
-            return (BASELINE,)
-        return (BASELINE, CANARY)
+        return routed_at(self.canary_percent)
 
     # ---- plain values -----------------------------------------------------------------
 
@@ -393,6 +425,15 @@ class RolloutState:
         return all(getattr(self, f.name) == getattr(other, f.name) for f in _FIELDS)
 
     __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+def routed_at(canary_percent: float) -> tuple[str, ...]:
+    """The cohorts a canary share sends traffic to (both, or the one that has it all)."""
+    if canary_percent >= 100.0:
+        return (CANARY,)
+    if canary_percent <= 0.0:
+        return (BASELINE,)
+    return (BASELINE, CANARY)
 
 
 def _remember(ring: list[str], index: set[str], item: str, bound: int) -> None:

@@ -12,7 +12,7 @@ failing, 3 errors in 100 canary requests give an e-value of about 40, short of 1
 alpha of 0.01; a fourth error (230) crosses it.
 
 The test is stratified: each interval between the rollout's checkpoints (every `checkpoint_s`
-seconds, and where a step's traffic starts) is judged against its own request share
+seconds, and at the cuts where a step changes the share) is judged against its own request share
 (`stratified_share_test`), so errors that come in runs, bursts and outages both cohorts share
 do not count against the canary, provided the router assigns requests at random (see
 controller.core.stats.sequential for exactly what the guarantee assumes). A fault that starts

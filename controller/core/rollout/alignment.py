@@ -34,17 +34,33 @@ of waiting: a delta may wait a little longer than a prediction would, never less
 Only the baseline and the canary are aligned (the shadow cohort never gates). Predictions of a
 cohort older than the other's newest join at once, whatever is held; the order in which data
 joins never changes the statistics, only when they count.
+
+Cuts. The share tests judge each interval between checkpoints against its own share of
+requests, which is only exact when the router sent every request of the interval at one share.
+A step changes the share, so the rollout cuts its statistics twice by completion time: at the
+change (the slot in which the step's command was issued: requests that completed before it were
+routed at the old share) and once the routers have switched and the requests they routed at
+the old share have completed (the step's start, moved to the router's `applied_at` when it
+acknowledges, plus `evaluation.settle_s`). While a cut is pending, data of either cohort that
+completed at or after it waits, and the cut's checkpoint is taken once both cohorts have
+reported past it (or one is `align_s` past it), with exactly the data before it; then the data
+that waited joins. The interval between the two cuts, a mix of both shares, is not tested
+(controller.core.stats.checkpoint). What this assumes: a router that applies a command within
+`settle_s` of the acknowledged `applied_at` (or of the command, without acknowledgements), and
+requests that complete within `settle_s` of being routed; a request routed at the old share
+and completing later counts at the new one.
 """
 
 from __future__ import annotations
 
 import math
 
-from controller.core.state import BASELINE, CANARY, RolloutState
+from controller.core.policy import RuleSet
+from controller.core.state import BASELINE, CANARY, SLOT_S, RolloutState
+from controller.core.stats.checkpoint import Checkpoint
 from controller.core.stats.cohort import CohortStats
 
-#: The grain, in seconds of completion time, at which held data is kept and released.
-SLOT_S = 0.1
+__all__ = ["SLOT_S"]
 
 _OTHER = {BASELINE: CANARY, CANARY: BASELINE}
 
@@ -58,11 +74,17 @@ def done_at(event_time: float, latency_ms: float) -> float:
 
 
 def holds(state: RolloutState, cohort: str, done: float, align_s: float) -> bool:
-    """Whether data of `cohort` that completed at `done` waits for the other cohort: it is
-    newer than the other cohort's watermark, by less than `align_s`, and the current step
-    sends the other cohort traffic (no data waits for a cohort that gets none)."""
+    """Whether data of `cohort` that completed at `done` waits: for the pending cut, when it
+    completed at or after it; for the other cohort, when it is newer than the other cohort's
+    watermark, by less than `align_s`, and the current step sends the other cohort traffic (no
+    data waits for a cohort that gets none)."""
     other = _OTHER.get(cohort)
-    if other is None or align_s <= 0.0 or other not in state.routed():
+    if other is None:
+        return False
+    cut = state.pending_cut()
+    if cut is not None and math.floor(done / SLOT_S) >= cut:
+        return True
+    if align_s <= 0.0 or other not in state.routed():
         return False
     reached = state.received.get(other)
     return reached is not None and reached < done < reached + align_s
@@ -104,14 +126,18 @@ def delta_bounds(stats: CohortStats) -> tuple[float, float] | None:
 def releasable(state: RolloutState, align_s: float) -> list[tuple[str, CohortStats]]:
     """Remove and return the held slots that may join the statistics now, oldest first: those
     the other cohort has reached, those `align_s` old by the cohort's own newest data, and all
-    of a cohort whose counterpart the current step sends no traffic."""
+    of a cohort whose counterpart the current step sends no traffic; none at or after the
+    pending cut."""
     out: list[tuple[str, CohortStats, int]] = []
+    cut = state.pending_cut()
     for cohort, slots in state.held.items():
         reached = state.received.get(_OTHER[cohort])
         cutoff = state.received.get(cohort, -math.inf) - align_s
         waiting = _OTHER[cohort] in state.routed()
         latest = state.held_done[cohort]
         for slot in sorted(slots):
+            if cut is not None and slot >= cut:
+                break
             done = latest[slot]
             if not waiting or done <= cutoff or (reached is not None and done <= reached):
                 out.append((cohort, slots.pop(slot), slot))
@@ -125,3 +151,37 @@ def releasable(state: RolloutState, align_s: float) -> list[tuple[str, CohortSta
 def held_requests(state: RolloutState) -> dict[str, int]:
     """The requests held back, by cohort (evidence for `explain`)."""
     return {c: sum(s.requests for s in slots.values()) for c, slots in state.held.items()}
+
+
+def release(state: RolloutState) -> None:
+    """Let the held data that may join the statistics now join them."""
+    if not state.held:
+        return
+    for cohort, stats in releasable(state, state.align_s):
+        join(state, cohort, stats)
+
+
+def join(state: RolloutState, cohort: str, stats: CohortStats) -> None:
+    """Add `stats` to `cohort`'s statistics (and its recent pane, and the step's samples)."""
+    state.stats[cohort].merge_from(stats)  # in place: a copy per delta cost more than the merge
+    if state.panes is not None and cohort in state.panes:
+        state.panes[cohort].current.merge_from(stats)
+    if cohort == CANARY:
+        state.step_samples += stats.requests
+
+
+def checkpoint(
+    state: RolloutState, now: float, every_s: float, rules: RuleSet | None = None
+) -> list[Checkpoint]:
+    """Take the checkpoints due (`RolloutState.take_checkpoint`): each cut the cohorts have
+    reported past, releasing the data that waited for it before the next, then the clock's."""
+    taken: list[Checkpoint] = []
+    while True:
+        cut = state.pending_cut()
+        point = state.take_checkpoint(now, every_s, rules)
+        if point is None:
+            return taken
+        taken.append(point)
+        if cut is None:
+            return taken
+        release(state)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from controller.core.phases import Phase
 from controller.core.policy import DeadlineAction, Policy, PolicyError
 from controller.core.rollout.alerts import rule_alerts
-from controller.core.rollout.alignment import held_requests
+from controller.core.rollout.alignment import checkpoint, held_requests
 from controller.core.rollout.assessment import Assessment, assess, gates, judge
 from controller.core.rollout.result import Collector, Result
 from controller.core.rollout.transitions import end, pause, start_step, step_label, stop, transition
@@ -38,7 +38,7 @@ def evaluate_into(state: RolloutState, policy: Policy, now: float, out: Collecto
         deadline(state, policy, now, out, assess(()))
         return out.result(state)
     if state.traffic_started:
-        state.take_checkpoint(now, policy.checkpoint_s, rules)
+        checkpoint(state, now, policy.checkpoint_s, rules)
     judged = judge(state, rules, now) if state.traffic_started else ()
     out.verdicts = tuple(j.verdict for j in judged)
     rule_alerts(state, policy, now, out, judged)

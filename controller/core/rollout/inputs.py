@@ -137,24 +137,8 @@ def observe(
                 features=features,
             )
     state.step_samples += stats[CANARY].requests - canary_before
-    release(state)
+    alignment.release(state)
     return state
-
-
-def release(state: RolloutState) -> None:
-    """Let the held data that may join the statistics now join them (see `alignment`)."""
-    if not state.held:
-        return
-    for cohort, stats in alignment.releasable(state, state.align_s):
-        _join(state, cohort, stats)
-
-
-def _join(state: RolloutState, cohort: str, stats: CohortStats) -> None:
-    state.stats[cohort].merge_from(stats)  # in place: a copy per delta cost more than the merge
-    if state.panes is not None and cohort in state.panes:
-        state.panes[cohort].current.merge_from(stats)
-    if cohort == CANARY:
-        state.step_samples += stats.requests
 
 
 def merge(
@@ -187,10 +171,10 @@ def merge(
         if bounds is not None and alignment.holds(state, cohort, bounds[1], state.align_s):
             alignment.hold(state, cohort, bounds[1]).merge_from(stats)
         else:
-            _join(state, cohort, stats)
+            alignment.join(state, cohort, stats)
         if bounds is not None:
             alignment.receive(state, cohort, bounds[0])
-    release(state)
+    alignment.release(state)
     return state
 
 
@@ -201,6 +185,7 @@ def create(event: DeploymentRequested, policy: Policy, now: float, out: Collecto
         created_at=now,
         training_profile=event.training_profile,
         align_s=policy.align_s,
+        settle_s=policy.settle_s,
     )
     try:
         rules = state.rules(policy)

@@ -9,6 +9,7 @@ inputs give the same ids in the live worker, in a replay and in a test.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from controller.core.ids import command_id, decision_id
 from controller.core.phases import Phase
 from controller.core.phases import transition as check_transition
 from controller.core.rollout.result import Collector, at, clip
-from controller.core.state import RolloutState
+from controller.core.state import SLOT_S, RolloutState, routed_at
 from controller.errors import InvariantError
 from schemas import Command, CommandAction, Decision
 
@@ -107,7 +108,9 @@ def start_step(
     evidence: Mapping[str, Any] | None = None,
     verdicts: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Set the traffic of step `index` (phase progressing) and restart the step's gates."""
+    """Set the traffic of step `index` (phase progressing) and restart the step's gates; a
+    step that changes the canary's share cuts the statistics where it does (`alignment`)."""
+    share = state.canary_percent if state.traffic_started else 0.0
     state.step = index
     state.gate = None
     command = transition(
@@ -125,6 +128,9 @@ def start_step(
     state.step_command_id = command.command_id
     state.step_started_at = now
     state.step_samples = 0
+    if state.canary_percent != share:
+        state.cut_slot, state.settling = math.ceil(now / SLOT_S - 1e-9), False
+        state.cut_waits_for = list(routed_at(share))
 
 
 def end(

@@ -19,11 +19,14 @@ UNIT_POLICY: dict[str, Any] = {
     "deadline": {"after_s": 3600},
     "alerts": {"runbook_url": "https://runbooks.example/{kind}"},
     "rules": [{"name": "errors", "detector": "error_rate", "params": {"min_samples": 20}}],
+    # a step's share tests start where the step starts (tests of the settle window set it)
+    "evaluation": {"settle_s": 0.0},
 }
 
 
 def unit_policy(**overrides: Any) -> Policy:
-    return Policy.from_mapping({**UNIT_POLICY, **overrides})
+    evaluation = {**UNIT_POLICY["evaluation"], **overrides.pop("evaluation", {})}
+    return Policy.from_mapping({**UNIT_POLICY, **overrides, "evaluation": evaluation})
 
 
 def three_steps(**overrides: Any) -> s.RolloutPlan:

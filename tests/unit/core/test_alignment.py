@@ -21,7 +21,8 @@ def served(
 
 def started(**policy: Any) -> Rollout:
     """A rollout whose canary has traffic, both cohorts reported what completed up to
-    START + 1.1 (ten requests each at START + 1, 100 ms each)."""
+    START + 1.1 (ten requests each at START + 1, 100 ms each), and whose first step's cuts are
+    taken (the unit policy's `settle_s` is 0: no cut waits for data after START + 1)."""
     rollout = Rollout(policy=unit_policy(**policy))
     rollout.serve(1)
     return rollout

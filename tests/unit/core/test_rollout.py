@@ -11,6 +11,7 @@ import pytest
 import schemas as s
 from controller.core.phases import Phase
 from controller.core.rollout import Served, apply, evaluate, merge, observe
+from controller.core.rollout.alignment import held_requests
 from controller.core.state import MAX_CHECKPOINTS, Panes, RolloutState
 from controller.core.stats.cohort import CohortStats
 from tests.factories import make_event
@@ -466,13 +467,24 @@ def test_a_deployment_with_a_bad_guardrail_is_rejected_with_the_known_detectors(
 # ---- inputs ---------------------------------------------------------------------------------
 
 
+def counted(state: RolloutState, cohort: str) -> tuple[int, int]:
+    """Requests and errors of `cohort`, with those still waiting (for the other cohort, or for
+    the first step's cut: here the canary's other version means it never reports)."""
+    held = state.held.get(cohort, {}).values()
+    stats = state.stats[cohort]
+    return (
+        stats.requests + sum(h.requests for h in held),
+        stats.errors + sum(h.errors for h in held),
+    )
+
+
 def test_predictions_of_another_version_are_counted_and_left_out() -> None:
     rollout = Rollout()
 
     rollout.serve(1, canary=5, baseline=5, canary_version="v3")
 
-    assert 0 == rollout.state.canary.requests
-    assert 5 == rollout.state.baseline.requests
+    assert (0, 0) == counted(rollout.state, "canary")
+    assert (5, 0) == counted(rollout.state, "baseline")
     assert {"version_mismatch:canary": 5} == rollout.state.ignored
 
 
@@ -496,9 +508,16 @@ def test_prediction_models_take_the_same_path_as_plain_tuples() -> None:
         ok=False,
         error_type="timeout",
     )
+    base = item.model_copy(
+        update={"version": "v1", "cohort": s.Cohort.BASELINE, "request_id": "r-2"}
+    )
 
     rollout.send(s.PredictionBatch(deployment_id="dep-1", model="fraud", predictions=(item,)))
 
+    assert (1, 1) == counted(rollout.state, "canary")
+    # the first step's cut waits for the baseline
+    assert {"canary": 1} == held_requests(rollout.state)
+    rollout.send(s.PredictionBatch(deployment_id="dep-1", model="fraud", predictions=(base,)))
     assert (1, 1) == (rollout.state.canary.requests, rollout.state.canary.errors)
     assert 1 == rollout.state.step_samples
 
@@ -512,6 +531,9 @@ def test_merged_statistics_count_like_observed_ones_and_a_redelivery_counts_once
     merge(rollout.state, [("canary", "v2", delta), ("baseline", "v0", delta)], START, "d-1")
     merge(rollout.state, [("canary", "v2", delta)], START, "d-1")
 
+    assert (7, 0) == counted(rollout.state, "canary")
+    merge(rollout.state, [("baseline", "v1", delta)], START, "d-2")
+    evaluate(rollout.state, rollout.policy, START)  # the first step's cut: the canary joins
     assert 7 == rollout.state.canary.requests
     assert 7 == rollout.state.step_samples
     assert {"version_mismatch:baseline": 7} == rollout.state.ignored
@@ -767,22 +789,26 @@ def rollback_after_late_burst(restarts: bool, onset_s: int = 900) -> int | None:
     return None
 
 
-def test_checkpoints_are_taken_where_the_traffic_starts_then_every_ten_seconds() -> None:
+def test_a_step_is_cut_where_its_traffic_changes_then_checkpoints_come_every_ten_seconds() -> None:
     rollout = Rollout(one_long_step())
     rollout.tick()  # traffic set, nothing reported yet
     assert [] == rollout.state.checkpoints
 
     serve_second(rollout, 0, canary_fails=False, baseline_fails=False)
-    # both cohorts reported past the step's start: it is checkpoint 1, cut off from before
-    [start] = rollout.state.checkpoints
-    assert (1, rollout.now) == (start.index, start.at)
+    # the baseline reported past the step's command: the change's cut, then (settle_s 0, no
+    # acknowledgement) the settle cut at the same time
+    change, settled = rollout.state.checkpoints
+    assert [(1, START, True, False), (2, START, True, True)] == [
+        (c.index, c.at, c.cut, c.tested) for c in (change, settled)
+    ]
     for second in range(1, 35):
         serve_second(rollout, second, canary_fails=False, baseline_fails=False)
 
-    start, *checkpoints = rollout.state.checkpoints
-    assert [2, 3, 4] == [c.index for c in checkpoints]
+    checkpoints = rollout.state.checkpoints[2:]
+    assert [3, 4, 5] == [c.index for c in checkpoints]
     assert [10.0, 10.0] == [b.at - a.at for a, b in itertools.pairwise(checkpoints)]
     assert all(c.errors.baseline_trials == 4 * c.errors.canary_trials > 0 for c in checkpoints)
+    assert not any(c.cut for c in checkpoints)
     assert [10 * 20, 10 * 20] == [
         b.errors.canary_trials - a.errors.canary_trials for a, b in itertools.pairwise(checkpoints)
     ]
@@ -790,13 +816,64 @@ def test_checkpoints_are_taken_where_the_traffic_starts_then_every_ten_seconds()
     assert rollout.state == restored
 
 
-def test_only_the_newest_checkpoints_are_kept_and_their_indices_go_on() -> None:
+def test_the_share_tests_leave_out_the_switch_and_count_each_side_at_its_own_share() -> None:
+    """A dependency both cohorts share fails just after a step from 10 % to 50 %: judged with
+    the 10 % before it, the canary's half of those errors would be far above its share. The
+    cuts leave out the switch (until the router's applied_at plus settle_s) and judge each
+    side at its own share (checkpoints every 30 s: the 10 % step is in the interval)."""
+    policy = unit_policy(evaluation={"settle_s": 2.0, "checkpoint_s": 30.0})
+    rollout = Rollout(deployment(), policy)
+    rollout.serve_until("progressing")
+    while rollout.state.step == 0:
+        rollout.serve(1, canary=10, baseline=90)
+    second = rollout.commands[-1]
+    assert (s.CommandAction.SET_TRAFFIC, 50.0) == (second.action, second.canary_percent)
+    issued, before = rollout.now, len(rollout.state.checkpoints)
+    applied = issued + 1.0
+
+    def second_of(start: float, canary: int, baseline: int, failing: int) -> None:
+        items = [
+            Served(cohort, version, i >= failing, 100.0, start)
+            for cohort, version, n in (("canary", "v2", canary), ("baseline", "v1", baseline))
+            for i in range(n)
+        ]
+        observe(rollout.state, items, start + 0.1)
+        evaluate(rollout.state, rollout.policy, start + 0.1)
+
+    second_of(issued + 0.5, 10, 90, 0)  # the router still sends 10 %
+    rollout.now = applied + 0.05
+    rollout.send(
+        s.TrafficApplied(
+            deployment_id="dep-1",
+            command_id=second.command_id,
+            canary_percent=50.0,
+            applied_by="router-1",
+            applied_at=datetime.fromtimestamp(applied, UTC),
+        )
+    )
+    second_of(applied + 0.5, 50, 50, 25)  # 50 %, and half of all requests fail
+    second_of(applied + 1.5, 50, 50, 25)
+    for k in range(4):  # healthy, after the settle cut
+        second_of(applied + 2.5 + k, 50, 50, 0)
+
+    assert "progressing" == rollout.state.phase.value, rollout.steps[-1].note
+    change, settled = rollout.state.checkpoints[before : before + 2]
+    assert (True, False) == (change.cut, change.tested)
+    assert (True, True) == (settled.cut, settled.tested)
+    assert issued <= change.at <= issued + 0.1
+    assert settled.at == pytest.approx(applied + 2.0, abs=1e-6)
+    assert 50 == settled.errors.canary_events - change.errors.canary_events
+
+
+def test_only_the_newest_checkpoints_and_the_cuts_are_kept_and_their_indices_go_on() -> None:
     rollout = Rollout(one_long_step())
     for second in range(10 * (MAX_CHECKPOINTS + 5)):
         serve_second(rollout, second, canary_fails=False, baseline_fails=False)
 
     indices = [c.index for c in rollout.state.checkpoints]
-    assert list(range(indices[-1] - MAX_CHECKPOINTS + 1, indices[-1] + 1)) == indices
+    assert MAX_CHECKPOINTS == len(indices)
+    assert [1, 2] == indices[:2]  # the step's cuts
+    assert list(range(indices[-1] - MAX_CHECKPOINTS + 3, indices[-1] + 1)) == indices[2:]
     assert indices[-1] > MAX_CHECKPOINTS
 
 
@@ -826,7 +903,8 @@ def test_checkpoints_fix_slow_thresholds_for_the_latency_rules_on_the_whole_roll
     for second in range(25):
         serve_second(rollout, second, canary_fails=False, baseline_fails=False)
 
-    # the first, where the traffic starts, fixes the thresholds too: the baseline has latencies
-    assert [[0.5, 0.9], [0.5, 0.9], [0.5, 0.9]] == [
+    # the cuts where the traffic starts count nothing before it (the baseline has no latencies
+    # yet); the next checkpoint, at once, fixes the thresholds
+    assert [[], [], [0.5, 0.9], [0.5, 0.9], [0.5, 0.9]] == [
         [s.quantile for s in c.slow] for c in rollout.state.checkpoints
     ]

@@ -42,8 +42,10 @@ def with_exact_counts(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     node = {k: with_exact_counts(v) for k, v in node.items()}
-    if "slow" in node and "errors" in node:  # a checkpoint: its slow counts gain `previous`
+    if "slow" in node and "errors" in node:  # a checkpoint: its slow counts gain `previous`,
         node["slow"] = [[*item, None] if len(item) == 3 else item for item in node["slow"]]
+        node.setdefault("cut", False)  # and it is no cut, with its interval tested
+        node.setdefault("tested", True)
     if "latency_alpha" in node:
         node["max_exact_values"] = 256
     if "numbers" in node and "categories" in node:
@@ -57,11 +59,13 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     `alert_seq`, which the stored state predates: it loads as 0 and is written after `seq`,
     the statistics' exact counts and the checkpoints' `previous` slow counts
     (`with_exact_counts`), and the alignment (no alignment for a
-    rollout stored before it: `align_s` 0, nothing received or held), written last."""
+    rollout stored before it: `align_s` 0, nothing received or held) and the step's cuts
+    (none pending, `settle_s` 0), written last."""
     stored = stored_v1()
     items = list(with_exact_counts(stored).items())
     after_seq = [k for k, _ in items].index("seq") + 1
     alignment = [("align_s", 0.0), ("received", {}), ("held", {}), ("held_done", {})]
+    alignment += [("cut_slot", None), ("cut_waits_for", []), ("settling", False), ("settle_s", 0.0)]
     expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:], *alignment])
 
     state = RolloutState.from_dict(stored)
@@ -128,6 +132,8 @@ def every_field_set() -> RolloutState:
     held.observe(ok=False, latency_ms=80.0, event_time=1795000021.25, error_type="timeout")
     state.held = {"canary": {17950000212: held}}
     state.held_done = {"canary": {17950000212: 1795000021.33}}
+    state.cut_slot, state.cut_waits_for = 17950000220, ["baseline"]
+    state.settling, state.settle_s = True, 2.0
     return state
 
 

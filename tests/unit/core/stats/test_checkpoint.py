@@ -9,7 +9,9 @@ from controller.core.stats.checkpoint import (
     error_intervals,
     slow_counts,
     slow_intervals,
+    trim,
 )
+from controller.core.stats.cohort import CohortStats
 from controller.core.stats.sequential import Counts
 
 from ..factories import make_cohort
@@ -105,3 +107,61 @@ def test_a_checkpoint_stored_before_previous_counts_loads_without_them() -> None
 
     assert checkpoint.slow[0].previous is None
     assert Counts(1, 2, 3, 4) == checkpoint.slow[0].counts
+
+
+def three_checkpoints() -> tuple[list[Checkpoint], CohortStats, CohortStats]:
+    """Checkpoints 1, 2, 3 over a baseline that gets slower, and the cohorts after them."""
+    baseline, canary = make_cohort(1_000, 7, latencies=FAST), make_cohort(250, 2, latencies=FAST)
+    first = Checkpoint.take(1, 10.0, baseline, canary, quantiles=[0.5])
+    slower = [2 * x for x in FAST]
+    baseline = baseline.merged(make_cohort(400, 3, latencies=slower))
+    canary = canary.merged(make_cohort(100, 9, latencies=slower))
+    second = Checkpoint.take(2, 20.0, baseline, canary, quantiles=[0.5], before=first)
+    baseline = baseline.merged(make_cohort(300, 1, latencies=[3 * x for x in FAST]))
+    canary = canary.merged(make_cohort(80, 4, latencies=[3 * x for x in FAST]))
+    third = Checkpoint.take(3, 30.0, baseline, canary, quantiles=[0.5], before=second)
+    return [first, second, third], baseline, canary
+
+
+def test_forgetting_a_checkpoint_merges_its_interval_into_the_one_before() -> None:
+    points, baseline, canary = three_checkpoints()
+    before = slow_intervals(points, 0.5, baseline, canary, points[-1].slow[0].slot)
+    errors_before = error_intervals(points, baseline, canary)
+
+    kept = list(points)
+    trim(kept, 2)  # the oldest that is not a cut goes first
+
+    assert [2, 3] == [c.index for c in kept]
+    # forgetting the first merges it into the test from the start: nothing to adjust
+    assert kept[0] == points[1]
+
+    middle = [points[0], points[2].absorbing(points[1])]
+    after = slow_intervals(middle, 0.5, baseline, canary, points[-1].slow[0].slot)
+    # the interval from 1 to 3: each part counted above the slot fixed at its own start
+    assert _sum(before[1].counts, before[2].counts) == after[1].counts
+    assert before[3].counts == after[2].counts
+    errors_after = error_intervals(middle, baseline, canary)
+    assert _sum(errors_before[1].counts, errors_before[2].counts) == errors_after[1].counts
+
+
+def test_cuts_are_kept_and_the_interval_after_a_change_is_not_tested() -> None:
+    points, baseline, canary = three_checkpoints()
+    change = Checkpoint.from_dict({**points[0].to_dict(), "cut": True, "tested": False})
+    settled = Checkpoint.from_dict({**points[1].to_dict(), "cut": True})
+    kept = [change, settled, points[2]]
+    extra = Checkpoint.take(4, 40.0, baseline, canary, quantiles=[0.5], before=points[2])
+
+    trim(kept, 3)
+    assert [1, 2, 3] == [c.index for c in kept]
+    kept.append(extra)
+    trim(kept, 3)
+
+    assert [1, 2, 4] == [c.index for c in kept]  # 3 went, its interval merged into 2's
+    errors = error_intervals(kept, baseline, canary)
+    slow = slow_intervals(kept, 0.5, baseline, canary, extra.slow[0].slot)
+    assert Counts(0, 0, 0, 0) == errors[1].counts == slow[1].counts  # the switch: untested
+    assert errors[2].counts == points[2].errors.since(settled.errors)
+
+
+def _sum(a: Counts, b: Counts) -> Counts:
+    return Counts(*(x + y for x, y in zip(a.to_list(), b.to_list(), strict=True)))
