@@ -206,7 +206,7 @@ class RolloutState:
     held_done: dict[str, dict[int, float]] = field(default_factory=dict)
     #: Cuts where a step changes the traffic share (alignment): the completion slot of the
     #: change while its cut is pending (data completing in or after it waits for the cut) and
-    #: the cohorts whose reports it waits for (those the step before sent traffic to), then
+    #: the cohorts whose reports it waits for (those both steps send traffic to), then
     #: whether the settle cut is pending (at the step's start plus settle_s: the router's
     #: acknowledgement moves it), and settle_s (the policy's `evaluation.settle_s` when the
     #: rollout was created).
