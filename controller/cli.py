@@ -9,9 +9,21 @@ from __future__ import annotations
 import click
 
 from controller.commands import register_all
+from controller.settings import SettingsError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Rollout(click.Group):
+    """The command group: invalid settings from the environment are a person's mistake, told
+    in one sentence that names the variable, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Rollout, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rollout-controller", prog_name="rollout")
 def cli() -> None:
     """rollout-controller: safe ML model releases decided on the event stream."""

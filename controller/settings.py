@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,21 @@ class Settings(BaseSettings):
     ssl_keyfile: str | None = None
     policy_file: Path | None = Field(default=None, description="Rollout policy (YAML or JSON).")
     tick_interval_s: float = Field(default=1.0, gt=0)
+    # Group membership of the worker's consumers (the rollout agent's and the prediction
+    # lane's): a worker that dies without leaving the group (kill -9, a lost node) holds its
+    # partitions until the session times out; then the group rebalances and the others
+    # recover its rollouts from the changelog. Kafka's defaults (45 s; Faust's 60 s) stall
+    # those rollouts that long. The broker bounds the session by group.min.session.timeout.ms
+    # (6 s by default).
+    session_timeout_s: float = Field(
+        default=6.0, ge=1.0, description="Consumer group session timeout (failover time)."
+    )
+    heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, description="Heartbeats to the group coordinator; < session / 3."
+    )
+    rebalance_timeout_s: float = Field(
+        default=10.0, ge=1.0, description="How long a rebalance waits for members to rejoin."
+    )
     native_lane: bool = Field(
         default=True,
         description="Decode and fold prediction records with the compiled lane when it is built.",
@@ -55,6 +70,16 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 
+    @model_validator(mode="after")
+    def _heartbeats_fit_the_session(self) -> Settings:
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError(
+                f"ROLLOUT_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g}) must be at most "
+                f"a third of ROLLOUT_SESSION_TIMEOUT_S ({self.session_timeout_s:g}): raise the "
+                "session timeout or lower the heartbeat interval"
+            )
+        return self
+
     def kafka_client_options(self) -> dict[str, Any]:
         """Connection options for kafka-python producers, consumers and admin clients; the
         translation lives in controller.kafka_options, with aiokafka's and Faust's."""
@@ -63,5 +88,26 @@ class Settings(BaseSettings):
         return kafka_python_options(self)
 
 
+class SettingsError(ValueError):
+    """The environment's settings are invalid: one sentence per problem, naming the variable
+    to change (what the CLI prints instead of a traceback)."""
+
+
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings accepts field kwargs
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings accepts field kwargs
+    except ValidationError as exc:
+        raise SettingsError(describe_settings_errors(exc)) from exc
+
+
+def describe_settings_errors(exc: ValidationError) -> str:
+    """'ROLLOUT_TICK_INTERVAL_S: Input should be greater than 0 (got "0")', one per problem."""
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            variable = "ROLLOUT_" + str(error["loc"][0]).upper()
+            problems.append(f"{variable}: {message} (got {error.get('input')!r})")
+        else:
+            problems.append(message)
+    return "invalid settings: " + "; ".join(problems)

@@ -96,6 +96,9 @@ class RolloutWorker:
             stream_wait_empty=False,
             broker_commit_every=100,
             broker_commit_interval=0.5,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=settings.heartbeat_interval_s,
+            broker_rebalance_timeout=settings.rebalance_timeout_s,
         )
         # Keys and values are bytes, stored raw: the changelog key is the deployment id's UTF-8,
         # so the partitioner puts a rollout's state on the partition number of its source
