@@ -32,17 +32,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import TypeAdapter, ValidationError
 
 from controller.core import rollout
 from controller.core.policy import Policy
 from controller.core.rollout import Output, Result, RolloutState
 from controller.core.rollout.result import cut_after
 from controller.core.stats.cohort import CohortStats
-from schemas import Command, Decision, Envelope, Rejection, Topic, make_event
+from schemas import (
+    ENVELOPES,
+    Command,
+    DeadLetter,
+    Decision,
+    Envelope,
+    Rejection,
+    Topic,
+    make_event,
+)
+from schemas.base import Ident
 
 #: The CloudEvents `source` of everything the controller publishes.
 SOURCE = "rollout-controller"
@@ -50,17 +62,23 @@ SOURCE = "rollout-controller"
 
 @dataclass(frozen=True)
 class OutputRecord:
-    """One record to publish: its topic, key and envelope (without trace context)."""
+    """One record to publish: its topic, key and envelope (without trace context).
+
+    `raw_key`, when given, is the record key's bytes as they are (a dead letter's: the key of
+    the record it rejects, which need not be UTF-8); `key` is then its text, if it has one."""
 
     topic: Topic
     key: str | None
     event: Envelope[Any]
+    raw_key: bytes | None = None
 
     @property
     def id(self) -> str:
         return self.event.id
 
     def key_bytes(self) -> bytes | None:
+        if self.raw_key is not None:
+            return self.raw_key
         return None if self.key is None else self.key.encode()
 
     def encode(self, traceparent: str | None = None) -> bytes:
@@ -91,6 +109,16 @@ def output_record(payload: Output, source: str = SOURCE) -> OutputRecord:
     return OutputRecord(payload.TOPIC, event.key(), event)
 
 
+#: The most a dead letter's record may weigh, key and value: under the producers' request
+#: limit (Faust's default is 1,000,000 bytes), so that no dead letter is refused as too large.
+#: A letter over it keeps only the first bytes of the original (and says so).
+MAX_DEAD_LETTER_BYTES = 900_000
+#: A dead letter keeps a key up to this size whole, as its own record key and in the letter.
+MAX_DEAD_LETTER_KEY_BYTES = 16_384
+
+_SUBJECT: TypeAdapter[str] = TypeAdapter(Ident)
+
+
 def dead_letter(
     rejection: Rejection,
     value: bytes | None,
@@ -103,21 +131,54 @@ def dead_letter(
     source: str = SOURCE,
 ) -> OutputRecord:
     """The dead letter of a record the controller cannot process: its original bytes, where
-    it came from and why. Keyed like the original record."""
+    it came from and why. Keyed like the original record, with its very key bytes
+    (`OutputRecord.key_bytes`).
+
+    It is built for any record, whatever its key and value: the key is kept exactly
+    (`Rejection.to_dead_letter`) and is the envelope's `subject` only when it is a valid
+    identifier (a key with blanks at its ends, a key that is not UTF-8, a key longer than 256
+    characters leaves the subject out). A letter that would exceed `MAX_DEAD_LETTER_BYTES`
+    keeps the first bytes of the original that fit, and a key over
+    `MAX_DEAD_LETTER_KEY_BYTES` its first bytes in the letter and no record key."""
     at = datetime.fromtimestamp(now, UTC)
-    letter = rejection.to_dead_letter(
-        value or b"",
+    raw = value or b""
+    whole_key = key is None or len(key) <= MAX_DEAD_LETTER_KEY_BYTES
+    record_key = key if whole_key else None
+    to_letter = partial(
+        rejection.to_dead_letter,
+        raw,
         rejected_at=at,
         source_topic=topic,
         partition=partition,
         offset=offset,
         key=key,
+        keep_key_bytes=None if whole_key else MAX_DEAD_LETTER_KEY_BYTES,
     )
-    event: Envelope[Any] = make_event(
-        letter, source=source, time=at, id=f"dlq:{topic}:{partition}:{offset}"
+    letter = to_letter()
+    event = _letter_event(letter, source, at, f"dlq:{topic}:{partition}:{offset}")
+    size = len(event.to_json()) + len(record_key or b"")
+    keep = len(raw)
+    while size > MAX_DEAD_LETTER_BYTES and keep > 0:
+        # base64 spends 4 bytes on 3; the margin covers the note that says what was cut
+        keep = max(0, keep - (size - MAX_DEAD_LETTER_BYTES) * 3 // 4 - 256)
+        letter = to_letter(keep_bytes=keep)
+        event = _letter_event(letter, source, at, event.id)
+        size = len(event.to_json()) + len(record_key or b"")
+    return OutputRecord(Topic.DEAD_LETTER, letter.key, event, raw_key=record_key)
+
+
+def _letter_event(letter: DeadLetter, source: str, at: datetime, id: str) -> Envelope[Any]:
+    """The dead letter's envelope; its subject is the key when the key is an identifier."""
+    subject = letter.key or None
+    if subject is not None:
+        try:
+            _SUBJECT.validate_python(subject)
+        except ValidationError:
+            subject = None
+    cls = ENVELOPES[DeadLetter.EVENT_TYPE]
+    return cls(
+        id=id, source=source, type=DeadLetter.EVENT_TYPE, time=at, subject=subject, data=letter
     )
-    text_key = None if key is None else key.decode("utf-8", errors="replace")
-    return OutputRecord(Topic.DEAD_LETTER, text_key, event)
 
 
 @dataclass(frozen=True)
@@ -219,6 +280,8 @@ class Engine:
 
 
 __all__ = [
+    "MAX_DEAD_LETTER_BYTES",
+    "MAX_DEAD_LETTER_KEY_BYTES",
     "SOURCE",
     "Effects",
     "Engine",

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+)
 
 STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -35,5 +43,16 @@ NonNegative = Annotated[float, Strict(), Field(ge=0)]
 Percent = Annotated[float, Strict(), Field(ge=0, le=100)]
 Share = Annotated[float, Strict(), Field(ge=0, le=1)]
 Count = Annotated[int, Strict(), Field(ge=0)]
+
+
+def _not_a_number(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("a timestamp is an RFC 3339 string with its UTC offset, not a number")
+    return value
+
+
+#: A moment with its UTC offset: an RFC 3339 string on the wire (what the JSON Schemas say and
+#: the fast path reads), never a number of seconds (which pydantic alone would take).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 #: Evidence: a map of plain JSON values, what a person reads in an alert or a decision.
 Evidence = dict[str, Any]

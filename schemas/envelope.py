@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union, cast
 
 from pydantic import (
-    AwareDatetime,
     Field,
     Strict,
     StringConstraints,
@@ -20,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.base import Contract, Ident, Name
+from schemas.base import Contract, Ident, Name, Timestamp
 from schemas.events import PAYLOADS, Payload, Topic
 
 P = TypeVar("P", bound=Payload)
@@ -37,7 +36,7 @@ class Envelope(Contract, Generic[P]):
     id: Ident
     source: Name
     type: str
-    time: AwareDatetime
+    time: Timestamp
     subject: Ident | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: Annotated[str, Strict(), StringConstraints(max_length=2048)] | None = None

@@ -11,7 +11,7 @@ import enum
 import itertools
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, Strict, ValidationInfo, field_validator, model_validator
+from pydantic import Field, Strict, ValidationInfo, field_validator, model_validator
 
 from schemas.base import (
     Bool,
@@ -27,6 +27,7 @@ from schemas.base import (
     Share,
     Str,
     Text,
+    Timestamp,
 )
 
 TYPE_PREFIX = "dev.rollout."
@@ -313,7 +314,7 @@ class TrafficApplied(Payload):
     command_id: Ident
     canary_percent: Percent
     applied_by: Name
-    applied_at: AwareDatetime
+    applied_at: Timestamp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +339,7 @@ class Prediction(Contract):
     version: Ident
     cohort: Cohort
     request_id: Ident
-    event_time: AwareDatetime
+    event_time: Timestamp
     latency_ms: Annotated[float, Strict(), Field(ge=0, le=3_600_000)]
     ok: Bool = True
     error_type: Name | None = None
@@ -391,7 +392,7 @@ class LabelReported(Payload):
     deployment_id: Ident
     request_id: Ident
     label: Float | Name
-    event_time: AwareDatetime
+    event_time: Timestamp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,7 +490,7 @@ class Command(Payload):
     baseline_version: Ident
     reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
     evidence: Evidence = Field(default_factory=dict)
-    issued_at: AwareDatetime
+    issued_at: Timestamp
 
 
 class Severity(enum.StrEnum):
@@ -514,7 +515,7 @@ class Alert(Payload):
     evidence: Evidence = Field(default_factory=dict)
     runbook_url: Annotated[str, Strict(), Field(max_length=2048)] | None = None
     dedup_key: Ident
-    at: AwareDatetime
+    at: Timestamp
 
 
 PhaseName = Literal[
@@ -538,7 +539,7 @@ class Decision(Payload):
     evidence: Evidence = Field(default_factory=dict)
     verdicts: tuple[Evidence, ...] = ()
     command_ids: tuple[Ident, ...] = ()
-    at: AwareDatetime
+    at: Timestamp
 
 
 class FieldError(Contract):
@@ -561,7 +562,7 @@ class DeadLetter(Payload):
     key: Str | None = None
     reason: Annotated[str, Strict(), Field(min_length=1)]
     errors: tuple[FieldError, ...] = ()
-    rejected_at: AwareDatetime
+    rejected_at: Timestamp
 
     def record_key(self) -> str:
         return self.key or ""

@@ -17,11 +17,18 @@ def file_name(event_type: str) -> str:
     return f"{event_type}.schema.json"
 
 
+#: Envelope attributes the models give defaults (so pydantic marks them optional) that
+#: `schemas.decode` still requires in the bytes: the event type picks the envelope.
+REQUIRED_ATTRIBUTES = ("type",)
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """Map file name -> JSON Schema document, for every event type."""
     out: dict[str, dict[str, Any]] = {}
     for event_type, envelope in ENVELOPES.items():
         schema = envelope.model_json_schema(mode="validation")
+        required = list(schema.get("required", ()))
+        schema["required"] = required + [a for a in REQUIRED_ATTRIBUTES if a not in required]
         doc = {"$schema": DIALECT, "$id": file_name(event_type), **schema}
         doc["title"] = event_type
         out[file_name(event_type)] = doc

@@ -168,7 +168,7 @@ class RolloutAgent:
             now=self.clock(),
             source=self.engine.source,
         )
-        await self.publisher.send(Topic.DEAD_LETTER, key, record.encode(), [])
+        await self.publisher.send(Topic.DEAD_LETTER, record.key_bytes(), record.encode(), [])
 
     # ---- state ------------------------------------------------------------------------
 

@@ -157,6 +157,10 @@ class PredictionLane:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            # fail over as fast as the rollout agent's consumer (controller.settings)
+            session_timeout_ms=round(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=round(self.settings.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=round(self.settings.rebalance_timeout_s * 1000),
             **opts,
         )
         await self._consumer.start()
@@ -268,7 +272,15 @@ class PredictionLane:
         else:
             rest = records
         for record in rest:
-            found = self._collect_one(record, decode, now, letters)
+            try:
+                found = self._collect_one(record, decode, now, letters)
+            except Exception as exc:  # one record must not lose the group: it is kept
+                log.exception("lane.error", partition=record.partition, offset=record.offset)
+                error = Rejection(
+                    reason=f"internal error while processing: {type(exc).__name__}: {exc}"
+                )
+                letters.append(self._dead_letter(record, error, now))
+                continue
             if found is not None:
                 found.sources.add(record)
         folder.fold()  # while the group's objects are still in the CPU's caches
@@ -408,5 +420,5 @@ class PredictionLane:
             now=now.timestamp(),
         )
         return await self._producer.send(
-            self.dead_letter_topic, key=record.key, value=letter.encode()
+            self.dead_letter_topic, key=letter.key_bytes(), value=letter.encode()
         )
