@@ -25,11 +25,12 @@ the request counts, a plug-in that is accurate once both cohorts have a few hund
 `stratified_share_test` is `share_test` as a rollout runs it: on intervals, with restarts.
 
 Intervals. The rollout takes a checkpoint every few seconds (and cuts where a step changes the
-share: controller.core.rollout.alignment), and every interval between checkpoints is judged against its own null share, from its own
-request counts: the e-value multiplies, for each alternative, the likelihood ratios of the
-intervals. What that buys is a guarantee that rests on the routing, not on the traffic. Suppose
-the router sends each request to the canary independently of how the request will go, with a
-share that is fixed within an interval (it may change between intervals: a step). Under H0,
+share: controller.core.rollout.alignment), and every interval between checkpoints is judged
+against its own null share, from its own request counts: the e-value multiplies, for each
+alternative, the likelihood ratios of the intervals. What that buys is a guarantee that rests
+on the routing, not on the traffic. Suppose the router sends each request to the canary
+independently of how the request will go, with a share that is fixed within an interval (it
+may change between intervals: a step, whose switch is left out). Under H0,
 given which requests of the interval failed and how many requests each cohort got, the set of
 canary requests is a uniform draw, so the canary's count among the interval's bad requests is
 hypergeometric, whatever made them bad: errors in runs, a burst of arrivals, latency that is
