@@ -59,6 +59,107 @@ def _echo_sent(event: Envelope[Any], as_json: bool) -> None:
         click.echo(f"sent {event.type} for {event.key()} (id {event.id})")
 
 
+wait_option = click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    envvar="ROLLOUT_CLI_WAIT_S",
+    help="Seconds to wait for the worker's answer (a decision, or a refusal that says why).",
+)
+no_wait_option = click.option(
+    "--no-wait", is_flag=True, help="Send and exit at once, without waiting for an answer."
+)
+
+
+class _Answers:
+    """The worker's answers to one request: its decisions for the deployment and the dead
+    letter that refuses the request (its original event's id). Positioned at the end of both
+    topics before the request is sent, so only answers to it are read."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        from controller.topics import topic_name
+
+        self.decisions = topic_name(settings, Topic.DECISIONS)
+        self.letters = topic_name(settings, Topic.DEAD_LETTER)
+        self.consumer = KafkaConsumer(
+            group_id=None, enable_auto_commit=False, **settings.kafka_client_options()
+        )
+        partitions = []
+        for topic in (self.decisions, self.letters):
+            for p in sorted(self.consumer.partitions_for_topic(topic) or ()):
+                partitions.append(TopicPartition(topic, p))
+        self.consumer.assign(partitions)
+        self.consumer.seek_to_end()
+        for tp in partitions:
+            self.consumer.position(tp)  # resolve the end now, before the request is sent
+
+    def wait(self, event: Envelope[Any], wait_s: float) -> tuple[str, Any] | None:
+        """("decision", Decision) or ("refused", reason), or None when nothing came in time."""
+        deadline = time.monotonic() + wait_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                polled = self.consumer.poll(timeout_ms=max(1, int(min(left, 0.5) * 1000)))
+                for records in polled.values():
+                    for record in records:
+                        answer = self._answer(record.topic, record.value, event)
+                        if answer is not None:
+                            return answer
+            return None
+        finally:
+            self.consumer.close()
+
+    def _answer(self, topic: str, value: bytes, event: Envelope[Any]) -> tuple[str, Any] | None:
+        got = decode(value)
+        if not isinstance(got, Envelope):
+            return None
+        data = got.data
+        if topic == self.decisions and getattr(data, "deployment_id", None) == event.key():
+            return ("decision", data)
+        if topic == self.letters and data.reason.startswith("refused: "):
+            import base64
+
+            try:
+                original = orjson.loads(base64.b64decode(data.original_b64))
+            except (ValueError, orjson.JSONDecodeError):
+                return None
+            if isinstance(original, dict) and original.get("id") == event.id:
+                return ("refused", data.reason.removeprefix("refused: "))
+        return None
+
+
+def _send_and_answer(
+    settings: Settings, event: Envelope[Any], as_json: bool, wait_s: float, no_wait: bool
+) -> None:
+    """Send a person's request; unless `no_wait`, wait up to `wait_s` for the worker's answer:
+    a refusal exits 1 with its reason, a decision is printed."""
+    answers = None if no_wait or wait_s <= 0 else _Answers(settings)
+    _send(settings, [event])
+    _echo_sent(event, as_json)
+    if answers is None:
+        return
+    answer = answers.wait(event, wait_s)
+    if answer is None:
+        message = (
+            f"no answer within {wait_s:g} s: the worker may be down or behind, or the request "
+            "needed no decision (an approval for a later gate is recorded until then)"
+        )
+        click.echo(json.dumps({"answer": None, "note": message}) if as_json else message)
+        return
+    kind, detail = answer
+    if kind == "refused":
+        if as_json:
+            click.echo(json.dumps({"answer": "refused", "reason": detail}))
+        raise click.ClickException(f"refused: {detail}")
+    if as_json:
+        click.echo(json.dumps({"answer": "decision", "decision": detail.model_dump(mode="json")}))
+    else:
+        click.echo(f"decision: {detail.from_phase} -> {detail.to_phase}: {detail.reason}")
+
+
 def _load_document(path: Path) -> Any:
     text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
     if path.suffix in (".yaml", ".yml"):
@@ -123,7 +224,16 @@ def emit_cmd(file: Path, event_type: str | None, bootstrap: str | None, as_json:
 )
 @bootstrap_option
 @json_option
-def deploy_cmd(plan: Path, deployment_id: str | None, bootstrap: str | None, as_json: bool) -> None:
+@wait_option
+@no_wait_option
+def deploy_cmd(
+    plan: Path,
+    deployment_id: str | None,
+    bootstrap: str | None,
+    as_json: bool,
+    wait_s: float,
+    no_wait: bool,
+) -> None:
     """Request a rollout described by PLAN (YAML or JSON: the fields of deployment.requested)."""
     doc = _load_document(plan)
     if not isinstance(doc, dict):
@@ -140,8 +250,7 @@ def deploy_cmd(plan: Path, deployment_id: str | None, bootstrap: str | None, as_
     except ValueError as exc:
         raise click.ClickException(f"{plan}: invalid plan: {exc}") from exc
     event = make_event(payload, source=SOURCE)
-    _send(_settings(bootstrap), [event])
-    _echo_sent(event, as_json)
+    _send_and_answer(_settings(bootstrap), event, as_json, wait_s, no_wait)
 
 
 def _person_command(name: str, cls: Any, help_text: str, with_step: bool = False) -> click.Command:
@@ -151,12 +260,16 @@ def _person_command(name: str, cls: Any, help_text: str, with_step: bool = False
     @click.option("--by", default=None, help="Who (default: the current user).")
     @bootstrap_option
     @json_option
+    @wait_option
+    @no_wait_option
     def command(
         deployment_id: str,
         reason: str,
         by: str | None,
         bootstrap: str | None,
         as_json: bool,
+        wait_s: float,
+        no_wait: bool,
         step: int | None = None,
     ) -> None:
         fields: dict[str, Any] = {
@@ -167,8 +280,7 @@ def _person_command(name: str, cls: Any, help_text: str, with_step: bool = False
         if with_step:
             fields["step"] = step
         event = make_event(cls(**fields), source=SOURCE)
-        _send(_settings(bootstrap), [event])
-        _echo_sent(event, as_json)
+        _send_and_answer(_settings(bootstrap), event, as_json, wait_s, no_wait)
 
     if with_step:
         command = click.option(

@@ -37,7 +37,7 @@ from controller.observability import (
 )
 from controller.observability.messaging import Operation
 from controller.stream.deltas import StatsDelta
-from schemas import Rejection, Topic, decode
+from schemas import FieldError, Rejection, Topic, decode
 
 log = structlog.get_logger(__name__)
 
@@ -141,6 +141,16 @@ class RolloutAgent:
         ):
             effects = self.engine.on_event(self.load(deployment_id), result, now)
             await self.commit(deployment_id, effects)
+            refusal = effects.result.refusal
+            if refusal:  # a request that cannot apply is answered, with why
+                log.info("rollout.refused", deployment=deployment_id, reason=refusal)
+                refused = Rejection(
+                    reason=f"refused: {refusal}",
+                    errors=(FieldError(loc="$", message=refusal, kind="refused"),),
+                    event_type=result.type,
+                    event_id=result.id,
+                )
+                await self.reject(topic, partition, offset, key, value, refused)
 
     async def reject(
         self,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -47,3 +49,41 @@ def test_status_and_watch_show_a_finished_rollout(world: Rollouts) -> None:
     assert "pending -> awaiting_approval" in lines[0]
     assert "awaiting_approval -> aborted" in lines[1] and "denied by bob" in lines[1]
     assert all(line.startswith("decision ") for line in lines)  # no traffic, so no command
+
+
+def test_a_persons_request_is_answered_and_a_refusal_exits_non_zero(
+    world: Rollouts, tmp_path: Path
+) -> None:
+    world.start_worker()
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": world.settings.bootstrap_servers,
+        "ROLLOUT_TOPIC_PREFIX": world.settings.topic_prefix,
+        "ROLLOUT_TOPIC_PARTITIONS": str(world.settings.topic_partitions),
+    }
+    runner = CliRunner()
+    gated = deployment_request("gate-v2", plan(step(10), step(100), approval_to_start=True))
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(gated.model_dump_json())
+    world.wait_for(lambda: world.group_members() == 1, timeout=60, what="the worker to join")
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, [*args, "--by", "bob", "--wait", "30"], env=env)
+
+    ghost = run("approve", "ghost-v1", "--step", "0")
+    deploy = runner.invoke(cli, ["deploy", str(plan_file), "--wait", "30"], env=env)
+    again = runner.invoke(cli, ["deploy", str(plan_file), "--wait", "30"], env=env)
+    resume = run("resume", "gate-v2")
+    approve = run("approve", "gate-v2", "--step", "0")
+    late = run("approve", "gate-v2", "--step", "0")
+    quick = run("pause", "gate-v2", "--no-wait")
+
+    assert 1 == ghost.exit_code, ghost.output
+    assert "Error: refused: no rollout 'ghost-v1': ApprovalGranted refused" in ghost.output
+    assert 0 == deploy.exit_code, deploy.output
+    assert "decision: pending -> awaiting_approval" in deploy.output
+    assert 1 == again.exit_code and "'gate-v2' is already a rollout" in again.output
+    assert 1 == resume.exit_code and "awaiting_approval, not paused" in resume.output
+    assert 0 == approve.exit_code, approve.output
+    assert "decision: awaiting_approval -> progressing" in approve.output
+    assert 1 == late.exit_code and "past that gate" in late.output
+    assert 0 == quick.exit_code and 1 == len(quick.output.splitlines())  # sent, no wait

@@ -45,7 +45,7 @@ from typing import Any
 from controller.core.policy import Policy, PolicyError
 from controller.core.rollout.assessment import Assessment, Judged, assess, gates, judge
 from controller.core.rollout.evaluation import evaluate_into
-from controller.core.rollout.inputs import HANDLERS, create, merge, observe
+from controller.core.rollout.inputs import HANDLERS, REQUESTS, create, merge, observe, on_deployment
 from controller.core.rollout.result import Collector, Output, Result
 from controller.core.rollout.wakeup import next_wakeup
 from controller.core.state import RolloutState, Served
@@ -112,10 +112,14 @@ def apply(
             return out.result(state)
         return evaluate_into(state, policy, now, out)
     if state is None:
-        out.note(
-            f"no rollout {getattr(payload, 'deployment_id', '?')!r} yet: "
-            f"{type(payload).__name__} ignored"
+        text = (
+            f"no rollout {getattr(payload, 'deployment_id', '?')!r}: "
+            f"{type(payload).__name__} {'refused' if _requested(payload) else 'ignored'}"
         )
+        if _requested(payload):
+            out.refuse(text + " (deploy it first, or check the deployment id)")
+        else:
+            out.note(text)
         return out.result(None)
     if event_id is not None:
         if state.seen(event_id):
@@ -124,7 +128,12 @@ def apply(
         state.remember(event_id)
     if state.phase.is_terminal():
         state.count_ignored("after_end")
-        out.note(f"rollout already {state.phase}: {type(payload).__name__} ignored")
+        if isinstance(payload, DeploymentRequested):
+            on_deployment(state, payload, policy, now, out)
+        elif _requested(payload):
+            out.refuse(f"rollout already {state.phase}: {type(payload).__name__} refused")
+        else:
+            out.note(f"rollout already {state.phase}: {type(payload).__name__} ignored")
         return out.result(state)
     handler = HANDLERS.get(type(payload))
     if handler is None:
@@ -134,6 +143,11 @@ def apply(
     if state.phase.is_terminal():
         return out.result(state)
     return evaluate_into(state, policy, now, out)
+
+
+def _requested(payload: Payload) -> bool:
+    """A request of a person or a deployer (answered when refused), not a report."""
+    return isinstance(payload, REQUESTS)
 
 
 def evaluate(state: RolloutState, policy: Policy, now: float) -> Result:

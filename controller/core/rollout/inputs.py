@@ -237,8 +237,9 @@ def create(event: DeploymentRequested, policy: Policy, now: float, out: Collecto
 def on_deployment(
     state: RolloutState, event: DeploymentRequested, policy: Policy, now: float, out: Collector
 ) -> None:
-    out.note(
-        f"rollout {state.deployment_id} already exists ({state.phase}): deployment request ignored"
+    out.refuse(
+        f"deployment id {state.deployment_id!r} is already a rollout ({state.phase}): a new "
+        "rollout needs a new deployment id"
     )
 
 
@@ -247,10 +248,12 @@ def on_granted(
 ) -> None:
     k = event.step
     if k >= len(state.steps):
-        out.note(f"approval for step {k} ignored: the plan has {len(state.steps)} steps")
+        out.refuse(f"approval for step {k} refused: the plan has {len(state.steps)} steps")
         return
     if state.traffic_started and k <= state.step:
-        out.note(f"approval for step {k} ignored: the rollout is past that gate")
+        out.refuse(
+            f"approval for step {k} refused: the rollout is past that gate (at step {state.step})"
+        )
         return
     state.approvals[k] = event.by
     if state.phase is Phase.AWAITING_APPROVAL and state.gate == k:
@@ -273,7 +276,7 @@ def on_denied(
 ) -> None:
     k = event.step
     if k >= len(state.steps) or (state.traffic_started and k <= state.step):
-        out.note(f"denial for step {k} ignored: no such gate ahead")
+        out.refuse(f"denial for step {k} refused: no such gate ahead (at step {state.step})")
         return
     detail = f": {event.reason}" if event.reason else ""
     stop(
@@ -289,7 +292,7 @@ def on_pause(
     state: RolloutState, event: PauseRequested, policy: Policy, now: float, out: Collector
 ) -> None:
     if state.phase is Phase.PAUSED:
-        out.note("already paused")
+        out.refuse("pause refused: the rollout is already paused")
         return
     detail = f": {event.reason}" if event.reason else ""
     pause(state, out, now, reason=f"paused by {event.by}{detail}", evidence={"by": event.by})
@@ -299,7 +302,7 @@ def on_resume(
     state: RolloutState, event: ResumeRequested, policy: Policy, now: float, out: Collector
 ) -> None:
     if state.phase is not Phase.PAUSED:
-        out.note(f"resume ignored: the rollout is {state.phase}, not paused")
+        out.refuse(f"resume refused: the rollout is {state.phase}, not paused")
         return
     detail = f": {event.reason}" if event.reason else ""
     resume(state, out, now, reason=f"resumed by {event.by}{detail}", evidence={"by": event.by})
@@ -372,6 +375,18 @@ def on_metric(
 
 
 #: The explicit table of inputs: payload type -> handler. Predictions take the fast path.
+#: The requests of people and deployers: when one cannot apply, the result says why
+#: (`Result.refusal`) and the shell answers it; reports (traffic, data, metrics) are notes.
+REQUESTS: tuple[type[Payload], ...] = (
+    DeploymentRequested,
+    ApprovalGranted,
+    ApprovalDenied,
+    PauseRequested,
+    ResumeRequested,
+    AbortRequested,
+    RollbackRequested,
+)
+
 HANDLERS: Mapping[type[Payload], Handler] = {
     DeploymentRequested: on_deployment,
     ApprovalGranted: on_granted,

@@ -49,6 +49,10 @@ class Result:
     verdicts: tuple[Verdict, ...] = ()
     #: Why the call changed nothing, or what it left out (empty when it simply acted).
     note: str = ""
+    #: Why a person's or a deployer's request could not apply (an unknown rollout, a finished
+    #: one, a gate already passed, a duplicate deployment id): the shell answers it (a dead
+    #: letter with this reason). Empty when the request applied, or was a re-delivery.
+    refusal: str = ""
 
     @property
     def commands(self) -> tuple[Command, ...]:
@@ -82,11 +86,24 @@ class Collector:
     def add(self, output: Output) -> None:
         self.outputs.append(output)
 
+    refusals: list[str] = field(default_factory=list)
+
     def note(self, text: str) -> None:
         self.notes.append(text)
 
+    def refuse(self, reason: str) -> None:
+        """The request cannot apply, for `reason` (also a note)."""
+        self.refusals.append(reason)
+        self.notes.append(reason)
+
     def result(self, state: RolloutState | None) -> Result:
-        return Result(state, tuple(self.outputs), self.verdicts, "; ".join(self.notes))
+        return Result(
+            state,
+            tuple(self.outputs),
+            self.verdicts,
+            "; ".join(self.notes),
+            "; ".join(self.refusals),
+        )
 
 
 def at(now: float) -> datetime:

@@ -410,12 +410,65 @@ def test_a_terminal_phase_never_changes_and_never_issues_another_command() -> No
     ):
         step = rollout.send(payload)
         assert step.is_noop()
-        assert "already promoted" in step.note
+        assert "promoted" in step.refusal
+        assert step.refusal in step.note
     rollout.serve(10, canary_errors=10)
 
     assert Phase.PROMOTED is rollout.state.phase
     assert commands == len(rollout.commands)
     assert rollout.state.ignored["after_end"] > 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "refused"),
+    [
+        (s.ApprovalGranted(deployment_id="dep-9", step=0, by="bob"), "no rollout 'dep-9'"),
+        (s.PauseRequested(deployment_id="dep-9", by="sre"), "deploy it first"),
+        (deployment(), "is already a rollout (progressing): a new rollout needs a new deployment"),
+        (s.ApprovalGranted(deployment_id="dep-1", step=0, by="bob"), "past that gate (at step 0)"),
+        (s.ApprovalGranted(deployment_id="dep-1", step=7, by="bob"), "the plan has 3 steps"),
+        (s.ApprovalDenied(deployment_id="dep-1", step=0, by="bob"), "no such gate ahead"),
+        (s.ResumeRequested(deployment_id="dep-1", by="sre"), "progressing, not paused"),
+    ],
+)
+def test_a_request_that_cannot_apply_is_refused_with_the_reason(
+    payload: s.Payload, refused: str
+) -> None:
+    rollout = Rollout()
+    rollout.serve(2)
+    before = rollout.state.to_dict()
+
+    result = apply(
+        rollout.state if payload.record_key() == "dep-1" else None,
+        make_event(payload),
+        rollout.policy,
+        rollout.now,
+    )
+
+    assert refused in result.refusal
+    assert result.is_noop()
+    if result.state is not None:
+        assert before == result.state.to_dict() | {"recent_ids": before["recent_ids"]}
+
+
+def test_reports_and_redeliveries_are_not_refusals() -> None:
+    rollout = Rollout()
+    rollout.serve(2)
+    pause = make_event(s.PauseRequested(deployment_id="dep-1", by="sre"))
+    assert "" == apply(rollout.state, pause, rollout.policy, rollout.now).refusal
+
+    again = apply(rollout.state, pause, rollout.policy, rollout.now)  # the same event id
+    label = s.LabelReported(
+        deployment_id="dep-9",
+        request_id="r-1",
+        label=1.0,
+        event_time=datetime.fromtimestamp(START, UTC),
+    )
+    unknown = apply(None, label, rollout.policy, rollout.now)
+
+    assert ("", "") == (again.refusal, unknown.refusal)
+    assert "already applied" in again.note
+    assert "no rollout 'dep-9'" in unknown.note
 
 
 def test_the_same_event_applied_twice_issues_no_second_command() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import orjson
@@ -192,3 +193,25 @@ def test_a_silent_canary_is_rolled_back_by_the_timer_alone() -> None:
     alerts = sent(publisher, Topic.ALERTS)
     assert ["outage"] == [a["data"]["kind"] for a in alerts]
     assert alerts[0]["id"] == alerts[0]["data"]["alert_id"]
+
+
+def test_a_request_that_cannot_apply_is_answered_with_a_dead_letter_that_says_why() -> None:
+    agent, _, publisher = make_agent()
+    approval = make_event(s.ApprovalGranted(deployment_id="dep-7", step=0, by="bob"), time=T0)
+    run(agent.handle(DEPLOYMENTS, 1, 5, b"dep-7", approval.to_json()))  # no such rollout
+    run(agent.handle(DEPLOYMENTS, 1, 6, b"dep-1", deployment_record()))
+    again = make_event(make_deployment(deployment_id="dep-1", plan=three_steps()), id="evt-2")
+    run(agent.handle(DEPLOYMENTS, 1, 7, b"dep-1", again.to_json()))  # the same deployment id
+    run(agent.handle(DEPLOYMENTS, 1, 8, b"dep-1", again.to_json()))  # redelivered: answered once
+
+    letters = sent(publisher, Topic.DEAD_LETTER)
+    assert ["dlq:rollout.deployments:1:5", "dlq:rollout.deployments:1:7"] == [
+        d["id"] for d in letters
+    ]
+    first, duplicate = (d["data"] for d in letters)
+    assert first["reason"].startswith("refused: no rollout 'dep-7': ApprovalGranted refused")
+    assert ["refused"] == [e["kind"] for e in first["errors"]]
+    assert approval.to_json() == base64.b64decode(first["original_b64"])
+    assert "'dep-1' is already a rollout (progressing)" in duplicate["reason"]
+    # the rollout itself went on: one start, one set_traffic
+    assert 1 == len(sent(publisher, Topic.COMMANDS))
