@@ -135,6 +135,15 @@ class RolloutAgent:
         if isinstance(result, Rejection):
             await self.reject(topic, partition, offset, key, value, result)
             return
+        if not topic.endswith(str(result.topic)):  # topics are named prefix + Topic
+            wrong = Rejection(
+                reason=f"{result.type} belongs on the {result.topic} topic, not on {topic}",
+                errors=(FieldError(loc="type", message=result.type, kind="wrong_topic"),),
+                event_type=result.type,
+                event_id=result.id,
+            )
+            await self.reject(topic, partition, offset, key, value, wrong)
+            return
         deployment_id = result.key()
         with self._process_span(
             topic, partition, offset, deployment_id, headers, result.traceparent

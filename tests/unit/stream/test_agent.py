@@ -215,3 +215,32 @@ def test_a_request_that_cannot_apply_is_answered_with_a_dead_letter_that_says_wh
     assert "'dep-1' is already a rollout (progressing)" in duplicate["reason"]
     # the rollout itself went on: one start, one set_traffic
     assert 1 == len(sent(publisher, Topic.COMMANDS))
+
+
+def test_a_valid_event_on_the_wrong_topic_is_dead_lettered_not_ignored() -> None:
+    agent, _, publisher = make_agent()
+    command = s.Command(
+        command_id="cmd-1",
+        deployment_id="dep-1",
+        action=s.CommandAction.PAUSE,
+        canary_percent=10.0,
+        step=0,
+        model="fraud",
+        candidate_version="v2",
+        baseline_version="v1",
+        reason="x",
+        issued_at=T0,
+    )
+    for offset, payload in enumerate(
+        (
+            command,
+            s.LabelReported(deployment_id="dep-1", request_id="r-1", label=1.0, event_time=T0),
+        )
+    ):
+        run(agent.handle(DEPLOYMENTS, 0, offset, b"dep-1", make_event(payload).to_json()))
+
+    reasons = [d["data"]["reason"] for d in sent(publisher, Topic.DEAD_LETTER)]
+    assert [
+        "dev.rollout.command.v1 belongs on the commands topic, not on rollout.deployments",
+        "dev.rollout.label.reported.v1 belongs on the labels topic, not on rollout.deployments",
+    ] == reasons
