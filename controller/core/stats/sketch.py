@@ -14,7 +14,10 @@ Merging is exact: the collapsed state depends only on the multiset of keys, so m
 any split of a stream, in any order, gives a sketch `==` to the one built from the whole stream.
 The sum is kept exactly too: a short list of floats whose exact sum is the sum (values are
 appended and, every 64, folded by `math.fsum` into a canonical expansion), compared in canonical
-form, so `==` holds on every field, not just within rounding.
+form, so `==` holds on every field, not just within rounding. A value beyond +-SUM_LIMIT (about
+1e289) counts at that limit in the sum (its bucket, min and max stay exact): the sum of up to
+2**63 of them still fits a float, so no sum, fold or stored form can overflow, whatever values a
+producer sends; a feature at that scale has no meaningful mean anyway.
 
 The hot path, `add`, is a log, a ceil, a dict update and a list append: well under a
 microsecond in CPython. `add_many` takes a list in bulk, about twice as fast, with exactly the
@@ -88,6 +91,12 @@ class SketchSummary(TypedDict):
 
 #: The pending addends are folded into their canonical expansion once there are this many.
 _COMPACT_AT = 64
+#: The magnitude at which a value saturates in the exact sum (module docstring).
+SUM_LIMIT = 2.0**960
+
+
+def _bounded(value: float) -> float:
+    return value if -SUM_LIMIT <= value <= SUM_LIMIT else math.copysign(SUM_LIMIT, value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,9 +279,9 @@ class QuantileSketch:
             self._max = value
         parts = self._partials
         if count == 1:
-            parts.append(value)
+            parts.append(_bounded(value))
         else:
-            parts += _weighted_terms(value, count)
+            parts += _weighted_terms(_bounded(value), count)
         if len(parts) > _COMPACT_AT:
             self._partials = canonical_partials(parts)
 
@@ -305,7 +314,7 @@ class QuantileSketch:
                 self._negative.add_counts(Counter([ceil(log(v) * multiplier) for v in negative]))
         if positive:
             self._positive.add_counts(Counter([ceil(log(v) * multiplier) for v in positive]))
-        self._extend(n, low, high, values)
+        self._extend(n, low, high, values, are_values=True)
 
     def add_summary(self, summary: SketchSummary) -> None:
         """Record values summed up as a `SketchSummary` under this sketch's `multiplier` and
@@ -315,16 +324,27 @@ class QuantileSketch:
         self._positive.add_counts(summary["positive"])
         self._negative.add_counts(summary["negative"])
         self.zero_count += summary["zero"]
-        self._extend(summary["count"], summary["min"], summary["max"], summary["partials"])
+        summed = summary["partials"]
+        self._extend(summary["count"], summary["min"], summary["max"], summed, are_values=False)
 
-    def _extend(self, count: int, low: float, high: float, partials: list[float]) -> None:
-        """Count `count` values from `low` to `high` whose exact sum is that of `partials`."""
+    def _extend(
+        self, count: int, low: float, high: float, partials: list[float], are_values: bool
+    ) -> None:
+        """Count `count` values from `low` to `high` whose exact sum is that of `partials` (the
+        values themselves when `are_values`); each bounded by SUM_LIMIT in the sum."""
         self.count += count
         if low < self._min:
             self._min = low
         if high > self._max:
             self._max = high
         parts = self._partials
+        beyond = (
+            high > SUM_LIMIT or low < -SUM_LIMIT
+            if are_values
+            else any(not -SUM_LIMIT <= v <= SUM_LIMIT for v in partials)
+        )
+        if beyond:
+            partials = [_bounded(v) for v in partials]
         parts += partials
         if len(parts) > _COMPACT_AT:
             self._partials = canonical_partials(parts)

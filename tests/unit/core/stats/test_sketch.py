@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 import random
 
 import pytest
@@ -170,3 +172,28 @@ def test_a_summary_of_values_adds_like_the_values_themselves() -> None:
 
     assert expected == sketch
     assert QuantileSketch().multiplier == sketch.multiplier
+
+
+def test_huge_values_saturate_the_sum_and_never_overflow() -> None:
+    """The fuzz found it: two features of 1e308 overflowed the exact sum (`math.fsum`), and the
+    statistics delta could not be written, losing its lane group."""
+    from controller.core.stats.sketch import SUM_LIMIT
+
+    top = sys.float_info.max
+    one, bulk, merged = QuantileSketch(), QuantileSketch(), QuantileSketch()
+    for value in (top, top, -top, top, 1.0):
+        one.add(value)
+    one.add(top, count=1_000)
+    bulk.add_many([top] * 100 + [-top] * 3 + [5.0])
+    merged.merge_from(one)
+    merged.merge_from(bulk)
+
+    for sketch in (one, bulk, merged):
+        assert math.isfinite(sketch.sum)
+        assert abs(sketch.sum) <= 2**63 * SUM_LIMIT
+        assert sketch == QuantileSketch.from_dict(json.loads(json.dumps(sketch.to_dict())))
+    assert (top, -top) == (one.max, one.min)  # min, max and buckets stay exact
+    assert one.sum == pytest.approx(1_002 * SUM_LIMIT, rel=1e-9)
+    small = QuantileSketch()
+    small.add_many([1.5, 2.5])
+    assert 4.0 == small.sum  # ordinary values are untouched
