@@ -18,7 +18,6 @@ worst), and the commit it measured.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import sys
@@ -31,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import commit  # noqa: E402
 from controller.settings import load_settings  # noqa: E402
-from controller.stream.app import partition_of  # noqa: E402
 from tests.e2e.harness import (  # noqa: E402
     FAUST_ENV,
     PARTITIONS,
@@ -39,6 +37,7 @@ from tests.e2e.harness import (  # noqa: E402
     WorkerProcess,
     deployment_request,
     plan,
+    spread_over_partitions,
     step,
 )
 
@@ -52,21 +51,6 @@ def owned(worker: WorkerProcess) -> set[str]:
     return found
 
 
-def spread(n: int, trial: int) -> list[str]:
-    """`n` deployment ids covering every partition of the keyed topics."""
-    chosen: list[str] = []
-    covered: set[int] = set()
-    for i in itertools.count():
-        candidate = f"fo{trial}-svc{i}"
-        part = partition_of(candidate, PARTITIONS)
-        if part not in covered or len(covered) == PARTITIONS:
-            chosen.append(candidate)
-            covered.add(part)
-        if len(chosen) == n:
-            return chosen
-    raise AssertionError("unreachable")
-
-
 def trial(bootstrap: str, k: int, rollouts: int, bake_s: float, tmp: Path) -> list[float]:
     """One kill: the resume time of each rollout the killed worker owned."""
     (tmp / f"trial-{k}").mkdir(parents=True, exist_ok=True)
@@ -77,7 +61,7 @@ def trial(bootstrap: str, k: int, rollouts: int, bake_s: float, tmp: Path) -> li
         a, b = world.start_worker("worker-a"), world.start_worker("worker-b")
         world.wait_for(lambda: world.group_members() == 2, timeout=90, what="both workers")
         steps = [step(p, bake_s=bake_s) for p in (10, 20, 30, 40, 50, 60, 70, 80)]
-        deployments = spread(rollouts, k)
+        deployments = spread_over_partitions(rollouts, f"fo{k}-")
         for i, dep in enumerate(deployments):
             request = deployment_request(dep, plan(*steps, step(100, bake_s=0, samples=0)))
             world.deploy(request, rate=100, seed=i)

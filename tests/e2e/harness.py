@@ -12,6 +12,7 @@ Nothing here imitates Kafka or the worker: the only simulated part is the model 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import random
@@ -33,6 +34,7 @@ from kafka.errors import KafkaError
 
 from controller.sdk import CommandListener, PredictionReporter, assign_cohort, emit
 from controller.settings import Settings, load_settings
+from controller.stream.app import partition_of
 from controller.topics import create_topics, topic_name
 from schemas import (
     Alert,
@@ -643,6 +645,22 @@ class Rollouts:
 # ---------------------------------------------------------------------------------------------
 # Reading the outputs
 # ---------------------------------------------------------------------------------------------
+
+
+def spread_over_partitions(n: int, prefix: str = "") -> list[str]:
+    """`n` deployment ids (`<prefix>svc<i>-v2`) whose records land on every partition of the
+    keyed topics."""
+    chosen: list[str] = []
+    covered: set[int] = set()
+    for i in itertools.count():
+        candidate = f"{prefix}svc{i}-v2"
+        part = partition_of(candidate, PARTITIONS)
+        if part not in covered or len(covered) == PARTITIONS:
+            chosen.append(candidate)
+            covered.add(part)
+        if len(chosen) == n:
+            return chosen
+    raise AssertionError("unreachable")
 
 
 def unique_by_id(items: Iterable[Any], key: Callable[[Any], str]) -> list[Any]:

@@ -3,18 +3,16 @@ workers of one consumer group share the rollouts by partition."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
 
-from controller.stream.app import partition_of
 from tests.e2e.harness import (
-    PARTITIONS,
     Rollouts,
     WorkerProcess,
     deployment_request,
     plan,
+    spread_over_partitions,
     step,
     terminal_command_ids,
     transitions,
@@ -67,21 +65,6 @@ def test_a_worker_killed_mid_rollout_resumes_and_ends_it_once(world: Rollouts) -
     by_step = {(c.action.value, c.step): c.command_id for c in commands}
     assert len(by_step) == len({c.command_id for c in commands})
     assert "fraud-v3:promoted" in decided_by(worker)["start #2"]
-
-
-def spread_over_partitions(n: int) -> list[str]:
-    """`n` deployment ids whose records land on every partition of the keyed topics."""
-    chosen: list[str] = []
-    covered: set[int] = set()
-    for i in itertools.count():
-        candidate = f"svc{i}-v2"
-        part = partition_of(candidate, PARTITIONS)
-        if part not in covered or len(covered) == PARTITIONS:
-            chosen.append(candidate)
-            covered.add(part)
-        if len(chosen) == n:
-            return chosen
-    raise AssertionError("unreachable")
 
 
 def test_workers_in_one_group_share_the_rollouts_by_partition(world: Rollouts) -> None:
