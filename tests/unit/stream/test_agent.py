@@ -15,7 +15,7 @@ from controller.engine import Engine
 from controller.stream.agent import ListPublisher, RolloutAgent
 from controller.stream.deltas import StatsDelta
 from schemas import Topic
-from tests.factories import T0, make_deployment, make_event
+from tests.factories import T0, make_deployment, make_event, sample_payloads
 from tests.unit.core.rollout_helpers import three_steps, unit_policy
 
 STATS = "rollout.internal.stats"
@@ -219,18 +219,7 @@ def test_a_request_that_cannot_apply_is_answered_with_a_dead_letter_that_says_wh
 
 def test_a_valid_event_on_the_wrong_topic_is_dead_lettered_not_ignored() -> None:
     agent, _, publisher = make_agent()
-    command = s.Command(
-        command_id="cmd-1",
-        deployment_id="dep-1",
-        action=s.CommandAction.PAUSE,
-        canary_percent=10.0,
-        step=0,
-        model="fraud",
-        candidate_version="v2",
-        baseline_version="v1",
-        reason="x",
-        issued_at=T0,
-    )
+    command = next(p for p in sample_payloads() if isinstance(p, s.Command))
     for offset, payload in enumerate(
         (
             command,
