@@ -29,6 +29,7 @@ due at every tick), as the property test and the benchmark's baseline do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,19 @@ from schemas.base import Ident
 
 #: The CloudEvents `source` of everything the controller publishes.
 SOURCE = "rollout-controller"
+
+
+def next_tick(t: float, tick_s: float) -> float:
+    """The first tick after time `t`: ticks fall on multiples of `tick_s` seconds since the
+    epoch, in the live worker (wall clock) and in replay (event time) alike.
+
+    The shared grid is what keeps cause before effect in a replay: a decision the worker made
+    at its tick g (a little after g, when the timer fired) is made by replay at g, so an input
+    sent because of it (an approval after `awaiting_approval`, a rollback request after an
+    alert) is stamped after g in both. With ticks at the worker's own phase, replay's tick could
+    fall up to a tick after the worker's and apply such an input before the decision it
+    answers."""
+    return (math.floor(t / tick_s) + 1) * tick_s
 
 
 @dataclass(frozen=True)

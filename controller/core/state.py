@@ -170,8 +170,9 @@ class RolloutState:
     step_samples: int = 0
     #: The step whose approval gate the rollout waits at (or waited at before a pause).
     gate: int | None = None
-    #: Approvals received, by step index: who approved.
+    #: Approvals received, by step index: who approved, and the reason they gave.
     approvals: dict[int, str] = field(default_factory=dict)
+    approval_reasons: dict[int, str] = field(default_factory=dict)
     #: Where a resume returns to.
     resume_phase: Phase | None = None
     stats: dict[str, CohortStats] = field(

@@ -19,7 +19,6 @@ output's own timestamp: the same log and policy give the same bytes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,7 @@ import orjson
 import schemas as s
 from controller.core.policy import Policy
 from controller.core.state import RolloutState
-from controller.engine import SOURCE, Effects, Engine
+from controller.engine import SOURCE, Effects, Engine, next_tick
 from schemas import Envelope, Rejection
 
 DEFAULT_TICK_S = 1.0
@@ -113,7 +112,7 @@ class Runner:
         if self.tick_s <= 0.0:
             return []
         if self._next_tick is None:
-            self._next_tick = (math.floor(until / self.tick_s) + 1) * self.tick_s
+            self._next_tick = next_tick(until, self.tick_s)
             return []
         published: list[Envelope[Any]] = []
         while self._next_tick <= until:

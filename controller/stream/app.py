@@ -9,8 +9,9 @@
   a compacted changelog topic, so a worker that restarts or takes over a partition carries on
   where the last one stopped. Command ids are deterministic: an event processed twice (after a
   crash, before its offset was committed) yields the same command id, never a new one.
-- The **tick timer** re-judges every rollout of this worker's partitions every
-  `tick_interval_s`, so outages, bake times and deadlines act even when no event arrives.
+- The **tick timer** re-judges the rollouts of this worker's partitions that are due at every
+  multiple of `tick_interval_s` since the epoch (replay's grid), so outages, bake times and
+  deadlines act even when no event arrives.
 
 Faust's exactly-once mode and windowed tables are not used (open bugs); windows are the core's
 own mergeable statistics and idempotency comes from deterministic ids.
@@ -29,7 +30,7 @@ import structlog
 from kafka.partitioner.default import murmur2
 from opentelemetry.trace import Tracer
 
-from controller.engine import Engine
+from controller.engine import Engine, next_tick
 from controller.kafka_options import faust_broker
 from controller.kafka_options import faust_credentials as broker_credentials
 from controller.observability import tracer_or_default
@@ -139,7 +140,8 @@ class RolloutWorker:
             clock=clock,
         )
         self.app.agent(self.inputs, name="rollouts")(self._agent)
-        self.app.timer(settings.tick_interval_s)(self._tick)
+        self.tick_interval_s = settings.tick_interval_s
+        self.app.task(self._ticker)
         #: one rollout is judged at a time: the agent and the timer never interleave on a state
         self._lock = asyncio.Lock()
         self.lane: PredictionLane | None = None
@@ -204,6 +206,20 @@ class RolloutWorker:
                 )
 
     # ---- the tick timer ---------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        """The tick timer: fires at every multiple of `tick_interval_s` since the epoch (the
+        grid replay ticks on, `controller.engine.next_tick`), not at the worker's own phase."""
+        while not self.app.should_stop:
+            await self.app.sleep(
+                max(0.0, next_tick(self.clock(), self.tick_interval_s) - self.clock())
+            )
+            if self.app.should_stop:
+                return
+            try:
+                await self._tick()
+            except Exception:  # the timer outlives a failed tick; the next one retries
+                log.exception("tick.failed")
 
     async def _tick(self) -> None:
         if self.app.rebalancing or getattr(self.app, "in_recovery", False):

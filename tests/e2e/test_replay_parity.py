@@ -61,6 +61,14 @@ def _shape(outputs: list[Any]) -> list[tuple[Any, ...]]:
     return shaped
 
 
+def _story(outputs: list[Any]) -> str:
+    """The decisions, one line each: when, the phase change and why (a failure's explanation)."""
+    return "\n".join(
+        f"  {d.at.isoformat()} {d.from_phase}->{d.to_phase} step {d.step}: {d.reason}"
+        for d in _by_kind(outputs, Decision)
+    )
+
+
 def _time(o: Any) -> datetime:
     return o.issued_at if isinstance(o, Command) else o.at
 
@@ -130,9 +138,12 @@ def test_replaying_the_exported_inputs_gives_what_the_worker_published(
         )
         mine = [e.data for e in replayed if e.key() == deployment_id]
         # the worker's outputs travel on three topics: compare each topic's order
-        for kind in (Command, Decision, Alert):
+        for kind in (Decision, Command, Alert):
             assert _shape(_by_kind(live, kind)) == _shape(_by_kind(mine, kind)), (
-                f"{deployment_id}: {kind.__name__}s differ"
+                f"{deployment_id}: {kind.__name__}s differ; the worker decided\n"
+                + _story(live)
+                + "\nreplay decided\n"
+                + _story(mine)
             )
         by_id = {_shape([o])[0][1]: o for o in live}
         for o in mine:

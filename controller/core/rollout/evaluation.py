@@ -22,7 +22,15 @@ from controller.core.rollout.alerts import rule_alerts
 from controller.core.rollout.alignment import checkpoint, held_requests
 from controller.core.rollout.assessment import Assessment, assess, gates, judge
 from controller.core.rollout.result import Collector, Result
-from controller.core.rollout.transitions import end, pause, start_step, step_label, stop, transition
+from controller.core.rollout.transitions import (
+    end,
+    open_gate,
+    pause,
+    start_step,
+    step_label,
+    stop,
+    transition,
+)
 from controller.core.state import RolloutState
 
 
@@ -185,7 +193,7 @@ def advance(state: RolloutState, now: float, out: Collector, assessment: Assessm
             verdicts=verdicts,
         )
         return
-    if state.steps[nxt].requires_approval and nxt not in state.approvals:
+    if state.steps[nxt].requires_approval:
         state.gate = nxt
         transition(
             state,
@@ -196,16 +204,15 @@ def advance(state: RolloutState, now: float, out: Collector, assessment: Assessm
             evidence=evidence,
             verdicts=verdicts,
         )
+        if nxt in state.approvals:  # approved before it was reached: opens at once
+            open_gate(state, out, now)
         return
-    approved = (
-        f" (approved by {state.approvals[nxt]})" if state.steps[nxt].requires_approval else ""
-    )
     start_step(
         state,
         nxt,
         out,
         now,
-        reason=f"{summary}; next: {step_label(state, nxt)}{approved}",
+        reason=f"{summary}; next: {step_label(state, nxt)}",
         evidence=evidence,
         verdicts=verdicts,
     )

@@ -31,6 +31,7 @@ from controller.core.rollout.alerts import on_resource, on_training_run
 from controller.core.rollout.result import Collector
 from controller.core.rollout.transitions import (
     end,
+    open_gate,
     pause,
     resume,
     start_step,
@@ -256,16 +257,10 @@ def on_granted(
         )
         return
     state.approvals[k] = event.by
+    if event.reason:
+        state.approval_reasons[k] = event.reason
     if state.phase is Phase.AWAITING_APPROVAL and state.gate == k:
-        start_step(
-            state,
-            k,
-            out,
-            now,
-            reason=f"{step_label(state, k)} approved by {event.by}"
-            + (f": {event.reason}" if event.reason else ""),
-            evidence={"approved_by": event.by, "approval_reason": event.reason},
-        )
+        open_gate(state, out, now)
         return
     waiting = "" if state.gate is None else f"; the gate waiting is step {state.gate}"
     out.note(f"approval for step {k} by {event.by} recorded{waiting}")

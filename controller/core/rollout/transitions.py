@@ -226,6 +226,28 @@ def resume(
     )
 
 
+def open_gate(state: RolloutState, out: Collector, now: float) -> None:
+    """Start the step whose approval gate the rollout waits at (`state.gate`, approved).
+
+    Every gate is two decisions, whenever its approval came: `awaiting_approval` when the step
+    before passes, then this one, naming the approver. An approval that arrived early (before
+    the step before passed) opens the gate at once, so the decisions, their ids and their
+    reasons are the same as for one that arrived a moment after: a replay, whose ticks may fall
+    on the other side of the approval, records what the worker recorded."""
+    gate = state.gate
+    if gate is None or gate not in state.approvals:
+        raise InvariantError("a gate opens only when the rollout waits at it, approved")
+    by, why = state.approvals[gate], state.approval_reasons.get(gate, "")
+    start_step(
+        state,
+        gate,
+        out,
+        now,
+        reason=f"{step_label(state, gate)} approved by {by}" + (f": {why}" if why else ""),
+        evidence={"approved_by": by, "approval_reason": why},
+    )
+
+
 def step_label(state: RolloutState, index: int | None = None) -> str:
     i = state.step if index is None else index
     return f"step {i} ({state.steps[i].canary_percent:g}%)"

@@ -229,6 +229,34 @@ def test_an_approval_given_ahead_of_time_opens_its_gate_when_reached() -> None:
     assert "approved by carol" in rollout.commands[-1].reason
 
 
+def test_an_approval_records_the_same_decisions_whether_it_came_before_or_after_the_gate() -> None:
+    """A replay's ticks may fall on the other side of an approval than the worker's did: the
+    gate is recorded (`awaiting_approval`, then approved by whom and why) either way."""
+    plan = three_steps()
+    steps = list(plan.steps)
+    steps[1] = steps[1].model_copy(update={"requires_approval": True})
+    grant = s.ApprovalGranted(deployment_id="dep-1", step=1, by="carol", reason="LGTM")
+    early, late = Rollout(deployment(steps=tuple(steps))), Rollout(deployment(steps=tuple(steps)))
+
+    early.send(grant)
+    for _ in range(600):
+        if len(early.decisions) >= 3:
+            break
+        early.serve()
+    late.serve_until("awaiting_approval")
+    late.send(grant)
+
+    def gate(r: Rollout) -> list[tuple[str, str, str, int, str]]:
+        return [(d.decision_id, d.from_phase, d.to_phase, d.step, d.reason) for d in r.decisions]
+
+    assert gate(late) == gate(early)[: len(gate(late))]
+    assert 3 == len(gate(late))
+    assert ("awaiting_approval", "progressing", 1, "step 1 (50%) approved by carol: LGTM") == (
+        gate(late)[-1][1:]
+    )
+    assert [c.command_id for c in late.commands] == [c.command_id for c in early.commands][:2]
+
+
 def test_a_denial_before_any_traffic_aborts_without_a_command() -> None:
     rollout = Rollout(deployment(approval_to_start=True))
 

@@ -57,6 +57,7 @@ def with_exact_counts(node: Any) -> Any:
 def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> None:
     """Key for key, in the same order, with the same value forms; the additions are
     `alert_seq`, which the stored state predates: it loads as 0 and is written after `seq`,
+    the approvals' reasons (none, written after `approvals`),
     the statistics' exact counts and the checkpoints' `previous` slow counts
     (`with_exact_counts`), and the alignment (no alignment for a
     rollout stored before it: `align_s` 0, nothing received or held) and the step's cuts
@@ -66,6 +67,8 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     after_seq = [k for k, _ in items].index("seq") + 1
     alignment = [("align_s", 0.0), ("received", {}), ("held", {}), ("held_done", {})]
     alignment += [("cut_slot", None), ("cut_waits_for", []), ("settling", False), ("settle_s", 0.0)]
+    after_approvals = [k for k, _ in items].index("approvals") + 1
+    items.insert(after_approvals, ("approval_reasons", {}))
     expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:], *alignment])
 
     state = RolloutState.from_dict(stored)
@@ -126,6 +129,7 @@ def every_field_set() -> RolloutState:
     """The stored state with the fields it leaves at their default set too."""
     state = RolloutState.from_dict(stored_v1())
     state.alert_seq = 3
+    state.approval_reasons = {2: "LGTM"}
     state.align_s = 5.0
     state.received = {"baseline": 1795000020.5, "canary": 1795000021.25}
     held = CohortStats()
