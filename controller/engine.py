@@ -239,7 +239,21 @@ class Engine:
     # ---- inputs -----------------------------------------------------------------------
 
     def on_event(self, state: RolloutState | None, event: Envelope[Any], now: float) -> Effects:
-        """Apply one decoded event to its rollout (None until the deployment request)."""
+        """Apply one decoded event to its rollout (None until the deployment request).
+
+        A rollout whose wake-up has come is ticked first: what the clock decided comes before
+        the event, as it did in the worker whose timer got there first. Replay sees an event
+        at its own time, the worker when it arrives: a router's acknowledgement of a command
+        the worker's timer issued can carry a time before replay's next tick, and applied
+        first it would acknowledge a command not issued yet."""
+        if state is not None and state.is_live():
+            wake = self.wakeups.get(state.deployment_id)
+            if wake is not None and wake <= now:
+                before = self.on_tick(state, now)
+                after = self._effects(rollout.apply(state, event, self.policy, now), now)
+                if before.empty():
+                    return after
+                return Effects(after.state, before.records + after.records, after.result)
         return self._effects(rollout.apply(state, event, self.policy, now), now)
 
     def on_delta(

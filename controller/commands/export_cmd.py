@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO
 
 import click
@@ -231,6 +231,7 @@ def export_cmd(
     if every == bool(deployment_ids):
         raise click.UsageError("give one or more DEPLOYMENT_IDs, or --all (not both)")
     settings = load_settings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
+    taken = datetime.now(UTC).replace(microsecond=0)
     try:
         export = select(
             read_inputs(settings, timeout_s=timeout_s), None if every else set(deployment_ids)
@@ -244,3 +245,7 @@ def export_cmd(
         for line in export.lines:
             stream.write(line + b"\n")
     click.echo(export.summary(), err=True)
+    # the worker's timer ran until now: replay ticks as far (decisions after the last input)
+    click.echo(
+        f"taken at {taken.isoformat()}: replay it with --until {taken.isoformat()}", err=True
+    )

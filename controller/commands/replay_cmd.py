@@ -4,6 +4,7 @@ realistic logs to record (see controller.replay)."""
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,8 +54,20 @@ policy_option = click.option(
     show_default=True,
     help="Tick the core every S seconds of event time between events (0: never).",
 )
+@click.option(
+    "--until",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]),
+    default=None,
+    help="Tick on past the last event to this time (RFC 3339 with its offset, e.g. "
+    "2026-12-03T02:10:00+00:00): when the log was taken, as `rollout export` prints it.",
+)
 def replay_cmd(
-    log: str, policy_path: Path | None, summary: bool, outputs: bool, tick_s: float
+    log: str,
+    policy_path: Path | None,
+    summary: bool,
+    outputs: bool,
+    tick_s: float,
+    until: datetime | None,
 ) -> None:
     """Run the rollout core over LOG (JSON lines of CloudEvents; - for stdin), through the
     same engine as the live worker (`rollout export` takes LOG from a live run's topics).
@@ -81,7 +94,14 @@ def replay_cmd(
         err.flush()
 
     try:
-        result = replay(read_lines(log), policy, tick_s=tick_s, emit=emit, reject=reject)
+        result = replay(
+            read_lines(log),
+            policy,
+            tick_s=tick_s,
+            emit=emit,
+            reject=reject,
+            until=None if until is None else until.timestamp(),
+        )
     except OSError as exc:
         raise click.ClickException(f"cannot read {log}: {exc.strerror}") from exc
     if summary:

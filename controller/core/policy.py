@@ -258,6 +258,19 @@ class Evaluation(_Model):
     settle_s: Annotated[float, Field(ge=0)] = 2.0
 
 
+class RouterSettings(_Model):
+    """What the serving router does with a `set_traffic` command (docs/contracts.md)."""
+
+    #: The router acknowledges each set_traffic with `traffic.applied` (the serving SDK's
+    #: CommandListener does). Then a step's bake clock and the outage rule's silence count from
+    #: the acknowledged `applied_at`: before it the canary is judged at the share last
+    #: acknowledged. False for a router that never acknowledges: both count from the command.
+    acknowledges: bool = True
+    #: A set_traffic not acknowledged this long after it was issued fires a router alert (the
+    #: step stays held until the acknowledgement arrives; the alert resolves then).
+    ack_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+
 class PolicyDocument(_Model):
     """The policy file's schema (version 1)."""
 
@@ -271,6 +284,7 @@ class PolicyDocument(_Model):
     inconclusive: Inconclusive = Inconclusive.WAIT
     alerts: AlertSettings = AlertSettings()
     evaluation: Evaluation = Evaluation()
+    router: RouterSettings = RouterSettings()
     rules: tuple[RuleSpec, ...] = ()
 
     @model_validator(mode="after")
@@ -409,6 +423,10 @@ class Policy:
     @property
     def steps(self) -> StepDefaults:
         return self.document.steps
+
+    @property
+    def router(self) -> RouterSettings:
+        return self.document.router
 
     @property
     def recent_s(self) -> float:

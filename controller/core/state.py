@@ -215,6 +215,14 @@ class RolloutState:
     cut_waits_for: list[str] = field(default_factory=list)
     settling: bool = False
     settle_s: float = 0.0
+    #: The router's acknowledgements (`traffic.applied`): whether it acknowledges (the
+    #: policy's `router.acknowledges` when the rollout was created), whether the current step's
+    #: set_traffic was acknowledged, and the share acknowledged last, since when (its clamped
+    #: `applied_at`). Before a step's acknowledgement the canary is judged at that share.
+    acks: bool = False
+    step_acked: bool = False
+    acked_percent: float = 0.0
+    acked_at: float | None = None
     # ---- derived, not part of the value (rebuilt on demand) ----
     _seen: set[str] | None = field(default=None, repr=False)
     _seen_data: set[str] | None = field(default=None, repr=False)
@@ -391,6 +399,27 @@ class RolloutState:
     def routed(self) -> tuple[str, ...]:
         """The cohorts the current step sends traffic to (both, or the one that has it all)."""
         return routed_at(self.canary_percent)
+
+    def awaiting_ack(self) -> bool:
+        """Whether the router has yet to acknowledge the current step's set_traffic (never,
+        for a router that does not acknowledge)."""
+        return self.acks and self.traffic_started and not self.step_acked
+
+    def applied(self) -> tuple[float, float | None]:
+        """The canary's share the router has put in place (percent) and since when: the
+        current step's from its start, or, while its acknowledgement is awaited, the share
+        acknowledged last (0, before the first)."""
+        if self.awaiting_ack():
+            return self.acked_percent, self.acked_at
+        return self.canary_percent, self.step_started_at
+
+    def inputs_reach(self) -> float | None:
+        """How far in event time the inputs of the cohorts the step routes to have reported
+        (the earliest of their watermarks): None until each has reported."""
+        reached = [self.received.get(c) for c in self.routed()]
+        if any(r is None for r in reached):
+            return None
+        return min(r for r in reached if r is not None)
 
     # ---- plain values -----------------------------------------------------------------
 

@@ -207,11 +207,15 @@ def replay(
     emit: Callable[[Envelope[Any]], None] = _ignore,
     reject: Callable[[Rejected], None] = _ignore,
     tick_every_rollout: bool = False,
+    until: float | None = None,
 ) -> ReplayResult:
     """Run the core over the lines of a log; `emit` gets each output, `reject` each bad line.
 
     Blank lines are skipped; any other line that does not decode to an event is rejected
-    (reported, counted, skipped) and the replay goes on.
+    (reported, counted, skipped) and the replay goes on. `until` (epoch seconds) ticks on past
+    the last event to that time, as the worker's timer did until the log was taken (`rollout
+    export` says when): a decision the clock made after the last input (a bake that ends after
+    the traffic stopped) is replayed too.
     """
     runner = Runner(policy, tick_s=tick_s, tick_every_rollout=tick_every_rollout)
     result = ReplayResult()
@@ -226,6 +230,10 @@ def replay(
             reject(Rejected(number, decoded))
             continue
         for output in runner.feed(decoded):
+            result.outputs += 1
+            emit(output)
+    if until is not None and runner.now is not None and until > runner.now:
+        for output in runner.advance(until):
             result.outputs += 1
             emit(output)
     result.events = runner.events

@@ -11,8 +11,12 @@ two narrow interfaces, so a test builds it with a dict and a list:
 
 Publishing comes before storing: after a crash in between, the record is processed again and
 yields the same deterministic ids (routers ignore a command id they have applied), instead of
-losing a command. Every record that cannot be processed, whatever the reason, goes to the
-dead-letter topic with the reason and its original bytes, and the stream goes on.
+losing a command. The worker stores `deferred`: a changed state stays in memory and `flush`
+writes each changed rollout once as an offset commit begins, so the changelog gets at most one
+record per rollout per commit interval however many records changed it, and always before the
+offsets of those records are committed. Every record that cannot be processed, whatever the
+reason, goes to the dead-letter topic with the reason and its original bytes, and the stream
+goes on.
 """
 
 from __future__ import annotations
@@ -75,9 +79,19 @@ class RolloutAgent:
         consumer_group: str = "",
         tracer: Tracer | None = None,
         clock: Callable[[], float] = time.time,
+        deferred: bool = False,
     ) -> None:
         self.engine = engine
         self.table = table
+        #: Store states at `flush` (the worker's commits) instead of at every change: each
+        #: rollout's state is written at most once per commit interval (write amplification)
+        self.deferred = deferred
+        #: rollouts changed since the last flush (deferred mode)
+        self._dirty: set[str] = set()
+        #: rollouts whose outputs are being published (their state waits for the next flush)
+        self._publishing: set[str] = set()
+        #: states written to the table (each one a changelog record)
+        self.writes = 0
         self.publisher = publisher
         self.stats_topic = stats_topic
         self.consumer_group = consumer_group
@@ -194,6 +208,8 @@ class RolloutAgent:
     def load(self, deployment_id: str) -> RolloutState | None:
         """The rollout's state: decoded from the table, or the decoded copy this agent stored
         last (the table still holds the very bytes object it was stored as)."""
+        if deployment_id in self._dirty:  # changed since the last flush: the newest is ours
+            return self._decoded[deployment_id][1]
         raw = self.table.get(deployment_id.encode())
         if raw is None:
             return None
@@ -206,25 +222,56 @@ class RolloutAgent:
 
     async def commit(self, deployment_id: str, effects: Effects, *, store: bool = True) -> None:
         """Publish what the core decided, then store the new state."""
-        await self.publish(effects)
+        # until its outputs are out, a changed state is not flushed (a flush may run at any
+        # await): a state stored ahead of its outputs would lose them after a crash
+        self._publishing.add(deployment_id)
+        try:
+            await self.publish(effects)
+        finally:
+            self._publishing.discard(deployment_id)
         state = effects.state
-        if state is not None and store:
-            raw = self.engine.dump(state)
-            self.table[deployment_id.encode()] = raw
-            self._decoded[deployment_id] = (raw, state)
+        if state is None or not store:
+            return
+        if self.deferred:
+            stored = self._decoded.get(deployment_id)
+            self._decoded[deployment_id] = (b"" if stored is None else stored[0], state)
+            self._dirty.add(deployment_id)
+            return
+        self._write(deployment_id, state)
+
+    def flush(self) -> int:
+        """Write the states changed since the last flush to the table, one record each; how
+        many. The worker calls it as each offset commit begins, before the producer is flushed:
+        the states reach the changelog before the offsets of the inputs that changed them are
+        committed (a crash in between reprocesses those inputs, with the same output ids)."""
+        written = 0
+        for deployment_id in sorted(self._dirty - self._publishing):
+            self._write(deployment_id, self._decoded[deployment_id][1])
+            self._dirty.discard(deployment_id)  # a failed write stays for the next flush
+            written += 1
+        return written
+
+    def _write(self, deployment_id: str, state: RolloutState) -> None:
+        raw = self.engine.dump(state)
+        self.table[deployment_id.encode()] = raw
+        self._decoded[deployment_id] = (raw, state)
+        self.writes += 1
 
     # ---- the timer --------------------------------------------------------------------
 
     async def tick(self, owned: Callable[[str], bool] = lambda _: True) -> int:
         """Judge the rollouts of this agent's partitions (`owned`) that are due; how many."""
         now = self.clock()
-        keys = [k.decode() for k in list(self.table)]
-        for deployment_id in keys:
+        stored = [k.decode() for k in list(self.table)]
+        for deployment_id in stored:
             # a state this agent did not store last (recovered, or taken over in a rebalance)
             # may wake at another time than the one remembered: judge it once
             cached = self._decoded.get(deployment_id)
+            if deployment_id in self._dirty:
+                continue
             if cached is None or cached[0] is not self.table.get(deployment_id.encode()):
                 self.engine.wakeups.pop(deployment_id, None)
+        keys = stored + sorted(self._dirty.difference(stored))
         judged = 0
         for deployment_id in self.engine.due(keys, now):
             if not owned(deployment_id):

@@ -5,7 +5,8 @@
 - The **rollout agent** reads the deployments, labels, metrics and internal stats topics (all
   keyed by deployment id and co-partitioned), runs the pure core on each event and publishes
   what it returns: commands, alerts, decisions, dead letters.
-- The **rollouts table** holds each rollout's state (the core's plain-data form); it is backed by
+- The **rollouts table** holds each rollout's state (the core's plain-data form), written once
+  per changed rollout as each offset commit begins (`FlushBeforeCommit`); it is backed by
   a compacted changelog topic, so a worker that restarts or takes over a partition carries on
   where the last one stopped. Command ids are deterministic: an event processed twice (after a
   crash, before its offset was committed) yields the same command id, never a new one.
@@ -41,6 +42,23 @@ from controller.topics import stats_topic_name, topic_name
 from schemas import Topic
 
 log = structlog.get_logger(__name__)
+
+
+class FlushBeforeCommit(faust.Sensor):
+    """Stores the rollouts changed since the last commit as each offset commit begins (Faust
+    flushes its producer, the changelog included, before it commits the offsets): at most one
+    changelog record per rollout per commit interval, never behind a committed offset."""
+
+    def __init__(self, agent: RolloutAgent) -> None:
+        super().__init__()
+        self.agent = agent
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        try:
+            self.agent.flush()
+        except Exception:  # a failed write must not stop the commit loop; the next retries
+            log.exception("table.flush_failed")
+        return None
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -138,7 +156,9 @@ class RolloutWorker:
             consumer_group=settings.consumer_group,
             tracer=self.tracer,
             clock=clock,
+            deferred=True,
         )
+        self.app.sensors.add(FlushBeforeCommit(self.agent))
         self.app.agent(self.inputs, name="rollouts")(self._agent)
         self.tick_interval_s = settings.tick_interval_s
         self.app.task(self._ticker)

@@ -44,6 +44,7 @@ def envelope_bytes(payload: PredictionBatch) -> bytes:
 
 def test_poison_records_are_dead_lettered_and_the_rest_processed(world: Rollouts) -> None:
     world.start_worker()
+    world.router  # noqa: B018  # it acknowledges the commands, which starts the bake
     dep = "pricing-v5"
     # step 0 passes only with all 400 valid canary predictions, after 2 s: the batches arrive
     # within a second, so nothing but the tick timer can pass it

@@ -8,7 +8,7 @@ firing and resolved). Times may differ by up to one tick interval; nothing else 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -123,10 +123,19 @@ def test_replaying_the_exported_inputs_gives_what_the_worker_published(
         lambda: all(observer.alerts(d) for d in (SLOW, SILENT)), what="the rollback alerts"
     )
 
+    # the worker's timer ran until the export: replay ticks as far (a bake that ended after a
+    # fleet stopped serving on its terminal command is decided by the clock alone)
+    taken = datetime.now(UTC).replace(microsecond=0)
     exported = select(read_inputs(world.settings, timeout_s=30), set(ids))
     assert [] == exported.skipped
     replayed: list[Envelope[Any]] = []
-    result = replay(exported.lines, default_policy(), tick_s=TICK_S, emit=replayed.append)
+    result = replay(
+        exported.lines,
+        default_policy(),
+        tick_s=TICK_S,
+        emit=replayed.append,
+        until=taken.timestamp(),
+    )
     assert 0 == result.rejected
 
     drifts: list[float] = []
@@ -157,7 +166,10 @@ def test_replaying_the_exported_inputs_gives_what_the_worker_published(
     # the CLI gives the same envelopes, one per line, as the worker would publish them
     log = world.tmp_path / "inputs.jsonl"
     log.write_bytes(b"".join(line + b"\n" for line in exported.lines))
-    printed = CliRunner().invoke(cli, ["replay", str(log), "--outputs", "--tick", str(TICK_S)])
+    printed = CliRunner().invoke(
+        cli,
+        ["replay", str(log), "--outputs", "--tick", str(TICK_S), "--until", taken.isoformat()],
+    )
     assert 0 == printed.exit_code, printed.output
     lines = [decode(line.encode()) for line in printed.output.splitlines()]
     assert [e.to_json() for e in replayed] == [e.to_json() for e in lines]  # type: ignore[union-attr]

@@ -10,6 +10,9 @@
   resolved when its verdict no longer carries one.
 - A failed TrainingRun fires a warning under `{deployment_id}/training.{pipeline}`, resolved by
   that pipeline's next success.
+- A step's set_traffic that the router has not acknowledged `router.ack_timeout_s` after it
+  was issued fires a warning under `{deployment_id}/router.unacknowledged` (the step holds
+  meanwhile), resolved by the acknowledgement.
 
 Alerts still firing when the rollout ends stay firing (the rollout is no longer evaluated;
 alert managers expire them). Every alert's id derives from the rollout's alert sequence number
@@ -272,3 +275,63 @@ def on_training_run(
             summary=f"training run {event.run_id} of {event.pipeline} succeeded",
             evidence=evidence,
         )
+
+
+ROUTER_KEY = "router.unacknowledged"
+
+
+def router_alert(state: RolloutState, policy: Policy, now: float, out: Collector) -> None:
+    """Fire the router alert once the step's set_traffic has waited `ack_timeout_s` for its
+    acknowledgement (the rollout holds: the router is at fault, not the canary)."""
+    issued = state.step_started_at
+    if not state.awaiting_ack() or issued is None:
+        return
+    waited = now - issued
+    key = dedup_key(state, ROUTER_KEY)
+    if waited < policy.router.ack_timeout_s or key in state.firing:
+        return
+    percent = state.steps[state.step].canary_percent
+    raise_alert(
+        state,
+        out,
+        now,
+        policy,
+        status="firing",
+        severity=Severity.WARNING,
+        kind="router",
+        key=key,
+        rule="router",
+        summary=f"the router has not acknowledged set_traffic {state.step_command_id} "
+        f"({percent:g}% at step {state.step}) in {waited:.0f} s: the step holds, its bake "
+        "and the outage rule's silence wait for traffic.applied",
+        evidence={
+            "command_id": state.step_command_id,
+            "canary_percent": percent,
+            "step": state.step,
+            "issued_at": issued,
+            "waited_s": waited,
+            "ack_timeout_s": policy.router.ack_timeout_s,
+        },
+    )
+
+
+def router_acknowledged(
+    state: RolloutState, policy: Policy, now: float, out: Collector, command_id: str
+) -> None:
+    """Resolve the router alert when the acknowledgement it waited for arrives."""
+    key = dedup_key(state, ROUTER_KEY)
+    if key not in state.firing:
+        return
+    raise_alert(
+        state,
+        out,
+        now,
+        policy,
+        status="resolved",
+        severity=Severity.WARNING,
+        kind="router",
+        key=key,
+        rule="router",
+        summary=f"the router acknowledged set_traffic {command_id} at step {state.step}",
+        evidence={"command_id": command_id, "step": state.step, "applied_at": state.acked_at},
+    )

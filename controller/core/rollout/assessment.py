@@ -46,6 +46,12 @@ class Judged:
         }
 
 
+#: The bake runs this far (s) past the inputs' reach: a report batch, a short lull. Inputs that
+#: trail the clock by more (a worker cut off from the broker, a backlog) hold the bake where
+#: they reach, and a step's gates say by how much they trail.
+INPUTS_BEHIND_S = 5.0
+
+
 @dataclass(frozen=True)
 class Gates:
     """The current step's gates: bake time and canary requests since its traffic was set."""
@@ -54,15 +60,29 @@ class Gates:
     min_bake_s: float
     samples: int
     min_samples: int
+    #: Why the bake clock does not run (the router's acknowledgement awaited), or "".
+    held: str = ""
+    #: How far the inputs trail the clock (s): the bake runs at most INPUTS_BEHIND_S past them.
+    behind_s: float = 0.0
 
     def met(self) -> bool:
-        return self.baked_s >= self.min_bake_s and self.samples >= self.min_samples
+        return (
+            not self.held and self.baked_s >= self.min_bake_s and self.samples >= self.min_samples
+        )
 
     def describe(self) -> str:
-        return (
+        text = (
             f"baked {self.baked_s:.0f} s of {self.min_bake_s:g} s, "
             f"{self.samples} of {self.min_samples} canary requests"
         )
+        if self.held:
+            text += f" ({self.held})"
+        elif self.behind_s > INPUTS_BEHIND_S:
+            text += (
+                f" (the inputs trail the clock by {self.behind_s:.0f} s: the bake runs "
+                f"{INPUTS_BEHIND_S:g} s past them at most)"
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -140,17 +160,29 @@ def gates(state: RolloutState, policy: Policy, now: float) -> Gates | None:
         return None
     min_bake, min_samples = gate_values(state, policy)
     started = state.step_started_at if state.step_started_at is not None else now
-    return Gates(now - started, min_bake, state.step_samples, min_samples)
+    if state.awaiting_ack():
+        held = (
+            f"the router has not acknowledged set_traffic {state.step_command_id} "
+            f"({now - started:.0f} s): the bake starts at its traffic.applied"
+        )
+        return Gates(0.0, min_bake, state.step_samples, min_samples, held=held)
+    reach = state.inputs_reach()
+    if reach is None:  # a routed cohort has reported nothing yet
+        return Gates(0.0, min_bake, state.step_samples, min_samples, behind_s=now - started)
+    covered = min(now, max(reach + INPUTS_BEHIND_S, started))
+    return Gates(covered - started, min_bake, state.step_samples, min_samples, behind_s=now - reach)
 
 
 def context(state: RolloutState, now: float) -> EvaluationContext:
-    """What the detectors are told besides the cohorts: the clock, the step, the traffic
-    share, the training profile, the checkpoints and each cohort's newest event time."""
+    """What the detectors are told besides the cohorts: the clock, the traffic share the
+    router has put in place and since when (`RolloutState.applied`), the training profile,
+    the checkpoints and each cohort's newest event time."""
     features, prediction = state.profiles()
+    percent, since = state.applied()
     return EvaluationContext(
         now=now,
-        step_started_at=state.step_started_at,
-        traffic_share=state.canary_percent / 100.0,
+        step_started_at=since,
+        traffic_share=percent / 100.0,
         training_profile=features,
         prediction_profile=prediction,
         checkpoints=state.checkpoints,

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from controller.core.phases import Phase
 from controller.core.policy import DeadlineAction, Policy, PolicyError
-from controller.core.rollout.alerts import rule_alerts
+from controller.core.rollout.alerts import router_alert, rule_alerts
 from controller.core.rollout.alignment import checkpoint, held_requests
-from controller.core.rollout.assessment import Assessment, assess, gates, judge
+from controller.core.rollout.assessment import INPUTS_BEHIND_S, Assessment, assess, gates, judge
 from controller.core.rollout.result import Collector, Result
 from controller.core.rollout.transitions import (
     end,
@@ -50,6 +50,7 @@ def evaluate_into(state: RolloutState, policy: Policy, now: float, out: Collecto
     judged = judge(state, rules, now) if state.traffic_started else ()
     out.verdicts = tuple(j.verdict for j in judged)
     rule_alerts(state, policy, now, out, judged)
+    router_alert(state, policy, now, out)
     assessment = assess(judged, gates(state, policy, now))
     if assessment.failing:
         roll_back(state, now, out, assessment)
@@ -180,6 +181,9 @@ def advance(state: RolloutState, now: float, out: Collector, assessment: Assessm
         f"{step_label(state)} passed: baked {g.baked_s:.0f} s >= {g.min_bake_s:g} s, "
         f"{g.samples} canary requests >= {g.min_samples}, {passed}"
     )
+    evidence["inputs_behind_s"] = g.behind_s
+    if g.behind_s > INPUTS_BEHIND_S:  # a backlog: the bake counted its event time
+        summary += f" (inputs {g.behind_s:.0f} s behind the clock: baked by their event time)"
     verdicts = assessment.verdicts_evidence()
     nxt = state.step + 1
     if nxt >= len(state.steps):

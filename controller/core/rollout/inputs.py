@@ -27,7 +27,7 @@ from typing import Any
 from controller.core.phases import Phase
 from controller.core.policy import Policy, PolicyError, Window
 from controller.core.rollout import alignment
-from controller.core.rollout.alerts import on_resource, on_training_run
+from controller.core.rollout.alerts import on_resource, on_training_run, router_acknowledged
 from controller.core.rollout.result import Collector
 from controller.core.rollout.transitions import (
     end,
@@ -187,6 +187,7 @@ def create(event: DeploymentRequested, policy: Policy, now: float, out: Collecto
         training_profile=event.training_profile,
         align_s=policy.align_s,
         settle_s=policy.settle_s,
+        acks=policy.router.acknowledges,
     )
     try:
         rules = state.rules(policy)
@@ -338,7 +339,12 @@ def on_traffic_applied(
         return
     applied = event.applied_at.timestamp()
     state.step_started_at = min(max(state.step_started_at, applied), now)
+    first = not state.step_acked
+    state.step_acked = True
+    state.acked_percent, state.acked_at = state.canary_percent, state.step_started_at
     out.note(f"bake clock of {step_label(state)} starts at {state.step_started_at}")
+    if first:
+        router_acknowledged(state, policy, now, out, event.command_id)
 
 
 def on_profile(

@@ -128,6 +128,7 @@ def start_step(
     state.step_command_id = command.command_id
     state.step_started_at = now
     state.step_samples = 0
+    state.step_acked = False
     if state.canary_percent != share:
         state.cut_slot, state.settling = math.ceil(now / SLOT_S - 1e-9), False
         # what completed before the change is reported by the cohorts routed then; one the

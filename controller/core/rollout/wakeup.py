@@ -3,7 +3,10 @@
 Between inputs, a rollout's evaluation depends on the clock only through:
 
 - the deadline (`created_at + deadline_s`, until it fired);
-- the current step's bake time (`step_started_at + min_bake_s`, while progressing);
+- the current step's bake time (`step_started_at + min_bake_s`, while progressing), or, while
+  the router's acknowledgement of the step is awaited, the router alert's time
+  (`step_started_at + router.ack_timeout_s`); bake that waits for lagging inputs passes at an
+  input, which is evaluated when it arrives;
 - the change-point checkpoints (a new one in each slot of `checkpoint_s` seconds, once the
   canary has requests);
 - the recent-window panes (they rotate every `recent_s` seconds);
@@ -51,8 +54,11 @@ def next_wakeup(
         except PolicyError:
             rules = None
         if state.phase is Phase.PROGRESSING and state.step_started_at is not None:
-            min_bake, _ = gate_values(state, policy)
-            times.append(state.step_started_at + min_bake)
+            if state.awaiting_ack():  # the router alert, once the acknowledgement is late
+                times.append(state.step_started_at + policy.router.ack_timeout_s)
+            else:
+                min_bake, _ = gate_values(state, policy)
+                times.append(state.step_started_at + min_bake)
         every = policy.checkpoint_s
         if every > 0 and state.canary.requests > 0:
             slot = state.checkpoint_slot

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import schemas as s
@@ -55,10 +56,15 @@ class Rollout:
         request: s.DeploymentRequested | None = None,
         policy: Policy | None = None,
         start: float = START,
+        *,
+        router_acks: bool = True,
     ) -> None:
         self.policy = policy or unit_policy()
         self.now = start
         self.steps: list[Result] = []
+        #: Like a router: each set_traffic is acknowledged as applied the moment it is issued
+        #: (an acknowledgement's result is recorded after the step that issued the command).
+        self.router_acks = router_acks
         first = self._record(
             apply(None, request or deployment(), self.policy, self.now, event_id="deploy")
         )
@@ -67,6 +73,24 @@ class Rollout:
 
     def _record(self, step: Result) -> Result:
         self.steps.append(step)
+        if step.state is not None:
+            self.state = step.state
+        if self.router_acks:
+            for command in step.commands:
+                if command.action is s.CommandAction.SET_TRAFFIC:
+                    self.acknowledge(command)
+        return step
+
+    def acknowledge(self, command: s.Command, applied_at: float | None = None) -> Result:
+        """The router's traffic.applied for `command`, applied at `applied_at` (now)."""
+        ack = s.TrafficApplied(
+            deployment_id=command.deployment_id,
+            command_id=command.command_id,
+            canary_percent=command.canary_percent,
+            applied_by="router",
+            applied_at=datetime.fromtimestamp(self.now if applied_at is None else applied_at, UTC),
+        )
+        self.steps.append(step := apply(self.state, ack, self.policy, self.now))
         if step.state is not None:
             self.state = step.state
         return step

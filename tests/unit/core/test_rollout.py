@@ -10,7 +10,8 @@ import pytest
 
 import schemas as s
 from controller.core.phases import Phase
-from controller.core.rollout import Served, apply, evaluate, merge, observe
+from controller.core.policy import Policy
+from controller.core.rollout import Served, apply, evaluate, explain, merge, observe
 from controller.core.rollout.alignment import held_requests
 from controller.core.state import MAX_CHECKPOINTS, Panes, RolloutState
 from controller.core.stats.cohort import CohortStats
@@ -87,7 +88,7 @@ def test_the_plan_gates_win_over_the_policy_defaults_and_fill_in_where_unset() -
     assert 1 == len(rollout.commands)
 
     rollout.serve(1, canary=10)
-    assert ("set_traffic", 100.0) == rollout.actions()[-1]
+    assert ("set_traffic", 100.0) == rollout.actions()[1]
 
 
 # ---- a failing canary -----------------------------------------------------------------------
@@ -643,6 +644,99 @@ def test_traffic_applied_for_the_current_step_moves_the_bake_clock() -> None:
     assert 2 == len(rollout.commands)
 
 
+OUTAGE_RULES = [
+    {"name": "errors", "detector": "error_rate", "params": {"min_samples": 20}},
+    {"name": "outage", "detector": "outage", "params": {"min_gap_s": 5}},
+]
+
+
+def late_router(policy: Policy) -> Rollout:
+    """The first step's set_traffic reaches a router that applies it 85 s late (after a broker
+    outage): the baseline serves all traffic meanwhile; then the router acknowledges and the
+    canary gets its 10 %."""
+    rollout = Rollout(deployment(), policy, router_acks=False)
+    for _ in range(85):
+        if not rollout.state.phase.is_active():
+            return rollout
+        rollout.serve(1, canary=0, baseline=90)
+    rollout.acknowledge(rollout.commands[0], applied_at=rollout.now)
+    rollout.serve(15, canary=10, baseline=90)
+    return rollout
+
+
+def test_a_router_that_applies_late_is_alerted_on_and_the_canary_judged_from_its_ack() -> None:
+    rollout = late_router(unit_policy(rules=OUTAGE_RULES))
+
+    assert ["set_traffic", "set_traffic"] == [a for a, _ in rollout.actions()]  # step 1: 50 %
+    assert 1 == rollout.state.step
+    alerts = [(a.kind, a.status, round(a.at.timestamp() - START)) for a in rollout.alerts]
+    assert [("router", "firing", 30), ("router", "resolved", 85)] == alerts
+    assert "has not acknowledged set_traffic" in rollout.alerts[0].summary
+    # the bake counted from the acknowledgement: 10 s after it, not 95 s after the command
+    passed = next(d for d in rollout.decisions if d.step == 1)
+    assert START + 85 + 10 <= passed.at.timestamp() <= START + 85 + 12
+
+
+def test_a_router_that_does_not_acknowledge_is_judged_from_the_command() -> None:
+    """`router.acknowledges: false`: the silence counts from the command, so the same late
+    router is a canary outage (what the acknowledgement exists to tell apart)."""
+    policy = unit_policy(rules=OUTAGE_RULES, router={"acknowledges": False})
+
+    rollout = late_router(policy)
+
+    assert Phase.ROLLED_BACK is rollout.state.phase
+    assert "outage" in rollout.decisions[-1].reason
+    assert [] == [a for a in rollout.alerts if a.kind == "router"]
+
+
+def test_a_step_holds_while_its_acknowledgement_is_awaited() -> None:
+    rollout = Rollout(router_acks=False)
+    rollout.serve(120, canary=10, baseline=90)  # traffic flows, the router never says so
+
+    assert 1 == len(rollout.commands)
+    assessment = explain(rollout.state, rollout.policy, rollout.now)
+    assert not assessment.may_advance()
+    assert "the router has not acknowledged set_traffic" in assessment.explain()
+    assert ["firing"] == [a.status for a in rollout.alerts if a.kind == "router"]
+
+    rollout.acknowledge(rollout.commands[0])
+    rollout.serve(10, canary=10, baseline=90)
+    assert 2 == len(rollout.commands)
+    assert ["firing", "resolved"] == [a.status for a in rollout.alerts if a.kind == "router"]
+
+
+def test_the_bake_waits_while_the_inputs_stop_and_counts_the_backlog_when_they_come() -> None:
+    """A worker cut off from the broker: its clock runs on, no input arrives. The bake runs
+    5 s past what the inputs cover, the silence of both cohorts is no canary outage, and the
+    backlog, once it arrives, counts at its event times."""
+    rollout = Rollout(policy=unit_policy(rules=OUTAGE_RULES))
+    rollout.serve(3, canary=10, baseline=90)
+    cut_off = rollout.now
+    for _ in range(60):
+        rollout.wait(1)
+        rollout.tick()
+
+    assert Phase.PROGRESSING is rollout.state.phase
+    assert 1 == len(rollout.commands)
+    assert (
+        "the inputs trail the clock by 60 s"
+        in explain(rollout.state, rollout.policy, rollout.now).explain()
+    )
+
+    now = rollout.now
+    # the backlog's first second (the step's fourth): the bake runs 5 s past the inputs
+    items = [Served("canary", "v2", True, 100.0, cut_off + 1)] * 10
+    items += [Served("baseline", "v1", True, 100.0, cut_off + 1)] * 90
+    observe(rollout.state, items, now)
+    rollout.tick()
+    assert 1 == len(rollout.commands)
+    why = explain(rollout.state, rollout.policy, rollout.now).explain()
+    assert "baked 9 s of 10 s" in why
+    assert "the baseline is silent too" in why  # by the clock: no canary outage
+    rollout.serve(1, canary=10, baseline=90)  # the inputs have caught up
+    assert 2 == len(rollout.commands)
+
+
 def test_a_training_profile_from_a_data_profile_replaces_the_requests_one() -> None:
     rollout = Rollout()
     profile = s.FeatureProfile(
@@ -903,7 +997,8 @@ def test_the_share_tests_leave_out_the_switch_and_count_each_side_at_its_own_sha
     cuts leave out the switch (until the router's applied_at plus settle_s) and judge each
     side at its own share (checkpoints every 30 s: the 10 % step is in the interval)."""
     policy = unit_policy(evaluation={"settle_s": 2.0, "checkpoint_s": 30.0})
-    rollout = Rollout(deployment(), policy)
+    rollout = Rollout(deployment(), policy, router_acks=False)  # the test acknowledges
+    rollout.acknowledge(rollout.commands[0])
     rollout.serve_until("progressing")
     while rollout.state.step == 0:
         rollout.serve(1, canary=10, baseline=90)

@@ -103,7 +103,8 @@ def test_explain_says_a_step_may_advance_when_the_gates_are_met() -> None:
     rollout.wait(1)
     core.observe(
         rollout.state,
-        [core.Served("canary", "v2", True, 100.0, rollout.now)] * 20,
+        [core.Served(c, v, True, 100.0, rollout.now) for c, v in (("canary", "v2"),) * 20]
+        + [core.Served("baseline", "v1", True, 100.0, rollout.now)],
         rollout.now,
     )
 
@@ -151,10 +152,15 @@ def test_a_tick_before_the_wake_up_decides_nothing_and_one_at_it_passes_the_step
     rollout.now = wake - 0.001
     assert rollout.tick().is_noop()
     rollout.now = wake
-    passed = rollout.tick()
-    assert [("progressing", "progressing")] == [
-        (d.from_phase, d.to_phase) for d in passed.decisions
-    ]
+    held = rollout.tick()  # the inputs cover the step's first second: the bake waits at 6 s
+    assert held.is_noop()
+    assert (
+        "the inputs trail the clock by 9 s"
+        in explain(rollout.state, rollout.policy, rollout.now).explain()
+    )
+    rollout.now = wake - 1.0
+    rollout.serve(1, canary=1, baseline=1)  # a report that reaches the bake's end passes it
+    assert ("progressing", "progressing") == rollout.phases()[-1]
     assert 1 == rollout.state.step
 
 

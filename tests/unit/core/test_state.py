@@ -61,12 +61,15 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     the statistics' exact counts and the checkpoints' `previous` slow counts
     (`with_exact_counts`), and the alignment (no alignment for a
     rollout stored before it: `align_s` 0, nothing received or held) and the step's cuts
-    (none pending, `settle_s` 0), written last."""
+    (none pending, `settle_s` 0) and the router's acknowledgements (a rollout stored before
+    them does not wait for any), written last."""
     stored = stored_v1()
     items = list(with_exact_counts(stored).items())
     after_seq = [k for k, _ in items].index("seq") + 1
     alignment = [("align_s", 0.0), ("received", {}), ("held", {}), ("held_done", {})]
     alignment += [("cut_slot", None), ("cut_waits_for", []), ("settling", False), ("settle_s", 0.0)]
+    acks = [("acks", False), ("step_acked", False), ("acked_percent", 0.0), ("acked_at", None)]
+    alignment += acks
     after_approvals = [k for k, _ in items].index("approvals") + 1
     items.insert(after_approvals, ("approval_reasons", {}))
     expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:], *alignment])
@@ -138,6 +141,8 @@ def every_field_set() -> RolloutState:
     state.held_done = {"canary": {17950000212: 1795000021.33}}
     state.cut_slot, state.cut_waits_for = 17950000220, ["baseline"]
     state.settling, state.settle_s = True, 2.0
+    state.acks, state.step_acked = True, True
+    state.acked_percent, state.acked_at = 10.0, 1795000020.0
     return state
 
 

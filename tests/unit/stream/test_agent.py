@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -51,6 +52,26 @@ def sent(publisher: ListPublisher, topic: Topic) -> list[dict[str, Any]]:
 def deployment_record(deployment_id: str = "dep-1", plan: s.RolloutPlan | None = None) -> bytes:
     request = make_deployment(deployment_id=deployment_id, plan=plan or three_steps())
     return make_event(request, time=T0).to_json()
+
+
+def acknowledge(agent: RolloutAgent, publisher: ListPublisher, offset: int) -> int:
+    """What a router does: acknowledge every set_traffic published so far (applied now);
+    the next offset."""
+    for command in sent(publisher, Topic.COMMANDS):
+        data = command["data"]
+        if data["action"] != "set_traffic":
+            continue
+        ack = s.TrafficApplied(
+            deployment_id=data["deployment_id"],
+            command_id=data["command_id"],
+            canary_percent=data["canary_percent"],
+            applied_by="router",
+            applied_at=datetime.fromtimestamp(agent.clock(), UTC),
+        )
+        key = data["deployment_id"].encode()
+        run(agent.handle(DEPLOYMENTS, 0, offset, key, make_event(ack, time=T0).to_json()))
+        offset += 1
+    return offset
 
 
 def delta(deployment_id: str, delta_id: str, *, canary: int, baseline: int, at: float) -> bytes:
@@ -122,7 +143,7 @@ def test_deltas_are_merged_and_counted() -> None:
 
 
 def test_the_timer_judges_only_the_rollouts_that_are_due() -> None:
-    agent, _, _ = make_agent()
+    agent, _, publisher = make_agent()
     for i in range(5):
         record = deployment_record(f"dep-{i}")
         run(agent.handle(DEPLOYMENTS, 0, i, f"dep-{i}".encode(), record))
@@ -131,6 +152,7 @@ def test_the_timer_judges_only_the_rollouts_that_are_due() -> None:
     clock.now += 1.0
     # each request made a transition (the first step): the next tick judges each once more
     assert 5 == run(agent.tick())
+    acknowledge(agent, publisher, 5)  # the router's acknowledgements start the bake clocks
     clock.now += 1.0
     # then nothing is due: no bake end, no deadline, no data
     assert 0 == run(agent.tick())
@@ -176,6 +198,7 @@ def test_a_silent_canary_is_rolled_back_by_the_timer_alone() -> None:
     assert isinstance(clock, Clock)
     long_bake = s.RolloutPlan(steps=(s.TrafficStep(canary_percent=10, min_bake_s=600),))
     run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record(plan=long_bake)))
+    acknowledge(agent, publisher, 1)
     start = clock.now
     for second in range(1, 31):  # the canary answers for 30 s
         clock.now = start + second
@@ -233,3 +256,64 @@ def test_a_valid_event_on_the_wrong_topic_is_dead_lettered_not_ignored() -> None
         "dev.rollout.command.v1 belongs on the commands topic, not on rollout.deployments",
         "dev.rollout.label.reported.v1 belongs on the labels topic, not on rollout.deployments",
     ] == reasons
+
+
+# ---- deferred storing: one write per rollout per commit ---------------------------------------
+
+
+def deferred_agent() -> tuple[RolloutAgent, dict[bytes, bytes], ListPublisher]:
+    table: dict[bytes, bytes] = {}
+    publisher = ListPublisher()
+    agent = RolloutAgent(
+        Engine(unit_policy()),
+        table,
+        publisher,
+        stats_topic=STATS,
+        clock=Clock(T0.timestamp()),
+        deferred=True,
+    )
+    return agent, table, publisher
+
+
+def test_deferred_states_are_written_once_per_rollout_at_the_flush() -> None:
+    agent, table, publisher = deferred_agent()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
+    for i in range(50):
+        record = delta("dep-1", f"d{i}", canary=2, baseline=18, at=T0.timestamp() + i / 10)
+        run(agent.handle(STATS, 0, i, b"dep-1", record))
+
+    assert {} == table  # nothing written yet: the worker writes as a commit begins
+    state = agent.load("dep-1")
+    assert state is not None
+    assert (100, 900) == (state.canary.requests, state.baseline.requests)
+    clock = agent.clock
+    assert isinstance(clock, Clock)
+    clock.now += 31.0  # no router acknowledged the first step: its alert is due
+    assert 1 == run(agent.tick())  # the timer sees a rollout that is not stored yet
+    assert ["router"] == [a["data"]["kind"] for a in sent(publisher, Topic.ALERTS)]
+
+    assert 1 == agent.flush()
+    assert 1 == agent.writes
+    assert agent.engine.load(table[b"dep-1"]) == state
+    assert 0 == agent.flush()  # nothing changed since
+
+
+def test_a_state_is_not_flushed_while_its_outputs_are_being_published() -> None:
+    """A flush can run at any await; a state stored ahead of its outputs would lose them if
+    the worker died before they were sent (the input would be seen as done)."""
+    agent, table, publisher = deferred_agent()
+    flushed_during: list[bool] = []
+
+    class FlushingPublisher(ListPublisher):
+        async def send(self, topic: Topic, key: bytes | None, value: bytes, headers: Any) -> None:
+            agent.flush()  # a commit begins in the middle of the publishing
+            flushed_during.append(b"dep-1" in table)
+            await super().send(topic, key, value, headers)
+
+    agent.publisher = FlushingPublisher()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
+
+    assert [False, False] == flushed_during  # a command and a decision: neither flushed it
+    assert 1 == agent.flush()
+    assert b"dep-1" in table
+    assert [] == list(publisher.values(Topic.COMMANDS))  # the replaced publisher got them
