@@ -287,51 +287,48 @@ def router_alert(state: RolloutState, policy: Policy, now: float, out: Collector
     if not state.awaiting_ack() or issued is None:
         return
     waited = now - issued
-    key = dedup_key(state, ROUTER_KEY)
-    if waited < policy.router.ack_timeout_s or key in state.firing:
+    if waited < policy.router.ack_timeout_s or dedup_key(state, ROUTER_KEY) in state.firing:
         return
     percent = state.steps[state.step].canary_percent
-    raise_alert(
-        state,
-        out,
-        now,
-        policy,
-        status="firing",
-        severity=Severity.WARNING,
-        kind="router",
-        key=key,
-        rule="router",
-        summary=f"the router has not acknowledged set_traffic {state.step_command_id} "
-        f"({percent:g}% at step {state.step}) in {waited:.0f} s: the step holds, its bake "
-        "and the outage rule's silence wait for traffic.applied",
-        evidence={
-            "command_id": state.step_command_id,
-            "canary_percent": percent,
-            "step": state.step,
-            "issued_at": issued,
-            "waited_s": waited,
-            "ack_timeout_s": policy.router.ack_timeout_s,
-        },
+    summary = (
+        f"the router has not acknowledged set_traffic {state.step_command_id} ({percent:g}% at "
+        f"step {state.step}) in {waited:.0f} s: the step holds, its bake and the outage rule's "
+        "silence wait for traffic.applied"
     )
+    evidence = {
+        "command_id": state.step_command_id,
+        "canary_percent": percent,
+        "step": state.step,
+        "issued_at": issued,
+        "waited_s": waited,
+        "ack_timeout_s": policy.router.ack_timeout_s,
+    }
+    _router(state, policy, now, out, "firing", summary, evidence)
 
 
 def router_acknowledged(
     state: RolloutState, policy: Policy, now: float, out: Collector, command_id: str
 ) -> None:
     """Resolve the router alert when the acknowledgement it waited for arrives."""
-    key = dedup_key(state, ROUTER_KEY)
-    if key not in state.firing:
+    if dedup_key(state, ROUTER_KEY) not in state.firing:
         return
+    summary = f"the router acknowledged set_traffic {command_id} at step {state.step}"
+    evidence = {"command_id": command_id, "step": state.step, "applied_at": state.acked_at}
+    _router(state, policy, now, out, "resolved", summary, evidence)
+
+
+def _router(
+    state: RolloutState,
+    policy: Policy,
+    now: float,
+    out: Collector,
+    status: str,
+    summary: str,
+    evidence: Mapping[str, Any],
+) -> None:
+    key = dedup_key(state, ROUTER_KEY)
+    severity, kind = Severity.WARNING, "router"
     raise_alert(
-        state,
-        out,
-        now,
-        policy,
-        status="resolved",
-        severity=Severity.WARNING,
-        kind="router",
-        key=key,
-        rule="router",
-        summary=f"the router acknowledged set_traffic {command_id} at step {state.step}",
-        evidence={"command_id": command_id, "step": state.step, "applied_at": state.acked_at},
-    )
+        state, out, now, policy, status=status, severity=severity, kind=kind, key=key,
+        rule=kind, summary=summary, evidence=evidence,
+    )  # fmt: skip
