@@ -129,7 +129,10 @@ class ChaosRouter:
         self.lag_share, self.lag_s, self.drop_share = lag_share, lag_s, drop_share
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()
+        #: what happened to each deployment's commands here: (time, what), for diagnostics
+        self.events: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self._delays: dict[str, float] = {}
+        self._deployments: dict[str, str] = {}  # command id -> deployment
         self._producer = KafkaProducer(acks="all", **settings.kafka_client_options())
         self.listener = CommandListener(settings, apply=self._apply, applied_by=name, producer=self)
 
@@ -140,12 +143,24 @@ class ChaosRouter:
             delay = self.lag_s * self.rng.uniform(0.5, 1.5)
             self.counts["commands lagged"] += 1
         self._delays[command.command_id] = delay
+        self._deployments[command.command_id] = command.deployment_id
+        what = f"{command.action.value} {command.canary_percent:g}%"
+        self._note(
+            command.deployment_id, f"router got {what}" + (f", lags {delay:.1f} s" if delay else "")
+        )
         if fleet is None:
             return
         if delay:
-            self._later(delay, fleet.apply, command)
+            self._later(delay, self._move, fleet, command)
         else:
-            fleet.apply(command)
+            self._move(fleet, command)
+
+    def _move(self, fleet: Fleet, command: Command) -> None:
+        fleet.apply(command)
+        self._note(command.deployment_id, f"fleet at {command.canary_percent:g}%")
+
+    def _note(self, deployment_id: str, what: str) -> None:
+        self.events[deployment_id].append((time.time(), what))
 
     @staticmethod
     def _later(delay: float, fn: Callable[..., Any], *args: Any) -> None:
@@ -161,10 +176,16 @@ class ChaosRouter:
         event = decode(value)
         assert isinstance(event, Envelope) and isinstance(event.data, TrafficApplied)
         delay = self._delays.pop(event.data.command_id, 0.0)  # a re-acknowledgement: now
+        dep = event.data.deployment_id
         if self.rng.random() < self.drop_share:
             self.counts["acknowledgements dropped"] += 1
+            self._note(dep, f"ack of {event.data.canary_percent:g}% dropped")
             return _NoFuture()
         self.counts["acknowledgements sent"] += 1
+        self._note(
+            dep,
+            f"ack of {event.data.canary_percent:g}% " + (f"in {delay:.1f} s" if delay else "sent"),
+        )
         if not delay:
             return self._producer.send(topic, value=value, key=key, headers=headers)
         self._later(delay, self._send_late, topic, key, event)
@@ -287,6 +308,8 @@ class Run:
     kills: list[Kill] = field(default_factory=list)
     broker_restarts: list[tuple[float, float]] = field(default_factory=list)  # (down, up again)
     broker_errors: list[str] = field(default_factory=list)
+    #: kills, restarts and the broker's downtime: (time, what), for diagnostics
+    events: list[tuple[float, str]] = field(default_factory=list)
     unexpected_exits: int = 0
     router_counts: Counter[str] = field(default_factory=Counter)
     wall_s: float = 0.0
@@ -295,6 +318,7 @@ class Run:
     resume_s: list[float] = field(default_factory=list)
     never_resumed: int = 0
     timelines: dict[str, str] = field(default_factory=dict)
+    router_events: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
 
 
 def chaos_plan() -> Any:
@@ -315,12 +339,15 @@ def members(world: Rollouts) -> int:
 
 def restart_broker(broker: LocalKafka, down_s: float, run: Run) -> None:
     started = time.time()
+    run.events.append((started, "broker stopping"))
     try:
         broker.stop()
+        run.events.append((time.time(), "broker down"))
         time.sleep(down_s)
         broker.start()
     except Exception as exc:
         run.broker_errors.append(f"{type(exc).__name__}: {exc}")
+    run.events.append((time.time(), "broker up"))
     run.broker_restarts.append((started, time.time()))
 
 
@@ -403,6 +430,7 @@ def chaos(bootstrap: str, tmp: Path, args: argparse.Namespace, log: Callable[[st
                 if now >= due:
                     pending_starts.remove((due, w))
                     w.start()
+                    run.events.append((time.time(), f"{w.name} started"))
             for w in workers:
                 if not w.alive() and all(w is not p for _, p in pending_starts):
                     run.unexpected_exits += 1
@@ -419,6 +447,7 @@ def chaos(bootstrap: str, tmp: Path, args: argparse.Namespace, log: Callable[[st
                     ended = {dep for dep in deciding if world.observer.terminal(dep) is not None}
                     killed_at = time.time()
                     victim.kill()
+                    run.events.append((killed_at, f"{victim.name} killed"))
                     run.kills.append(Kill(killed_at, victim.name, deciding - ended))
                     pending_starts.append((killed_at + args.restart_after, victim))
                     if len(run.kills) % 10 == 0:
@@ -450,6 +479,7 @@ def chaos(bootstrap: str, tmp: Path, args: argparse.Namespace, log: Callable[[st
         time.sleep(args.settle_s)
         run.wall_s = time.time() - started
         run.router_counts = Counter(world.router.counts)
+        run.router_events = dict(world.router.events)
         check(world, run, deciders)
     finally:
         world.close()
@@ -550,7 +580,25 @@ def check(world: Rollouts, run: Run, deciders: Deciders) -> None:
                         f"{launched.fleet.canary_percent:g}%, applied "
                         f"{[(c.action.value, c.canary_percent) for c in launched.fleet.applied]}"
                     )
-                run.timelines[head] = obs.timeline([dep])
+                run.timelines[head] = obs.timeline([dep]) + "\n\nin time:\n" + story(obs, run, dep)
+
+
+def story(obs: Any, run: Run, dep: str) -> str:
+    """A rollout's decisions, commands and alerts, what the router did with them, and the
+    kills and broker restarts meanwhile, by time (seconds from the run's first rollout)."""
+    zero = run.launched[0].at
+    launched = next(r for r in run.launched if r.deployment_id == dep)
+    lines: list[tuple[float, str]] = [(launched.at, "requested")]
+    for d in obs.decisions(dep):
+        lines.append((d.at.timestamp(), f"decision {d.from_phase}->{d.to_phase} step {d.step}"))
+    for c in obs.commands(dep):
+        lines.append((c.issued_at.timestamp(), f"command {c.action.value} {c.canary_percent:g}%"))
+    for a in obs.alerts(dep):
+        lines.append((a.at.timestamp(), f"alert {a.status} {a.kind}"))
+    lines += run.router_events.get(dep, [])
+    last = max(t for t, _ in lines)
+    lines += [(t, e) for t, e in run.events if launched.at - 10 <= t <= last + 5]
+    return "\n".join(f"{t - zero:8.1f} s  {what}" for t, what in sorted(lines))
 
 
 def percentile(values: list[float], q: float) -> float:
