@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 
 import schemas as s
 from controller.commands.replay_cmd import replay_cmd, simulate_cmd
+from tests.factories import T0, make_deployment, make_event
 
 SIMULATE = ["--plan", "quick", "--rate", "40", "--onset", "10", "--canary-batch", "0.5"]
 
@@ -108,3 +110,21 @@ def test_replay_reads_a_policy_file_and_names_its_problems(tmp_path: Path) -> No
 
     assert 0 != result.exit_code
     assert "unknown detector 'crystal_ball'" in result.stderr
+
+
+def test_until_ticks_past_the_last_event_as_the_workers_timer_did(tmp_path: Path) -> None:
+    """A log that ends with the deployment request: only the clock acts after it (here, the
+    router alert of a set_traffic nobody acknowledged). Replay stops at the last event unless
+    told when the log was taken (`--until`)."""
+    log = tmp_path / "request.jsonl"
+    log.write_bytes(make_event(make_deployment(), time=T0).to_json() + b"\n")
+    later = (T0 + timedelta(seconds=60)).isoformat()
+
+    plain = CliRunner().invoke(replay_cmd, [str(log), "--outputs"])
+    until = CliRunner().invoke(replay_cmd, [str(log), "--outputs", "--until", later])
+
+    assert 0 == plain.exit_code == until.exit_code, until.output
+    kinds = [orjson.loads(line)["type"].split(".")[-2] for line in until.output.splitlines()]
+    assert ["command", "decision", "alert"] == kinds
+    assert until.output.startswith(plain.output)
+    assert "router" == orjson.loads(until.output.splitlines()[-1])["data"]["kind"]
