@@ -113,7 +113,10 @@ class RolloutWorker:
             key_serializer="raw",
             value_serializer="raw",
             stream_wait_empty=False,
-            broker_commit_every=100,
+            # commits every half second, not every 100 records as well: each commit writes
+            # every rollout changed since the last (FlushBeforeCommit), so a commit by count
+            # would write a busy worker's rollouts more often than once per interval
+            broker_commit_every=100_000,
             broker_commit_interval=0.5,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.heartbeat_interval_s,
