@@ -31,7 +31,7 @@ from controller.core.stats.cohort import CohortStats, FeatureValue, PredictionVa
 from controller.core.stats.profile import FeatureProfile as StatsProfile
 from controller.core.verdict import Verdict
 from controller.errors import RolloutError
-from schemas import DeploymentRequested, TrafficStep, TrainingProfile
+from schemas import Command, DeploymentRequested, TrafficStep, TrainingProfile
 
 STATE_VERSION = 1
 MAX_RECENT_IDS = 1024
@@ -223,6 +223,12 @@ class RolloutState:
     step_acked: bool = False
     acked_percent: float = 0.0
     acked_at: float | None = None
+    #: While the acknowledgement is awaited: the step's set_traffic, sent again as it was
+    #: `router.ack_timeout_s` after it was issued, then after twice as long each time (a router
+    #: acknowledges a command id it has seen again),
+    #: and how many times it was.
+    step_command: Command | None = None
+    resends: int = 0
     # ---- derived, not part of the value (rebuilt on demand) ----
     _seen: set[str] | None = field(default=None, repr=False)
     _seen_data: set[str] | None = field(default=None, repr=False)

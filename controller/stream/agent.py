@@ -14,9 +14,11 @@ yields the same deterministic ids (routers ignore a command id they have applied
 losing a command. The worker stores `deferred`: a changed state stays in memory and `flush`
 writes each changed rollout once as an offset commit begins, so the changelog gets at most one
 record per rollout per commit interval however many records changed it, and always before the
-offsets of those records are committed. Every record that cannot be processed, whatever the
-reason, goes to the dead-letter topic with the reason and its original bytes, and the stream
-goes on.
+offsets of those records are committed. A change that published outputs (a decision, a
+command, an alert) is written at once behind them, as without deferral: a successor that found
+the state from before them would decide again, at its own time, under the same ids. Every
+record that cannot be processed, whatever the reason, goes to the dead-letter topic with the
+reason and its original bytes, and the stream goes on.
 """
 
 from __future__ import annotations
@@ -232,12 +234,15 @@ class RolloutAgent:
         state = effects.state
         if state is None or not store:
             return
-        if self.deferred:
+        if self.deferred and not effects.records:
             stored = self._decoded.get(deployment_id)
             self._decoded[deployment_id] = (b"" if stored is None else stored[0], state)
             self._dirty.add(deployment_id)
             return
+        # what published outputs is written at once, right behind them: a successor that found
+        # the state before them would decide again, later, under the same ids
         self._write(deployment_id, state)
+        self._dirty.discard(deployment_id)
 
     def flush(self) -> int:
         """Write the states changed since the last flush to the table, one record each; how

@@ -86,21 +86,28 @@ def test_replaying_the_exported_inputs_gives_what_the_worker_published(
     # the compared times are the decisions', not the worker's start-up
     world.send(deployment_request("warm-up", plan(step(10, bake_s=600))))
     world.wait_for(lambda: world.observer.phase("warm-up"), what="the worker to answer")
-    world.deploy(deployment_request(HEALTHY), rate=400)
+    # the fleets serve on after the terminal command, as services do: replay then sees reports
+    # past the worker's decision (a fleet that stopped with it left its last batches waiting
+    # for a cohort that never reported again, and replay's rollback never came)
+    world.deploy(deployment_request(HEALTHY), rate=400, stop_on_terminal=False)
     world.deploy(
         deployment_request(SLOW, model="ranker", baseline="v6", candidate="v7"),
         rate=400,
+        stop_on_terminal=False,
         canary_latency_factor=2.5,
     )
     world.deploy(
         deployment_request(SILENT, model="search", baseline="v2", candidate="v3"),
         rate=400,
+        stop_on_terminal=False,
         canary_silent=True,
     )
     gated = plan(step(10), step(50, approval=True), step(100))
-    world.deploy(deployment_request(GATED, gated, model="churn"), rate=400)
+    world.deploy(deployment_request(GATED, gated, model="churn"), rate=400, stop_on_terminal=False)
     manual = world.deploy(
-        deployment_request(MANUAL, plan(step(10, bake_s=600), step(100)), model="eta"), rate=200
+        deployment_request(MANUAL, plan(step(10, bake_s=600), step(100)), model="eta"),
+        rate=200,
+        stop_on_terminal=False,
     )
     observer = world.observer
     world.wait_for(

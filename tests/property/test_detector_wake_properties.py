@@ -38,6 +38,7 @@ contexts = st.builds(
     now=times,
     step_started_at=st.none() | times,
     traffic_share=st.none() | st.sampled_from([0.0, 1.0]) | st.floats(0.0, 1.0),
+    last_seen=st.fixed_dictionaries({}, optional={"baseline": times, "canary": times}),
 )
 outage_params = st.fixed_dictionaries(
     {},
@@ -63,7 +64,10 @@ beyond = st.lists(st.floats(1e-6, 1e7), min_size=1, max_size=5)
 
 def at(context: EvaluationContext, now: float) -> EvaluationContext:
     return EvaluationContext(
-        now=now, step_started_at=context.step_started_at, traffic_share=context.traffic_share
+        now=now,
+        step_started_at=context.step_started_at,
+        traffic_share=context.traffic_share,
+        last_seen=context.last_seen,
     )
 
 

@@ -23,8 +23,8 @@ from controller.core.stats import CohortStats
 from controller.core.stats.checkpoint import Checkpoint, SlowCount
 from controller.core.stats.sequential import Counts
 from controller.core.verdict import Outcome, Verdict
-from schemas import DeploymentRequested, TrainingProfile
-from tests.factories import make_deployment
+from schemas import Command, DeploymentRequested, TrainingProfile
+from tests.factories import make_deployment, sample_payloads
 
 finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)
 times = st.floats(min_value=0.0, max_value=4e9, allow_nan=False)
@@ -105,6 +105,7 @@ LEAVES: dict[Any, st.SearchStrategy[Any]] = {
     DeploymentRequested: st.sampled_from(
         [make_deployment(), make_deployment(deployment_id="dep-2", training_profile=None)]
     ),
+    Command: st.sampled_from([p for p in sample_payloads() if isinstance(p, Command)]),
     TrainingProfile: st.sampled_from(
         [TrainingProfile(), make_deployment().training_profile or TrainingProfile()]
     ),

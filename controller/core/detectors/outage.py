@@ -15,6 +15,11 @@ When the baseline is silent too (by the same criterion) while it should get traf
 stream is quiet (a stalled consumer, a night without traffic): that is INCONCLUSIVE, not a canary
 outage. With all traffic on the canary there is no baseline rate: give `expected_rate`.
 
+Silences are measured to what has been heard (`heard`): while the baseline should get traffic,
+to the newest completion any cohort has reported (`context.last_seen`, at most `now`), so a
+worker cut off from its inputs, or whose prediction lane stalls in a rebalance, sees no silence
+grow; only with no baseline to hear, or before anything was reported, to the clock.
+
 Failing: the canary fails at least `max_failure_share` of at least `min_requests` requests.
 
 Judged from the clock: with no new data, the outcome turns when a silence gets long enough:
@@ -194,6 +199,18 @@ def _last(stats: CohortStats, context: EvaluationContext, cohort: str) -> float 
     return max(times) if times else None
 
 
+def heard(context: EvaluationContext, expect: Expectation) -> float:
+    """The time silences are measured to: while the baseline should get traffic, the newest
+    completion any cohort has reported (at most `now`), so a silence grows only while the
+    other cohort is heard. A worker cut off from its inputs (a broker outage, its prediction
+    lane stalled by a rebalance) hears neither, and no silence grows; a dead canary beside a
+    live baseline is heard as silent within a report batch. With no baseline to hear (all
+    traffic on the canary), the clock."""
+    if expect.baseline_rate is None or not context.last_seen:
+        return context.now
+    return min(context.now, max(context.last_seen.values()))
+
+
 def _silence(
     baseline: CohortStats, canary: CohortStats, context: EvaluationContext, params: OutageParams
 ) -> Verdict:
@@ -201,7 +218,8 @@ def _silence(
     if isinstance(expect, Verdict):
         return expect
     rate, needed = expect.rate, expect.needed
-    gap = _gap(context.now, expect.since)
+    now = heard(context, expect)
+    gap = _gap(now, expect.since)
     expected = rate * gap
     facts: dict[str, EvidenceValue] = {
         "silence_s": gap,
@@ -211,13 +229,13 @@ def _silence(
         "min_gap_s": params.min_gap_s,
     }
     silent = f"no canary predictions for {gap:.1f} s while {_per_second(rate)} expected"
-    if not expect.canary_silent(context.now):
+    if not expect.canary_silent(now):
         reason = f"canary silent for {gap:.1f} s at {_per_second(rate)} expected: a normal gap"
         return Verdict.passed(NAME, reason, facts)
     if expect.baseline_rate is not None and expect.baseline_last is not None:
-        baseline_gap = _gap(context.now, expect.baseline_last)
+        baseline_gap = _gap(now, expect.baseline_last)
         facts["baseline_silence_s"] = baseline_gap
-        if expect.baseline_silent(context.now):
+        if expect.baseline_silent(now):
             reason = (
                 f"{silent}, but the baseline is silent too for {baseline_gap:.1f} s: "
                 "the stream is quiet, not just the canary"
@@ -248,6 +266,8 @@ def outage_wake_at(
     expect = expectation(baseline, canary, context, params)
     if isinstance(expect, Verdict):
         return None
+    if expect.baseline_rate is not None and context.last_seen:
+        return None  # silences grow with what is heard (`heard`): only an input turns them
     if not expect.canary_silent(context.now):
         return _silent_from(expect.since, expect.rate, expect.needed, expect.min_gap_s)
     if expect.baseline_rate is None or expect.baseline_last is None:

@@ -12,7 +12,8 @@
   that pipeline's next success.
 - A step's set_traffic that the router has not acknowledged `router.ack_timeout_s` after it
   was issued fires a warning under `{deployment_id}/router.unacknowledged` (the step holds
-  meanwhile), resolved by the acknowledgement.
+  meanwhile, and the command is sent again then, and after twice as long each time), resolved
+  by the acknowledgement.
 
 Alerts still firing when the rollout ends stay firing (the rollout is no longer evaluated;
 alert managers expire them). Every alert's id derives from the rollout's alert sequence number
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.core.ids import alert_id
+from controller.core.phases import Phase
 from controller.core.policy import Policy
 from controller.core.rollout.assessment import Judged
 from controller.core.rollout.result import Collector, at, clip
@@ -280,20 +282,36 @@ def on_training_run(
 ROUTER_KEY = "router.unacknowledged"
 
 
-def router_alert(state: RolloutState, policy: Policy, now: float, out: Collector) -> None:
-    """Fire the router alert once the step's set_traffic has waited `ack_timeout_s` for its
-    acknowledgement (the rollout holds: the router is at fault, not the canary)."""
+def resend_at(state: RolloutState, policy: Policy) -> float | None:
+    """When the step's unacknowledged set_traffic is sent again next: `ack_timeout_s` after
+    it was issued, then after twice as long each time (30, 90, 210 s, ... with the default)."""
     issued = state.step_started_at
-    if not state.awaiting_ack() or issued is None:
+    if not state.awaiting_ack() or issued is None or state.phase is not Phase.PROGRESSING:
+        return None
+    return issued + policy.router.ack_timeout_s * float(2 ** (state.resends + 1) - 1)
+
+
+def router_alert(state: RolloutState, policy: Policy, now: float, out: Collector) -> None:
+    """When the step's set_traffic has waited long for its acknowledgement (`resend_at`),
+    send it again, the very same command (a lost command or acknowledgement is recovered: a
+    router acknowledges a command id it has applied again); the first time, fire the router
+    alert (the rollout holds: the router is at fault, not the canary)."""
+    due = resend_at(state, policy)
+    issued = state.step_started_at
+    if due is None or issued is None or now < due:
         return
     waited = now - issued
-    if waited < policy.router.ack_timeout_s or dedup_key(state, ROUTER_KEY) in state.firing:
+    while (later := resend_at(state, policy)) is not None and later <= now:
+        state.resends += 1  # one resend for the periods a long silence of the clock skipped
+    if state.step_command is not None:
+        out.add(state.step_command)
+    if dedup_key(state, ROUTER_KEY) in state.firing:
         return
     percent = state.steps[state.step].canary_percent
     summary = (
         f"the router has not acknowledged set_traffic {state.step_command_id} ({percent:g}% at "
-        f"step {state.step}) in {waited:.0f} s: the step holds, its bake and the outage rule's "
-        "silence wait for traffic.applied"
+        f"step {state.step}) in {waited:.0f} s: sent again; the step holds, its bake and the "
+        "outage rule's silence wait for traffic.applied"
     )
     evidence = {
         "command_id": state.step_command_id,

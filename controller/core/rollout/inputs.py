@@ -340,7 +340,7 @@ def on_traffic_applied(
     applied = event.applied_at.timestamp()
     state.step_started_at = min(max(state.step_started_at, applied), now)
     first = not state.step_acked
-    state.step_acked = True
+    state.step_acked, state.step_command = True, None
     state.acked_percent, state.acked_at = state.canary_percent, state.step_started_at
     out.note(f"bake clock of {step_label(state)} starts at {state.step_started_at}")
     if first:

@@ -129,6 +129,7 @@ def start_step(
     state.step_started_at = now
     state.step_samples = 0
     state.step_acked = False
+    state.step_command, state.resends = (command if state.acks else None), 0
     if state.canary_percent != share:
         state.cut_slot, state.settling = math.ceil(now / SLOT_S - 1e-9), False
         # what completed before the change is reported by the cohorts routed then; one the
@@ -151,6 +152,7 @@ def end(
     action = CommandAction.PROMOTE if to is Phase.PROMOTED else CommandAction.ROLLBACK
     if to is Phase.PROMOTED:
         state.step = len(state.steps) - 1
+    state.step_command = None
     transition(
         state, to, out, now, reason=reason, evidence=evidence, action=action, verdicts=verdicts
     )

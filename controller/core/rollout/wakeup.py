@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from controller.core.phases import Phase
 from controller.core.policy import Policy, PolicyError, Rule
+from controller.core.rollout.alerts import resend_at
 from controller.core.rollout.assessment import cohorts, context, gate_values
 from controller.core.state import RolloutState
 
@@ -54,8 +55,10 @@ def next_wakeup(
         except PolicyError:
             rules = None
         if state.phase is Phase.PROGRESSING and state.step_started_at is not None:
-            if state.awaiting_ack():  # the router alert, once the acknowledgement is late
-                times.append(state.step_started_at + policy.router.ack_timeout_s)
+            if state.awaiting_ack():  # the next resend (and the router alert) while late
+                resend = resend_at(state, policy)
+                if resend is not None:
+                    times.append(resend)
             else:
                 min_bake, _ = gate_values(state, policy)
                 times.append(state.step_started_at + min_bake)

@@ -667,7 +667,9 @@ def late_router(policy: Policy) -> Rollout:
 def test_a_router_that_applies_late_is_alerted_on_and_the_canary_judged_from_its_ack() -> None:
     rollout = late_router(unit_policy(rules=OUTAGE_RULES))
 
-    assert ["set_traffic", "set_traffic"] == [a for a, _ in rollout.actions()]  # step 1: 50 %
+    first, again, second = rollout.commands  # the first step's command, sent again at 30 s
+    assert first == again
+    assert (s.CommandAction.SET_TRAFFIC, 50.0) == (second.action, second.canary_percent)
     assert 1 == rollout.state.step
     alerts = [(a.kind, a.status, round(a.at.timestamp() - START)) for a in rollout.alerts]
     assert [("router", "firing", 30), ("router", "resolved", 85)] == alerts
@@ -689,11 +691,34 @@ def test_a_router_that_does_not_acknowledge_is_judged_from_the_command() -> None
     assert [] == [a for a in rollout.alerts if a.kind == "router"]
 
 
+def test_an_unacknowledged_command_is_sent_again_as_it_was_with_a_growing_wait() -> None:
+    """A lost command or acknowledgement is recovered: the router acknowledges a command id
+    it sees again. The very same command, so no id ever names two contents."""
+    rollout = Rollout(router_acks=False)
+    rollout.serve(29, canary=10, baseline=90)
+    assert 1 == len(rollout.commands)
+
+    rollout.serve(1, canary=10, baseline=90)  # 30 s: sent again, and the router alert
+    assert 2 == len(rollout.commands)
+    rollout.serve(59, canary=10, baseline=90)  # 90 s: again (twice as long after)
+    assert 2 == len(rollout.commands)
+    rollout.serve(1, canary=10, baseline=90)
+    first = rollout.commands[0]
+    assert [first, first, first] == rollout.commands
+    assert ["firing"] == [a.status for a in rollout.alerts]
+
+    rollout.acknowledge(first)
+    rollout.serve(40, canary=10, baseline=90)
+    assert first not in rollout.commands[3:]  # acknowledged: not again, the step passed
+    assert 1 == rollout.state.step
+
+
 def test_a_step_holds_while_its_acknowledgement_is_awaited() -> None:
     rollout = Rollout(router_acks=False)
     rollout.serve(120, canary=10, baseline=90)  # traffic flows, the router never says so
 
-    assert 1 == len(rollout.commands)
+    assert 1 == len({c.command_id for c in rollout.commands})  # sent at 0, 30 and 90 s
+    assert 3 == len(rollout.commands)
     assessment = explain(rollout.state, rollout.policy, rollout.now)
     assert not assessment.may_advance()
     assert "the router has not acknowledged set_traffic" in assessment.explain()
@@ -701,7 +726,7 @@ def test_a_step_holds_while_its_acknowledgement_is_awaited() -> None:
 
     rollout.acknowledge(rollout.commands[0])
     rollout.serve(10, canary=10, baseline=90)
-    assert 2 == len(rollout.commands)
+    assert 2 == len({c.command_id for c in rollout.commands})
     assert ["firing", "resolved"] == [a.status for a in rollout.alerts if a.kind == "router"]
 
 
@@ -732,7 +757,7 @@ def test_the_bake_waits_while_the_inputs_stop_and_counts_the_backlog_when_they_c
     assert 1 == len(rollout.commands)
     why = explain(rollout.state, rollout.policy, rollout.now).explain()
     assert "baked 9 s of 10 s" in why
-    assert "the baseline is silent too" in why  # by the clock: no canary outage
+    assert "outage" not in why  # neither cohort was heard: no silence grew
     rollout.serve(1, canary=10, baseline=90)  # the inputs have caught up
     assert 2 == len(rollout.commands)
 

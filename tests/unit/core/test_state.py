@@ -17,6 +17,8 @@ from controller.core.phases import Phase
 from controller.core.state import NoCodecError, RolloutState, field_codecs
 from controller.core.stats.cohort import CohortStats
 from controller.errors import RolloutError
+from schemas import Command
+from tests.factories import sample_payloads
 
 #: A rich state (every field set, two approvals, panes, a rule cache, checkpoints...) as the
 #: version of the code before serialization was derived from the fields stored it.
@@ -69,6 +71,7 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     alignment = [("align_s", 0.0), ("received", {}), ("held", {}), ("held_done", {})]
     alignment += [("cut_slot", None), ("cut_waits_for", []), ("settling", False), ("settle_s", 0.0)]
     acks = [("acks", False), ("step_acked", False), ("acked_percent", 0.0), ("acked_at", None)]
+    acks += [("step_command", None), ("resends", 0)]
     alignment += acks
     after_approvals = [k for k, _ in items].index("approvals") + 1
     items.insert(after_approvals, ("approval_reasons", {}))
@@ -143,6 +146,8 @@ def every_field_set() -> RolloutState:
     state.settling, state.settle_s = True, 2.0
     state.acks, state.step_acked = True, True
     state.acked_percent, state.acked_at = 10.0, 1795000020.0
+    state.step_command = next(p for p in sample_payloads() if isinstance(p, Command))
+    state.resends = 2
     return state
 
 

@@ -278,24 +278,28 @@ def deferred_agent() -> tuple[RolloutAgent, dict[bytes, bytes], ListPublisher]:
 def test_deferred_states_are_written_once_per_rollout_at_the_flush() -> None:
     agent, table, publisher = deferred_agent()
     run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
+    assert 1 == agent.writes  # it published a command: written at once, behind it
     for i in range(50):
         record = delta("dep-1", f"d{i}", canary=2, baseline=18, at=T0.timestamp() + i / 10)
         run(agent.handle(STATS, 0, i, b"dep-1", record))
 
-    assert {} == table  # nothing written yet: the worker writes as a commit begins
+    assert 1 == agent.writes  # 50 changes that published nothing: written at the next flush
+    assert 0 == agent.engine.load(table[b"dep-1"]).canary.requests
     state = agent.load("dep-1")
     assert state is not None
     assert (100, 900) == (state.canary.requests, state.baseline.requests)
-    clock = agent.clock
-    assert isinstance(clock, Clock)
-    clock.now += 31.0  # no router acknowledged the first step: its alert is due
-    assert 1 == run(agent.tick())  # the timer sees a rollout that is not stored yet
-    assert ["router"] == [a["data"]["kind"] for a in sent(publisher, Topic.ALERTS)]
 
     assert 1 == agent.flush()
-    assert 1 == agent.writes
+    assert 2 == agent.writes
     assert agent.engine.load(table[b"dep-1"]) == state
     assert 0 == agent.flush()  # nothing changed since
+
+    clock = agent.clock
+    assert isinstance(clock, Clock)
+    clock.now += 31.0  # no router acknowledged the first step: the command again, an alert
+    assert 1 == run(agent.tick())
+    assert ["router"] == [a["data"]["kind"] for a in sent(publisher, Topic.ALERTS)]
+    assert 3 == agent.writes
 
 
 def test_a_state_is_not_flushed_while_its_outputs_are_being_published() -> None:
@@ -314,6 +318,6 @@ def test_a_state_is_not_flushed_while_its_outputs_are_being_published() -> None:
     run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
 
     assert [False, False] == flushed_during  # a command and a decision: neither flushed it
-    assert 1 == agent.flush()
-    assert b"dep-1" in table
+    assert b"dep-1" in table  # written right behind its outputs
+    assert 0 == agent.flush()
     assert [] == list(publisher.values(Topic.COMMANDS))  # the replaced publisher got them

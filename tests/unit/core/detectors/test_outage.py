@@ -193,4 +193,27 @@ def test_silence_is_measured_from_the_newest_event_received_not_only_the_counted
     verdict = Outage.from_params({}).evaluate(BASELINE, CANARY, context)
 
     assert Outcome.PASS == verdict.outcome
-    assert "canary silent for 0.5 s" in verdict.reason
+    assert "canary silent for 0.0 s" in verdict.reason  # heard as far as anything was
+
+
+def test_a_silence_grows_only_while_the_other_cohort_is_heard() -> None:
+    """A worker cut off from its inputs (its lane stalled in a rebalance, a broker outage)
+    hears neither cohort: 30 s of clock is no silence. A dead canary beside a baseline that
+    reports on is one."""
+    stalled = EvaluationContext(
+        now=130.0,
+        step_started_at=0.0,
+        traffic_share=0.1,
+        last_seen={"canary": 100.0, "baseline": 100.2},
+    )
+    dead = EvaluationContext(
+        now=130.0,
+        step_started_at=0.0,
+        traffic_share=0.1,
+        last_seen={"canary": 100.0, "baseline": 129.5},
+    )
+    detector = Outage.from_params({})
+
+    assert Outcome.PASS == detector.evaluate(BASELINE, CANARY, stalled).outcome
+    assert None is detector.wake_at(BASELINE, CANARY, stalled)  # only an input turns it
+    assert Outcome.FAIL == detector.evaluate(BASELINE, CANARY, dead).outcome
