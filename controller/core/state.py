@@ -225,8 +225,7 @@ class RolloutState:
     acked_at: float | None = None
     #: While the acknowledgement is awaited: the step's set_traffic, sent again as it was
     #: `router.ack_timeout_s` after it was issued, then after twice as long each time (a router
-    #: acknowledges a command id it has seen again),
-    #: and how many times it was.
+    #: acknowledges a command id it has seen again), and how many times it was.
     step_command: Command | None = None
     resends: int = 0
     # ---- derived, not part of the value (rebuilt on demand) ----
