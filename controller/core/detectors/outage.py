@@ -266,13 +266,23 @@ def outage_wake_at(
     expect = expectation(baseline, canary, context, params)
     if isinstance(expect, Verdict):
         return None
+    # silences grow with what is heard (`heard`): with the clock only up to the newest report
+    limit = math.inf
     if expect.baseline_rate is not None and context.last_seen:
-        return None  # silences grow with what is heard (`heard`): only an input turns them
-    if not expect.canary_silent(context.now):
+        limit = max(context.last_seen.values())
+        if context.now >= limit:
+            return None  # only an input turns the outcome now
+    wake = _clock_wake(expect, context.now)
+    return wake if wake is None or wake <= limit else None
+
+
+def _clock_wake(expect: Expectation, now: float) -> float | None:
+    """When a silence measured to the clock next turns the outcome, from `now`."""
+    if not expect.canary_silent(now):
         return _silent_from(expect.since, expect.rate, expect.needed, expect.min_gap_s)
     if expect.baseline_rate is None or expect.baseline_last is None:
         return None
-    if expect.baseline_silent(context.now):
+    if expect.baseline_silent(now):
         return None
     return _silent_from(expect.baseline_last, expect.baseline_rate, expect.needed, expect.min_gap_s)
 
