@@ -246,15 +246,15 @@ class Engine:
         at its own time, the worker when it arrives: a router's acknowledgement of a command
         the worker's timer issued can carry a time before replay's next tick, and applied
         first it would acknowledge a command not issued yet."""
+        before = None
         if state is not None and state.is_live():
             wake = self.wakeups.get(state.deployment_id)
             if wake is not None and wake <= now:
                 before = self.on_tick(state, now)
-                after = self._effects(rollout.apply(state, event, self.policy, now), now)
-                if before.empty():
-                    return after
-                return Effects(after.state, before.records + after.records, after.result)
-        return self._effects(rollout.apply(state, event, self.policy, now), now)
+        after = self._effects(rollout.apply(state, event, self.policy, now), now)
+        if before is None or before.empty():
+            return after
+        return Effects(after.state, before.records + after.records, after.result)
 
     def on_delta(
         self,

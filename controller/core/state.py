@@ -216,14 +216,14 @@ class RolloutState:
     settling: bool = False
     settle_s: float = 0.0
     #: The router's acknowledgements (`traffic.applied`): whether it acknowledges (the
-    #: policy's `router.acknowledges` when the rollout was created), whether the current step's
-    #: set_traffic was acknowledged, and the share acknowledged last, since when (its clamped
-    #: `applied_at`). Before a step's acknowledgement the canary is judged at that share.
+    #: policy's `router.acknowledges` when the rollout was created), and the share acknowledged
+    #: last, since when (its clamped `applied_at`). Before a step's acknowledgement the canary
+    #: is judged at that share.
     acks: bool = False
-    step_acked: bool = False
     acked_percent: float = 0.0
     acked_at: float | None = None
-    #: While the acknowledgement is awaited: the step's set_traffic, sent again as it was
+    #: While the step's acknowledgement is awaited (None once it came, or with a router that
+    #: does not acknowledge): the step's set_traffic, sent again as it was
     #: `router.ack_timeout_s` after it was issued, then after twice as long each time (a router
     #: acknowledges a command id it has seen again), and how many times it was.
     step_command: Command | None = None
@@ -408,7 +408,7 @@ class RolloutState:
     def awaiting_ack(self) -> bool:
         """Whether the router has yet to acknowledge the current step's set_traffic (never,
         for a router that does not acknowledge)."""
-        return self.acks and self.traffic_started and not self.step_acked
+        return self.step_command is not None
 
     def applied(self) -> tuple[float, float | None]:
         """The canary's share the router has put in place (percent) and since when: the

@@ -339,8 +339,8 @@ def on_traffic_applied(
         return
     applied = event.applied_at.timestamp()
     state.step_started_at = min(max(state.step_started_at, applied), now)
-    first = not state.step_acked
-    state.step_acked, state.step_command = True, None
+    first = state.step_command is not None
+    state.step_command = None
     state.acked_percent, state.acked_at = state.canary_percent, state.step_started_at
     out.note(f"bake clock of {step_label(state)} starts at {state.step_started_at}")
     if first:

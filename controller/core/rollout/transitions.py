@@ -128,7 +128,6 @@ def start_step(
     state.step_command_id = command.command_id
     state.step_started_at = now
     state.step_samples = 0
-    state.step_acked = False
     state.step_command, state.resends = (command if state.acks else None), 0
     if state.canary_percent != share:
         state.cut_slot, state.settling = math.ceil(now / SLOT_S - 1e-9), False

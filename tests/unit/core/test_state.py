@@ -70,7 +70,7 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     after_seq = [k for k, _ in items].index("seq") + 1
     alignment = [("align_s", 0.0), ("received", {}), ("held", {}), ("held_done", {})]
     alignment += [("cut_slot", None), ("cut_waits_for", []), ("settling", False), ("settle_s", 0.0)]
-    acks = [("acks", False), ("step_acked", False), ("acked_percent", 0.0), ("acked_at", None)]
+    acks = [("acks", False), ("acked_percent", 0.0), ("acked_at", None)]
     acks += [("step_command", None), ("resends", 0)]
     alignment += acks
     after_approvals = [k for k, _ in items].index("approvals") + 1
@@ -144,7 +144,7 @@ def every_field_set() -> RolloutState:
     state.held_done = {"canary": {17950000212: 1795000021.33}}
     state.cut_slot, state.cut_waits_for = 17950000220, ["baseline"]
     state.settling, state.settle_s = True, 2.0
-    state.acks, state.step_acked = True, True
+    state.acks = True
     state.acked_percent, state.acked_at = 10.0, 1795000020.0
     state.step_command = next(p for p in sample_payloads() if isinstance(p, Command))
     state.resends = 2
