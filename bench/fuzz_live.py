@@ -83,6 +83,7 @@ class Sent:
     valid: bool  # a valid event on its own topic
     partition: int = -1
     offset: int = -1
+    failed: bool = False  # the producer gave up on it (its error is in Live.send_errors)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Live:
     args: argparse.Namespace
     sent: list[Sent] = field(default_factory=list)
     send_errors: Counter[str] = field(default_factory=Counter)
+    sender_error: str = ""  # why the sender stopped before every record was resolved
     fuzz_s: float = 0.0
     promote_without: list[float] = field(default_factory=list)
     promote_with: list[float] = field(default_factory=list)
@@ -151,9 +153,13 @@ def send_fuzz(world: Rollouts, live: Live, rate: float, log: Callable[[str], Non
 
         return done
 
-    def failed(exc: BaseException) -> None:
-        with lock:
-            live.send_errors[f"{type(exc).__name__}: {str(exc)[:120]}"] += 1
+    def failed(entry: Sent) -> Callable[[BaseException], None]:
+        def record(exc: BaseException) -> None:
+            entry.failed = True
+            with lock:
+                live.send_errors[f"{type(exc).__name__}: {str(exc)[:120]}"] += 1
+
+        return record
 
     for i, (topic, key, value, headers, kind) in enumerate(records):
         due = started + i / rate
@@ -164,12 +170,23 @@ def send_fuzz(world: Rollouts, live: Live, rate: float, log: Callable[[str], Non
         live.sent.append(entry)
         future = producer.send(world.topic(topic), key=key, value=value, headers=headers)
         future.add_callback(landed(entry))
-        future.add_errback(failed)
+        future.add_errback(failed(entry))
         if (i + 1) % 10_000 == 0:
             log(f"{i + 1:,} fuzz records sent")
-    producer.flush(timeout=60)
-    producer.close(timeout=10)
+    try:
+        # no timeout of its own: every record resolves, landed or failed, within the
+        # producer's delivery timeout; a flush cut short would leave records untraced
+        producer.flush()
+    except Exception as exc:  # recorded: the run is void
+        live.sender_error = f"flush: {type(exc).__name__}: {exc}"
+    finally:
+        producer.close(timeout=10)
     live.fuzz_s = time.monotonic() - started
+
+
+def unresolved(live: Live) -> int:
+    """Records the producer neither landed nor failed: what happened to them is unknown."""
+    return sum(1 for e in live.sent if e.offset < 0 and not e.failed)
 
 
 def healthy_rollout(world: Rollouts, name: str, seed: int, live: Live) -> float | None:
@@ -242,9 +259,14 @@ def fuzz_live(
 
         rollouts_without(args.baseline)
         log(f"without the fuzz: {live.promote_without}")
-        sender = threading.Thread(
-            target=send_fuzz, args=(world, live, args.rate, log), name="fuzz", daemon=True
-        )
+
+        def sending() -> None:
+            try:
+                send_fuzz(world, live, args.rate, log)
+            except Exception as exc:  # recorded: the run is void
+                live.sender_error = f"{type(exc).__name__}: {exc}"
+
+        sender = threading.Thread(target=sending, name="fuzz", daemon=True)
         sender.start()
         while sender.is_alive():
             n += 1
@@ -252,8 +274,10 @@ def fuzz_live(
             if took is not None:
                 live.promote_with.append(took)
         log(f"with the fuzz: {live.promote_with}")
-        if len(live.sent) < args.records:
-            raise RuntimeError(f"the fuzz sender stopped after {len(live.sent)} records")
+        if live.sender_error or len(live.sent) < args.records:
+            raise RuntimeError(
+                f"the fuzz sender stopped after {len(live.sent)} records: {live.sender_error}"
+            )
         rollouts_without(args.baseline)
         # every record consumed, its dead letter (if any) read back
         ends = end_offsets(world)
@@ -311,6 +335,18 @@ def ratio(live: Live) -> float:
     return statistics.median(live.promote_with) / statistics.median(live.promote_without)
 
 
+def void_reason(live: Live) -> str:
+    """Why the run's counts cannot be trusted, or "" when they can."""
+    reasons = []
+    if live.sender_error:
+        reasons.append(f"the sender failed ({live.sender_error[:200]})")
+    if unresolved(live):
+        reasons.append(f"{unresolved(live):,} records neither landed nor failed")
+    if len(live.sent) < live.args.records:
+        reasons.append(f"only {len(live.sent):,} of {live.args.records:,} records were sent")
+    return "; ".join(reasons)
+
+
 def report(live: Live, sha: str) -> str:
     args = live.args
     kinds = Counter(e.kind for e in live.sent)
@@ -319,7 +355,9 @@ def report(live: Live, sha: str) -> str:
     def pct(k: int, n: int) -> str:
         return f"{100 * k / n:.3f} %" if n else "n/a"
 
-    lines = [
+    void = void_reason(live)
+    lines = [f"**VOID RUN: {void}. Its counts below are not a result.**", ""] if void else []
+    lines += [
         f"Command: `python bench/fuzz_live.py --records {args.records} --rate {args.rate:g} "
         f"--seed {args.seed} --baseline {args.baseline}`",
         "",
@@ -400,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         live = fuzz_live(load_settings().bootstrap_servers, Path(tmp), args, log)
     print(report(live, sha))
+    if void_reason(live):
+        sys.exit(2)
 
 
 if __name__ == "__main__":
