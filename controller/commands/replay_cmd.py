@@ -4,12 +4,14 @@ realistic logs to record (see controller.replay)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
+from controller.dev.production import PRODUCTION_SCENARIOS
 from controller.dev.simulate import FAMILIES, PLANS, SCENARIOS
 
 
@@ -110,15 +112,47 @@ def replay_cmd(
     out.flush()
 
 
+def write_log(events: Iterable[Any], stream: IO[bytes]) -> int:
+    """Write events as a log: CloudEvents JSON lines, as they travel on the topics."""
+    count = 0
+    for event in events:
+        stream.write(event.to_json() + b"\n")
+        count += 1
+    return count
+
+
+#: Options of a rollout's log that a production log does not take.
+_ROLLOUT_ONLY = ("rate", "plan_name", "onset_s", "canary_batch_s", "open_loop_s", "policy_path")
+
+
 @click.command("simulate")
 @click.option(
     "--scenario",
     "scenario_name",
     type=click.Choice(list(SCENARIOS)),
-    required=True,
-    help="What the canary does wrong (healthy: nothing).",
+    default=None,
+    help="What the canary does wrong (healthy: nothing). A rollout's log.",
 )
-@click.option("--seed", type=int, required=True, help="Same seed, same log.")
+@click.option(
+    "--production",
+    "production_name",
+    default=None,
+    metavar="SCENARIO",
+    help="A model in production instead of a rollout: one version serving a daily cycle of "
+    "traffic for days, under SCENARIO: " + ", ".join(PRODUCTION_SCENARIOS) + ".",
+)
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="How long a production log lasts (default: the scenario's own length).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Same seed, same log (required with --scenario; a production log's default: 1).",
+)
 @click.option(
     "--rate",
     type=click.FloatRange(min=0.0, min_open=True),
@@ -190,9 +224,13 @@ def replay_cmd(
     help="No controller: S seconds at the first step's traffic share.",
 )
 @policy_option
+@click.pass_context
 def simulate_cmd(
-    scenario_name: str,
-    seed: int,
+    ctx: click.Context,
+    scenario_name: str | None,
+    production_name: str | None,
+    days: float | None,
+    seed: int | None,
     rate: float,
     out_path: str,
     plan_name: str,
@@ -211,7 +249,34 @@ def simulate_cmd(
     and the log ends a few seconds after a promote or rollback (or at the deadline). A summary
     of the run goes to stderr. --family picks the traffic's habits (errors in runs, bursts,
     heavy tails, shared outages, a strong rate cycle); every scenario runs on every family.
+
+    With --production SCENARIO instead of --scenario: a model's production traffic for its
+    monitor (controller.dev.production): a monitor.configured record, then the predictions of
+    each second in one batch, for --days days (families: independent, errors_in_runs, bursts,
+    heavy_tails).
     """
+    if (scenario_name is None) == (production_name is None):
+        raise click.UsageError(
+            "give either --scenario NAME (a rollout's log) or --production NAME (a model in "
+            "production)"
+        )
+    if production_name is not None:
+        _simulate_production(
+            ctx,
+            production_name,
+            days,
+            1 if seed is None else seed,
+            family_name,
+            run_length,
+            kind,
+            out_path,
+        )
+        return
+    assert scenario_name is not None
+    if seed is None:
+        raise click.UsageError("Missing option '--seed'.")
+    if days is not None:
+        raise click.UsageError("--days is for a production log (--production)")
     from controller.dev.simulate import ClosedLoop, FleetConfig, generate
     from controller.replay.replay import Runner
 
@@ -233,12 +298,16 @@ def simulate_cmd(
     stream: IO[bytes]
     with click.open_file(out_path, "wb") as stream:
         if open_loop_s is not None:
-            count = 0
-            for event in generate(
-                scenario_name, seed=seed, duration_s=open_loop_s, config=config, rollout_plan=plan
-            ):
-                stream.write(event.to_json() + b"\n")
-                count += 1
+            count = write_log(
+                generate(
+                    scenario_name,
+                    seed=seed,
+                    duration_s=open_loop_s,
+                    config=config,
+                    rollout_plan=plan,
+                ),
+                stream,
+            )
             click.echo(f"{count} records, open loop, {open_loop_s:g} s", err=True)
             return
         loop = ClosedLoop(
@@ -248,8 +317,7 @@ def simulate_cmd(
             config=config,
             rollout_plan=plan,
         )
-        for event in loop:
-            stream.write(event.to_json() + b"\n")
+        write_log(loop, stream)
     o = loop.outcome
     ended = "no terminal command" if o.terminal_action is None else o.terminal_action
     timing = ""
@@ -265,3 +333,59 @@ def simulate_cmd(
     click.echo(f"{o.deployment_id}: {o.records} records, {ended}{timing}", err=True)
     if o.terminal_reason:
         click.echo(f"  reason: {o.terminal_reason}", err=True)
+
+
+def _simulate_production(
+    ctx: click.Context,
+    name: str,
+    days: float | None,
+    seed: int,
+    family_name: str,
+    run_length: float | None,
+    kind: str,
+    out_path: str,
+) -> None:
+    """`rollout simulate --production NAME`: a production log (see simulate_cmd)."""
+    from click.core import ParameterSource
+
+    from controller.dev.production import (
+        ProductionConfig,
+        ProductionTraffic,
+        production_family,
+        production_scenario,
+    )
+    from controller.dev.simulate import UnknownScenarioError
+
+    given = [
+        p.opts[0]
+        for p in ctx.command.params
+        if p.name in _ROLLOUT_ONLY
+        and ctx.get_parameter_source(p.name) not in (None, ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: for a rollout's log, not --production")
+    try:
+        scenario = production_scenario(name)
+        family = production_family(family_name)
+    except UnknownScenarioError as exc:
+        raise click.UsageError(str(exc)) from None
+    if run_length is not None:
+        if family.error_runs is None:
+            raise click.UsageError(
+                f"--run-length needs a family with error runs, not {family.name}"
+            )
+        family = family.with_run_length(run_length)
+    config = ProductionConfig(
+        family=family,
+        prediction_kind=kind,  # type: ignore[arg-type]  # click.Choice narrows it
+    )
+    traffic = ProductionTraffic(scenario, seed=seed, config=config, days=days)
+    stream: IO[bytes]
+    with click.open_file(out_path, "wb") as stream:
+        count = write_log(traffic.envelopes(), stream)
+    length = (traffic.end - traffic.start) / 86400
+    click.echo(
+        f"{config.deployment_id}: {count} records, production scenario {scenario.name}, "
+        f"{length:g} days, family {family.name}, seed {seed}",
+        err=True,
+    )
