@@ -821,6 +821,14 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(["python bench/monitoring.py", *argv])
 
 
+def monitor_digest() -> str:
+    """The monitor core's source as measured (its files may differ from the commit)."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "controller" / "core" / "monitor").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -841,6 +849,7 @@ def main(argv: list[str] | None = None) -> None:
             if getattr(args, key) == defaults[key]:
                 setattr(args, key, value)
     code = commit()  # the code measured is the code at the start: read it before the runs
+    core = monitor_digest()
     try:
         families = _families(args.families)
         detect_families = _families(args.detect_families)
@@ -902,7 +911,8 @@ def main(argv: list[str] | None = None) -> None:
     parts = [
         f"Command: `{command_line(argv)}`",
         "",
-        f"- Code: commit {code}. Monitoring policy: {policy_line}.",
+        f"- Code: commit {code}; the monitor core `controller/core/monitor/*.py` sha256 "
+        f"{core}. Monitoring policy: {policy_line}.",
         f"- Traffic: `controller.dev.production`, {cycle.night:g} req/s at "
         f"{cycle.minimum_hour:02.0f}:00 to {cycle.peak:g} req/s at {cycle.peak_hour:02.0f}:00 UTC "
         "(and a random walk of the log-rate), 1 % errors; folded per second; the monitor "
