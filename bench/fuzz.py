@@ -216,7 +216,7 @@ class _Producer:
     ) -> asyncio.Future[None]:
         if topic == "rollout.dead-letter":
             self.letters += 1
-        else:
+        elif orjson.loads(value).get("target", "rollout") == "rollout":  # not the monitor's copy
             self.predictions += orjson.loads(value)["count"]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)

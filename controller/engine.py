@@ -40,7 +40,9 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from controller.core import rollout
+from controller.core import monitor, rollout
+from controller.core.ids import derive_id
+from controller.core.monitor import MonitoringPolicy, MonitorState
 from controller.core.policy import Policy
 from controller.core.rollout import Output, Result, RolloutState
 from controller.core.rollout.result import cut_after
@@ -51,6 +53,9 @@ from schemas import (
     DeadLetter,
     Decision,
     Envelope,
+    MonitorConfigured,
+    MonitorDecision,
+    MonitorDeleted,
     Rejection,
     Topic,
     make_event,
@@ -103,20 +108,23 @@ class OutputRecord:
         return event.to_json()
 
 
-def output_id(payload: Output) -> str:
+AnyOutput = Output | MonitorDecision
+
+
+def output_id(payload: AnyOutput) -> str:
     """The deterministic CloudEvents id of an output of the core."""
     if isinstance(payload, Command):
         return payload.command_id
-    if isinstance(payload, Decision):
+    if isinstance(payload, Decision | MonitorDecision):
         return payload.decision_id
     return payload.alert_id
 
 
-def output_time(payload: Output) -> datetime:
+def output_time(payload: AnyOutput) -> datetime:
     return payload.issued_at if isinstance(payload, Command) else payload.at
 
 
-def output_record(payload: Output, source: str = SOURCE) -> OutputRecord:
+def output_record(payload: AnyOutput, source: str = SOURCE) -> OutputRecord:
     event: Envelope[Any] = make_event(
         payload, source=source, time=output_time(payload), id=output_id(payload)
     )
@@ -212,15 +220,40 @@ class Effects:
         return cut_after(self.records, lambda r: r.topic is Topic.DECISIONS)
 
 
+@dataclass(frozen=True)
+class MonitorEffects:
+    """What one engine call on a model's monitor produced: the new state, the output records
+    in publishing order, and why a configuration was refused (None when it applied)."""
+
+    state: MonitorState | None
+    records: tuple[OutputRecord, ...] = ()
+    refusal: str | None = None
+
+    def empty(self) -> bool:
+        return not self.records
+
+
+def _default_monitoring() -> MonitoringPolicy:
+    from controller.policy_io import default_monitoring_policy
+
+    return default_monitoring_policy()
+
+
 @dataclass
 class Engine:
-    """The core plus a policy, and the rollouts' wake-ups."""
+    """The core plus a policy, and the rollouts' and monitors' wake-ups."""
 
     policy: Policy
     source: str = SOURCE
     tick_every_rollout: bool = False
     #: The next wake-up of each rollout seen (None: only an input can wake it).
     wakeups: dict[str, float | None] = field(default_factory=dict)
+    #: The monitoring policy of monitors configured without one of their own.
+    monitoring: MonitoringPolicy = field(default_factory=_default_monitoring)
+    #: The next check of each model's monitor seen (None: only an input can wake it).
+    monitor_wakeups: dict[str, float | None] = field(default_factory=dict)
+    #: Inline monitoring policies, validated once each (by their JSON).
+    _policies: dict[bytes, MonitoringPolicy] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_policy_file(cls, path: Path | None, **kwargs: Any) -> Engine:
@@ -255,6 +288,118 @@ class Engine:
         if before is None or before.empty():
             return after
         return Effects(after.state, before.records + after.records, after.result)
+
+    # ---- monitors ---------------------------------------------------------------------
+
+    def load_monitor(self, raw: bytes) -> MonitorState:
+        return MonitorState.from_dict(orjson.loads(raw))
+
+    def dump_monitor(self, state: MonitorState) -> bytes:
+        return orjson.dumps(state.to_dict())
+
+    def monitoring_policy(self, state: MonitorState) -> MonitoringPolicy:
+        """The monitor's own policy, else the engine's."""
+        if state.policy is None:
+            return self.monitoring
+        key = orjson.dumps(state.policy, option=orjson.OPT_SORT_KEYS)
+        found = self._policies.get(key)
+        if found is None:
+            found = self._policies[key] = MonitoringPolicy.from_mapping(state.policy)
+        return found
+
+    def on_monitor_event(
+        self, state: MonitorState | None, event: Envelope[Any], now: float
+    ) -> MonitorEffects:
+        """A monitor.configured or monitor.deleted event for its model's monitor."""
+        data = event.data
+        if isinstance(data, MonitorConfigured):
+            result = monitor.configure(state, data, now)
+        elif isinstance(data, MonitorDeleted):
+            result = monitor.delete(state, data, now)
+        else:
+            raise TypeError(f"not a monitor event: {event.type}")
+        return self._monitor_effects(result, now)
+
+    def on_monitor_delta(
+        self,
+        state: MonitorState | None,
+        model: str,
+        cohorts: Iterable[tuple[str, str, CohortStats]],
+        delta_id: str | None,
+        now: float,
+    ) -> MonitorEffects:
+        """Pre-folded predictions of a model: counted now, judged at the next check."""
+        state = monitor.observe(state, model, cohorts, delta_id, now)
+        if state.model not in self.monitor_wakeups or self.monitor_wakeups[state.model] is None:
+            self.monitor_wakeups[state.model] = monitor.next_check(
+                state, self.monitoring_policy(state), now
+            )
+        return MonitorEffects(state)
+
+    def on_monitor_tick(
+        self, state: MonitorState, now: float, heard: float | None = None
+    ) -> MonitorEffects:
+        """The monitor's check (call it for the monitors `monitors_due`). `heard`: how far the
+        inputs are known to be complete (None: up to now)."""
+        policy = self.monitoring_policy(state)
+        return self._monitor_effects(monitor.check(state, policy, now, heard), now)
+
+    def monitors_due(self, keys: Iterable[str], now: float) -> list[str]:
+        """The monitors among `keys` a tick at `now` must check (as `due` for rollouts)."""
+        wakeups = self.monitor_wakeups
+        due = []
+        for key in keys:
+            at = wakeups.get(key, now)
+            if at is not None and at <= now:
+                due.append(key)
+        return due
+
+    def _monitor_effects(self, result: monitor.MonitorResult, now: float) -> MonitorEffects:
+        state = result.state
+        if state is not None:
+            self.monitor_wakeups[state.model] = monitor.next_check(
+                state, self.monitoring_policy(state), now
+            )
+        records = tuple(output_record(o, self.source) for o in result.outputs)
+        return MonitorEffects(state, records, result.refusal)
+
+    def _monitor_configurations(
+        self, state: RolloutState | None, result: Result
+    ) -> tuple[OutputRecord, ...]:
+        """Every rollout configures its model's monitor: at its start the baseline serves
+        production; after a promote the candidate (with the request's training profile), after
+        a rollback or abort the baseline again. Sent on the deployments topic, keyed by the
+        model, so the worker that owns the model's monitor applies it."""
+        if state is None:
+            return ()
+        request = state.deployment
+        records = []
+        for decision in result.decisions:
+            if decision.from_phase == "pending":
+                version, why = request.baseline_version, "started: the baseline serves"
+            elif decision.to_phase == "promoted":
+                version, why = request.candidate_version, "promoted: the candidate serves"
+            elif decision.to_phase in ("rolled_back", "aborted"):
+                version, why = request.baseline_version, f"{decision.to_phase}: the baseline serves"
+            else:
+                continue
+            promoted = decision.to_phase == "promoted"
+            config = MonitorConfigured(
+                model=request.model,
+                version=version,
+                training_profile=request.training_profile if promoted else None,
+                source=f"rollout:{request.deployment_id}",
+                by=self.source,
+                reason=f"rollout {request.deployment_id} {why}",
+            )
+            event: Envelope[Any] = make_event(
+                config,
+                source=self.source,
+                time=decision.at,
+                id=derive_id("moncfg", request.deployment_id, 0, decision.decision_id, 0),
+            )
+            records.append(OutputRecord(Topic.DEPLOYMENTS, request.model, event))
+        return tuple(records)
 
     def on_delta(
         self,
@@ -304,6 +449,8 @@ class Engine:
                     state, self.policy, now, transitioned=bool(result.decisions)
                 )
         records = tuple(output_record(o, self.source) for o in result.outputs)
+        if result.decisions:
+            records += self._monitor_configurations(state, result)
         return Effects(state, records, result)
 
 
@@ -313,6 +460,7 @@ __all__ = [
     "SOURCE",
     "Effects",
     "Engine",
+    "MonitorEffects",
     "OutputRecord",
     "dead_letter",
     "output_id",

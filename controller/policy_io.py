@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from controller.core.monitor.policy import MonitoringPolicy
 from controller.core.policy import Policy, PolicyError, Registry
 
 Format = Literal["yaml", "json"]
@@ -49,3 +50,38 @@ def default_policy_text() -> str:
 def default_policy(registry: Registry | None = None) -> Policy:
     """The policy shipped with the package (controller/policies/default.yaml)."""
     return parse_policy(default_policy_text(), "yaml", registry)
+
+
+DEFAULT_MONITORING_POLICY = "monitoring.yaml"
+
+
+def parse_monitoring_policy(text: str, fmt: Format = "yaml") -> MonitoringPolicy:
+    """A validated monitoring policy from YAML or JSON text; raises PolicyError."""
+    try:
+        data: Any = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise PolicyError("monitoring policy", [f"not {fmt.upper()}: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise PolicyError(
+            "monitoring policy", [f"the document must be a mapping, got {type(data).__name__}"]
+        )
+    return MonitoringPolicy.from_mapping(data)
+
+
+def load_monitoring_policy(path: str | Path) -> MonitoringPolicy:
+    """Read and validate a monitoring policy file (`.json` as JSON, anything else as YAML)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"policy file {path}", [f"cannot read it: {exc.strerror}"]) from None
+    fmt: Format = "json" if path.suffix.lower() == ".json" else "yaml"
+    return parse_monitoring_policy(text, fmt)
+
+
+def default_monitoring_policy() -> MonitoringPolicy:
+    """The monitoring policy shipped with the package (controller/policies/monitoring.yaml)."""
+    text = (resources.files("controller") / "policies" / DEFAULT_MONITORING_POLICY).read_text(
+        "utf-8"
+    )
+    return parse_monitoring_policy(text)

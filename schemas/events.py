@@ -304,6 +304,50 @@ class RollbackRequested(_ManualAction):
     EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "rollback.requested.v1"
 
 
+class MonitorConfigured(Payload):
+    """Watch a model in production, or change how it is watched: keyed by the model.
+
+    Sent by people (`rollout monitor set`) and by the controller itself for every rollout: at
+    its start (the baseline is watched) and at its end (the candidate after a promote, the
+    baseline after a rollback or abort). A field left out keeps what the monitor had."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "monitor.configured.v1"
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    model: Ident
+    #: the version serving production; None keeps the monitor's (at first: the version that
+    #: reports the most traffic)
+    version: Ident | None = None
+    #: an inline monitoring policy (format: controller/core/monitor/policy.py); None keeps the
+    #: monitor's (at first: the packaged default)
+    policy: Evidence | None = None
+    training_profile: TrainingProfile | None = None
+    #: auto: learn a reference for each new version; relearn: start learning one now; pin:
+    #: keep the current reference across versions until a relearn
+    reference: Literal["auto", "relearn", "pin"] = "auto"
+    #: who configured it: "operator", or "rollout:<deployment id>"
+    source: Name = "operator"
+    by: Name
+    reason: Text = ""
+
+    def record_key(self) -> str:
+        return self.model
+
+
+class MonitorDeleted(Payload):
+    """Stop watching a model (its predictions are counted as unmonitored again)."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "monitor.deleted.v1"
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    model: Ident
+    by: Name
+    reason: Text = ""
+
+    def record_key(self) -> str:
+        return self.model
+
+
 class TrafficApplied(Payload):
     """The serving router's acknowledgement that it applied a command."""
 
@@ -542,6 +586,31 @@ class Decision(Payload):
     at: Timestamp
 
 
+MonitorAction = Literal[
+    "configured", "deleted", "reference_learned", "alert_fired", "alert_resolved", "unmonitored"
+]
+
+
+class MonitorDecision(Payload):
+    """What a model's monitor judged and why: the audit trail of production, keyed by model."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "monitor.decision.v1"
+    TOPIC: ClassVar[Topic] = Topic.DECISIONS
+
+    decision_id: Ident
+    model: Ident
+    version: Ident | None = None
+    action: MonitorAction
+    #: the rule (and its key: a feature, a kind) an alert decision is about
+    rule: Name | None = None
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
+    evidence: Evidence = Field(default_factory=dict)
+    at: Timestamp
+
+    def record_key(self) -> str:
+        return self.model
+
+
 class FieldError(Contract):
     loc: Str
     message: Str
@@ -578,6 +647,8 @@ PAYLOADS: tuple[type[Payload], ...] = (
     AbortRequested,
     RollbackRequested,
     TrafficApplied,
+    MonitorConfigured,
+    MonitorDeleted,
     PredictionServed,
     PredictionBatch,
     LabelReported,
@@ -588,6 +659,7 @@ PAYLOADS: tuple[type[Payload], ...] = (
     Command,
     Alert,
     Decision,
+    MonitorDecision,
     DeadLetter,
 )
 

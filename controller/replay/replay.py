@@ -26,10 +26,12 @@ from typing import Any
 import orjson
 
 import schemas as s
+from controller.core.monitor import MonitoringPolicy, MonitorState
 from controller.core.policy import Policy
 from controller.core.state import RolloutState
-from controller.engine import SOURCE, Effects, Engine, next_tick
-from schemas import Envelope, Rejection
+from controller.engine import SOURCE, Effects, Engine, MonitorEffects, next_tick
+from controller.stream.deltas import Folder
+from schemas import Envelope, Rejection, Topic
 
 DEFAULT_TICK_S = 1.0
 
@@ -66,6 +68,20 @@ class DeploymentReport:
 
 
 @dataclass
+class MonitorReport:
+    """What happened to one model's monitor during a replay."""
+
+    model: str
+    version: str | None = None
+    stage: str = "unmonitored"
+    predictions: int = 0
+    fired: int = 0
+    resolved: int = 0
+    firing: list[str] = field(default_factory=list)
+    last_reason: str = ""
+
+
+@dataclass
 class Runner:
     """The engine over a stream of events: one state per deployment, ticks between events.
 
@@ -81,17 +97,29 @@ class Runner:
     tick_every_rollout: bool = False
     states: dict[str, RolloutState] = field(default_factory=dict)
     reports: dict[str, DeploymentReport] = field(default_factory=dict)
+    #: the models' monitors (keyed by model), and what happened to each
+    monitoring: MonitoringPolicy | None = None
+    monitors: dict[str, MonitorState] = field(default_factory=dict)
+    monitor_reports: dict[str, MonitorReport] = field(default_factory=dict)
+    #: the controller's own monitor configurations found in the log (re-derived, not applied)
+    skipped_own: int = 0
     now: float | None = None
     events: int = 0
     #: rollouts judged by the timer
     ticked: int = 0
     engine: Engine = field(init=False)
     _next_tick: float | None = None
+    #: predictions since the last tick, folded by deployment (the worker's lane, per second)
+    _folder: Folder = field(init=False)
 
     def __post_init__(self) -> None:
+        extra: dict[str, Any] = {}
+        if self.monitoring is not None:
+            extra["monitoring"] = self.monitoring
         self.engine = Engine(
-            self.policy, source=self.source, tick_every_rollout=self.tick_every_rollout
+            self.policy, source=self.source, tick_every_rollout=self.tick_every_rollout, **extra
         )
+        self._folder = Folder()
 
     def feed(self, event: Envelope[Any]) -> list[Envelope[Any]]:
         """Apply one event at its time, after the ticks due before it."""
@@ -101,11 +129,65 @@ class Runner:
         self.now = now
         self.events += 1
         key = event.key()
+        data = event.data
+        if isinstance(data, s.MonitorConfigured | s.MonitorDeleted):
+            if event.source == self.source and isinstance(data, s.MonitorConfigured):
+                self.skipped_own += 1  # a rollout's own: replay derives it again
+                return published
+            return published + self._monitor_event(event, now)
+        if isinstance(data, s.PredictionServed | s.PredictionBatch):
+            self._folder.add(event)  # for the model's monitor, at the next tick
         effects = self.engine.on_event(self.states.get(key), event, now)
         if effects.state is not None:
             self.states[key] = effects.state
         published += self._publish(key, effects)
         return published
+
+    def _monitor_event(self, event: Envelope[Any], now: float) -> list[Envelope[Any]]:
+        model = event.key()
+        effects = self.engine.on_monitor_event(self.monitors.get(model), event, now)
+        return self._publish_monitor(model, effects)
+
+    def _observe(self, now: float) -> None:
+        """Hand the predictions folded since the last tick to their models' monitors."""
+        if not self._folder:
+            return
+        for fold in self._folder.drain():
+            model = fold.model
+            cohorts = [(c, v, stats) for (c, v), stats in sorted(fold.cohorts.items())]
+            effects = self.engine.on_monitor_delta(
+                self.monitors.get(model), model, cohorts, None, now
+            )
+            if effects.state is not None:
+                self.monitors[model] = effects.state
+                self._monitor_report(model, effects.state)
+
+    def _publish_monitor(self, model: str, effects: MonitorEffects) -> list[Envelope[Any]]:
+        state = effects.state
+        if state is not None:
+            self.monitors[model] = state
+        report = self._monitor_report(model, state)
+        envelopes = [record.event for record in effects.records]
+        for envelope in envelopes:
+            payload = envelope.data
+            if isinstance(payload, s.MonitorDecision):
+                if payload.action == "alert_fired":
+                    report.fired += 1
+                    report.last_reason = payload.reason
+                elif payload.action == "alert_resolved":
+                    report.resolved += 1
+        return envelopes
+
+    def _monitor_report(self, model: str, state: MonitorState | None) -> MonitorReport:
+        report = self.monitor_reports.get(model)
+        if report is None:
+            report = self.monitor_reports[model] = MonitorReport(model)
+        if state is not None:
+            report.version = state.version
+            report.stage = state.stage()
+            report.predictions = state.requests + state.other_requests
+            report.firing = state.firing()
+        return report
 
     def advance(self, until: float) -> list[Envelope[Any]]:
         """Tick the rollouts that are due at each grid time up to `until` (inclusive)."""
@@ -126,6 +208,10 @@ class Runner:
                     continue
                 self.ticked += 1
                 published += self._publish(key, self.engine.on_tick(state, self.now))
+            self._observe(self.now)
+            for model in self.engine.monitors_due(sorted(self.monitors), self.now):
+                effects = self.engine.on_monitor_tick(self.monitors[model], self.now)
+                published += self._publish_monitor(model, effects)
         return published
 
     def _publish(self, key: str, effects: Effects) -> list[Envelope[Any]]:
@@ -136,14 +222,19 @@ class Runner:
                 key, created_at=state.created_at, steps=len(state.steps)
             )
         envelopes = [record.event for record in effects.records]
+        for record in effects.records:
+            if record.topic is Topic.DEPLOYMENTS:  # a rollout configures its model's monitor
+                envelopes += self._monitor_event(record.event, self.now or 0.0)
         if report is not None:
             for envelope in envelopes:
                 payload = envelope.data
                 if isinstance(payload, s.Command):
                     report.commands += 1
                 elif isinstance(payload, s.Alert):
+                    if payload.kind.startswith("monitor."):
+                        continue
                     report.alerts += 1
-                else:
+                elif isinstance(payload, s.Decision):
                     report.decisions += 1
                     if payload.to_phase in ("promoted", "rolled_back", "aborted"):
                         report.decided_at = payload.at.timestamp()
@@ -193,6 +284,7 @@ class ReplayResult:
     rejected: int = 0
     outputs: int = 0
     deployments: list[DeploymentReport] = field(default_factory=list)
+    monitors: list[MonitorReport] = field(default_factory=list)
 
 
 def _ignore(_: Any) -> None:
@@ -208,6 +300,7 @@ def replay(
     reject: Callable[[Rejected], None] = _ignore,
     tick_every_rollout: bool = False,
     until: float | None = None,
+    monitoring: MonitoringPolicy | None = None,
 ) -> ReplayResult:
     """Run the core over the lines of a log; `emit` gets each output, `reject` each bad line.
 
@@ -217,7 +310,9 @@ def replay(
     export` says when): a decision the clock made after the last input (a bake that ends after
     the traffic stopped) is replayed too.
     """
-    runner = Runner(policy, tick_s=tick_s, tick_every_rollout=tick_every_rollout)
+    runner = Runner(
+        policy, tick_s=tick_s, tick_every_rollout=tick_every_rollout, monitoring=monitoring
+    )
     result = ReplayResult()
     for number, line in enumerate(lines, start=1):
         raw = line.encode() if isinstance(line, str) else line
@@ -238,6 +333,7 @@ def replay(
             emit(output)
     result.events = runner.events
     result.deployments = list(runner.reports.values())
+    result.monitors = list(runner.monitor_reports.values())
     return result
 
 
@@ -277,6 +373,21 @@ def summary_table(result: ReplayResult, *, reason_width: int = 100) -> str:
             f"{_seconds(d.time_to_decision_s)} | {d.canary_requests} / {d.baseline_requests} | "
             f"{reason or '-'} |"
         )
+    if result.monitors:
+        rows += [
+            "",
+            "| model | version | monitor | predictions | alerts fired / resolved | firing now "
+            "| last alert |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m in result.monitors:
+            reason = m.last_reason.replace("|", "/").replace("\n", " ")
+            if len(reason) > reason_width:
+                reason = reason[: reason_width - 3] + "..."
+            rows.append(
+                f"| {m.model} | {m.version or '-'} | {m.stage} | {m.predictions} | "
+                f"{m.fired} / {m.resolved} | {', '.join(m.firing) or '-'} | {reason or '-'} |"
+            )
     rows.append("")
     rows.append(
         f"{result.lines} lines, {result.events} events applied, {result.rejected} rejected, "

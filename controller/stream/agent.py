@@ -33,7 +33,7 @@ import structlog
 from opentelemetry.trace import SpanKind, Tracer
 
 from controller.core.rollout import RolloutState
-from controller.engine import Effects, Engine, OutputRecord, dead_letter
+from controller.engine import Effects, Engine, MonitorEffects, OutputRecord, dead_letter
 from controller.observability import (
     inject_headers,
     messaging_attributes,
@@ -43,7 +43,8 @@ from controller.observability import (
 )
 from controller.observability.messaging import Operation
 from controller.stream.deltas import StatsDelta
-from schemas import FieldError, Rejection, Topic, decode
+from controller.stream.monitors import MonitorStore
+from schemas import FieldError, MonitorConfigured, MonitorDeleted, Rejection, Topic, decode
 
 log = structlog.get_logger(__name__)
 
@@ -82,9 +83,18 @@ class RolloutAgent:
         tracer: Tracer | None = None,
         clock: Callable[[], float] = time.time,
         deferred: bool = False,
+        monitors: Table | None = None,
+        heard: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.table = table
+        #: the models' monitors (their own table, keyed by model); a dict when none is given
+        self.monitors = MonitorStore(engine, monitors if monitors is not None else {}, clock=clock)
+        #: how far the inputs are known to be complete (None: up to now): the lane's reach
+        self.heard = heard
+        #: predictions merged into monitors, and monitors checked by the timer
+        self.watched_predictions = 0
+        self.checked = 0
         #: Store states at `flush` (the worker's commits) instead of at every change: each
         #: rollout's state is written at most once per commit interval (write amplification)
         self.deferred = deferred
@@ -139,6 +149,19 @@ class RolloutAgent:
         now = self.clock()
         if topic == self.stats_topic:
             delta = StatsDelta.from_json(value or b"")
+            if delta.target == "monitor":
+                with self._process_span(topic, partition, offset, delta.model, headers):
+                    watched = self.engine.on_monitor_delta(
+                        self.monitors.load(delta.model),
+                        delta.model,
+                        delta.cohorts,
+                        delta.delta_id,
+                        now,
+                    )
+                    if watched.state is not None:
+                        self.monitors.keep(watched.state)
+                    self.watched_predictions += delta.count
+                return
             with self._process_span(topic, partition, offset, delta.deployment_id, headers):
                 state = self.load(delta.deployment_id)
                 if state is None:
@@ -161,6 +184,23 @@ class RolloutAgent:
             await self.reject(topic, partition, offset, key, value, wrong)
             return
         deployment_id = result.key()
+        if isinstance(result.data, MonitorConfigured | MonitorDeleted):
+            with self._process_span(
+                topic, partition, offset, deployment_id, headers, result.traceparent
+            ):
+                found = self.monitors.load(deployment_id)
+                done = self.engine.on_monitor_event(found, result, now)
+                await self.commit_monitor(done)
+                if done.refusal:
+                    log.info("monitor.refused", model=deployment_id, reason=done.refusal)
+                    refused = Rejection(
+                        reason=f"refused: {done.refusal}",
+                        errors=(FieldError(loc="$", message=done.refusal, kind="refused"),),
+                        event_type=result.type,
+                        event_id=result.id,
+                    )
+                    await self.reject(topic, partition, offset, key, value, refused)
+            return
         with self._process_span(
             topic, partition, offset, deployment_id, headers, result.traceparent
         ):
@@ -244,7 +284,25 @@ class RolloutAgent:
         self._write(deployment_id, state)
         self._dirty.discard(deployment_id)
 
-    def flush(self) -> int:
+    async def commit_monitor(self, effects: MonitorEffects) -> None:
+        """Publish what a monitor decided, then keep its state (written at once behind
+        outputs, as a rollout's)."""
+        state = effects.state
+        if state is None:
+            return
+        self._publishing.add("\x00monitor:" + state.model)
+        try:
+            await self.publish_monitor(effects)
+        finally:
+            self._publishing.discard("\x00monitor:" + state.model)
+        self.monitors.keep(state, write=bool(effects.records))
+
+    async def publish_monitor(self, effects: MonitorEffects) -> None:
+        for record in effects.records:
+            _log_output(record)
+            await self.send(record)
+
+    def flush(self, *, force: bool = False) -> int:
         """Write the states changed since the last flush to the table, one record each; how
         many. The worker calls it as each offset commit begins, before the producer is flushed:
         the states reach the changelog before the offsets of the inputs that changed them are
@@ -254,7 +312,7 @@ class RolloutAgent:
             self._write(deployment_id, self._decoded[deployment_id][1])
             self._dirty.discard(deployment_id)  # a failed write stays for the next flush
             written += 1
-        return written
+        return written + self.monitors.flush(force=force)
 
     def _write(self, deployment_id: str, state: RolloutState) -> None:
         raw = self.engine.dump(state)
@@ -286,7 +344,36 @@ class RolloutAgent:
             except Exception:  # one broken rollout must not stop the timer for the others
                 log.exception("tick.error", deployment=deployment_id)
         self.ticked += judged
+        judged += await self._check_monitors(owned, now)
         return judged
+
+    async def _check_monitors(self, owned: Callable[[str], bool], now: float) -> int:
+        """Check the monitors of this agent's partitions that are due."""
+        self.monitors.forget_stale()
+        heard = self.heard()
+        checked = 0
+        for model in self.engine.monitors_due(self.monitors.models(), now):
+            if not owned(model):
+                continue
+            try:
+                state = self.monitors.load(model)
+                if state is None:
+                    continue
+                effects = self.engine.on_monitor_tick(state, now, heard)
+                if effects.empty():
+                    self.monitors.keep(state)
+                else:
+                    with self.tracer.start_as_current_span(
+                        "check monitor",
+                        kind=SpanKind.INTERNAL,
+                        attributes={"monitor.model": model},
+                    ):
+                        await self.commit_monitor(effects)
+                checked += 1
+            except Exception:  # one broken monitor must not stop the timer for the others
+                log.exception("monitor.check_error", model=model)
+        self.checked += checked
+        return checked
 
     async def _tick_one(self, deployment_id: str, now: float) -> int:
         state = self.load(deployment_id)
@@ -369,6 +456,19 @@ class RolloutAgent:
 
 def _log_output(record: OutputRecord) -> None:
     data = record.event.data
+    if isinstance(data, MonitorConfigured):
+        log.info("monitor.configuration", model=data.model, version=data.version, by=data.by)
+        return
+    if record.topic is Topic.DECISIONS and not hasattr(data, "deployment_id"):
+        log.info(
+            "monitor.decision",
+            model=data.model,
+            version=data.version,
+            action=data.action,
+            rule=data.rule,
+            reason=data.reason,
+        )
+        return
     if record.topic is Topic.DECISIONS:
         log.info(
             "rollout.decision",

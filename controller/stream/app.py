@@ -136,6 +136,16 @@ class RolloutWorker:
             key_type=bytes,
             value_type=bytes,
         )
+        #: the models' monitors, keyed by model (co-partitioned with the stats topic's monitor
+        #: deltas and the deployments topic's monitor events, which are keyed by model too)
+        self.monitor_table = self.app.Table(
+            "monitors",
+            default=None,
+            partitions=settings.topic_partitions,
+            use_partitioner=True,
+            key_type=bytes,
+            value_type=bytes,
+        )
         raw = {
             "key_type": bytes,
             "value_type": bytes,
@@ -149,7 +159,14 @@ class RolloutWorker:
             self.stats_topic,
             **raw,
         )
-        outputs = (Topic.COMMANDS, Topic.ALERTS, Topic.DECISIONS, Topic.DEAD_LETTER)
+        # the deployments topic is an output too: every rollout configures its model's monitor
+        outputs = (
+            Topic.COMMANDS,
+            Topic.ALERTS,
+            Topic.DECISIONS,
+            Topic.DEAD_LETTER,
+            Topic.DEPLOYMENTS,
+        )
         self.out = {t: self.app.topic(self.names[t], **raw) for t in outputs}
         self.agent = RolloutAgent(
             engine,
@@ -160,8 +177,12 @@ class RolloutWorker:
             tracer=self.tracer,
             clock=clock,
             deferred=True,
+            monitors=self.monitor_table,
+            heard=self._heard,
         )
         self.app.sensors.add(FlushBeforeCommit(self.agent))
+        self.app.on_partitions_revoked.connect(self._flush_monitors)
+        self.app.on_before_shutdown.connect(self._flush_monitors)
         self.app.agent(self.inputs, name="rollouts")(self._agent)
         self.tick_interval_s = settings.tick_interval_s
         self.app.task(self._ticker)
@@ -179,6 +200,21 @@ class RolloutWorker:
                 clock=clock,
             )
             self.app.task(self._run_lane)
+
+    def _heard(self) -> float | None:
+        """How far the monitors' inputs are known to be complete: when the lane last had
+        every prediction on the topic sent on (None without a lane: up to now)."""
+        if self.lane is None:
+            return None
+        return self.lane.reached_at if self.lane.reached_at is not None else 0.0
+
+    async def _flush_monitors(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Before partitions go to another worker, and before shutdown, every changed monitor
+        is written."""
+        try:
+            self.agent.monitors.flush(force=True)
+        except Exception:
+            log.exception("monitors.flush_failed")
 
     @property
     def merged_predictions(self) -> int:

@@ -8,6 +8,7 @@ between the two halves of the worker; it is versioned like the public ones.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -182,20 +183,32 @@ class StatsDelta:
     model: str
     count: int
     cohorts: tuple[tuple[str, str, CohortStats], ...]
+    #: who takes it: "rollout" (keyed by deployment id) or "monitor" (keyed by model: the
+    #: model's monitor, on the partition of the model)
+    target: str = "rollout"
+
+    def key(self) -> str:
+        return self.model if self.target == "monitor" else self.deployment_id
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": DELTA_VERSION,
-                "delta_id": self.delta_id,
-                "deployment_id": self.deployment_id,
-                "model": self.model,
-                "count": self.count,
-                "cohorts": [
-                    {"cohort": c, "version": v, "stats": s.to_dict()} for c, v, s in self.cohorts
-                ],
-            }
-        )
+        doc: dict[str, Any] = {
+            "v": DELTA_VERSION,
+            "delta_id": self.delta_id,
+            "deployment_id": self.deployment_id,
+            "model": self.model,
+            "count": self.count,
+            "cohorts": [
+                {"cohort": c, "version": v, "stats": s.to_dict()} for c, v, s in self.cohorts
+            ],
+        }
+        if self.target != "rollout":
+            doc["target"] = self.target
+        return orjson.dumps(doc)
+
+    def for_monitor(self) -> StatsDelta:
+        """The same statistics for the model's monitor (its own id: redeliveries of either are
+        recognised apart)."""
+        return dataclasses.replace(self, delta_id=self.delta_id + ":monitor", target="monitor")
 
     @classmethod
     def from_json(cls, raw: bytes) -> StatsDelta:
@@ -207,6 +220,7 @@ class StatsDelta:
             deployment_id=str(doc["deployment_id"]),
             model=str(doc["model"]),
             count=int(doc["count"]),
+            target=str(doc.get("target", "rollout")),
             cohorts=tuple(
                 (str(c["cohort"]), str(c["version"]), CohortStats.from_dict(c["stats"]))
                 for c in doc["cohorts"]

@@ -129,6 +129,9 @@ class PredictionLane:
         self.flush_interval_s = flush_interval_s
         self.counters = LaneCounters()
         self._unacked: list[asyncio.Future[Any]] = []
+        #: when the lane last had every prediction on the topic sent on as deltas (None: not
+        #: yet): how far the monitors' inputs are known to be complete
+        self.reached_at: float | None = None
         #: predictions collected and folded since the last flush, and their records
         use_native = native if native is not None else bool(getattr(settings, "native_lane", True))
         self._folder = Folder(
@@ -207,13 +210,17 @@ class PredictionLane:
             timeout_ms=self.poll_timeout_ms, max_records=self.max_records
         )
         records = [r for rs in batches.values() for r in rs]
+        polled_at = self.clock()
         if records:
             await self.collect(records)
+        caught_up = self.caught_up(batches, len(records))
         if self._folder and (
-            self.caught_up(batches, len(records))
-            or self.clock() - self._collecting_since >= self.flush_interval_s
+            caught_up or self.clock() - self._collecting_since >= self.flush_interval_s
         ):
             await self.flush()
+        if caught_up and not self._folder:
+            # everything on the topic when this poll began is folded and sent
+            self.reached_at = polled_at
         if self._unacked and self.clock() - self._last_commit >= self.commit_interval_s:
             await self.commit()
         return len(records)
@@ -351,6 +358,10 @@ class PredictionLane:
         return fold
 
     async def _send_delta(self, delta: StatsDelta, sources: Sources) -> asyncio.Future[Any]:
+        """Send a deployment's delta to its rollout, and the same statistics to the model's
+        monitor (every deployment's predictions are watched, rollout or none): one span, two
+        records; the future of the second, acknowledged after the first (one partition
+        leader's order is not promised across partitions: both are awaited at commit)."""
         assert self._producer is not None
         headers: list[tuple[str, bytes]] = []
         if self.trace_records:
@@ -358,12 +369,15 @@ class PredictionLane:
             with use_span(span, end_on_exit=True):
                 span.set_attribute("rollout.predictions", delta.count)
                 headers = inject_headers()
-        return await self._producer.send(
-            self.stats_topic,
-            key=delta.deployment_id.encode(),
-            value=delta.to_json(),
-            headers=headers,
+        first = await self._producer.send(
+            self.stats_topic, key=delta.key().encode(), value=delta.to_json(), headers=headers
         )
+        watched = delta.for_monitor()
+        second = await self._producer.send(
+            self.stats_topic, key=watched.key().encode(), value=watched.to_json(), headers=headers
+        )
+        both: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(first, second))
+        return both
 
     def _process_span(self, deployment_id: str, sources: Sources) -> Any:
         # links to the newest MAX_LINKS distinct producer spans (the span limit), newest first,

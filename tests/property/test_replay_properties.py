@@ -90,10 +90,18 @@ def test_bad_and_blank_lines_change_nothing_else(
     assert run(log) == run(noisy)
 
 
+#: What a model's monitor publishes: shared by every rollout of the model, by design.
+MONITOR_TYPES = {s.MonitorDecision.EVENT_TYPE, s.MonitorConfigured.EVENT_TYPE}
+
+
 def _by_deployment(outputs: list[bytes]) -> dict[str, list[bytes]]:
+    """The rollouts' outputs by deployment (the model's monitor, which they share, left out)."""
     grouped: dict[str, list[bytes]] = {}
     for line in outputs:
-        grouped.setdefault(orjson.loads(line)["subject"], []).append(line)
+        doc = orjson.loads(line)
+        if doc["type"] in MONITOR_TYPES or doc["data"].get("kind", "").startswith("monitor."):
+            continue
+        grouped.setdefault(doc["subject"], []).append(line)
     return grouped
 
 
@@ -111,8 +119,9 @@ def test_rollouts_in_one_log_do_not_see_each_other(
     merged = list(heapq.merge(log_a, log_b, key=time_of))
     together = _by_deployment(run(merged))
     for alone_log in (log_a, log_b):
-        alone = run(alone_log)
-        (deployment,) = _by_deployment(alone)
+        grouped = _by_deployment(run(alone_log))
+        (deployment,) = grouped
+        alone = grouped[deployment]
         # ticks go on while the other rollout's events arrive: compare up to this log's end
         # (a command sent again later carries its first time: the very same record, left out)
         end = time_of(alone_log[-1])

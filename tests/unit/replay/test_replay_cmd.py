@@ -72,7 +72,12 @@ def test_replay_prints_the_same_bytes_every_time(tmp_path: Path) -> None:
     assert first.stdout_bytes == second.stdout_bytes
     lines = [orjson.loads(line) for line in first.stdout_bytes.splitlines()]
     assert {s.Command.EVENT_TYPE, s.Decision.EVENT_TYPE} <= {d["type"] for d in lines}
-    assert "rolled_back" == lines[-1]["data"]["to_phase"]
+    decisions = [d["data"] for d in lines if d["type"] == s.Decision.EVENT_TYPE]
+    assert "rolled_back" == decisions[-1]["to_phase"]
+    # the rollback hands production back to the baseline's monitor, after the decision
+    configured = [d["data"] for d in lines if d["type"] == s.MonitorConfigured.EVENT_TYPE]
+    assert [c["version"] for c in configured][-1] == "v41"
+    assert configured[-1]["source"].startswith("rollout:")
 
 
 def test_replay_reports_bad_lines_on_stderr_and_goes_on(tmp_path: Path) -> None:
@@ -125,8 +130,10 @@ def test_until_ticks_past_the_last_event_as_the_workers_timer_did(tmp_path: Path
 
     assert 0 == plain.exit_code == until.exit_code, until.output
     kinds = [orjson.loads(line)["type"].split(".")[-2] for line in until.output.splitlines()]
-    assert ["command", "decision", "command", "alert"] == kinds  # the command sent again
+    # the rollout's start configures the model's monitor (its decision says so), then the
+    # command is sent again
+    assert ["command", "decision", "configured", "decision", "command", "alert"] == kinds
     assert until.output.startswith(plain.output)
-    first, _, again, alert = until.output.splitlines()
+    first, _, _, _, again, alert = until.output.splitlines()
     assert first == again
     assert "router" == orjson.loads(alert)["data"]["kind"]

@@ -111,7 +111,8 @@ def test_a_deployment_request_sets_the_first_step_traffic_and_stores_the_state()
 def test_outputs_go_out_in_the_core_order_command_before_its_decision() -> None:
     agent, _, publisher = make_agent()
     run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
-    assert [Topic.COMMANDS, Topic.DECISIONS] == [t for t, *_ in publisher.sent]
+    # then the rollout's start configures its model's monitor (on the deployments topic)
+    assert [Topic.COMMANDS, Topic.DECISIONS, Topic.DEPLOYMENTS] == [t for t, *_ in publisher.sent]
 
 
 def test_a_bad_record_is_dead_lettered_and_the_next_one_is_processed() -> None:
@@ -317,7 +318,8 @@ def test_a_state_is_not_flushed_while_its_outputs_are_being_published() -> None:
     agent.publisher = FlushingPublisher()
     run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
 
-    assert [False, False] == flushed_during  # a command and a decision: neither flushed it
+    # a command, a decision and the monitor's configuration: none flushed it
+    assert [False, False, False] == flushed_during
     assert b"dep-1" in table  # written right behind its outputs
     assert 0 == agent.flush()
     assert [] == list(publisher.values(Topic.COMMANDS))  # the replaced publisher got them

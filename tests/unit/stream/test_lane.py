@@ -116,7 +116,10 @@ def test_bad_records_go_to_dead_letters_and_the_records_around_them_are_folded(
 
     asyncio.run(run())
 
-    deltas = [StatsDelta.from_json(v) for t, _, v in producer.sent if t == "rollout.stats"]
+    sent = [StatsDelta.from_json(v) for t, _, v in producer.sent if t == "rollout.stats"]
+    deltas = [d for d in sent if d.target == "rollout"]
+    # every delta goes to the model's monitor too: the same statistics, keyed by the model
+    assert [d.for_monitor() for d in deltas] == [d for d in sent if d.target == "monitor"]
     letters = [orjson.loads(v) for t, _, v in producer.sent if t == "rollout.dead-letter"]
     assert ["dlq:rollout.predictions:0:11", "dlq:rollout.predictions:0:14"] == [
         letter["id"] for letter in letters
@@ -145,7 +148,8 @@ def test_large_groups_of_batches_are_folded_in_slices_with_the_same_result(
 
     asyncio.run(run())
 
-    (delta,) = [StatsDelta.from_json(v) for _, _, v in producer.sent]
+    (delta, watched) = [StatsDelta.from_json(v) for _, _, v in producer.sent]
+    assert delta.for_monitor() == watched
     assert one_by_one(items) == {(c, v): stats for c, v, stats in delta.cohorts}
     assert "rollout.predictions:0:0:5:dep-1" == delta.delta_id
 

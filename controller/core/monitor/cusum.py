@@ -1,0 +1,244 @@
+"""Sequential change detection with a stated false alarm rate: CUSUMs of log-likelihood ratios.
+
+A monitor rule turns each check's data into the log-likelihood ratio (LLR) of "changed" against
+"as in the reference" and feeds it to a `Cusum` (Page, 1954): `s = max(0, s + llr)`, an alarm
+when `s >= h`. Lorden (1971): when the data follow the reference, the average run length to a
+false alarm is at least e^h checks, however long the monitor runs; the policy picks `h` from the
+false alarm rate it states. When the data follow the alternative, the delay is about
+h / KL(alternative || reference) checks: the information limit the benchmark prints beside it.
+
+- **Over-dispersion.** Requests are not independent: errors come in runs, traffic in bursts. Each
+  key's LLR is divided by its dispersion `phi` (>= 1), measured on the reference traffic as
+  Pearson's chi-square per degree of freedom over calibration intervals (quasi-likelihood).
+- **Since when, by how much.** The change-point estimate is the last time `s` was 0 before the
+  alarm (the CUSUM's maximum-likelihood estimate); the sums kept since then say by how much.
+- **Resolved.** While firing, `back = max(0, back - llr)` weighs the evidence for the reference
+  against the change; the alert resolves when it passes `ln(resolve_odds)` (100:1 by default).
+
+Every function here is pure arithmetic on plain values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Step = Literal["fired", "resolved"] | None
+
+#: probabilities are kept inside (EPS, 1 - EPS): a log of 0 is never taken
+EPS = 1e-9
+
+
+def binomial_llr(x: float, n: float, p0: float, p1: float) -> float:
+    """LLR of x successes in n trials under p1 against p0."""
+    p0 = min(max(p0, EPS), 1 - EPS)
+    p1 = min(max(p1, EPS), 1 - EPS)
+    return x * math.log(p1 / p0) + (n - x) * math.log((1 - p1) / (1 - p0))
+
+
+def poisson_llr(x: float, expected: float, drop_to: float) -> float:
+    """LLR of x events where `expected` were due, under a rate cut to `drop_to` of it."""
+    return x * math.log(drop_to) + expected * (1.0 - drop_to)
+
+
+def multinomial_llr(counts: Sequence[float], p0: Sequence[float], p1: Sequence[float]) -> float:
+    return math.fsum(
+        x * math.log(max(b, EPS) / max(a, EPS)) for x, a, b in zip(counts, p0, p1, strict=True) if x
+    )
+
+
+def adaptive_alternative(since: Sequence[float], p0: Sequence[float], prior: float) -> list[float]:
+    """The alternative of Lorden and Pollak's adaptive CUSUM: the distribution of the data since
+    the last reset, shrunk towards the reference with `prior` pseudo-counts. It uses only data
+    before the check it is applied to, so the alarm level keeps its meaning."""
+    total = math.fsum(since) + prior
+    return [(c + prior * q) / total for c, q in zip(since, p0, strict=True)]
+
+
+def smoothed(counts: Sequence[float]) -> list[float]:
+    """Proportions with half a count added to every bin (no bin has probability 0)."""
+    total = math.fsum(counts) + 0.5 * len(counts)
+    return [(c + 0.5) / total for c in counts]
+
+
+def pearson_binomial(x: float, n: float, p0: float) -> float:
+    """Pearson's chi-square (1 degree of freedom) of x in n against p0."""
+    p0 = min(max(p0, EPS), 1 - EPS)
+    return (x - n * p0) ** 2 / (n * p0 * (1 - p0)) if n > 0 else 0.0
+
+
+def pearson_poisson(x: float, expected: float) -> float:
+    return (x - expected) ** 2 / expected if expected > 0 else 0.0
+
+
+def pearson_multinomial(counts: Sequence[float], p0: Sequence[float]) -> float:
+    """Pearson's chi-square per degree of freedom of counts against p0."""
+    n = math.fsum(counts)
+    if n <= 0 or len(p0) < 2:
+        return 0.0
+    x2 = math.fsum((c - n * q) ** 2 / (n * q) for c, q in zip(counts, p0, strict=True) if q > 0)
+    return x2 / (len(p0) - 1)
+
+
+def js_bits(p: Sequence[float], q: Sequence[float]) -> float:
+    """Jensen-Shannon divergence in bits of two weight vectors (0 when either is empty)."""
+    sp, sq = math.fsum(p), math.fsum(q)
+    if sp <= 0 or sq <= 0:
+        return 0.0
+    total = 0.0
+    for a, b in zip(p, q, strict=True):
+        a, b = a / sp, b / sq
+        m = (a + b) / 2
+        if a > 0:
+            total += a * math.log2(a / m)
+        if b > 0:
+            total += b * math.log2(b / m)
+    return min(max(total / 2, 0.0), 1.0)
+
+
+@dataclass
+class Cusum:
+    """One key's CUSUM, its change-point estimate and what it saw since (plain data)."""
+
+    s: float = 0.0
+    #: when the data behind `s` begin: the change-point estimate once it alarms (the last
+    #: check at which s was 0)
+    since: float | None = None
+    #: sums since `since` of the key's numerator and denominator (errors and requests, ...)
+    num: float = 0.0
+    den: float = 0.0
+    #: counts per bin since the last reset (multinomial keys: the adaptive alternative)
+    counts: list[float] = field(default_factory=list)
+    firing: bool = False
+    fired_at: float | None = None
+    #: the alternative frozen at the alarm (multinomial keys), for the recovery statistic
+    frozen: list[float] = field(default_factory=list)
+    back: float = 0.0
+    #: the dispersion of this key (>= 1), set when calibration ends
+    phi: float = 1.0
+    #: calibration: Pearson chi-square per degree of freedom summed over intervals, and how many
+    calib_sum: float = 0.0
+    calib_bins: int = 0
+
+    def step(
+        self,
+        llr: float,
+        t: float,
+        *,
+        start: float,
+        h: float,
+        h_back: float,
+        num: float = 0.0,
+        den: float = 0.0,
+        counts: Sequence[float] = (),
+    ) -> Step:
+        """Add one check's LLR (raw, divided here by phi) of the data in [start, t]."""
+        z = llr / self.phi
+        if self.firing:
+            self.num += num
+            self.den += den
+            self.back = max(0.0, self.back - z)
+            if self.back >= h_back:
+                self._reset()
+                return "resolved"
+            return None
+        if self.since is None:
+            self.since = start
+        self.s = max(0.0, self.s + z)
+        if self.s <= 0.0:
+            # a new candidate change starts with this check's data: an adaptive key estimates
+            # its alternative from it at the next check
+            self.s = 0.0
+            self.since = start
+            self.num, self.den = num, den
+            self.counts = list(counts)
+            return None
+        self.num += num
+        self.den += den
+        if counts:
+            if len(self.counts) != len(counts):
+                self.counts = [0.0] * len(counts)
+            self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+        if self.s >= h:
+            self.firing = True
+            self.fired_at = t
+            self.back = 0.0
+            return "fired"
+        return None
+
+    def _reset(self) -> None:
+        self.s = 0.0
+        self.since = None
+        self.num = self.den = 0.0
+        self.counts = []
+        self.firing = False
+        self.fired_at = None
+        self.frozen = []
+        self.back = 0.0
+
+    def calibrate(self, pearson_per_df: float) -> None:
+        self.calib_sum += pearson_per_df
+        self.calib_bins += 1
+
+    def finish_calibration(self) -> None:
+        """phi from the calibration intervals (at least 1: never sharper than independence)."""
+        if self.calib_bins:
+            self.phi = max(1.0, self.calib_sum / self.calib_bins)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "s": self.s,
+            "since": self.since,
+            "num": self.num,
+            "den": self.den,
+            "counts": self.counts,
+            "firing": self.firing,
+            "fired_at": self.fired_at,
+            "frozen": self.frozen,
+            "back": self.back,
+            "phi": self.phi,
+            "calib_sum": self.calib_sum,
+            "calib_bins": self.calib_bins,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cusum:
+        return cls(
+            s=float(data["s"]),
+            since=data.get("since"),
+            num=float(data["num"]),
+            den=float(data["den"]),
+            counts=[float(c) for c in data.get("counts", [])],
+            firing=bool(data["firing"]),
+            fired_at=data.get("fired_at"),
+            frozen=[float(c) for c in data.get("frozen", [])],
+            back=float(data["back"]),
+            phi=float(data["phi"]),
+            calib_sum=float(data["calib_sum"]),
+            calib_bins=int(data["calib_bins"]),
+        )
+
+
+def kl_binomial(p1: float, p0: float) -> float:
+    """KL(Bernoulli(p1) || Bernoulli(p0)) in nats: the LLR a request adds on average after a
+    change to p1 (the information limit's denominator)."""
+    p0 = min(max(p0, EPS), 1 - EPS)
+    p1 = min(max(p1, EPS), 1 - EPS)
+    return p1 * math.log(p1 / p0) + (1 - p1) * math.log((1 - p1) / (1 - p0))
+
+
+__all__ = [
+    "Cusum",
+    "adaptive_alternative",
+    "binomial_llr",
+    "js_bits",
+    "kl_binomial",
+    "multinomial_llr",
+    "pearson_binomial",
+    "pearson_multinomial",
+    "pearson_poisson",
+    "poisson_llr",
+    "smoothed",
+]

@@ -1,0 +1,335 @@
+"""A model's monitor: configured, fed one second at a time, judged on the grid of checks."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+
+import schemas as s
+from controller.core import monitor
+from controller.core.monitor import MonitoringPolicy, MonitorState
+from controller.core.monitor.cusum import Cusum, binomial_llr
+from controller.core.policy import PolicyError
+from controller.core.stats.cohort import CohortStats
+from controller.policy_io import default_monitoring_policy
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a multiple of every check grid
+
+#: the default policy with a short reference (60 s learned, 60 s calibrated in 10 s intervals)
+FAST = {
+    **default_monitoring_policy().to_dict(),
+    "reference": {"learn_s": 60, "calibrate_s": 60, "min_requests": 500, "calibration_bin_s": 10},
+}
+
+
+@dataclass
+class Row:
+    ok: bool
+    latency_ms: float
+    event_time: float
+    error_type: str | None
+    prediction: Any
+    features: dict[str, Any] | None
+
+
+@dataclass
+class Traffic:
+    """One version's requests, second by second: the knobs a test turns."""
+
+    rate: float = 50.0
+    error_rate: float = 0.01
+    latency_ms: float = 50.0
+    missing: float = 0.0
+    score_shift: float = 0.0
+    version: str = "v1"
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def second(self, t: float) -> CohortStats:
+        rng = self.rng
+        n = sum(1 for _ in range(int(2 * self.rate)) if rng.random() < 0.5)
+        rows = []
+        for i in range(n):
+            ok = rng.random() >= self.error_rate
+            age = None if rng.random() < self.missing else float(rng.randint(18, 80))
+            rows.append(
+                Row(
+                    ok,
+                    rng.lognormvariate(math.log(self.latency_ms), 0.3),
+                    t + i / max(n, 1),
+                    None if ok else "internal",
+                    min(1.0, rng.betavariate(2, 5) + self.score_shift),
+                    {"age": age, "country": rng.choice(["us", "de", "fr"])},
+                )
+            )
+        stats = CohortStats()
+        stats.observe_many(rows)
+        return stats
+
+
+def configured(policy: dict[str, Any] | None = None, **kw: Any) -> MonitorState:
+    event = s.MonitorConfigured(model="fraud", version="v1", by="alice", policy=policy, **kw)
+    result = monitor.configure(None, event, T0)
+    assert result.state is not None and result.refusal is None
+    return result.state
+
+
+def run(
+    state: MonitorState,
+    policy: MonitoringPolicy,
+    traffic: Traffic | None,
+    start: float,
+    seconds: int,
+    heard: Iterable[float | None] | None = None,
+) -> list[Any]:
+    """Feed `seconds` of traffic (None: silence) and check after each; every output."""
+    outputs: list[Any] = []
+    heard_at = iter(heard) if heard is not None else None
+    for i in range(seconds):
+        t = start + i
+        if traffic is not None:
+            version = traffic.version
+            monitor.observe(state, "fraud", [("baseline", version, traffic.second(t))], None, t)
+        result = monitor.check(state, policy, t + 1, next(heard_at) if heard_at else None)
+        outputs += result.outputs
+    return outputs
+
+
+def fired(outputs: list[Any]) -> list[s.MonitorDecision]:
+    return [o for o in outputs if isinstance(o, s.MonitorDecision) and o.action == "alert_fired"]
+
+
+def watching(traffic: Traffic | None = None) -> tuple[MonitorState, MonitoringPolicy, float]:
+    """A monitor past its reference and calibration, and the time it got there."""
+    policy = MonitoringPolicy.from_mapping(FAST)
+    state = configured(FAST)
+    outputs = run(state, policy, traffic or Traffic(), T0, 130)
+    assert "watching" == state.stage()
+    assert [] == fired(outputs)
+    return state, policy, T0 + 130
+
+
+def test_a_configured_monitor_learns_its_reference_then_calibrates_then_watches() -> None:
+    policy = MonitoringPolicy.from_mapping(FAST)
+    state = configured(FAST)
+    assert "learning" != state.stage()  # no check yet: it waits for the first
+
+    outputs = run(state, policy, Traffic(), T0, 130)
+
+    stages = [o.reason for o in outputs if o.action == "reference_learned"]
+    assert 2 == len(stages)
+    assert "reference learned from" in stages[0]
+    assert "watching 11 statistics of 7 rules" in stages[1]
+    assert "watching" == state.stage()
+    # dispersion is measured, never sharper than independence
+    assert all(c.phi >= 1.0 for c in state.cusums.values())
+
+
+def test_a_tripled_error_rate_fires_once_says_since_when_and_by_how_much_then_resolves() -> None:
+    traffic = Traffic(error_rate=0.01)
+    state, policy, t = watching(traffic)
+    calm = run(state, policy, traffic, t, 120)
+    traffic.error_rate = 0.03
+    change = t + 120
+    during = run(state, policy, traffic, change, 120)
+    traffic.error_rate = 0.01
+    after = run(state, policy, traffic, change + 120, 600)
+
+    assert [] == fired(calm)
+    (alarm,) = fired(during)
+    assert "errors" == alarm.rule
+    assert alarm.at.timestamp() - change < 60  # 50 requests a second: seconds, not minutes
+    since = alarm.evidence["since"]
+    estimate = s.MonitorDecision.model_validate({**alarm.model_dump(), "at": since}).at
+    assert abs(estimate.timestamp() - change) <= 30  # the change-point estimate
+    assert 0.02 < alarm.evidence["observed"] < 0.045
+    alerts = [o for o in during if isinstance(o, s.Alert)]
+    assert [("firing", "fraud/monitor.errors", "critical")] == [
+        (a.status, a.dedup_key, a.severity.value) for a in alerts
+    ]
+    resolved = [o for o in after if isinstance(o, s.Alert)]
+    assert ["resolved"] == [a.status for a in resolved]
+    assert [] == state.firing()
+
+
+@pytest.mark.parametrize(
+    ("knob", "value", "rule"),
+    [
+        ("latency_ms", 75.0, "latency"),
+        ("missing", 0.1, "data_quality/age:missing"),
+        ("score_shift", 0.25, "prediction_drift/prediction"),
+    ],
+)
+def test_each_kind_of_change_fires_its_own_rule(knob: str, value: float, rule: str) -> None:
+    traffic = Traffic()
+    state, policy, t = watching(traffic)
+    setattr(traffic, knob, value)
+
+    outputs = run(state, policy, traffic, t, 120)
+
+    assert rule in [d.rule for d in fired(outputs)]
+
+
+def test_silence_is_an_outage_but_not_while_the_inputs_are_behind() -> None:
+    traffic = Traffic(rate=20.0)
+    state, policy, t = watching(traffic)
+
+    behind = run(state, policy, None, t, 60, heard=[t - 5.0] * 60)  # the lane is stuck
+    silent = run(state, policy, None, t + 60, 30)
+
+    assert [] == fired(behind)
+    (alarm,) = fired(silent)
+    assert "outage" == alarm.rule
+    assert alarm.at.timestamp() - (t + 60) <= 5  # 20 requests a second: a few seconds
+    assert "served well" in alarm.reason and "an outage" in alarm.reason
+
+
+def test_steady_traffic_raises_nothing_for_an_hour() -> None:
+    traffic = Traffic(rate=20.0, seed=7)
+    state, policy, t = watching(traffic)
+
+    outputs = run(state, policy, traffic, t, 3600)
+
+    assert [] == fired(outputs)
+
+
+def test_a_redelivered_delta_changes_nothing() -> None:
+    state = configured()
+    stats = Traffic().second(T0)
+    monitor.observe(state, "fraud", [("baseline", "v1", stats)], "d-1", T0)
+    once = state.to_dict()
+
+    monitor.observe(state, "fraud", [("baseline", "v1", stats)], "d-1", T0 + 0.5)
+
+    assert once == state.to_dict()
+
+
+def test_a_model_nobody_watches_is_counted_and_said_once_an_hour() -> None:
+    state = monitor.observe(None, "orphan", [("baseline", "v9", Traffic().second(T0))], None, T0)
+    policy = default_monitoring_policy()
+
+    first = monitor.check(state, policy, T0 + 1).outputs
+    again = monitor.check(state, policy, T0 + 2).outputs
+    later = monitor.check(state, policy, T0 + 3602).outputs
+
+    assert ["unmonitored"] == [o.action for o in first]
+    assert "rollout monitor set orphan" in first[0].reason
+    assert [] == again
+    assert ["unmonitored"] == [o.action for o in later]
+    assert state.versions["v9"] > 0 and "unmonitored" == state.stage()
+
+
+def test_a_new_version_learns_a_new_reference_unless_the_reference_is_pinned() -> None:
+    state, policy, t = watching()
+    promote = s.MonitorConfigured(model="fraud", version="v2", by="ctl", source="rollout:dep-9")
+
+    monitor.configure(state, promote, t)
+    run(state, policy, Traffic(version="v2"), t, 2)
+    assert ("v2", "learning") == (state.version, state.stage())
+
+    pinned, policy, t = watching()
+    monitor.configure(pinned, promote.model_copy(update={"reference": "pin"}), t)
+    run(pinned, policy, Traffic(version="v2"), t, 2)
+    assert ("v2", "watching") == (pinned.version, pinned.stage())
+
+
+def test_only_the_monitored_version_is_judged_other_versions_are_counted() -> None:
+    production = Traffic()
+    state, policy, t = watching(production)
+    canary = Traffic(version="v2", error_rate=0.5, seed=2)
+    before = state.other_requests
+
+    outputs = []
+    for i in range(60):
+        both = [
+            ("baseline", "v1", production.second(t + i)),
+            ("canary", "v2", canary.second(t + i)),
+        ]
+        monitor.observe(state, "fraud", both, None, t + i)
+        outputs += monitor.check(state, policy, t + i + 1).outputs
+
+    assert [] == fired(outputs)  # the failing canary is the rollout's business
+    assert state.other_requests > before
+
+
+def test_state_round_trips_through_plain_json() -> None:
+    state, policy, t = watching()
+    run(state, policy, Traffic(error_rate=0.2), t, 20)
+
+    again = MonitorState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+
+    assert state == again
+
+
+def test_an_invalid_inline_policy_is_refused_with_what_to_change() -> None:
+    event = s.MonitorConfigured(
+        model="fraud", by="alice", policy={"rules": [{"name": "x", "detector": "tea_leaves"}]}
+    )
+
+    result = monitor.configure(None, event, T0)
+
+    assert result.refusal is not None and "unknown detector 'tea_leaves'" in result.refusal
+
+
+def test_deleting_resolves_what_fires_and_stops_the_watch() -> None:
+    state, policy, t = watching()
+    run(state, policy, Traffic(error_rate=0.2), t, 30)
+    assert state.firing()
+
+    result = monitor.delete(state, s.MonitorDeleted(model="fraud", by="bob"), t + 30)
+
+    assert ["resolved"] == [o.status for o in result.outputs if isinstance(o, s.Alert)]
+    assert "unmonitored" == state.stage()
+    refused = monitor.delete(state, s.MonitorDeleted(model="fraud", by="bob"), t + 31)
+    assert refused.refusal == "model fraud has no monitor to delete"
+
+
+def test_policy_problems_are_all_named() -> None:
+    with pytest.raises(PolicyError) as caught:
+        MonitoringPolicy.from_mapping(
+            {
+                "rules": [
+                    {"name": "a", "detector": "error_rate", "params": {"ratio": 0.5}},
+                    {"name": "a", "detector": "latency_slo"},
+                    {"name": "c", "detector": "outage", "every_s": 1.5},
+                ]
+            }
+        )
+    text = str(caught.value)
+    assert "ratio=0.5 is out of range" in text
+    assert "the name is used twice" in text
+    assert "latency_slo needs params.threshold_ms" in text
+    assert "every_s must be a multiple of check_s" in text
+
+
+def test_the_alarm_level_states_the_false_alarm_rate() -> None:
+    policy = default_monitoring_policy()
+    errors = policy.rules[0]
+    # at most one false alarm per rule per 30 days of checks every second: e^h >= 2.59 M
+    assert math.isclose(math.exp(policy.threshold(errors, 1)), 30 * 86400)
+    # a rule of 10 keys splits the rate between them
+    assert math.isclose(math.exp(policy.threshold(errors, 10)), 10 * 30 * 86400)
+
+
+def test_a_cusum_under_the_reference_rarely_reaches_a_low_level() -> None:
+    """Lorden's bound, checked by simulation: with h = ln(200) a CUSUM of LLRs of data that
+    follow the reference runs at least 200 checks on average before a false alarm."""
+    rng = random.Random(3)
+    runs = []
+    for _ in range(200):
+        cusum, n = Cusum(), 0
+        while n < 20_000:
+            n += 1
+            x = sum(1 for _ in range(20) if rng.random() < 0.05)
+            if cusum.step(binomial_llr(x, 20, 0.05, 0.10), n, start=n, h=math.log(200), h_back=5):
+                break
+        runs.append(n)
+    assert sum(runs) / len(runs) >= 200
