@@ -587,17 +587,21 @@ def story(obs: Any, run: Run, dep: str) -> str:
     """A rollout's decisions, commands and alerts, what the router did with them, and the
     kills and broker restarts meanwhile, by time (seconds from the run's first rollout)."""
     zero = run.launched[0].at
-    launched = next(r for r in run.launched if r.deployment_id == dep)
-    lines: list[tuple[float, str]] = [(launched.at, "requested")]
+    launched = next((r for r in run.launched if r.deployment_id == dep), None)
+    start = launched.at if launched is not None else zero  # a model's monitor: no request
+    lines: list[tuple[float, str]] = [(start, "requested" if launched else "first seen")]
     for d in obs.decisions(dep):
-        lines.append((d.at.timestamp(), f"decision {d.from_phase}->{d.to_phase} step {d.step}"))
+        if isinstance(d, Decision):
+            lines.append((d.at.timestamp(), f"decision {d.from_phase}->{d.to_phase} step {d.step}"))
+        else:
+            lines.append((d.at.timestamp(), f"monitor {d.action} {d.rule or ''}: {d.reason}"))
     for c in obs.commands(dep):
         lines.append((c.issued_at.timestamp(), f"command {c.action.value} {c.canary_percent:g}%"))
     for a in obs.alerts(dep):
         lines.append((a.at.timestamp(), f"alert {a.status} {a.kind}"))
     lines += run.router_events.get(dep, [])
     last = max(t for t, _ in lines)
-    lines += [(t, e) for t, e in run.events if launched.at - 10 <= t <= last + 5]
+    lines += [(t, e) for t, e in run.events if start - 10 <= t <= last + 5]
     return "\n".join(f"{t - zero:8.1f} s  {what}" for t, what in sorted(lines))
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ from controller.settings import Settings, load_settings
 from schemas import (
     PAYLOAD_BY_TYPE,
     AbortRequested,
+    Alert,
     ApprovalDenied,
     ApprovalGranted,
+    Decision,
     DeploymentRequested,
     Envelope,
+    MonitorDecision,
     PauseRequested,
     Rejection,
     ResumeRequested,
@@ -117,7 +121,10 @@ class _Answers:
         if not isinstance(got, Envelope):
             return None
         data = got.data
-        if topic == self.decisions and getattr(data, "deployment_id", None) == event.key():
+        if topic == self.decisions and event.key() in (
+            getattr(data, "deployment_id", None),
+            getattr(data, "model", None) if isinstance(data, MonitorDecision) else None,
+        ):
             return ("decision", data)
         if topic == self.letters and data.reason.startswith("refused: "):
             import base64
@@ -156,6 +163,8 @@ def _send_and_answer(
         raise click.ClickException(f"refused: {detail}")
     if as_json:
         click.echo(json.dumps({"answer": "decision", "decision": detail.model_dump(mode="json")}))
+    elif isinstance(detail, MonitorDecision):
+        click.echo(f"decision: {detail.action}: {detail.reason}")
     else:
         click.echo(f"decision: {detail.from_phase} -> {detail.to_phase}: {detail.reason}")
 
@@ -314,7 +323,10 @@ def _consume(
     follow: bool,
     from_beginning: bool,
     idle_ms: int = 2000,
+    deadline: float | None = None,
 ) -> Iterator[Envelope[Any]]:
+    """The events of the topics: until idle for `idle_ms` (not following), or for ever
+    (following), and never past `deadline` (time.monotonic())."""
     from kafka import KafkaConsumer
 
     from controller.topics import topic_name
@@ -324,14 +336,25 @@ def _consume(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        consumer_timeout_ms=-1 if follow else idle_ms,
         **settings.kafka_client_options(),
     )
+    idle_since = time.monotonic()
     try:
-        for record in consumer:
-            event = decode(record.value)
-            if isinstance(event, Envelope):
-                yield event
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return
+            if not follow and (now - idle_since) * 1000 >= idle_ms:
+                return
+            polled = consumer.poll(timeout_ms=200)
+            if not polled:
+                continue
+            idle_since = time.monotonic()
+            for records in polled.values():
+                for record in records:
+                    event = decode(record.value)
+                    if isinstance(event, Envelope):
+                        yield event
     finally:
         consumer.close()
 
@@ -345,50 +368,140 @@ def _decision_line(event: Envelope[Any]) -> str:
     )
 
 
+@dataclass
+class ModelHealth:
+    """A model's monitor as its decisions tell it: version, stage, open alerts."""
+
+    model: str
+    version: str | None = None
+    stage: str = "unmonitored"
+    watched: bool = False
+    predictions: int | None = None
+    open: dict[str, str] = field(default_factory=dict)
+    last: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "stage": self.stage,
+            "watched": self.watched,
+            "predictions": self.predictions,
+            "open_alerts": dict(sorted(self.open.items())),
+            "last": self.last,
+        }
+
+
+def read_health(
+    events: Iterator[Envelope[Any]],
+) -> tuple[dict[str, Any], dict[str, ModelHealth], dict[str, dict[str, Alert]]]:
+    """The rollouts' latest decisions, the models' monitors and every open alert (by subject
+    and dedup key) from the decisions and alerts topics."""
+    rollouts: dict[str, Any] = {}
+    models: dict[str, ModelHealth] = {}
+    alerts: dict[str, dict[str, Alert]] = {}
+    for event in events:
+        data = event.data
+        if isinstance(data, Decision):
+            rollouts[data.deployment_id] = data
+        elif isinstance(data, MonitorDecision):
+            health = models.setdefault(data.model, ModelHealth(data.model))
+            health.version = data.version or health.version
+            health.last = data.reason
+            if data.action == "configured":
+                health.watched = True
+                health.stage = str(data.evidence.get("stage", "waiting"))
+            elif data.action == "deleted":
+                health.watched = False
+                health.stage = "unmonitored"
+                health.open.clear()
+            elif data.action == "reference_learned":
+                health.stage = str(data.evidence.get("stage", "calibrating"))
+            elif data.action == "unmonitored":
+                health.predictions = int(data.evidence.get("predictions", 0))
+            elif data.action == "alert_fired" and data.rule:
+                health.open[data.rule] = data.reason
+            elif data.action == "alert_resolved" and data.rule:
+                health.open.pop(data.rule, None)
+        elif isinstance(data, Alert):
+            bucket = alerts.setdefault(data.deployment_id, {})
+            if data.status == "firing":
+                bucket[data.dedup_key] = data
+            else:
+                bucket.pop(data.dedup_key, None)
+    return rollouts, models, alerts
+
+
 @click.command("status")
-@click.argument("deployment_id", required=False)
+@click.argument("name", required=False)
 @bootstrap_option
 @json_option
-def status_cmd(deployment_id: str | None, bootstrap: str | None, as_json: bool) -> None:
-    """Where each rollout stands, from the decisions topic (the audit trail)."""
-    latest: dict[str, Any] = {}
-    for event in _consume(
-        _settings(bootstrap), [Topic.DECISIONS], follow=False, from_beginning=True
-    ):
-        if deployment_id and event.key() != deployment_id:
-            continue
-        latest[event.key()] = event.data
-    if deployment_id and deployment_id not in latest:
-        raise click.ClickException(f"no decisions for {deployment_id} yet")
+def status_cmd(name: str | None, bootstrap: str | None, as_json: bool) -> None:
+    """Where each rollout stands and how each monitored model is, with their open alerts,
+    from the decisions and alerts topics (the audit trail). NAME: one deployment or model."""
+    rollouts, models, alerts = read_health(
+        _consume(
+            _settings(bootstrap), [Topic.DECISIONS, Topic.ALERTS], follow=False, from_beginning=True
+        )
+    )
+    if name:
+        rollouts = {k: v for k, v in rollouts.items() if k == name}
+        models = {k: v for k, v in models.items() if k == name}
+        if not rollouts and not models:
+            raise click.ClickException(f"no decisions for {name} yet")
     if as_json:
-        for d in latest.values():
-            click.echo(d.model_dump_json())
+        for d in rollouts.values():
+            doc = d.model_dump(mode="json")
+            doc["open_alerts"] = sorted(alerts.get(d.deployment_id, {}))
+            click.echo(json.dumps({"rollout": doc}))
+        for health in models.values():
+            click.echo(json.dumps({"model": health.to_dict()}))
         return
-    if not latest:
-        click.echo("no rollouts yet")
-    for d in sorted(latest.values(), key=lambda d: d.at):
+    if not rollouts and not models:
+        click.echo("no rollouts and no monitored models yet")
+    if rollouts:
+        click.echo("rollouts:")
+    for d in sorted(rollouts.values(), key=lambda d: d.at):
         click.echo(
-            f"{d.deployment_id:32} {d.to_phase:18} step {d.step} ({d.canary_percent:g}%)  "
+            f"  {d.deployment_id:32} {d.to_phase:18} step {d.step} ({d.canary_percent:g}%)  "
             f"{d.reason}"
         )
+        for key, alert in sorted(alerts.get(d.deployment_id, {}).items()):
+            click.echo(f"      open alert {key} ({alert.severity.value}): {alert.summary}")
+    if models:
+        click.echo("models:")
+    for health in sorted(models.values(), key=lambda h: h.model):
+        click.echo("  " + _health_line(health))
+        for rule, reason in sorted(health.open.items()):
+            click.echo(f"      open alert {rule}: {reason}")
+
+
+def _health_line(health: ModelHealth) -> str:
+    if not health.watched:
+        seen = f"{health.predictions:,} predictions" if health.predictions else "traffic"
+        return f"{health.model:32} unmonitored        {seen} without a monitor"
+    alerts = f"{len(health.open)} open alert(s)" if health.open else "healthy"
+    return f"{health.model:32} {health.stage:18} version {health.version or '-'}  {alerts}"
 
 
 @click.command("watch")
-@click.argument("deployment_id")
+@click.argument("deployment_id", metavar="DEPLOYMENT_ID|MODEL")
 @click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
 @bootstrap_option
 @json_option
 def watch_cmd(
     deployment_id: str, timeout: float | None, bootstrap: str | None, as_json: bool
 ) -> None:
-    """Follow one rollout: its decisions, commands and alerts, from the start. Ends when the
-    rollout reaches a terminal phase (or at --timeout)."""
+    """Follow one rollout (its decisions, commands and alerts) or one model (its monitor's
+    decisions and alerts), from the start. A rollout's watch ends when it reaches a terminal
+    phase; a model's runs until --timeout (or Ctrl-C)."""
     deadline = time.monotonic() + timeout if timeout else None
     for event in _consume(
         _settings(bootstrap),
         [Topic.DECISIONS, Topic.COMMANDS, Topic.ALERTS],
         follow=True,
         from_beginning=True,
+        deadline=deadline,
     ):
         if event.key() != deployment_id:
             continue
@@ -406,6 +519,8 @@ def watch_cmd(
 def _line(event: Envelope[Any]) -> str:
     d = event.data
     kind = event.type.removeprefix("dev.rollout.").removesuffix(".v1")
+    if kind == "monitor.decision":
+        return f"monitor  {d.at:%H:%M:%S}  {d.model}  {d.action}  {d.reason}"
     if kind == "decision":
         return "decision " + _decision_line(event)
     if kind == "command":

@@ -44,6 +44,7 @@ from schemas import (
     Decision,
     DeploymentRequested,
     Envelope,
+    MonitorDecision,
     Payload,
     Prediction,
     RolloutPlan,
@@ -266,13 +267,31 @@ class Observer:
             ]
 
     def decisions(self, deployment_id: str) -> list[Decision]:
-        return [s.event.data for s in self.records(Topic.DECISIONS, deployment_id)]
+        """A rollout's decisions (not its model's monitor's, which share the topic and may
+        share the key when a deployment is named after its model)."""
+        return [
+            s.event.data
+            for s in self.records(Topic.DECISIONS, deployment_id)
+            if isinstance(s.event.data, Decision)
+        ]
+
+    def monitor_decisions(self, model: str) -> list[MonitorDecision]:
+        return [
+            s.event.data
+            for s in self.records(Topic.DECISIONS, model)
+            if isinstance(s.event.data, MonitorDecision)
+        ]
 
     def commands(self, deployment_id: str) -> list[Command]:
         return [s.event.data for s in self.records(Topic.COMMANDS, deployment_id)]
 
     def alerts(self, deployment_id: str) -> list[Alert]:
-        return [s.event.data for s in self.records(Topic.ALERTS, deployment_id)]
+        """A rollout's alerts (its model's monitor's left out: their kind is monitor.*)."""
+        return [
+            s.event.data
+            for s in self.records(Topic.ALERTS, deployment_id)
+            if not s.event.data.kind.startswith("monitor.")
+        ]
 
     def dead_letters(self) -> list[DeadLetter]:
         return [s.event.data for s in self.records(Topic.DEAD_LETTER)]

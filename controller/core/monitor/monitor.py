@@ -34,13 +34,13 @@ keyed per model, rule and key, with since when (the change-point estimate) and b
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.core.ids import derive_id
 from controller.core.monitor.cusum import (
     Cusum,
     adaptive_alternative,
@@ -88,6 +88,17 @@ def _at(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
+def _content_id(prefix: str, model: str, *parts: object) -> str:
+    """A monitor output's id: a function of what it says (model, kind, time, words).
+
+    Not of a sequence number: a monitor's state is written seldom (a worker that dies loses
+    its last seconds of statistics), and a successor that took up an older state would give a
+    later, different output the id of one already published. An output published again with
+    the same content keeps its id (consumers recognise it)."""
+    material = "\x1f".join((prefix, model, *map(str, parts)))
+    return f"{prefix}-{hashlib.sha256(material.encode()).hexdigest()[:16]}"
+
+
 def _decision(
     state: MonitorState,
     action: str,
@@ -97,8 +108,9 @@ def _decision(
     evidence: Mapping[str, Any] | None = None,
 ) -> MonitorDecision:
     state.seq += 1
+    at = round(now * 1000)
     return MonitorDecision(
-        decision_id=derive_id("mon", f"model\x1f{state.model}", state.seq, action, 0),
+        decision_id=_content_id("mon", state.model, action, rule, at, reason),
         model=state.model,
         version=state.version,
         action=action,
@@ -865,9 +877,7 @@ def _alert(
     dedup = f"{state.model}/monitor.{name}"
     rule = name.split("/", 1)[0]
     return Alert(
-        alert_id=derive_id(
-            "mon-alert", f"model\x1f{state.model}", state.seq, f"{status}\x1f{dedup}", 0
-        ),
+        alert_id=_content_id("mon-alert", state.model, status, dedup, round(now * 1000), summary),
         status=status,
         severity=severity,
         kind=f"monitor.{rule}",
