@@ -310,12 +310,16 @@ class Engine:
     def on_monitor_event(
         self, state: MonitorState | None, event: Envelope[Any], now: float
     ) -> MonitorEffects:
-        """A monitor.configured or monitor.deleted event for its model's monitor."""
+        """A monitor.configured or monitor.deleted event for its model's monitor, decided at
+        the event's own time (not after `now`): the worker, which applies a rollout's
+        configuration when it has travelled the deployments topic, and replay, which applies
+        it at once, record the same decision."""
         data = event.data
+        at = min(now, event.time.timestamp())
         if isinstance(data, MonitorConfigured):
-            result = monitor.configure(state, data, now)
+            result = monitor.configure(state, data, at)
         elif isinstance(data, MonitorDeleted):
-            result = monitor.delete(state, data, now)
+            result = monitor.delete(state, data, at)
         else:
             raise TypeError(f"not a monitor event: {event.type}")
         return self._monitor_effects(result, now)

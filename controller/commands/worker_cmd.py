@@ -16,12 +16,20 @@ import click
     help="Rollout policy (YAML or JSON); default: built in.",
 )
 @click.option(
+    "--monitoring-policy",
+    "monitoring_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="ROLLOUT_MONITORING_POLICY_FILE",
+    help="Monitoring policy of the models without one of their own (YAML or JSON); default: "
+    "built in.",
+)
+@click.option(
     "--loglevel",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def worker_cmd(policy_file: Path | None, loglevel: str) -> None:
+def worker_cmd(policy_file: Path | None, monitoring_file: Path | None, loglevel: str) -> None:
     """Run the controller worker: consume the input topics, judge rollouts, publish commands,
     alerts and decisions. Settings come from the environment (see the README)."""
     import faust
@@ -36,6 +44,9 @@ def worker_cmd(policy_file: Path | None, loglevel: str) -> None:
     configure_logging(level=loglevel.upper())
     configure_tracing("rollout-worker")
     create_topics(settings)
-    engine = Engine.from_policy_file(settings.policy_file)
+    from controller.policy_io import load_monitoring_policy
+
+    extra = {"monitoring": load_monitoring_policy(monitoring_file)} if monitoring_file else {}
+    engine = Engine.from_policy_file(settings.policy_file, **extra)
     worker = RolloutWorker(settings, engine)
     faust.Worker(worker.app, loglevel=loglevel, override_logging=False).execute_from_commandline()

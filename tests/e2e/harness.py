@@ -137,6 +137,7 @@ class WorkerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=self.log_path.parent,  # its `<group>-data` folder goes beside its log
             )
         return self
 

@@ -39,10 +39,11 @@ def test_status_and_watch_show_a_finished_rollout(world: Rollouts) -> None:
     assert (0, 0, 0) == (status.exit_code, as_json.exit_code, watch.exit_code), (
         status.output + as_json.output + watch.output
     )
-    assert 1 == len(status.output.splitlines())
-    assert status.output.split()[:5] == ["promo-v8", "aborted", "step", "0", "(0%)"]
+    assert ["rollouts:"] == status.output.splitlines()[:1]
+    assert 2 == len(status.output.splitlines())  # the model promo is not named: not listed
+    assert status.output.split()[1:6] == ["promo-v8", "aborted", "step", "0", "(0%)"]
     assert "step 0 (10%) denied by bob: freeze" in status.output
-    latest = json.loads(as_json.output)
+    latest = json.loads(as_json.output)["rollout"]
     assert ("awaiting_approval", "aborted") == (latest["from_phase"], latest["to_phase"])
     lines = watch.output.splitlines()
     assert 2 == len(lines), watch.output

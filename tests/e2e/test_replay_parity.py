@@ -181,4 +181,5 @@ def test_replaying_the_exported_inputs_gives_what_the_worker_published(
     lines = [decode(line.encode()) for line in printed.output.splitlines()]
     assert [e.to_json() for e in replayed] == [e.to_json() for e in lines]  # type: ignore[union-attr]
     topics = {e.data.TOPIC for e in lines}  # type: ignore[union-attr]
-    assert {Topic.COMMANDS, Topic.DECISIONS, Topic.ALERTS} == topics
+    # and every rollout configures its model's monitor, on the deployments topic
+    assert {Topic.COMMANDS, Topic.DECISIONS, Topic.ALERTS, Topic.DEPLOYMENTS} == topics

@@ -85,9 +85,14 @@ def test_a_lane_hands_its_partitions_over_without_counting_anything_twice(
     records = read_topic(
         kafka_bootstrap,
         stats_topic_name(settings),
-        lambda rs: sum(StatsDelta.from_json(r.value).count for r in rs) >= PREDICTIONS,
+        lambda rs: sum(StatsDelta.from_json(r.value).count for r in rs) >= 2 * PREDICTIONS,
         timeout_s=20,
     )
-    deltas = [StatsDelta.from_json(r.value) for r in records]
+    sent = [StatsDelta.from_json(r.value) for r in records]
+    deltas = [d for d in sent if d.target == "rollout"]
+    # the models' monitors get the same statistics, once each too
+    assert sorted(d.for_monitor().delta_id for d in deltas) == sorted(
+        d.delta_id for d in sent if d.target == "monitor"
+    )
     assert PREDICTIONS == sum(d.count for d in deltas)
     assert len(deltas) == len({d.delta_id for d in deltas})
