@@ -92,6 +92,8 @@ class RolloutAgent:
         self.monitors = MonitorStore(engine, monitors if monitors is not None else {}, clock=clock)
         #: how far the inputs are known to be complete (None: up to now): the lane's reach
         self.heard = heard
+        #: reports for deployments with no rollout, by (event type, deployment id)
+        self.unrouted: dict[tuple[str, str], int] = {}
         #: predictions merged into monitors, and monitors checked by the timer
         self.watched_predictions = 0
         self.checked = 0
@@ -206,6 +208,8 @@ class RolloutAgent:
         ):
             effects = self.engine.on_event(self.load(deployment_id), result, now)
             await self.commit(deployment_id, effects)
+            if effects.state is None and not effects.result.refusal:
+                self._unrouted(result.type, deployment_id)
             refusal = effects.result.refusal
             if refusal:  # a request that cannot apply is answered, with why
                 log.info("rollout.refused", deployment=deployment_id, reason=refusal)
@@ -216,6 +220,14 @@ class RolloutAgent:
                     event_id=result.id,
                 )
                 await self.reject(topic, partition, offset, key, value, refused)
+
+    def _unrouted(self, event_type: str, deployment_id: str) -> None:
+        """A report (a metric, a label) for a deployment with no rollout: counted, and said in
+        the log the first time and every 1,000th (predictions go to the model's monitor)."""
+        key = (event_type, deployment_id)
+        n = self.unrouted[key] = self.unrouted.get(key, 0) + 1
+        if n == 1 or n % 1000 == 0:
+            log.info("input.unrouted", type=event_type, deployment=deployment_id, count=n)
 
     async def reject(
         self,

@@ -21,6 +21,7 @@ from tests.unit.core.rollout_helpers import three_steps, unit_policy
 
 STATS = "rollout.internal.stats"
 DEPLOYMENTS = "rollout.deployments"
+METRICS = "rollout.metrics"
 
 
 class Clock:
@@ -323,3 +324,14 @@ def test_a_state_is_not_flushed_while_its_outputs_are_being_published() -> None:
     assert b"dep-1" in table  # written right behind its outputs
     assert 0 == agent.flush()
     assert [] == list(publisher.values(Topic.COMMANDS))  # the replaced publisher got them
+
+
+def test_a_report_for_a_deployment_without_a_rollout_is_counted_not_dropped() -> None:
+    agent, _, publisher = make_agent()
+    metric = s.MetricReported(deployment_id="nobody", name="gpu_util", value=0.5)
+
+    run(agent.handle(METRICS, 0, 0, b"nobody", make_event(metric).to_json()))
+    run(agent.handle(METRICS, 0, 1, b"nobody", make_event(metric, id="evt-2").to_json()))
+
+    assert {(s.MetricReported.EVENT_TYPE, "nobody"): 2} == agent.unrouted
+    assert [] == publisher.sent  # a report is not answered: nobody waits for it
