@@ -143,6 +143,12 @@ class Runner:
         published += self._publish(key, effects)
         return published
 
+    def finish(self) -> None:
+        """At the end of the log: the predictions since the last tick reach their monitors
+        (counted; judged only by a check, which a later tick would have made)."""
+        if self.now is not None:
+            self._observe(self.now)
+
     def _monitor_event(self, event: Envelope[Any], now: float) -> list[Envelope[Any]]:
         model = event.key()
         effects = self.engine.on_monitor_event(self.monitors.get(model), event, now)
@@ -331,6 +337,7 @@ def replay(
         for output in runner.advance(until):
             result.outputs += 1
             emit(output)
+    runner.finish()
     result.events = runner.events
     result.deployments = list(runner.reports.values())
     result.monitors = list(runner.monitor_reports.values())
