@@ -191,6 +191,18 @@ class StatsDelta:
         return self.model if self.target == "monitor" else self.deployment_id
 
     def to_json(self) -> bytes:
+        return orjson.dumps(self._doc())
+
+    def encode_both(self) -> tuple[bytes, bytes]:
+        """This delta's record value and its monitor twin's (`for_monitor`), the statistics
+        turned into plain values once for both."""
+        doc = self._doc()
+        twin = self.for_monitor()
+        return orjson.dumps(doc), orjson.dumps(
+            {**doc, "delta_id": twin.delta_id, "target": twin.target}
+        )
+
+    def _doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "v": DELTA_VERSION,
             "delta_id": self.delta_id,
@@ -203,7 +215,7 @@ class StatsDelta:
         }
         if self.target != "rollout":
             doc["target"] = self.target
-        return orjson.dumps(doc)
+        return doc
 
     def for_monitor(self) -> StatsDelta:
         """The same statistics for the model's monitor (its own id: redeliveries of either are

@@ -369,12 +369,12 @@ class PredictionLane:
             with use_span(span, end_on_exit=True):
                 span.set_attribute("rollout.predictions", delta.count)
                 headers = inject_headers()
+        value, twin = delta.encode_both()
         first = await self._producer.send(
-            self.stats_topic, key=delta.key().encode(), value=delta.to_json(), headers=headers
+            self.stats_topic, key=delta.key().encode(), value=value, headers=headers
         )
-        watched = delta.for_monitor()
         second = await self._producer.send(
-            self.stats_topic, key=watched.key().encode(), value=watched.to_json(), headers=headers
+            self.stats_topic, key=delta.model.encode(), value=twin, headers=headers
         )
         both: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(first, second))
         return both

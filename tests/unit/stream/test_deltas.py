@@ -84,6 +84,24 @@ def test_a_delta_survives_the_stats_topic() -> None:
     assert [("baseline", "v1"), ("canary", "v2")] == [(c, v) for c, v, _ in delta.cohorts]
 
 
+def test_a_delta_and_its_monitor_twin_are_encoded_together() -> None:
+    folder = Folder(CONFIG)
+    for p in predictions(20):
+        folder.add(make_event(p))
+    (fold,) = folder.drain()
+    delta = StatsDelta.of(fold, "predictions:0:0:19:dep-1")
+
+    value, twin = delta.encode_both()
+
+    assert (delta, delta.for_monitor()) == (StatsDelta.from_json(value), StatsDelta.from_json(twin))
+    watched = StatsDelta.from_json(twin)
+    assert ("monitor", fold.model, "predictions:0:0:19:dep-1:monitor") == (
+        watched.target,
+        watched.key(),
+        watched.delta_id,
+    )
+
+
 def test_events_without_predictions_are_not_collected() -> None:
     folder = Folder(CONFIG)
     payload: Any = s.DeploymentRequested(
