@@ -137,3 +137,32 @@ def test_until_ticks_past_the_last_event_as_the_workers_timer_did(tmp_path: Path
     first, _, _, _, again, alert = until.output.splitlines()
     assert first == again
     assert "router" == orjson.loads(alert)["data"]["kind"]
+
+
+def test_a_promoted_candidate_becomes_the_watched_version_with_its_training_profile(
+    tmp_path: Path,
+) -> None:
+    log = simulate(tmp_path, "healthy")
+
+    printed = CliRunner().invoke(replay_cmd, [str(log), "--outputs"])
+
+    assert 0 == printed.exit_code, printed.output
+    docs = [orjson.loads(line) for line in printed.stdout_bytes.splitlines()]
+    configured = [d for d in docs if d["type"] == s.MonitorConfigured.EVENT_TYPE]
+    # the start hands the baseline to the monitor; the promote, the candidate and its profile
+    assert ["v41", "v42"] == [c["data"]["version"] for c in configured]
+    assert configured[0]["data"].get("training_profile") is None
+    assert configured[1]["data"]["training_profile"]["features"]
+    promoted = next(
+        d
+        for d in docs
+        if d["type"] == s.Decision.EVENT_TYPE and d["data"]["to_phase"] == "promoted"
+    )
+    assert configured[1]["time"] == promoted["time"]  # at the decision's own time
+    watched = [
+        d["data"]
+        for d in docs
+        if d["type"] == s.MonitorDecision.EVENT_TYPE and d["data"]["action"] == "configured"
+    ]
+    assert "version v41 -> v42" in watched[-1]["reason"]
+    assert "rollout:" in watched[-1]["reason"]
