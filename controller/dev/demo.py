@@ -33,6 +33,7 @@ from schemas import (
     Command,
     CommandAction,
     DeploymentRequested,
+    MonitorDecision,
     Prediction,
     RolloutPlan,
     Topic,
@@ -112,9 +113,19 @@ def _fleet_loop(service: Service, reporter: Any, stop: threading.Event) -> None:
 class Timeline:
     """Prints the worker's decisions, commands and alerts as they arrive."""
 
-    def __init__(self, settings: Settings, deployments: set[str], out: Callable[[str], None]):
+    def __init__(
+        self,
+        settings: Settings,
+        deployments: set[str],
+        out: Callable[[str], None],
+        models: set[str] | None = None,
+    ):
         self.settings = settings
         self.deployments = deployments
+        #: the models whose monitors' decisions are shown too
+        self.models = models or set()
+        #: the version each model's monitor watches, as its decisions say
+        self.watched: dict[str, str] = {}
         self.out = out
         self.final: dict[str, str] = {}
         self.rollback_trace: dict[str, str] = {}
@@ -137,7 +148,7 @@ class Timeline:
             **self.settings.kafka_client_options(),
         )
         try:
-            while not stop.is_set() and set(self.final) != self.deployments:
+            while not stop.is_set():
                 for record in consumer:
                     self._show(decode(record.value))
         finally:
@@ -145,9 +156,14 @@ class Timeline:
 
     def _show(self, event: Any) -> None:
         data = getattr(event, "data", None)
+        t = f"{time.monotonic() - self.started:6.1f}s"
+        if isinstance(data, MonitorDecision) and data.model in self.models:
+            if data.version:
+                self.watched[data.model] = data.version
+            self.out(f"{t}  {data.model:10}  monitor {data.action}: {data.reason}")
+            return
         if data is None or getattr(data, "deployment_id", None) not in self.deployments:
             return
-        t = f"{time.monotonic() - self.started:6.1f}s"
         kind = event.type.removeprefix("dev.rollout.").removesuffix(".v1")
         if kind == "decision":
             self.out(
@@ -257,7 +273,7 @@ def run_demo(*, timeout_s: float = 110.0, out: Callable[[str], None] = print) ->
                 service.finished = True
 
         stop = threading.Event()
-        timeline = Timeline(settings, set(services), out)
+        timeline = Timeline(settings, set(services), out, {s.model for s in services.values()})
         with _worker(env, log_path) as worker, contextlib.ExitStack() as stack:
             listener = CommandListener(settings, apply=apply, applied_by=f"demo-router-{run}")
             listener.start()
@@ -305,6 +321,11 @@ def run_demo(*, timeout_s: float = 110.0, out: Callable[[str], None] = print) ->
                     out(f"the worker exited with code {worker.returncode}; see {log_path}")
                     break
                 time.sleep(0.2)
+            # the rollouts hand production to their models' monitors right after their ends
+            handed = {"fraud": "v2", "ranker": "v6"}
+            settle = time.monotonic() + 5.0
+            while time.monotonic() < settle and timeline.watched != handed:
+                time.sleep(0.2)
             stop.set()
             for t in threads:
                 t.join(timeout=5)
@@ -312,6 +333,8 @@ def run_demo(*, timeout_s: float = 110.0, out: Callable[[str], None] = print) ->
         ok = timeline.final == {"fraud-v2": "promoted", "ranker-v7": "rolled_back"}
         for deployment_id in services:
             out(f"{deployment_id:10}  {timeline.final.get(deployment_id, 'unfinished')}")
+        for model, version in sorted(timeline.watched.items()):
+            out(f"{model:10}  monitored in production: version {version}")
         trace_id = timeline.rollback_trace.get("ranker-v7")
         if trace_id:
             out(f"trace of the rollback: {trace_id}")
