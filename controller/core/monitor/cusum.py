@@ -121,6 +121,10 @@ class Cusum:
     #: calibration: Pearson chi-square per degree of freedom summed over intervals, and how many
     calib_sum: float = 0.0
     calib_bins: int = 0
+    #: binomial keys: sums of x^2/n, x and n over the calibration intervals
+    calib_sq: float = 0.0
+    calib_x: float = 0.0
+    calib_n: float = 0.0
 
     def step(
         self,
@@ -133,9 +137,12 @@ class Cusum:
         num: float = 0.0,
         den: float = 0.0,
         counts: Sequence[float] = (),
+        cap: float = math.inf,
     ) -> Step:
-        """Add one check's LLR (raw, divided here by phi) of the data in [start, t]."""
-        z = llr / self.phi
+        """Add one check's LLR (raw, divided here by phi, then at most `cap`) of the data in
+        [start, t]. The cap only lowers the statistic, so the alarm level keeps its false alarm
+        rate; it keeps a burst of a few seconds from alarming alone."""
+        z = min(llr / self.phi, cap)
         if self.firing:
             self.num += num
             self.den += den
@@ -182,8 +189,24 @@ class Cusum:
         self.calib_sum += pearson_per_df
         self.calib_bins += 1
 
+    def calibrate_share(self, x: float, n: float) -> None:
+        """A binomial key's calibration interval: x of n (its dispersion is measured around
+        the calibration's own pooled share, not the reference's or an allowance)."""
+        if n <= 0:
+            return
+        self.calib_sq += x * x / n
+        self.calib_x += x
+        self.calib_n += n
+        self.calib_bins += 1
+
     def finish_calibration(self) -> None:
         """phi from the calibration intervals (at least 1: never sharper than independence)."""
+        if self.calib_n > 0:
+            p = self.calib_x / self.calib_n
+            if 0.0 < p < 1.0 and self.calib_bins > 1:
+                x2 = (self.calib_sq - 2 * p * self.calib_x + p * p * self.calib_n) / (p * (1 - p))
+                self.phi = max(1.0, x2 / (self.calib_bins - 1))
+            return
         if self.calib_bins:
             self.phi = max(1.0, self.calib_sum / self.calib_bins)
 
@@ -201,6 +224,9 @@ class Cusum:
             "phi": self.phi,
             "calib_sum": self.calib_sum,
             "calib_bins": self.calib_bins,
+            "calib_sq": self.calib_sq,
+            "calib_x": self.calib_x,
+            "calib_n": self.calib_n,
         }
 
     @classmethod
@@ -218,6 +244,9 @@ class Cusum:
             phi=float(data["phi"]),
             calib_sum=float(data["calib_sum"]),
             calib_bins=int(data["calib_bins"]),
+            calib_sq=float(data.get("calib_sq", 0.0)),
+            calib_x=float(data.get("calib_x", 0.0)),
+            calib_n=float(data.get("calib_n", 0.0)),
         )
 
 

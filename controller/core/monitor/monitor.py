@@ -47,7 +47,6 @@ from controller.core.monitor.cusum import (
     binomial_llr,
     js_bits,
     multinomial_llr,
-    pearson_binomial,
     pearson_multinomial,
     pearson_poisson,
     poisson_llr,
@@ -599,8 +598,9 @@ def _outage(
         return []  # the inputs are behind: this span is judged neither silent nor served
     expected_rate = _expected_rate(state, now)
     cusum = state.cusums.get(rule.name)
-    quiet = cusum is None or (cusum.s <= 0.0 and not cusum.firing)
-    if quiet:
+    # learned except while an outage is declared: learning only at a statistic of 0 would
+    # learn from the busy seconds of bursty traffic alone, and expect too much at night
+    if cusum is None or not cusum.firing:
         _update_rate(state, rule, served, dt, now)
     if expected_rate is None or expected_rate < float(rule.param("min_expected_per_s")):
         return []
@@ -679,9 +679,7 @@ def _close_calibration(state: MonitorState, ref: Reference) -> None:
             continue
         family = state.calib_open.get(name + "\x1ffamily", [3.0])[0]
         if family == 1.0:
-            x, n, p0 = acc[0], acc[1], acc[2]
-            if n > 0:
-                cusum.calibrate(pearson_binomial(x, n, p0))
+            cusum.calibrate_share(acc[0], acc[1])
         elif family == 2.0:
             x, expected = acc[0], acc[1]
             if expected > 0:
@@ -750,6 +748,7 @@ def _step(
         num=num,
         den=den,
         counts=counts,
+        cap=h * rule.every_s / policy.min_evidence_s,
     )
     if event is None:
         return []

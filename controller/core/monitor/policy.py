@@ -95,6 +95,9 @@ class AlertSettings(_Strict):
     runbook_url: str | None = "https://runbooks.example/monitors/{rule}?model={model}"
     #: a firing alert resolves when the data favour the reference over the change this much
     resolve_odds: float = Field(100.0, gt=1)
+    #: no alarm on less than this many seconds of evidence: a check adds at most
+    #: h * every_s / min_evidence_s (a burst of errors shorter than it cannot alarm alone)
+    min_evidence_s: float = Field(15.0, gt=0)
 
 
 class MonitorRule(_Strict):
@@ -218,6 +221,10 @@ class MonitoringPolicy:
         rule at most every `per_rule_days` on average (Lorden: e^h checks per key)."""
         checks = self.model.false_alarms.per_rule_days * 86400.0 / rule.every_s
         return math.log(checks * max(keys, 1))
+
+    @property
+    def min_evidence_s(self) -> float:
+        return self.model.alerts.min_evidence_s
 
     def resolve_threshold(self) -> float:
         return math.log(self.model.alerts.resolve_odds)
