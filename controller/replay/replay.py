@@ -364,6 +364,12 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
+def _cell(text: str, width: int) -> str:
+    """Text for one table cell: no pipes or line breaks, at most `width` characters."""
+    text = text.replace("|", "/").replace("\n", " ")
+    return text[: width - 3] + "..." if len(text) > width else text
+
+
 def summary_table(result: ReplayResult, *, reason_width: int = 100) -> str:
     """A Markdown table, one row per deployment, and the counts of the replay."""
     rows = [
@@ -372,9 +378,7 @@ def summary_table(result: ReplayResult, *, reason_width: int = 100) -> str:
         "|---|---|---|---|---|---|",
     ]
     for d in result.deployments:
-        reason = d.reason.replace("|", "/").replace("\n", " ")
-        if len(reason) > reason_width:
-            reason = reason[: reason_width - 3] + "..."
+        reason = _cell(d.reason, reason_width)
         rows.append(
             f"| {d.deployment_id} | {d.phase} | {d.steps_passed}/{d.steps} | "
             f"{_seconds(d.time_to_decision_s)} | {d.canary_requests} / {d.baseline_requests} | "
@@ -388,9 +392,7 @@ def summary_table(result: ReplayResult, *, reason_width: int = 100) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for m in result.monitors:
-            reason = m.last_reason.replace("|", "/").replace("\n", " ")
-            if len(reason) > reason_width:
-                reason = reason[: reason_width - 3] + "..."
+            reason = _cell(m.last_reason, reason_width)
             rows.append(
                 f"| {m.model} | {m.version or '-'} | {m.stage} | {m.predictions} | "
                 f"{m.fired} / {m.resolved} | {', '.join(m.firing) or '-'} | {reason or '-'} |"

@@ -195,12 +195,7 @@ class RolloutAgent:
                 await self.commit_monitor(done)
                 if done.refusal:
                     log.info("monitor.refused", model=deployment_id, reason=done.refusal)
-                    refused = Rejection(
-                        reason=f"refused: {done.refusal}",
-                        errors=(FieldError(loc="$", message=done.refusal, kind="refused"),),
-                        event_type=result.type,
-                        event_id=result.id,
-                    )
+                    refused = _refusal(done.refusal, result)
                     await self.reject(topic, partition, offset, key, value, refused)
             return
         with self._process_span(
@@ -213,12 +208,7 @@ class RolloutAgent:
             refusal = effects.result.refusal
             if refusal:  # a request that cannot apply is answered, with why
                 log.info("rollout.refused", deployment=deployment_id, reason=refusal)
-                refused = Rejection(
-                    reason=f"refused: {refusal}",
-                    errors=(FieldError(loc="$", message=refusal, kind="refused"),),
-                    event_type=result.type,
-                    event_id=result.id,
-                )
+                refused = _refusal(refusal, result)
                 await self.reject(topic, partition, offset, key, value, refused)
 
     def _unrouted(self, event_type: str, deployment_id: str) -> None:
@@ -464,6 +454,16 @@ class RolloutAgent:
                 group=self.consumer_group or None,
             ),
         )
+
+
+def _refusal(why: str, event: Any) -> Rejection:
+    """The dead letter's rejection of a request that cannot apply: `refused: <why>`."""
+    return Rejection(
+        reason=f"refused: {why}",
+        errors=(FieldError(loc="$", message=why, kind="refused"),),
+        event_type=event.type,
+        event_id=event.id,
+    )
 
 
 def _log_output(record: OutputRecord) -> None:
