@@ -63,12 +63,6 @@ def smoothed(counts: Sequence[float]) -> list[float]:
     return [(c + 0.5) / total for c in counts]
 
 
-def pearson_binomial(x: float, n: float, p0: float) -> float:
-    """Pearson's chi-square (1 degree of freedom) of x in n against p0."""
-    p0 = min(max(p0, EPS), 1 - EPS)
-    return (x - n * p0) ** 2 / (n * p0 * (1 - p0)) if n > 0 else 0.0
-
-
 def pearson_poisson(x: float, expected: float) -> float:
     return (x - expected) ** 2 / expected if expected > 0 else 0.0
 
@@ -265,7 +259,6 @@ __all__ = [
     "js_bits",
     "kl_binomial",
     "multinomial_llr",
-    "pearson_binomial",
     "pearson_multinomial",
     "pearson_poisson",
     "poisson_llr",

@@ -106,7 +106,6 @@ def _decision(
     rule: str | None = None,
     evidence: Mapping[str, Any] | None = None,
 ) -> MonitorDecision:
-    state.seq += 1
     at = round(now * 1000)
     return MonitorDecision(
         decision_id=_content_id("mon", state.model, action, rule, at, reason),
@@ -872,7 +871,6 @@ def _alert(
     now: float,
     policy: MonitoringPolicy | None,
 ) -> Alert:
-    state.seq += 1
     dedup = f"{state.model}/monitor.{name}"
     rule = name.split("/", 1)[0]
     return Alert(

@@ -131,8 +131,6 @@ class MonitorState:
     #: when the last notice about unmonitored traffic went out
     noticed_at: float | None = None
     recent_ids: list[str] = field(default_factory=list)
-    #: decisions published (makes each id unique)
-    seq: int = 0
 
     # ---- reading ----------------------------------------------------------------------
 
@@ -196,7 +194,6 @@ class MonitorState:
             "last_seen": self.last_seen,
             "noticed_at": self.noticed_at,
             "recent_ids": self.recent_ids,
-            "seq": self.seq,
         }
 
     @classmethod
@@ -232,7 +229,6 @@ class MonitorState:
             last_seen=data.get("last_seen"),
             noticed_at=data.get("noticed_at"),
             recent_ids=[str(x) for x in data.get("recent_ids", [])],
-            seq=int(data.get("seq", 0)),
         )
 
 
