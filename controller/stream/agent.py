@@ -44,7 +44,15 @@ from controller.observability import (
 from controller.observability.messaging import Operation
 from controller.stream.deltas import StatsDelta
 from controller.stream.monitors import MonitorStore
-from schemas import FieldError, MonitorConfigured, MonitorDeleted, Rejection, Topic, decode
+from schemas import (
+    FieldError,
+    MonitorConfigured,
+    MonitorDecision,
+    MonitorDeleted,
+    Rejection,
+    Topic,
+    decode,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -292,11 +300,11 @@ class RolloutAgent:
         state = effects.state
         if state is None:
             return
-        self._publishing.add("\x00monitor:" + state.model)
+        self.monitors.publishing.add(state.model)
         try:
             await self.publish_monitor(effects)
         finally:
-            self._publishing.discard("\x00monitor:" + state.model)
+            self.monitors.publishing.discard(state.model)
         self.monitors.keep(state, write=bool(effects.records))
 
     async def publish_monitor(self, effects: MonitorEffects) -> None:
@@ -471,7 +479,7 @@ def _log_output(record: OutputRecord) -> None:
     if isinstance(data, MonitorConfigured):
         log.info("monitor.configuration", model=data.model, version=data.version, by=data.by)
         return
-    if record.topic is Topic.DECISIONS and not hasattr(data, "deployment_id"):
+    if isinstance(data, MonitorDecision):
         log.info(
             "monitor.decision",
             model=data.model,

@@ -45,6 +45,9 @@ class MonitorStore:
         self._decoded: dict[str, tuple[bytes, MonitorState]] = {}
         #: monitors changed since they were last written, with when they were written
         self._dirty: dict[str, float] = {}
+        #: monitors whose outputs are being published: not flushed until they are out (a
+        #: state stored ahead of its outputs would lose them after a crash)
+        self.publishing: set[str] = set()
         self.writes = 0
 
     def load(self, model: str) -> MonitorState | None:
@@ -79,6 +82,8 @@ class MonitorStore:
         now = self.clock()
         written = 0
         for model, since in sorted(self._dirty.items()):
+            if model in self.publishing:
+                continue
             if force or now - since >= self.flush_every_s:
                 self._write(model, self._decoded[model][1])
                 del self._dirty[model]

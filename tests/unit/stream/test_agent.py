@@ -16,7 +16,7 @@ from controller.engine import Engine
 from controller.stream.agent import ListPublisher, RolloutAgent
 from controller.stream.deltas import StatsDelta
 from schemas import Topic
-from tests.factories import T0, make_deployment, make_event, sample_payloads
+from tests.factories import T0, make_deployment, make_event, make_prediction, sample_payloads
 from tests.unit.core.rollout_helpers import three_steps, unit_policy
 
 STATS = "rollout.internal.stats"
@@ -335,3 +335,27 @@ def test_a_report_for_a_deployment_without_a_rollout_is_counted_not_dropped() ->
 
     assert {(s.MetricReported.EVENT_TYPE, "nobody"): 2} == agent.unrouted
     assert [] == publisher.sent  # a report is not answered: nobody waits for it
+
+
+def test_a_monitor_is_not_flushed_while_its_outputs_are_being_published() -> None:
+    agent, _, _ = make_agent()
+    monitors: dict[bytes, bytes] = agent.monitors.table  # type: ignore[assignment]
+    flushed_during: list[bool] = []
+
+    class FlushingPublisher(ListPublisher):
+        async def send(self, topic: Topic, key: bytes | None, value: bytes, headers: Any) -> None:
+            agent.flush(force=True)  # a hand-over begins in the middle of the publishing
+            flushed_during.append(b"fraud" in monitors)
+            await super().send(topic, key, value, headers)
+
+    # the model's traffic first: its monitor is changed, waiting for a flush
+    stats = CohortStats()
+    stats.observe_many([make_prediction()])
+    delta = StatsDelta("d-1", "dep-1", "fraud", 1, (("baseline", "v1", stats),), "monitor")
+    run(agent.handle(agent.stats_topic, 0, 0, b"fraud", delta.to_json()))
+    agent.publisher = FlushingPublisher()
+    config = s.MonitorConfigured(model="fraud", version="v1", by="alice")
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"fraud", make_event(config).to_json()))
+
+    assert [False] == flushed_during  # its decision went out before its state was stored
+    assert b"fraud" in monitors
