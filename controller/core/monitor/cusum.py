@@ -10,6 +10,21 @@ h / KL(alternative || reference) checks: the information limit the benchmark pri
 - **Over-dispersion.** Requests are not independent: errors come in runs, traffic in bursts. Each
   key's LLR is divided by its dispersion `phi` (>= 1), measured on the reference traffic as
   Pearson's chi-square per degree of freedom over calibration intervals (quasi-likelihood).
+- **Dispersion is measured for as long as the key is watched.** An hour of calibration at night
+  holds a handful of error runs, and a phi measured on them can be a third of the truth. A
+  binomial or Poisson key keeps measuring its intervals while it watches, pooled with the
+  calibration's, older intervals weighed down with a half-life of a day once a day is in. A
+  change must not pass for noise before it is found, so an interval joins the measure an hour
+  or two after it was measured (`hold`, `release`), and an alarm discards those still held.
+  The multinomial keys' phi, measured against the reference's distribution, stays the
+  calibration's.
+- **A reference rate is an estimate.** A share the reference measured (the error rate, the share
+  above its p95, a missing-value share) is known only up to its sampling error, which the
+  dispersion inflates: an hour of errors in runs of twenty is a few dozen runs, and an error
+  rate learned from them can be a third off. A CUSUM against a rate set too low drifts up on
+  healthy traffic and alarms. So once calibrated, such a key's reference rate is frozen at an
+  upper confidence bound (`freeze_rate`): the share over the reference and the calibration
+  together, plus `RATE_Z` standard errors inflated by `phi`.
 - **Since when, by how much.** The change-point estimate is the last time `s` was 0 before the
   alarm (the CUSUM's maximum-likelihood estimate); the sums kept since then say by how much.
 - **Resolved.** While firing, `back = max(0, back - llr)` weighs the evidence for the reference
@@ -29,6 +44,8 @@ Step = Literal["fired", "resolved"] | None
 
 #: probabilities are kept inside (EPS, 1 - EPS): a log of 0 is never taken
 EPS = 1e-9
+#: A reference rate is frozen this many (dispersed) standard errors above its estimate.
+RATE_Z = 2.0
 
 
 def binomial_llr(x: float, n: float, p0: float, p1: float) -> float:
@@ -113,12 +130,27 @@ class Cusum:
     #: the dispersion of this key (>= 1), set when calibration ends
     phi: float = 1.0
     #: calibration: Pearson chi-square per degree of freedom summed over intervals, and how many
+    #: (weights: while watching, older intervals count less, see `forget`)
     calib_sum: float = 0.0
-    calib_bins: int = 0
+    calib_bins: float = 0.0
     #: binomial keys: sums of x^2/n, x and n over the calibration intervals
     calib_sq: float = 0.0
     calib_x: float = 0.0
     calib_n: float = 0.0
+    #: the reference rate of a binomial key whose rate was estimated (None: not frozen yet)
+    p0: float | None = None
+    #: a share judged against its recent history: its exponentially weighted estimate and the
+    #: requests behind it (their weights)
+    recent: float | None = None
+    recent_n: float = 0.0
+    #: intervals measured while watching, not yet in the measure: since the last release, and
+    #: waiting for the next ([Pearson sum, intervals, sum x^2/n, x, n])
+    held: list[float] = field(default_factory=list)
+    waiting: list[float] = field(default_factory=list)
+    #: whether phi has been measured (a calibration finished)
+    calibrated: bool = False
+    #: whether it judges the model's traffic, not its version (kept across versions)
+    carry: bool = False
 
     def step(
         self,
@@ -163,6 +195,7 @@ class Cusum:
                 self.counts = [0.0] * len(counts)
             self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
         if self.s >= h:
+            self.discard_held()  # the change may have begun in them: not noise
             self.firing = True
             self.fired_at = t
             self.back = 0.0
@@ -193,8 +226,50 @@ class Cusum:
         self.calib_n += n
         self.calib_bins += 1
 
+    def hold(self, pearson_per_df: float | None = None, x: float = 0.0, n: float = 0.0) -> None:
+        """An interval measured while watching: held back (`held`) until `release` (a Pearson
+        value, or a binomial key's x of n)."""
+        if not self.held:
+            self.held = [0.0] * 5
+        if pearson_per_df is not None:
+            self.held[0] += pearson_per_df
+            self.held[1] += 1
+        elif n > 0:
+            self.held[1] += 1
+            self.held[2] += x * x / n
+            self.held[3] += x
+            self.held[4] += n
+
+    def release(self, half_life_bins: float) -> None:
+        """Move the intervals waiting since the last release into the measure, weighing the
+        older ones down once `half_life_bins` are in, and measure phi again; what was held since
+        waits for the next release. A fired key discards both (`discard_held`)."""
+        waiting, self.waiting = self.waiting, self.held
+        self.held = []
+        if not waiting or waiting[1] <= 0:
+            return
+        if self.calib_bins > half_life_bins:
+            weight = 2.0 ** (-waiting[1] / half_life_bins)
+            self.calib_sum *= weight
+            self.calib_bins *= weight
+            self.calib_sq *= weight
+            self.calib_x *= weight
+            self.calib_n *= weight
+        self.calib_sum += waiting[0]
+        self.calib_bins += waiting[1]
+        self.calib_sq += waiting[2]
+        self.calib_x += waiting[3]
+        self.calib_n += waiting[4]
+        self.finish_calibration()
+
+    def discard_held(self) -> None:
+        self.held, self.waiting = [], []
+
     def finish_calibration(self) -> None:
-        """phi from the calibration intervals (at least 1: never sharper than independence)."""
+        """phi from the calibration intervals (at least 1: never sharper than independence);
+        a key carried from an earlier version pools its intervals with the new ones. Called
+        again after every interval measured while watching (binomial and Poisson keys)."""
+        self.calibrated = True
         if self.calib_n > 0:
             p = self.calib_x / self.calib_n
             if 0.0 < p < 1.0 and self.calib_bins > 1:
@@ -203,6 +278,39 @@ class Cusum:
             return
         if self.calib_bins:
             self.phi = max(1.0, self.calib_sum / self.calib_bins)
+
+    def freeze_rate(self, x: float, n: float) -> float:
+        """Freeze this key's reference rate from the reference's `x` of `n` and the calibration's
+        counts: their pooled share plus RATE_Z standard errors, inflated by phi (with no event
+        at all, the standard error of one event in all the requests)."""
+        total = n + self.calib_n
+        if total <= 0:
+            self.p0 = 0.0
+            return self.p0
+        share = (x + self.calib_x) / total
+        spread = max(share, 1.0 / total) * (1.0 - share)
+        self.p0 = min(share + RATE_Z * math.sqrt(self.phi * spread / total), 1.0)
+        return self.p0
+
+    def recent_rate(self) -> float | None:
+        """The recent share at its upper confidence bound (as `freeze_rate`)."""
+        if self.recent is None or self.recent_n <= 0:
+            return None
+        spread = max(self.recent, 1.0 / self.recent_n) * (1.0 - self.recent)
+        return min(self.recent + RATE_Z * math.sqrt(self.phi * spread / self.recent_n), 1.0)
+
+    def learn_recent(self, x: float, n: float, dt: float, half_life_s: float) -> None:
+        """Weigh a check's `x` of `n` into the recent share: what is older than `half_life_s`
+        counts half."""
+        if n <= 0 and dt <= 0:
+            return
+        keep = 2.0 ** (-max(dt, 0.0) / half_life_s)
+        total = self.recent_n * keep + n
+        if total <= 0:
+            return
+        old = self.recent if self.recent is not None else 0.0
+        self.recent = (old * self.recent_n * keep + x) / total
+        self.recent_n = total
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -221,6 +329,13 @@ class Cusum:
             "calib_sq": self.calib_sq,
             "calib_x": self.calib_x,
             "calib_n": self.calib_n,
+            "p0": self.p0,
+            "recent": self.recent,
+            "recent_n": self.recent_n,
+            "held": self.held,
+            "waiting": self.waiting,
+            "calibrated": self.calibrated,
+            "carry": self.carry,
         }
 
     @classmethod
@@ -237,10 +352,17 @@ class Cusum:
             back=float(data["back"]),
             phi=float(data["phi"]),
             calib_sum=float(data["calib_sum"]),
-            calib_bins=int(data["calib_bins"]),
+            calib_bins=float(data["calib_bins"]),
             calib_sq=float(data.get("calib_sq", 0.0)),
             calib_x=float(data.get("calib_x", 0.0)),
             calib_n=float(data.get("calib_n", 0.0)),
+            p0=None if data.get("p0") is None else float(data["p0"]),
+            recent=None if data.get("recent") is None else float(data["recent"]),
+            recent_n=float(data.get("recent_n", 0.0)),
+            held=[float(x) for x in data.get("held", [])],
+            waiting=[float(x) for x in data.get("waiting", [])],
+            calibrated=bool(data.get("calibrated", False)),
+            carry=bool(data.get("carry", False)),
         )
 
 
@@ -253,6 +375,7 @@ def kl_binomial(p1: float, p0: float) -> float:
 
 
 __all__ = [
+    "RATE_Z",
     "Cusum",
     "adaptive_alternative",
     "binomial_llr",

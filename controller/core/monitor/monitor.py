@@ -73,6 +73,10 @@ HOUR_HALF_LIFE_S = 3 * 3600.0
 QUALITY_KINDS = ("missing", "invalid", "out_of_domain")
 #: The multiple of a reference's expected sampling divergence a drift must exceed.
 ESTIMATION_MARGIN = 5.0
+#: While watching, a key's dispersion intervals older than this count half (once a day is in).
+DISPERSION_HALF_LIFE_S = 86400.0
+#: Intervals measured while watching join the dispersion this long after (one to two times it).
+DISPERSION_LAG_S = 3600.0
 
 
 @dataclass
@@ -154,11 +158,11 @@ def configure(
     elif event.reference == "relearn":
         state.pinned = False
         state.reference = None
-        _restart_watch(state)
+        _restart_watch(state, carry=True)
     version_changed = was[1] is not None and state.version != was[1]
     if version_changed and not state.pinned:
         state.reference = None
-        _restart_watch(state)
+        _restart_watch(state, carry=True)
     what = []
     if not was[0]:
         what.append("now watched")
@@ -204,11 +208,15 @@ def delete(state: MonitorState | None, event: MonitorDeleted, now: float) -> Mon
     return MonitorResult(state, outputs)
 
 
-def _restart_watch(state: MonitorState) -> None:
-    state.cusums = {}
+def _restart_watch(state: MonitorState, carry: bool = False) -> None:
+    """Start the watch over: a new reference or new rules. With `carry`, the CUSUMs that judge
+    the model's traffic rather than its version (the outage rule's) are kept, calibrated, so a
+    new version is watched for outages from its first second."""
+    state.cusums = {k: c for k, c in state.cusums.items() if carry and c.carry and c.calibrated}
     state.held = {}
     state.calib_open = {}
     state.calib_started = None
+    state.released_at = None
     state.skew_firing = {}
     state.skew_window = None
     state.skew_started = None
@@ -300,12 +308,12 @@ def check(
     ref = state.reference
     if ref is None or (ref.version != state.version and not state.pinned):
         ref = state.reference = Reference(now, CohortStats(StatsConfig()), version=state.version)
-        _restart_watch(state)
+        _restart_watch(state, carry=True)
     settings = policy.reference
     if ref.learned_at is None:
         if window is not None:
             ref.stats.merge_from(window)
-        _learn_rate(state, policy, window, start, now, heard)
+        outputs += _learn_rate(state, policy, window, start, now, heard)
         if now - ref.started_at >= settings.learn_s and ref.stats.requests >= settings.min_requests:
             ref.learned_at = now
             ref.frozen = freeze(ref.stats, policy, state.training_profile)
@@ -335,13 +343,30 @@ def check(
             cusum = state.cusums.get(name)
             if cusum is None:
                 cusum = state.cusums[name] = Cusum()
+                cusum.carry = rule.detector == "outage"
             if calibrating:
                 _accumulate(state, name, family, values)
-                continue
+                if not cusum.calibrated:
+                    continue
+            elif family != "multinomial":
+                _accumulate(state, name, family, values)  # the dispersion, measured on
             outputs += _step(state, policy, rule, name, cusum, family, values, start, now)
         if rule.detector == "training_serving_skew" and not calibrating:
             outputs += _skew_window(state, policy, rule, window, now)
-    if calibrating:
+    if not calibrating:
+        if state.calib_started is None:
+            state.calib_started = start
+        if now - state.calib_started >= settings.calibration_bin_s:
+            _close_calibration(state, ref, watching=True)
+            state.calib_started = now
+        if state.released_at is None:
+            state.released_at = now
+        elif now - state.released_at >= DISPERSION_LAG_S:
+            half_life_bins = DISPERSION_HALF_LIFE_S / settings.calibration_bin_s
+            for cusum in state.cusums.values():
+                cusum.release(half_life_bins)
+            state.released_at = now
+    else:
         closed = now - (state.calib_started or now) >= settings.calibration_bin_s
         if closed:
             _close_calibration(state, ref)
@@ -413,6 +438,7 @@ def freeze(
                     "slot": list(bucket.slot),
                     "value_ms": bucket.value,
                     "p0": stats.latency.count_above(bucket.slot) / stats.latency.count,
+                    "n": stats.latency.count,
                 }
         elif rule.detector == "latency_slo":
             threshold = float(rule.param("threshold_ms"))
@@ -441,7 +467,7 @@ def freeze(
                 if name in profiles and profiles[name].has_domain():
                     shares["out_of_domain"] = q.out_of_domain / total
                 quality[name] = shares
-            entry = {"quality": quality}
+            entry = {"quality": quality, "events": stats.feature_events}
         frozen["rules"][rule.name] = entry
     return frozen
 
@@ -524,20 +550,30 @@ def observations(
     entry = ref.frozen["rules"].get(rule.name, {})
     detector = rule.detector
     if detector == "error_rate":
-        p0 = min(max(float(ref.frozen["error_rate"]), 1e-5), 0.5)
+        requests = float(ref.frozen["requests"])
+        share = _reference_rate(
+            state, ref, rule.name, float(ref.frozen["error_rate"]) * requests, requests
+        )
+        p0 = min(max(share, 1e-5), 0.5)
         p1 = min(max(p0 * float(rule.param("ratio")), p0 + float(rule.param("min_rate"))), 0.999)
         return [("", "binomial", [float(w.errors), float(w.requests), p0, p1])]
     if detector in ("latency_shift", "latency_slo"):
         if not entry:
             return []
         slot = (int(entry["slot"][0]), int(entry["slot"][1]))
+        n = w.latency.count
+        x = w.latency.count_above(slot) if n else 0
         if detector == "latency_shift":
-            p0 = min(max(float(entry["p0"]), 1e-4), 0.5)
+            timed = float(entry.get("n", ref.frozen["requests"]))
+            history_s = float(rule.param("history_s") or 0.0)
+            if history_s > 0:
+                share = _recent_rate(state, rule.name, entry, timed, x, n, now - start, history_s)
+            else:
+                share = _reference_rate(state, ref, rule.name, float(entry["p0"]) * timed, timed)
+            p0 = min(max(share, 1e-4), 0.5)
         else:
             p0 = 1.0 - float(rule.param("objective"))
         p1 = min(p0 * float(rule.param("ratio")), 0.999)
-        n = w.latency.count
-        x = w.latency.count_above(slot) if n else 0
         return [("", "binomial", [float(x), float(n), p0, p1])]
     if detector == "outage":
         return _outage(rule, w, state, start, now, heard)
@@ -550,17 +586,60 @@ def observations(
         profiles = _profiles(state.training_profile)
         ratio, min_rate = float(rule.param("ratio")), float(rule.param("min_rate"))
         events = float(w.feature_events)
+        reference_events = float(entry.get("events", ref.frozen["requests"]))
         for name, shares in sorted(entry.get("quality", {}).items()):
             q = w.field_quality(name, profiles.get(name))
             got = {"missing": q.missing, "invalid": q.invalid, "out_of_domain": q.out_of_domain}
             for kind in QUALITY_KINDS:
                 if kind not in shares:
                     continue
-                p0 = min(max(float(shares[kind]), 1e-4), 0.5)
+                share = _reference_rate(
+                    state,
+                    ref,
+                    f"{rule.name}/{name}:{kind}",
+                    float(shares[kind]) * reference_events,
+                    reference_events,
+                )
+                p0 = min(max(share, 1e-4), 0.5)
                 p1 = min(max(p0 * ratio, p0 + min_rate), 0.999)
                 found.append((f"{name}:{kind}", "binomial", [float(got[kind]), events, p0, p1]))
         return found
     return []
+
+
+def _reference_rate(state: MonitorState, ref: Reference, name: str, x: float, n: float) -> float:
+    """A binomial key's reference rate: the reference's share `x / n` while it calibrates, then
+    frozen by its CUSUM at an upper confidence bound (cusum.Cusum.freeze_rate)."""
+    cusum = state.cusums.get(name)
+    if cusum is not None and cusum.p0 is not None:
+        return cusum.p0
+    if cusum is not None and ref.calibrated_at is not None:
+        return cusum.freeze_rate(x, n)
+    return x / n if n > 0 else 0.0
+
+
+def _recent_rate(
+    state: MonitorState,
+    name: str,
+    entry: Mapping[str, Any],
+    timed: float,
+    x: float,
+    n: float,
+    dt: float,
+    history_s: float,
+) -> float:
+    """A share judged against its own recent history: the estimate before this check (at its
+    upper bound), then this check's data weighed in, unless the key is firing (a change is not
+    learned as the new normal while it is declared). It starts from the reference's share."""
+    cusum = state.cusums.get(name)
+    if cusum is None:
+        return float(entry["p0"])
+    if cusum.recent is None:
+        cusum.recent, cusum.recent_n = float(entry["p0"]), timed
+    share = cusum.recent_rate() if cusum.calibrated else cusum.recent
+    if not cusum.firing:
+        cusum.learn_recent(float(x), float(n), dt, history_s)
+    return float(entry["p0"]) if share is None else share
 
 
 def _multinomial(
@@ -639,12 +718,19 @@ def _learn_rate(
     start: float,
     now: float,
     heard: float | None,
-) -> None:
-    """While the reference is learned, the outage rule's rate model learns too."""
+) -> list[MonitorOutput]:
+    """While the reference is learned, the outage rule's rate model learns too, and an outage
+    CUSUM carried over from the model's last version (calibrated) judges."""
+    outputs: list[MonitorOutput] = []
     for rule in policy.rules:
         if rule.detector == "outage":
             w = window if window is not None else CohortStats(StatsConfig())
-            _outage(rule, w, state, start, now, heard)
+            for key, family, values in _outage(rule, w, state, start, now, heard):
+                name = f"{rule.name}/{key}" if key else rule.name
+                cusum = state.cusums.get(name)
+                if cusum is not None and cusum.calibrated:
+                    outputs += _step(state, policy, rule, name, cusum, family, values, start, now)
+    return outputs
 
 
 # ---- calibration ----------------------------------------------------------------------------
@@ -668,21 +754,30 @@ def _accumulate(state: MonitorState, name: str, family: str, values: list[float]
     state.calib_open[name + "\x1ffamily"] = [1.0 if family == "binomial" else 2.0]
 
 
-def _close_calibration(state: MonitorState, ref: Reference) -> None:
-    """Close a calibration interval: each key's Pearson chi-square per degree of freedom."""
+def _close_calibration(state: MonitorState, ref: Reference, watching: bool = False) -> None:
+    """Close a calibration interval: each key's Pearson chi-square per degree of freedom.
+    While watching, a binomial or Poisson key's interval is held back (Cusum.hold: it joins
+    the measure an hour or two later, unless the key fires first); a firing key measures
+    nothing (a declared change is not noise)."""
     for name, acc in list(state.calib_open.items()):
         if name.endswith("\x1ffamily"):
             continue
         cusum = state.cusums.get(name)
-        if cusum is None:
+        if cusum is None or (watching and cusum.firing):
             continue
         family = state.calib_open.get(name + "\x1ffamily", [3.0])[0]
         if family == 1.0:
-            cusum.calibrate_share(acc[0], acc[1])
+            if watching:
+                cusum.hold(x=acc[0], n=acc[1])
+            else:
+                cusum.calibrate_share(acc[0], acc[1])
         elif family == 2.0:
             x, expected = acc[0], acc[1]
             if expected > 0:
-                cusum.calibrate(pearson_poisson(x, expected))
+                if watching:
+                    cusum.hold(pearson_poisson(x, expected))
+                else:
+                    cusum.calibrate(pearson_poisson(x, expected))
         else:
             half = len(acc) // 2
             if math.fsum(acc[half:]) > 0:
@@ -720,6 +815,12 @@ def _split(values: list[float]) -> tuple[float, list[float], list[float]]:
     return values[0], values[1 : 1 + half], values[1 + half :]
 
 
+def _threshold(state: MonitorState, policy: MonitoringPolicy, rule: MonitorRule) -> float:
+    """The rule's alarm level h for its keys so far."""
+    keys = max(1, sum(1 for k in state.cusums if k == rule.name or k.startswith(rule.name + "/")))
+    return policy.threshold(rule, keys)
+
+
 def _step(
     state: MonitorState,
     policy: MonitoringPolicy,
@@ -733,8 +834,7 @@ def _step(
 ) -> list[MonitorOutput]:
     ref = state.reference
     assert ref is not None
-    keys = max(1, sum(1 for k in state.cusums if k == rule.name or k.startswith(rule.name + "/")))
-    h = policy.threshold(rule, keys)
+    h = _threshold(state, policy, rule)
     llr, num, den, counts = _llr(cusum, family, values)
     if family == "multinomial":
         num = den  # requests of the key; the distribution is in `counts`
@@ -747,7 +847,7 @@ def _step(
         num=num,
         den=den,
         counts=counts,
-        cap=h * rule.every_s / policy.min_evidence_s,
+        cap=h * rule.every_s / policy.min_evidence(rule),
     )
     if event is None:
         return []
@@ -826,7 +926,7 @@ def _describe(
         ratio = rate / p0 if p0 else float("inf")
         return (
             f"{what}: {label} {100 * rate:.2f} % since {since_text} vs {100 * p0:.2f} % "
-            f"{'allowed' if rule.detector == 'latency_slo' else 'in the reference'} "
+            f"{'allowed' if rule.detector == 'latency_slo' else 'in the reference (its bound)'} "
             f"({ratio:.1f}x, {int(cusum.den):,} requests)",
             evidence,
         )

@@ -19,6 +19,7 @@ rules:
     severity: critical
     every_s: 1                      # judge every n seconds (multiples of check_s)
     dry_run: false                  # judged and decided, never alerted
+    min_evidence_s: 15              # at least this much evidence (default: alerts')
 ```
 
 **The stated false alarm rate.** Every rule is a CUSUM of log-likelihood ratios
@@ -45,8 +46,10 @@ DETECTOR_PARAMS: dict[str, dict[str, float | int | bool | None]] = {
     # the failed share of requests against the reference's: alarm on `ratio` times it (at
     # least `min_rate` above it)
     "error_rate": {"ratio": 2.0, "min_rate": 0.002},
-    # the share of requests slower than the reference's `quantile` (a slow-down of the body)
-    "latency_shift": {"quantile": 0.95, "ratio": 2.0},
+    # the share of requests slower than the reference's `quantile` (a slow-down of the body),
+    # against the reference's share, or with `history_s` > 0 against the share of its recent
+    # history (exponentially weighted: what is `history_s` old counts half)
+    "latency_shift": {"quantile": 0.95, "ratio": 2.0, "history_s": 0.0},
     # the share slower than an absolute threshold against the objective's allowance
     "latency_slo": {"threshold_ms": None, "objective": 0.99, "ratio": 2.0},
     # requests served well (not failed) against the learned rate: alarm when it falls to
@@ -107,6 +110,8 @@ class MonitorRule(_Strict):
     severity: Severity = "warning"
     every_s: float = Field(1.0, gt=0)
     dry_run: bool = False
+    #: this rule's minimum evidence (seconds); default: alerts.min_evidence_s
+    min_evidence_s: float | None = Field(None, gt=0)
 
     def param(self, name: str) -> Any:
         return self.params.get(name, DETECTOR_PARAMS[self.detector][name])
@@ -173,6 +178,7 @@ def _range_problems(where: str, rule: MonitorRule) -> list[str]:
         "tolerance_kl": lambda v: v >= 0,
         "min_rate": lambda v: 0 <= v < 1,
         "half_life_s": lambda v: v > 0,
+        "history_s": lambda v: v >= 0,
         "window_s": lambda v: v > 0,
         "min_samples": lambda v: v >= 1,
         "min_expected_per_s": lambda v: v >= 0,
@@ -225,6 +231,11 @@ class MonitoringPolicy:
     @property
     def min_evidence_s(self) -> float:
         return self.model.alerts.min_evidence_s
+
+    def min_evidence(self, rule: MonitorRule) -> float:
+        """The least seconds of evidence an alarm of `rule` rests on (the rule's own, or the
+        policy's)."""
+        return rule.min_evidence_s if rule.min_evidence_s is not None else self.min_evidence_s
 
     def resolve_threshold(self) -> float:
         return math.log(self.model.alerts.resolve_odds)

@@ -117,6 +117,8 @@ class MonitorState:
     #: calibration: each key's counts in the open calibration interval, and its start
     calib_open: dict[str, list[float]] = field(default_factory=dict)
     calib_started: float | None = None
+    #: when the dispersion intervals held while watching were last released (Cusum.release)
+    released_at: float | None = None
     #: the training-serving skew window (features only) and its start
     skew_window: CohortStats | None = None
     skew_started: float | None = None
@@ -184,6 +186,7 @@ class MonitorState:
             "rate": self.rate.to_dict(),
             "calib_open": self.calib_open,
             "calib_started": self.calib_started,
+            "released_at": self.released_at,
             "skew_window": None if self.skew_window is None else self.skew_window.to_dict(),
             "skew_started": self.skew_started,
             "skew_firing": self.skew_firing,
@@ -219,6 +222,7 @@ class MonitorState:
             rate=RateModel.from_dict(data["rate"]),
             calib_open={k: [float(x) for x in v] for k, v in data.get("calib_open", {}).items()},
             calib_started=data.get("calib_started"),
+            released_at=data.get("released_at"),
             skew_window=stats(data.get("skew_window")),
             skew_started=data.get("skew_started"),
             skew_firing={k: [float(x) for x in v] for k, v in data.get("skew_firing", {}).items()},
