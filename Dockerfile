@@ -17,9 +17,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install /wheels/*.whl && rm -rf /wheels && useradd --create-home --uid 10001 rollout \
- && python -c "from controller.stream import native; assert native.available()"
+ && python -c "from controller.stream import native; assert native.available()" \
+ && mkdir -p /var/lib/rollout && chown rollout /var/lib/rollout
 USER rollout
+# the worker's folder goes on /var/lib/rollout (mount a volume there): /app stays root-owned
 ENV KAFKA_BOOTSTRAP_SERVERS=kafka:9092 \
+    ROLLOUT_DATA_DIR=/var/lib/rollout \
     OTEL_TRACES_EXPORTER=none
+VOLUME ["/var/lib/rollout"]
 ENTRYPOINT ["rollout"]
 CMD ["worker"]

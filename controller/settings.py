@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     )
 
     # the local development broker (`rollout dev-kafka`)
+    data_dir: Path | None = Field(
+        default=None,
+        description="Where the worker keeps its `<group>-data` folder (default: the working "
+        "directory); a writable volume in a container.",
+    )
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int | None = Field(
         default=None, description="KRaft controller port; default: kafka_port + 1."

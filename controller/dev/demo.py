@@ -260,6 +260,8 @@ def run_demo(*, timeout_s: float = 110.0, out: Callable[[str], None] = print) ->
             "ROLLOUT_TOPIC_PARTITIONS": str(settings.topic_partitions),
             "ROLLOUT_CONSUMER_GROUP": settings.consumer_group,
             "ROLLOUT_TICK_INTERVAL_S": str(settings.tick_interval_s),
+            # the worker's folder beside its log, not in the directory the demo runs in
+            "ROLLOUT_DATA_DIR": tempfile.gettempdir(),
         }
         log_path = Path(tempfile.gettempdir()) / f"rollout-demo-{run}-worker.log"
         out(f"broker {bootstrap}; topics demo.{run}.*; worker log {log_path}")

@@ -104,6 +104,9 @@ class RolloutWorker:
             broker=faust_broker(settings),
             broker_credentials=broker_credentials(settings),
             store="memory://",
+            datadir=str(settings.data_dir / "{conf.name}-data")
+            if settings.data_dir is not None
+            else "{conf.name}-data",
             topic_partitions=settings.topic_partitions,
             topic_replication_factor=settings.replication_factor,
             table_standby_replicas=0,

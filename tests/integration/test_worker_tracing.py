@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +45,7 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str) -> Settings:
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     run = uuid.uuid4().hex[:8]
     settings = load_settings(
         bootstrap_servers=kafka_bootstrap,
@@ -52,6 +53,7 @@ def settings(kafka_bootstrap: str) -> Settings:
         topic_partitions=2,
         consumer_group=f"test-worker-{run}",
         tick_interval_s=0.5,
+        data_dir=tmp_path,  # the worker's folder, not the working directory's
     )
     create_topics(settings)
     return settings

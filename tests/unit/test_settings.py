@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -62,3 +64,18 @@ def test_a_bad_setting_is_one_sentence_at_the_cli_not_a_traceback(
     assert said in result.output
     assert "Traceback" not in result.output
     assert 1 == len(result.output.strip().splitlines())
+
+
+def test_the_worker_keeps_its_folder_in_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A container's working directory is read-only: ROLLOUT_DATA_DIR points the worker's
+    `<group>-data` folder at a writable volume; without it, the working directory."""
+    monkeypatch.setenv("ROLLOUT_DATA_DIR", str(tmp_path))
+    on_volume = RolloutWorker(load_settings(), Engine.from_policy_file(None)).app.conf
+    monkeypatch.delenv("ROLLOUT_DATA_DIR")
+    here = RolloutWorker(load_settings(), Engine.from_policy_file(None)).app.conf
+
+    assert Path(on_volume.datadir) == tmp_path / "rollout-controller-data"
+    assert Path(on_volume.tabledir).is_relative_to(tmp_path)
+    assert Path(here.datadir) == Path("rollout-controller-data")
