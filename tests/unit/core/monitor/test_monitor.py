@@ -474,7 +474,7 @@ def test_latency_is_judged_against_its_recent_history_as_well_as_the_reference()
     assert "latency" in [d.rule for d in fired(creep)]
     assert "latency_recent" not in [d.rule for d in fired(creep)]
     (alarm,) = [d for d in fired(step) if d.rule == "latency_recent"]
-    assert alarm.at.timestamp() - t < 60
+    assert 60 <= alarm.at.timestamp() - t < 90  # the rule wants a minute of evidence
 
 
 def test_dispersion_keeps_being_measured_while_watching_but_a_change_is_not_taken_for_noise() -> (
