@@ -1,0 +1,308 @@
+"""Label join benchmark: the pending store (`controller.stream.pending`) at a worker's size.
+
+    python bench/join.py [--pending 10000000] [--labels 1000000] [--batch 5000]
+        [--miss-share 0.1] [--deployments 20] [--block-cache-mb 64] [--write-buffer-mb 32]
+        [--dir DIR] [--quick]
+
+Fills a fresh store with `--pending` predictions (`add_predictions` in batches of `--batch`:
+32-hex-character request ids that look random, `--deployments` deployments, a baseline and a
+canary cohort, a score; event times spread over a day, in order), then joins `--labels` labels
+(`add_labels` in batches of `--batch`): a share `--miss-share` for requests never predicted
+(they wait as early labels), the rest for predictions drawn at random (some drawn twice: a
+duplicate label). Last, one sweep (`expire`) at the time when the first tenth of the day has
+passed the horizon.
+
+Prints predictions written per second, labels joined per second (the time inside
+`add_labels`; request ids are generated outside the timed calls), the sweep's rate, disk bytes
+per pending prediction (the store's directory after a flush), the bloom filter and index bytes
+per pending prediction (from RocksDB's table properties: what the block cache must hold for
+lookups without disk reads of metadata), memtable bytes per prediction, the process's peak RSS,
+the store's settings, the commit and the command line. Request ids are derived from their
+number (splitmix64), so nothing of the data set is held in memory beside the store.
+
+Not a test: it prints figures, no time is asserted. `--quick` is a small run (200,000
+predictions, 50,000 labels; a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import random
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import commit  # noqa: E402
+from controller.stream.pending import (  # noqa: E402
+    EXPIRY_CF,
+    PENDING_CF,
+    Label,
+    PendingPrediction,
+    PendingStore,
+)
+
+QUICK = {"pending": 200_000, "labels": 50_000}
+#: The first prediction's event time (2026-01-01 00:00 UTC); the predictions span a day.
+T0 = 1_767_225_600.0
+SPAN_S = 86_400.0
+HORIZON_S = 7 * 86_400.0
+LABEL_PARTITIONS = 4
+_MASK = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def request_id(i: int) -> str:
+    """Request `i`'s id: 32 hex characters, as random as a UUID's, distinct for distinct i."""
+    return f"{_splitmix64(i):016x}{_splitmix64(i ^ 0x5DEECE66D):016x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    pending: int
+    deployments: int
+
+    def prediction(self, i: int) -> PendingPrediction:
+        canary = i % 10 == 0
+        return PendingPrediction(
+            deployment_id=f"deployment-{i % self.deployments:02d}",
+            request_id=request_id(i),
+            model=f"fraud-scorer-{i % self.deployments:02d}",
+            version="v2" if canary else "v1",
+            cohort="canary" if canary else "baseline",
+            event_time=self.time(i),
+            prediction=(_splitmix64(i) % 10_000) / 10_000,
+        )
+
+    def time(self, i: int) -> float:
+        return T0 + i * SPAN_S / self.pending
+
+    def label(self, i: int, number: int) -> Label:
+        """Label number `number` (its position on the labels topic) for request `i`."""
+        predicted = i < self.pending
+        event_time = self.time(i) + 60 + (_splitmix64(i) % 3600) if predicted else T0 + SPAN_S
+        return Label(
+            deployment_id=f"deployment-{i % self.deployments:02d}",
+            request_id=request_id(i),
+            label=float(_splitmix64(i ^ 1) % 2),
+            event_time=event_time,
+            topic_partition=f"labels:{number % LABEL_PARTITIONS}",
+            offset=number // LABEL_PARTITIONS,
+        )
+
+
+@dataclass(slots=True)
+class Figures:
+    write_s: float = 0.0
+    join_s: float = 0.0
+    sweep_s: float = 0.0
+    joined: int = 0
+    duplicate: int = 0
+    waiting: int = 0
+    swept: int = 0
+    expired: int = 0
+    unmatched: int = 0
+    memtable_bytes: float | None = None
+    disk_after_fill: int = 0
+    disk_at_end: int = 0
+    filter_bytes: int = 0
+    index_bytes: int = 0
+    approximate_pending: int = 0
+    cache_usage: int = 0
+
+
+def _table_property(text: str | None, name: str) -> int:
+    """A number from RocksDB's aggregated table properties ("name=123; ...")."""
+    match = re.search(re.escape(name) + r"[^=;]*=(\d+)", text or "")
+    return int(match.group(1)) if match else 0
+
+
+def run(store: PendingStore, args: argparse.Namespace) -> Figures:
+    work = Workload(args.pending, args.deployments)
+    figures = Figures()
+    # (predictions written, memtable bytes) while the first memtables fill, well before a flush
+    memtables: list[tuple[int, int]] = []
+    before_flush = args.write_buffer_mb * 2**20 // 600
+    for start in range(0, args.pending, args.batch):
+        predictions = [
+            work.prediction(i) for i in range(start, min(start + args.batch, args.pending))
+        ]
+        started = time.perf_counter()
+        store.add_predictions(predictions, offsets={"predictions:0": start + len(predictions)})
+        figures.write_s += time.perf_counter() - started
+        written = start + len(predictions)
+        if written <= before_flush:
+            in_memtables = sum(
+                store.property_int("rocksdb.cur-size-all-mem-tables", cf) or 0
+                for cf in (PENDING_CF, EXPIRY_CF)
+            )
+            memtables.append((written, in_memtables))
+    if len(memtables) >= 2:  # the growth, not the first allocations (the memtable bloom filter)
+        (first, first_bytes), (last, last_bytes) = memtables[0], memtables[-1]
+        figures.memtable_bytes = (last_bytes - first_bytes) / (last - first)
+    store.flush()
+    figures.disk_after_fill = store.disk_bytes()
+    for family in (PENDING_CF, EXPIRY_CF):
+        properties = store.property("rocksdb.aggregated-table-properties", family)
+        figures.filter_bytes += _table_property(properties, "filter block size")
+        figures.index_bytes += _table_property(properties, "index block size")
+
+    rng = random.Random(args.seed)
+    for start in range(0, args.labels, args.batch):
+        numbers = range(start, min(start + args.batch, args.labels))
+        labels = [
+            work.label(
+                args.pending + number if _is_miss(number, args.miss_share)
+                else rng.randrange(args.pending),
+                number,
+            )
+            for number in numbers
+        ]  # fmt: skip
+        offsets = {label.topic_partition: label.offset + 1 for label in labels}
+        started = time.perf_counter()
+        outcome = store.add_labels(labels, offsets=offsets)
+        figures.join_s += time.perf_counter() - started
+        total = outcome.total()
+        figures.joined += total.joined
+        figures.duplicate += total.duplicate
+        figures.waiting += total.waiting
+    figures.cache_usage = store.property_int("rocksdb.block-cache-usage") or 0
+
+    started = time.perf_counter()
+    report = store.expire(T0 + SPAN_S / 10 + store.horizon_s)
+    figures.sweep_s = time.perf_counter() - started
+    figures.swept = report.scanned
+    figures.expired = report.total().unlabelled + report.total().joined
+    figures.unmatched = report.total().unmatched
+    figures.approximate_pending = store.approximate_pending()
+    store.flush()
+    figures.disk_at_end = store.disk_bytes()
+    return figures
+
+
+def _is_miss(number: int, share: float) -> bool:
+    """Label `number` is for a request never predicted: `share` of the labels, evenly spread."""
+    return int((number + 1) * share) > int(number * share)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return " ".join(["python bench/join.py", *argv])
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}" if seconds > 0 else "n/a"
+
+
+def report(
+    args: argparse.Namespace, argv: Sequence[str], code: str, store: PendingStore, f: Figures
+) -> str:
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    settings = ", ".join(f"{k} {v}" for k, v in store.settings().items())
+    labels = f.joined + f.duplicate + f.waiting
+    per = max(args.pending, 1)
+    lines = [
+        f"Command: `{command_line(argv)}`",
+        "",
+        f"- Code: commit {code}; rocksdict {importlib.metadata.version('rocksdict')}.",
+        f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), Python {platform.python_version()}.",
+        f"- Store: {settings}.",
+        f"- Data: {args.pending:,} predictions ({args.deployments} deployments, 32-character "
+        f"request ids) written in batches of {args.batch:,}; {args.labels:,} labels in batches of "
+        f"{args.batch:,}, {args.miss_share:.0%} for requests never predicted.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| predictions written per second | {_rate(args.pending, f.write_s)} |",
+        f"| labels joined per second | {_rate(labels, f.join_s)} |",
+        f"| labels: joined / duplicate / waiting | {f.joined:,} / {f.duplicate:,} / "
+        f"{f.waiting:,} |",
+        f"| index entries swept per second (one sweep) | {_rate(f.swept, f.sweep_s)} "
+        f"({f.expired:,} predictions, {f.unmatched:,} early labels) |",
+        f"| disk bytes per pending prediction (after the fill, flushed) | "
+        f"{f.disk_after_fill / per:.1f} |",
+        f"| disk bytes per prediction at the end (joined, swept, flushed) | "
+        f"{f.disk_at_end / per:.1f} |",
+        f"| bloom filter bytes per pending prediction | {f.filter_bytes / per:.2f} |",
+        f"| index bytes per pending prediction | {f.index_bytes / per:.2f} |",
+        "| memtable bytes per prediction (before its flush) | "
+        + ("n/a" if f.memtable_bytes is None else f"{f.memtable_bytes:.0f}")
+        + " |",
+        f"| block cache in use after the joins | {f.cache_usage / 2**20:.1f} MB |",
+        f"| pending predictions at the end: held / RocksDB's estimate | "
+        f"{args.pending - f.expired:,} / {f.approximate_pending:,} |",
+        f"| peak RSS of the process | {peak_rss / 2**20:.0f} MB |",
+    ]
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--pending", type=int, default=10_000_000, help="predictions written")
+    p.add_argument("--labels", type=int, default=1_000_000, help="labels joined")
+    p.add_argument("--batch", type=int, default=5_000, help="predictions or labels a call")
+    p.add_argument("--miss-share", type=float, default=0.1, help="labels never predicted")
+    p.add_argument("--deployments", type=int, default=20)
+    p.add_argument("--block-cache-mb", type=int, default=64)
+    p.add_argument("--write-buffer-mb", type=int, default=32)
+    p.add_argument("--dir", default=None, help="where the store's temporary directory goes")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="200,000 predictions, 50,000 labels")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.quick:
+        defaults = vars(cli.parse_args([]))
+        for key, value in QUICK.items():
+            if getattr(args, key) == defaults[key]:
+                setattr(args, key, value)
+    if args.pending < 1 or args.labels < 1 or args.batch < 1 or args.deployments < 1:
+        cli.error("--pending, --labels, --batch and --deployments must be >= 1")
+    if not 0.0 <= args.miss_share <= 1.0:
+        cli.error("--miss-share must be in [0, 1]")
+    code = commit()  # the code measured is the code at the start: read it before the run
+    with tempfile.TemporaryDirectory(prefix="join-bench-", dir=args.dir) as directory:
+        store = PendingStore(
+            Path(directory) / "pending",
+            horizon_s=HORIZON_S,
+            block_cache_mb=args.block_cache_mb,
+            write_buffer_mb=args.write_buffer_mb,
+        )
+        with store:
+            figures = run(store, args)
+            text = report(args, argv, code, store, figures)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

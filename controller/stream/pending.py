@@ -1,0 +1,863 @@
+"""Pending predictions of the label join, on disk: one embedded RocksDB store per worker.
+
+Labels (a click, a chargeback, a human review) arrive hours to days after their predictions and
+are joined to them by (deployment_id, request_id). A worker holds about ten million predictions
+waiting for their labels, too many for a dict, so they live in RocksDB (through `rocksdict`),
+in four column families:
+
+    pending   pending key -> the prediction (msgpack), and the label that joined it, if any
+    expiry    kind + 8-byte big-endian event second + pending key -> b"" or b"j" (joined)
+    early     pending key -> a label that arrived before its prediction (msgpack)
+    offsets   "topic:partition" -> the next offset to read there (8 bytes, big-endian)
+
+The pending key is the deployment id's length (2 bytes, big-endian), the deployment id and the
+request id (UTF-8), so no id can run into another. The expiry index sorts by time: its kind
+byte (b"p" a pending prediction, by the prediction's event time; b"l" an early label, by the
+label's event time), then the whole event second, then the pending key. A sweep
+(`expire(now)`) is a bounded range scan of that index, from second 0 to the cutoff, and reads
+nothing else: not the pending values (the index entry's value says whether the prediction was
+joined), not the entries younger than the cutoff (the iterator's upper bound stops it there).
+The index holds event seconds, not expiry seconds, so a store reopened with another
+`horizon_s` applies it to every prediction already held.
+
+Joins, in `add_labels(labels)` (one batched multi-get of the pending keys, one of the early
+labels for the misses, one WriteBatch):
+
+- a label whose prediction is pending and not joined joins it: the prediction is marked joined
+  by the label's (topic-partition, offset) and a `JoinedPair` comes out;
+- the same label again (the same topic-partition and offset: a redelivery after a restart)
+  comes out as the same pair again, and the caller drops it downstream by its offsets;
+- another label for a joined prediction is a `duplicate`: counted, no pair;
+- a label whose prediction is not there waits in `early` (counted `waiting`), for `label_wait_s`
+  of event time; the first such label wins, a different one after it is a `duplicate`.
+
+`add_predictions(predictions)` writes them in one WriteBatch and joins any whose label waits in
+`early` (the pair comes out there, the early label is removed). Writing a prediction is
+idempotent: one already pending is left as it is (with its join mark), whatever the new copy
+says. Joined predictions stay until their horizon, so that a late duplicate label is known as
+one. `LabelOutcome.counts[deployment].joined` counts the pairs that came out, redeliveries
+included.
+
+`expire(now)` (time is an argument: the worker passes its clock, a replay the event time)
+removes the predictions whose whole event second lies more than `horizon_s` before `now` (so a
+prediction goes at most one second after it turns `horizon_s` old), counting per deployment
+those never labelled (`unlabelled`) and those `joined`; and the early labels more than
+`label_wait_s` old (`unmatched`). A label arriving after its prediction expired waits, and is
+counted unmatched in turn. A sweep deletes in chunks of `SWEEP_CHUNK` entries, each a
+WriteBatch (point deletes in `pending` and `early`, one range delete in the index).
+
+Offsets: `add_predictions` and `add_labels` take the caller's `offsets` ("topic:partition" ->
+next offset) and write them in the same WriteBatch as the data they account for, so a restart
+reads `offset(topic_partition)` and resumes exactly after the last batch written.
+`set_offset` writes one alone.
+
+Durability: every write goes to RocksDB's write-ahead log before `add_*` returns, so a killed
+process (SIGKILL, OOM) loses nothing it was told to write, and a batch is all or nothing. The
+log is written to the operating system, not synced to the disk: a crash of the OS or the
+machine can lose the last un-synced writes unless the store is opened with `sync=True` (each
+write then waits for fsync: much slower).
+
+Memory is bounded by the settings, not by the number of predictions held: one LRU block cache
+of `block_cache_mb` shared by the column families (data blocks, and the index and bloom filter
+blocks, which are charged to it), and memtables of `write_buffer_mb`, at most two per column
+family and at most 2 x `write_buffer_mb` in all (`db_write_buffer_size`). Bloom filters (10
+bits a key) on `pending` and `early` make a miss (a new prediction, an early label) cost no
+disk read. The WAL is bounded (4 x `write_buffer_mb`; beyond, the column families that hold
+old logs are flushed).
+
+Sizes, measured with `bench/join.py --quick` (200,000 predictions; request ids of 32 hex
+characters, as random as a UUID's; 20 deployments; model, version and cohort names of 2 to 16
+characters; a float prediction):
+
+- on disk, about 100 bytes per pending prediction after a flush (LZ4): 57 for the pending
+  entry (RocksDB's internal key, 55 bytes, and the value, 49 bytes, before compression) and 44
+  for its index entry (a 64-byte key: the index repeats the pending key, so that a sweep
+  reads nothing else); a joined prediction is rewritten, and its old version takes disk space
+  until a compaction. Ten million pending predictions: about 1 GB.
+- in memory, what grows with the predictions held is the bloom filter (1.25 bytes each) and the
+  index blocks (about 1 byte each) of the table files, charged to the block cache: about 23 MB
+  for ten million, inside the default 64 MB cache (a smaller cache still works, with disk
+  reads for the metadata). A prediction in a memtable, before its flush, takes about 210 bytes
+  (pending and index entries with the skiplist's overhead), within the memtables' bound.
+
+Not thread-safe: one caller at a time (the worker's agent for its partitions).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+import msgspec
+import rocksdict
+
+#: The column families, by role.
+PENDING_CF = "pending"
+EXPIRY_CF = "expiry"
+EARLY_CF = "early"
+OFFSETS_CF = "offsets"
+COLUMN_FAMILIES = (PENDING_CF, EXPIRY_CF, EARLY_CF, OFFSETS_CF)
+
+DEFAULT_HORIZON_S = 7 * 86400.0
+DEFAULT_LABEL_WAIT_S = 3600.0
+DEFAULT_BLOCK_CACHE_MB = 64
+DEFAULT_WRITE_BUFFER_MB = 32
+#: Memtables per column family (one filling, one being flushed).
+MAX_WRITE_BUFFERS = 2
+BLOOM_BITS_PER_KEY = 10
+#: Entries deleted per WriteBatch in a sweep.
+SWEEP_CHUNK = 10_000
+
+#: The expiry index's kinds: a pending prediction, an early label.
+_KIND_PENDING = b"p"
+_KIND_EARLY = b"l"
+#: The index entry's value: the prediction was joined (b"" when not).
+_JOINED = b"j"
+_MAX_ID_BYTES = 0xFFFF
+_MB = 1 << 20
+
+PredictionValue = float | str | dict[str, float]
+LabelValue = float | str
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_dict(value: Any) -> dict[str, Any]:
+    return asdict(value)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPrediction:
+    """A served prediction waiting for its label."""
+
+    deployment_id: str
+    request_id: str
+    model: str
+    version: str
+    cohort: str
+    #: epoch seconds
+    event_time: float
+    prediction: PredictionValue
+
+    to_dict = _to_dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PendingPrediction:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """Ground truth for a request, and where it was read (topic-partition and offset)."""
+
+    deployment_id: str
+    request_id: str
+    label: LabelValue
+    #: epoch seconds
+    event_time: float
+    #: "topic:partition"
+    topic_partition: str
+    offset: int
+
+    to_dict = _to_dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Label:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedPair:
+    """A prediction with its label: what model quality is folded from."""
+
+    deployment_id: str
+    request_id: str
+    model: str
+    version: str
+    cohort: str
+    prediction: PredictionValue
+    label: LabelValue
+    prediction_time: float
+    label_time: float
+    #: label_time - prediction_time
+    delay_s: float
+    #: where the label was read: the caller drops a pair it has already seen by these
+    label_partition: str
+    label_offset: int
+
+    to_dict = _to_dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JoinedPair:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    """A prediction held by the store, and the label that joined it (topic-partition and
+    offset), if one did."""
+
+    prediction: PendingPrediction
+    joined_by: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinCounts:
+    """What one `add_labels` call did with one deployment's labels."""
+
+    #: pairs that came out (a redelivered joining label counts again)
+    joined: int = 0
+    #: another label for a request already joined or already waiting
+    duplicate: int = 0
+    #: labels whose prediction is not there (yet): parked as early labels
+    waiting: int = 0
+
+    to_dict = _to_dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JoinCounts:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelOutcome:
+    """The pairs joined by one `add_labels` call, in input order, and its counts by
+    deployment."""
+
+    pairs: tuple[JoinedPair, ...] = ()
+    counts: dict[str, JoinCounts] = field(default_factory=dict)
+
+    def total(self) -> JoinCounts:
+        return JoinCounts(
+            joined=sum(c.joined for c in self.counts.values()),
+            duplicate=sum(c.duplicate for c in self.counts.values()),
+            waiting=sum(c.waiting for c in self.counts.values()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pairs": [p.to_dict() for p in self.pairs],
+            "counts": {d: c.to_dict() for d, c in sorted(self.counts.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelOutcome:
+        return cls(
+            pairs=tuple(JoinedPair.from_dict(p) for p in data.get("pairs", [])),
+            counts={d: JoinCounts.from_dict(c) for d, c in data.get("counts", {}).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryCounts:
+    """What one sweep removed for one deployment."""
+
+    #: predictions that reached the horizon without a label
+    unlabelled: int = 0
+    #: predictions that reached the horizon joined
+    joined: int = 0
+    #: early labels that waited `label_wait_s` for a prediction that never came
+    unmatched: int = 0
+
+    to_dict = _to_dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExpiryCounts:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryReport:
+    """One sweep: its counts by deployment, and the index entries it read (`scanned`: the
+    entries it removed, and no other)."""
+
+    now: float
+    counts: dict[str, ExpiryCounts] = field(default_factory=dict)
+    scanned: int = 0
+
+    def total(self) -> ExpiryCounts:
+        return ExpiryCounts(
+            unlabelled=sum(c.unlabelled for c in self.counts.values()),
+            joined=sum(c.joined for c in self.counts.values()),
+            unmatched=sum(c.unmatched for c in self.counts.values()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now,
+            "counts": {d: c.to_dict() for d, c in sorted(self.counts.items())},
+            "scanned": self.scanned,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExpiryReport:
+        return cls(
+            now=float(data["now"]),
+            counts={d: ExpiryCounts.from_dict(c) for d, c in data.get("counts", {}).items()},
+            scanned=int(data.get("scanned", 0)),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# what is stored
+# ---------------------------------------------------------------------------------------------
+
+
+class _Stored(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    """A pending prediction's value: a msgpack array, the join mark left off until joined."""
+
+    model: str
+    version: str
+    cohort: str
+    event_time: float
+    prediction: float | str | dict[str, float]
+    joined_partition: str = ""
+    joined_offset: int = -1
+
+
+class _Early(msgspec.Struct, array_like=True, frozen=True):
+    """An early label's value."""
+
+    label: float | str
+    event_time: float
+    topic_partition: str
+    offset: int
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_stored = msgspec.msgpack.Decoder(_Stored).decode
+_decode_early = msgspec.msgpack.Decoder(_Early).decode
+
+
+def _pending_key(deployment_id: str, request_id: str) -> bytes:
+    deployment = deployment_id.encode()
+    if len(deployment) > _MAX_ID_BYTES:
+        raise ValueError(f"a deployment id is at most {_MAX_ID_BYTES} bytes in UTF-8")
+    return len(deployment).to_bytes(2, "big") + deployment + request_id.encode()
+
+
+def _deployment_of(pending_key: bytes) -> str:
+    size = int.from_bytes(pending_key[:2], "big")
+    return pending_key[2 : 2 + size].decode()
+
+
+def _split_key(pending_key: bytes) -> tuple[str, str]:
+    size = int.from_bytes(pending_key[:2], "big")
+    return pending_key[2 : 2 + size].decode(), pending_key[2 + size :].decode()
+
+
+def _index_key(kind: bytes, event_time: float, pending_key: bytes) -> bytes:
+    return kind + math.floor(event_time).to_bytes(8, "big") + pending_key
+
+
+def _check_id(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+
+
+def _check_time(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be epoch seconds (a number), got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be finite epoch seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_number(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_prediction(value: object) -> PredictionValue:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        for name, share in value.items():
+            if not isinstance(name, str):
+                raise ValueError(f"a prediction's class names are strings, got {name!r}")
+            _check_number(f"the probability of class {name!r}", share)
+        return {name: float(share) for name, share in value.items()}
+    return _check_number("a prediction", value)
+
+
+def _check_prediction_item(item: PendingPrediction) -> _Stored:
+    _check_id("deployment_id", item.deployment_id)
+    _check_id("request_id", item.request_id)
+    for what in ("model", "version", "cohort"):
+        _check_id(what, getattr(item, what))
+    return _Stored(
+        model=item.model,
+        version=item.version,
+        cohort=item.cohort,
+        event_time=_check_time("a prediction's event_time", item.event_time),
+        prediction=_check_prediction(item.prediction),
+    )
+
+
+def _check_label_item(item: Label) -> tuple[LabelValue, float]:
+    """The label's value and event time, as stored (a number as a float)."""
+    _check_id("deployment_id", item.deployment_id)
+    _check_id("request_id", item.request_id)
+    _check_id("topic_partition", item.topic_partition)
+    if isinstance(item.offset, bool) or not isinstance(item.offset, int) or item.offset < 0:
+        raise ValueError(f"a label's offset must be an int >= 0, got {item.offset!r}")
+    time = _check_time("a label's event_time", item.event_time)
+    if isinstance(item.label, str):
+        return item.label, time
+    return _check_number("a label", item.label), time
+
+
+def _check_offsets(offsets: Mapping[str, int]) -> None:
+    for topic_partition, offset in offsets.items():
+        _check_id("topic_partition", topic_partition)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"the offset of {topic_partition} must be an int >= 0")
+
+
+def _pair(
+    key: bytes, stored: _Stored, label: LabelValue, time: float, tp: str, offset: int
+) -> JoinedPair:
+    deployment_id, request_id = _split_key(key)
+    return JoinedPair(
+        deployment_id=deployment_id,
+        request_id=request_id,
+        model=stored.model,
+        version=stored.version,
+        cohort=stored.cohort,
+        prediction=stored.prediction,
+        label=label,
+        prediction_time=stored.event_time,
+        label_time=time,
+        delay_s=time - stored.event_time,
+        label_partition=tp,
+        label_offset=offset,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the store
+# ---------------------------------------------------------------------------------------------
+
+
+class _Handles:
+    """The open database's column families: as `Rdict`s (reads) and as handles (WriteBatch).
+    Each holds the database open; the store drops them all at `close()`."""
+
+    __slots__ = (
+        "db",
+        "early",
+        "early_cf",
+        "expiry",
+        "expiry_cf",
+        "offsets",
+        "offsets_cf",
+        "pending",
+        "pending_cf",
+    )
+
+    def __init__(self, db: rocksdict.Rdict) -> None:
+        self.db = db
+        self.pending = db.get_column_family(PENDING_CF)
+        self.expiry = db.get_column_family(EXPIRY_CF)
+        self.early = db.get_column_family(EARLY_CF)
+        self.offsets = db.get_column_family(OFFSETS_CF)
+        self.pending_cf = db.get_column_family_handle(PENDING_CF)
+        self.expiry_cf = db.get_column_family_handle(EXPIRY_CF)
+        self.early_cf = db.get_column_family_handle(EARLY_CF)
+        self.offsets_cf = db.get_column_family_handle(OFFSETS_CF)
+
+    def families(self) -> dict[str, rocksdict.Rdict]:
+        return dict(
+            zip(COLUMN_FAMILIES, (self.pending, self.expiry, self.early, self.offsets), strict=True)
+        )
+
+
+def _multi_get(family: rocksdict.Rdict, keys: list[bytes]) -> list[bytes | None]:
+    """RocksDB's batched MultiGet (rocksdict's `get` of a list): a value or None per key."""
+    if not keys:
+        return []
+    return cast(list[bytes | None], family.get(cast(list[Any], keys)))
+
+
+class PendingStore:
+    """Pending predictions and early labels in RocksDB (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        horizon_s: float = DEFAULT_HORIZON_S,
+        label_wait_s: float = DEFAULT_LABEL_WAIT_S,
+        block_cache_mb: int = DEFAULT_BLOCK_CACHE_MB,
+        write_buffer_mb: int = DEFAULT_WRITE_BUFFER_MB,
+        sync: bool = False,
+    ) -> None:
+        for what, value in (("horizon_s", horizon_s), ("label_wait_s", label_wait_s)):
+            if _check_number(what, value) <= 0:
+                raise ValueError(f"{what} must be > 0 seconds, got {value!r}")
+        for what, size in (
+            ("block_cache_mb", block_cache_mb),
+            ("write_buffer_mb", write_buffer_mb),
+        ):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"{what} must be an int >= 1 (megabytes), got {size!r}")
+        self.path = Path(path)
+        self.horizon_s = float(horizon_s)
+        self.label_wait_s = float(label_wait_s)
+        self.block_cache_mb = block_cache_mb
+        self.write_buffer_mb = write_buffer_mb
+        self.sync = sync
+
+        self._cache = rocksdict.Cache(block_cache_mb * _MB)
+        options = self._options(bloom=False)
+        options.create_if_missing(True)
+        options.create_missing_column_families(True)
+        options.set_db_write_buffer_size(MAX_WRITE_BUFFERS * write_buffer_mb * _MB)
+        options.set_max_total_wal_size(4 * write_buffer_mb * _MB)
+        options.set_keep_log_file_num(3)  # RocksDB's own info LOG files, not the WAL
+        options.set_max_log_file_size(8 * _MB)
+        self.path.mkdir(parents=True, exist_ok=True)
+        db = rocksdict.Rdict(
+            str(self.path),
+            options,
+            column_families={
+                PENDING_CF: self._options(bloom=True, deletes=True),
+                EXPIRY_CF: self._options(bloom=False),
+                EARLY_CF: self._options(bloom=True),
+                OFFSETS_CF: self._options(bloom=False),
+            },
+        )
+        self._h: _Handles | None = _Handles(db)
+        self._write_options = rocksdict.WriteOptions()
+        self._write_options.sync = sync
+
+    def _options(self, *, bloom: bool, deletes: bool = False) -> rocksdict.Options:
+        """A column family's options: the shared block cache, bounded memtables, compression,
+        and (`bloom`) a bloom filter with a memtable bloom for fast misses."""
+        options = rocksdict.Options(raw_mode=True)
+        table = rocksdict.BlockBasedOptions()
+        table.set_block_cache(self._cache)
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        if bloom:
+            table.set_bloom_filter(BLOOM_BITS_PER_KEY, False)
+            options.set_memtable_whole_key_filtering(True)
+            options.set_memtable_prefix_bloom_ratio(0.05)
+        options.set_block_based_table_factory(table)
+        options.set_write_buffer_size(self.write_buffer_mb * _MB)
+        options.set_max_write_buffer_number(MAX_WRITE_BUFFERS)
+        options.set_compression_type(rocksdict.DBCompressionType.lz4())
+        options.set_bottommost_compression_type(rocksdict.DBCompressionType.zstd())
+        options.set_level_compaction_dynamic_level_bytes(True)
+        if deletes:  # swept predictions leave tombstones: compact the files full of them
+            options.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5)
+        return options
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add_predictions(
+        self,
+        predictions: Iterable[PendingPrediction],
+        *,
+        offsets: Mapping[str, int] | None = None,
+    ) -> list[JoinedPair]:
+        """Write the predictions (one WriteBatch, with `offsets`); the pairs of those whose
+        label was waiting, in input order. A prediction already held is left as it is."""
+        h = self._open()
+        items: dict[bytes, _Stored] = {}
+        for item in predictions:
+            stored = _check_prediction_item(item)
+            items.setdefault(_pending_key(item.deployment_id, item.request_id), stored)
+        if offsets:
+            _check_offsets(offsets)
+        keys = list(items)
+        held = _multi_get(h.pending, keys)
+        new = [key for key, raw in zip(keys, held, strict=True) if raw is None]
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        pairs: list[JoinedPair] = []
+        for key, early_raw in zip(new, _multi_get(h.early, new), strict=True):
+            stored = items[key]
+            index_key = _index_key(_KIND_PENDING, stored.event_time, key)
+            if early_raw is None:
+                batch.put(key, _encode(stored), h.pending_cf)
+                batch.put(index_key, b"", h.expiry_cf)
+                continue
+            early = _decode_early(early_raw)
+            joined = msgspec.structs.replace(
+                stored, joined_partition=early.topic_partition, joined_offset=early.offset
+            )
+            batch.put(key, _encode(joined), h.pending_cf)
+            batch.put(index_key, _JOINED, h.expiry_cf)
+            batch.delete(key, h.early_cf)
+            batch.delete(_index_key(_KIND_EARLY, early.event_time, key), h.expiry_cf)
+            pairs.append(
+                _pair(
+                    key, stored, early.label, early.event_time, early.topic_partition, early.offset
+                )
+            )
+        self._put_offsets(h, batch, offsets)
+        self._write(h, batch)
+        return pairs
+
+    def add_labels(
+        self, labels: Iterable[Label], *, offsets: Mapping[str, int] | None = None
+    ) -> LabelOutcome:
+        """Join the labels to their predictions (see the module docstring): one multi-get of
+        the pending keys, one of the early labels for the misses, one WriteBatch (with
+        `offsets`)."""
+        h = self._open()
+        items = list(labels)
+        values = [_check_label_item(item) for item in items]
+        if offsets:
+            _check_offsets(offsets)
+        keys = [_pending_key(item.deployment_id, item.request_id) for item in items]
+        unique = list(dict.fromkeys(keys))
+        pending: dict[bytes, _Stored | None] = {
+            key: None if raw is None else _decode_stored(raw)
+            for key, raw in zip(unique, _multi_get(h.pending, unique), strict=True)
+        }
+        misses = [key for key, stored in pending.items() if stored is None]
+        early: dict[bytes, _Early | None] = {
+            key: None if raw is None else _decode_early(raw)
+            for key, raw in zip(misses, _multi_get(h.early, misses), strict=True)
+        }
+        joined_now: set[bytes] = set()
+        parked_now: set[bytes] = set()
+        counts: dict[str, list[int]] = {}  # deployment -> [joined, duplicate, waiting]
+        pairs: list[JoinedPair] = []
+        for key, item, (label, time) in zip(keys, items, values, strict=True):
+            count = counts.setdefault(item.deployment_id, [0, 0, 0])
+            position = (item.topic_partition, item.offset)
+            stored = pending[key]
+            if stored is not None:
+                if not stored.joined_partition:
+                    stored = msgspec.structs.replace(
+                        stored, joined_partition=item.topic_partition, joined_offset=item.offset
+                    )
+                    pending[key] = stored
+                    joined_now.add(key)
+                elif (stored.joined_partition, stored.joined_offset) != position:
+                    count[1] += 1
+                    continue
+                count[0] += 1
+                pairs.append(_pair(key, stored, label, time, *position))
+                continue
+            waiting = early[key]
+            if waiting is None:
+                early[key] = _Early(label, time, *position)
+                parked_now.add(key)
+                count[2] += 1
+            elif (waiting.topic_partition, waiting.offset) == position:
+                count[2] += 1
+            else:
+                count[1] += 1
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key in joined_now:
+            stored = pending[key]
+            assert stored is not None
+            batch.put(key, _encode(stored), h.pending_cf)
+            batch.put(_index_key(_KIND_PENDING, stored.event_time, key), _JOINED, h.expiry_cf)
+        for key in parked_now:
+            parked = early[key]
+            assert parked is not None
+            batch.put(key, _encode(parked), h.early_cf)
+            batch.put(_index_key(_KIND_EARLY, parked.event_time, key), b"", h.expiry_cf)
+        self._put_offsets(h, batch, offsets)
+        self._write(h, batch)
+        return LabelOutcome(
+            pairs=tuple(pairs),
+            counts={d: JoinCounts(*c) for d, c in counts.items()},
+        )
+
+    def expire(self, now: float) -> ExpiryReport:
+        """Remove the predictions older than `horizon_s` and the early labels older than
+        `label_wait_s` at `now` (epoch seconds), by range scans of the expiry index."""
+        h = self._open()
+        now = _check_number("now", now)
+        counts: dict[str, list[int]] = {}  # deployment -> [unlabelled, joined, unmatched]
+        scanned = 0
+        for kind, cutoff in (
+            (_KIND_PENDING, now - self.horizon_s),
+            (_KIND_EARLY, now - self.label_wait_s),
+        ):
+            for chunk in self._expired(h, kind, cutoff):
+                scanned += len(chunk)
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                for index_key, value in chunk:
+                    key = index_key[9:]
+                    count = counts.setdefault(_deployment_of(key), [0, 0, 0])
+                    if kind == _KIND_EARLY:
+                        batch.delete(key, h.early_cf)
+                        count[2] += 1
+                    else:
+                        batch.delete(key, h.pending_cf)
+                        count[1 if value == _JOINED else 0] += 1
+                # one range tombstone for the chunk's index entries: [first, just after last)
+                batch.delete_range(chunk[0][0], chunk[-1][0] + b"\x00", h.expiry_cf)
+                self._write(h, batch)
+        return ExpiryReport(
+            now=now,
+            counts={d: ExpiryCounts(*c) for d, c in sorted(counts.items())},
+            scanned=scanned,
+        )
+
+    @staticmethod
+    def _expired(h: _Handles, kind: bytes, cutoff: float) -> Iterator[list[tuple[bytes, bytes]]]:
+        """The index entries of `kind` whose whole event second is before `cutoff`, in chunks,
+        read under the iterator's bounds (nothing at or past the cutoff is read)."""
+        if cutoff < 1:
+            return
+        lower = kind + bytes(8)
+        read = rocksdict.ReadOptions()
+        read.set_iterate_lower_bound(lower)
+        read.set_iterate_upper_bound(kind + math.floor(cutoff).to_bytes(8, "big"))
+        chunk: list[tuple[bytes, bytes]] = []
+        # from_key: rocksdict starts a bounded iteration at the first key, not the lower bound
+        for index_key, value in h.expiry.items(from_key=lower, read_opt=read):
+            chunk.append((cast(bytes, index_key), value))
+            if len(chunk) >= SWEEP_CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def set_offset(self, topic_partition: str, offset: int) -> None:
+        """Record the next offset to read on "topic:partition"."""
+        h = self._open()
+        _check_offsets({topic_partition: offset})
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        self._put_offsets(h, batch, {topic_partition: offset})
+        self._write(h, batch)
+
+    @staticmethod
+    def _put_offsets(
+        h: _Handles, batch: rocksdict.WriteBatch, offsets: Mapping[str, int] | None
+    ) -> None:
+        for topic_partition, offset in (offsets or {}).items():
+            batch.put(topic_partition.encode(), offset.to_bytes(8, "big"), h.offsets_cf)
+
+    def _write(self, h: _Handles, batch: rocksdict.WriteBatch) -> None:
+        if not batch.is_empty():
+            h.db.write(batch, self._write_options)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def offset(self, topic_partition: str) -> int | None:
+        """The offset last recorded for "topic:partition", or None."""
+        raw = self._open().offsets.get(topic_partition.encode())
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def get(self, deployment_id: str, request_id: str) -> PendingEntry | None:
+        """The prediction held for this request, with its join mark; None when none is."""
+        h = self._open()
+        _check_id("deployment_id", deployment_id)
+        _check_id("request_id", request_id)
+        raw = h.pending.get(_pending_key(deployment_id, request_id))
+        if raw is None:
+            return None
+        stored = _decode_stored(raw)
+        prediction = PendingPrediction(
+            deployment_id=deployment_id,
+            request_id=request_id,
+            model=stored.model,
+            version=stored.version,
+            cohort=stored.cohort,
+            event_time=stored.event_time,
+            prediction=stored.prediction,
+        )
+        if not stored.joined_partition:
+            return PendingEntry(prediction)
+        return PendingEntry(prediction, (stored.joined_partition, stored.joined_offset))
+
+    def approximate_pending(self) -> int:
+        """RocksDB's estimate of the predictions held (`rocksdb.estimate-num-keys`): exact for
+        memtables, approximate after flushes and deletes."""
+        return self.property_int("rocksdb.estimate-num-keys") or 0
+
+    def disk_bytes(self) -> int:
+        """Bytes of the store's files on disk (tables, write-ahead logs, manifests, info logs)."""
+        return sum(entry.stat().st_size for entry in os.scandir(self.path) if entry.is_file())
+
+    def property_int(self, name: str, column_family: str = PENDING_CF) -> int | None:
+        """A RocksDB integer property of a column family (e.g. "rocksdb.block-cache-usage")."""
+        return self._family(column_family).property_int_value(name)
+
+    def property(self, name: str, column_family: str = PENDING_CF) -> str | None:
+        """A RocksDB string property of a column family (e.g. "rocksdb.stats")."""
+        return self._family(column_family).property_value(name)
+
+    def settings(self) -> dict[str, Any]:
+        """The store's settings, for a log line or a benchmark's header."""
+        return {
+            "horizon_s": self.horizon_s,
+            "label_wait_s": self.label_wait_s,
+            "block_cache_mb": self.block_cache_mb,
+            "write_buffer_mb": self.write_buffer_mb,
+            "max_write_buffers": MAX_WRITE_BUFFERS,
+            "db_write_buffer_mb": MAX_WRITE_BUFFERS * self.write_buffer_mb,
+            "bloom_bits_per_key": BLOOM_BITS_PER_KEY,
+            "compression": "lz4, zstd at the bottom level",
+            "sync": self.sync,
+        }
+
+    def _family(self, name: str) -> rocksdict.Rdict:
+        families = self._open().families()
+        if name not in families:
+            raise ValueError(f"unknown column family {name!r}; known: {', '.join(families)}")
+        return families[name]
+
+    # -- life -----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the memtables to table files (the WAL already holds their writes)."""
+        for family in self._open().families().values():
+            family.flush()
+
+    def close(self) -> None:
+        """Flush and close. RocksDB's lock is released when the last handle goes, so every
+        one is dropped here. Closing twice is allowed."""
+        h, self._h = self._h, None
+        if h is None:
+            return
+        for family in h.families().values():
+            family.close()
+        h.db.close()
+
+    def _open(self) -> _Handles:
+        if self._h is None:
+            raise ValueError(f"the pending store at {self.path} is closed")
+        return self._h
+
+    def __enter__(self) -> PendingStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+__all__ = [
+    "COLUMN_FAMILIES",
+    "ExpiryCounts",
+    "ExpiryReport",
+    "JoinCounts",
+    "JoinedPair",
+    "Label",
+    "LabelOutcome",
+    "PendingEntry",
+    "PendingPrediction",
+    "PendingStore",
+]
