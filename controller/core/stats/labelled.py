@@ -1,0 +1,273 @@
+"""Labelled predictions of one cohort: what the joined (prediction, label) pairs say.
+
+The label join (controller.stream.pending) pairs a prediction with its label hours or days
+after it was served. `LabelledStats` folds those pairs per cohort and version, mergeable and of
+bounded size, like `CohortStats` folds predictions:
+
+- **Quality** by the kind of model the pairs show (`controller.core.stats.model_quality`):
+  a binary classifier (a score in [0, 1], or a 0/1 class, against 0/1 labels), a multi-class
+  one (a class name, or a map of class to probability, against class names), a regression (a
+  number against a number). The first pair sets the kind; a pair of another kind is counted
+  in `mismatched`, not folded.
+- **Loss events**, what a share test can count (controller.core.stats.sequential): each pair's
+  bounded loss `l` in [0, 1] (`LossKind`; a regression's absolute error divided by `loss_scale`
+  and capped at 1) becomes an event with probability `l`, drawn from a keyed hash of the
+  request id (`loss_event`). The draw depends on the request id alone, so a replay draws the
+  same events, and it is independent of the cohort and of any router's own hash of the id (the
+  key is this module's), so the counts of each cohort are Bernoulli draws at its mean loss: a
+  canary whose mean loss is at most (1 + tolerance) times the baseline's has a share of the
+  events the share test's null allows. The mean loss itself is kept exactly (`loss`).
+- **Label delay** (seconds from the prediction to its label), a quantile sketch, and the
+  **labels' distribution** (numbers in a sketch, classes counted), for label drift.
+
+Pure arithmetic on plain values; `to_dict` / `from_dict` are JSON-able.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from controller.core.stats.distribution import StatsConfig
+from controller.core.stats.model_quality import (
+    ClassifierQuality,
+    ExactSum,
+    LossKind,
+    MulticlassQuality,
+    RegressionQuality,
+    per_request_loss,
+)
+from controller.core.stats.sketch import QuantileSketch
+
+Kind = Literal["binary", "multiclass", "regression"]
+KINDS: tuple[Kind, ...] = ("binary", "multiclass", "regression")
+
+#: The key of the loss events' hash: no router hashes request ids with it.
+_EVENT_KEY = b"rollout-controller/loss-event/v1"
+#: Distinct label classes counted for label drift; the rest are folded into "__other__".
+MAX_LABEL_CLASSES = 20
+OTHER = "__other__"
+
+
+def loss_event(request_id: str, loss: float) -> bool:
+    """Whether a pair of bounded `loss` (0..1) counts as a loss event: a uniform draw from the
+    keyed hash of its request id falls below the loss."""
+    if not 0.0 <= loss <= 1.0 or math.isnan(loss):
+        raise ValueError(f"a loss event needs a loss in [0, 1], got {loss!r}")
+    digest = hashlib.blake2b(request_id.encode(), key=_EVENT_KEY, digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < loss
+
+
+def kind_of(prediction: Any, label: Any) -> Kind:
+    """The kind of model a pair shows (see the module docstring)."""
+    if isinstance(prediction, Mapping | str) or isinstance(label, str):
+        return "multiclass"
+    if isinstance(prediction, bool) or isinstance(label, bool):
+        return "binary"
+    if isinstance(prediction, int | float) and isinstance(label, int | float):
+        if label in (0, 1) and 0.0 <= float(prediction) <= 1.0:
+            return "binary"
+        return "regression"
+    raise ValueError(
+        f"a prediction {type(prediction).__name__} with a label {type(label).__name__} is not "
+        "a pair any quality metric takes"
+    )
+
+
+def default_loss(kind: Kind) -> LossKind:
+    """The bounded per-request loss of a kind: Brier for classifiers, the scaled absolute
+    error for a regression."""
+    return LossKind.ABSOLUTE_ERROR if kind == "regression" else LossKind.BRIER
+
+
+@dataclass(eq=False)
+class LabelledStats:
+    """The joined pairs of one cohort and version (see the module docstring)."""
+
+    config: StatsConfig = field(default_factory=StatsConfig)
+    #: a regression's absolute error that counts as a full loss (the loss is |e| / scale, <= 1)
+    loss_scale: float = 1.0
+    kind: Kind | None = None
+    pairs: int = 0
+    loss_events: int = 0
+    loss: ExactSum = field(default_factory=ExactSum)
+    mismatched: int = 0
+    binary: ClassifierQuality | None = None
+    multiclass: MulticlassQuality | None = None
+    regression: RegressionQuality | None = None
+    delay: QuantileSketch = field(init=False)
+    label_values: QuantileSketch = field(init=False)
+    label_classes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (self.loss_scale > 0 and math.isfinite(self.loss_scale)):
+            raise ValueError(f"loss_scale must be a positive number, got {self.loss_scale!r}")
+        self.delay = self.config.latency_sketch()
+        self.label_values = self.config.value_sketch()
+
+    # ---- folding ------------------------------------------------------------------------
+
+    def add(self, request_id: str, prediction: Any, label: Any, delay_s: float) -> bool:
+        """Fold one pair; False (and counted in `mismatched`) when its kind is not the
+        cohort's. A pair no metric takes raises ValueError and changes nothing."""
+        kind = kind_of(prediction, label)
+        if self.kind is not None and kind != self.kind:
+            self.mismatched += 1
+            return False
+        loss = self.bounded_loss(prediction, label, kind)  # validates the pair
+        quality = self._quality(kind)
+        if kind == "binary":
+            assert isinstance(quality, ClassifierQuality)
+            if isinstance(prediction, bool) or (
+                isinstance(prediction, int) and prediction in (0, 1)
+            ):
+                quality.add_class(int(prediction), int(label))
+            else:
+                quality.add(float(prediction), int(label))
+        else:
+            quality.add(prediction, label)
+        self.kind = kind
+        self.pairs += 1
+        self.loss.add(loss)
+        if loss_event(request_id, loss):
+            self.loss_events += 1
+        if delay_s >= 0 and math.isfinite(delay_s):
+            self.delay.add(delay_s)
+        self._count_label(label)
+        return True
+
+    def bounded_loss(self, prediction: Any, label: Any, kind: Kind | None = None) -> float:
+        """The pair's loss in [0, 1] (what a loss event is drawn from)."""
+        kind = kind or self.kind or kind_of(prediction, label)
+        loss_kind = default_loss(kind)
+        if kind == "binary" and (
+            isinstance(prediction, bool) or (isinstance(prediction, int) and prediction in (0, 1))
+        ):
+            loss_kind = LossKind.ZERO_ONE
+        if kind == "multiclass" and not isinstance(prediction, Mapping):
+            loss_kind = LossKind.ZERO_ONE
+        value = per_request_loss(loss_kind, prediction, label)
+        if loss_kind is LossKind.ABSOLUTE_ERROR:
+            value = min(value / self.loss_scale, 1.0)
+        return min(max(value, 0.0), 1.0)
+
+    def _quality(
+        self, kind: Kind | None = None
+    ) -> ClassifierQuality | MulticlassQuality | RegressionQuality:
+        kind = kind or self.kind
+        if kind == "binary":
+            if self.binary is None:
+                self.binary = ClassifierQuality()
+            return self.binary
+        if kind == "multiclass":
+            if self.multiclass is None:
+                self.multiclass = MulticlassQuality()
+            return self.multiclass
+        if self.regression is None:
+            self.regression = RegressionQuality()
+        return self.regression
+
+    def _count_label(self, label: Any) -> None:
+        if isinstance(label, str):
+            name = label
+            if name not in self.label_classes and len(self.label_classes) >= MAX_LABEL_CLASSES:
+                name = OTHER
+            self.label_classes[name] = self.label_classes.get(name, 0) + 1
+        else:
+            self.label_values.add(float(label))
+
+    # ---- reading ------------------------------------------------------------------------
+
+    @property
+    def mean_loss(self) -> float | None:
+        return self.loss.value / self.pairs if self.pairs else None
+
+    def summary(self) -> dict[str, float | str | None]:
+        """The quality metrics of the kind, the mean loss, and the label delay's median and
+        p95 (None where there is no pair)."""
+        out: dict[str, float | str | None] = {"kind": self.kind, "pairs": float(self.pairs)}
+        if self.kind is not None:
+            out.update(self._quality().summary())
+        out["mean_loss"] = self.mean_loss
+        out["delay_p50_s"] = self.delay.quantile(0.5) if self.delay.count else None
+        out["delay_p95_s"] = self.delay.quantile(0.95) if self.delay.count else None
+        return out
+
+    # ---- merging and the wire -----------------------------------------------------------
+
+    def merge_from(self, other: LabelledStats) -> None:
+        """Fold another cohort's pairs into this one (same settings; kinds must agree, or one
+        side has none)."""
+        if other.config != self.config or other.loss_scale != self.loss_scale:
+            raise ValueError("labelled stats merge only under the same settings")
+        if other.kind is not None and self.kind is not None and other.kind != self.kind:
+            self.mismatched += other.pairs + other.mismatched
+            return
+        if self.kind is None:
+            self.kind = other.kind
+        self.pairs += other.pairs
+        self.loss_events += other.loss_events
+        self.loss.merge_from(other.loss)
+        self.mismatched += other.mismatched
+        for name in ("binary", "multiclass", "regression"):
+            theirs = getattr(other, name)
+            if theirs is None:
+                continue
+            mine = getattr(self, name)
+            if mine is None:
+                setattr(self, name, theirs.copy())
+            else:
+                mine.merge_from(theirs)
+        self.delay.merge_from(other.delay)
+        self.label_values.merge_from(other.label_values)
+        for name, count in other.label_classes.items():
+            if name not in self.label_classes and len(self.label_classes) >= MAX_LABEL_CLASSES:
+                name = OTHER
+            self.label_classes[name] = self.label_classes.get(name, 0) + count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "loss_scale": self.loss_scale,
+            "kind": self.kind,
+            "pairs": self.pairs,
+            "loss_events": self.loss_events,
+            "loss": self.loss.to_list(),
+            "mismatched": self.mismatched,
+            "binary": None if self.binary is None else self.binary.to_dict(),
+            "multiclass": None if self.multiclass is None else self.multiclass.to_dict(),
+            "regression": None if self.regression is None else self.regression.to_dict(),
+            "delay": self.delay.to_dict(),
+            "label_values": self.label_values.to_dict(),
+            "label_classes": dict(sorted(self.label_classes.items())),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], config: StatsConfig | None = None) -> LabelledStats:
+        stats = cls(config or StatsConfig(), loss_scale=float(data["loss_scale"]))
+        kind = data.get("kind")
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"unknown kind of labelled stats {kind!r}")
+        stats.kind = kind
+        stats.pairs = int(data["pairs"])
+        stats.loss_events = int(data["loss_events"])
+        stats.loss = ExactSum.from_list(data["loss"])
+        stats.mismatched = int(data.get("mismatched", 0))
+        if data.get("binary") is not None:
+            stats.binary = ClassifierQuality.from_dict(data["binary"])
+        if data.get("multiclass") is not None:
+            stats.multiclass = MulticlassQuality.from_dict(data["multiclass"])
+        if data.get("regression") is not None:
+            stats.regression = RegressionQuality.from_dict(data["regression"])
+        stats.delay = QuantileSketch.from_dict(data["delay"])
+        stats.label_values = QuantileSketch.from_dict(data["label_values"])
+        stats.label_classes = {str(k): int(v) for k, v in data.get("label_classes", {}).items()}
+        return stats
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelledStats) and self.to_dict() == other.to_dict()
+
+
+__all__ = ["KINDS", "Kind", "LabelledStats", "default_loss", "kind_of", "loss_event"]
