@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +39,13 @@ from controller.core.stats.model_quality import (
     MulticlassQuality,
     RegressionQuality,
     per_request_loss,
+)
+from controller.core.stats.sequential import (
+    DEFAULT_ODDS_RATIOS,
+    Counts,
+    Interval,
+    SequentialTest,
+    stratified_share_test,
 )
 from controller.core.stats.sketch import QuantileSketch
 
@@ -270,4 +277,37 @@ class LabelledStats:
         return isinstance(other, LabelledStats) and self.to_dict() == other.to_dict()
 
 
-__all__ = ["KINDS", "Kind", "LabelledStats", "default_loss", "kind_of", "loss_event"]
+def loss_counts(baseline: LabelledStats, canary: LabelledStats) -> Counts:
+    """Loss events and labelled pairs of both cohorts: what the share test counts."""
+    return Counts(canary.loss_events, canary.pairs, baseline.loss_events, baseline.pairs)
+
+
+def quality_test(
+    strata: Sequence[tuple[LabelledStats, LabelledStats]],
+    tolerance: float,
+    alpha: float,
+    odds_ratios: Sequence[float] = DEFAULT_ODDS_RATIOS,
+) -> SequentialTest:
+    """Is the canary's mean loss more than (1 + tolerance) times the baseline's? The share
+    test (controller.core.stats.sequential) on loss events, stratified by `strata`: the
+    (baseline, canary) pairs of each span of prediction time routed at one share (a step),
+    each judged against its own share of the labelled pairs. Valid at every label, in whatever
+    order the labels of the strata arrive, when the router assigns requests at random and
+    whether a request gets its label (and when) does not depend on its cohort."""
+    intervals = [
+        Interval(index, None, loss_counts(baseline, canary))
+        for index, (baseline, canary) in enumerate(strata)
+    ]
+    return stratified_share_test(intervals, tolerance, alpha, odds_ratios, restarts=False)
+
+
+__all__ = [
+    "KINDS",
+    "Kind",
+    "LabelledStats",
+    "default_loss",
+    "kind_of",
+    "loss_counts",
+    "loss_event",
+    "quality_test",
+]
