@@ -28,6 +28,7 @@ from controller.core.phases import Phase
 from controller.core.policy import Policy, RuleSet
 from controller.core.stats.checkpoint import Checkpoint, trim
 from controller.core.stats.cohort import CohortStats, FeatureValue, PredictionValue
+from controller.core.stats.labelled import LabelledStats
 from controller.core.stats.profile import FeatureProfile as StatsProfile
 from controller.core.verdict import Verdict
 from controller.errors import RolloutError
@@ -228,6 +229,17 @@ class RolloutState:
     #: acknowledges a command id it has seen again), and how many times it was.
     step_command: Command | None = None
     resends: int = 0
+    #: Labels joined to their predictions (controller.core.stats.labelled): each cohort's
+    #: pairs; the spans of prediction time at one canary share ([from, percent], oldest
+    #: first, a span per share change); per span, the loss events and pairs of both cohorts
+    #: ([canary events, canary pairs, baseline events, baseline pairs]); when each cohort's
+    #: labels last came; and the pairs no span could take (in a bucket a change falls in, or
+    #: before the first span).
+    labelled: dict[str, LabelledStats] = field(default_factory=dict)
+    share_spans: list[list[float]] = field(default_factory=list)
+    label_strata: list[list[int]] = field(default_factory=list)
+    label_seen: dict[str, float] = field(default_factory=dict)
+    labels_unplaced: int = 0
     # ---- derived, not part of the value (rebuilt on demand) ----
     _seen: set[str] | None = field(default=None, repr=False)
     _seen_data: set[str] | None = field(default=None, repr=False)
@@ -533,6 +545,7 @@ _LEAVES: dict[Any, Codec] = {
     Panes: Codec(_to_dict, Panes.from_dict),
     Checkpoint: Codec(_to_dict, Checkpoint.from_dict),
     CachedVerdict: Codec(_to_dict, CachedVerdict.from_dict),
+    LabelledStats: Codec(_to_dict, LabelledStats.from_dict),
 }
 #: Key types of dicts: a JSON object's keys are strings.
 _KEYS: dict[Any, Codec] = {str: Codec(str, str), int: Codec(str, int)}

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from controller.core.state import CachedVerdict, Panes, RolloutState, field_codecs
 from controller.core.stats import CohortStats
 from controller.core.stats.checkpoint import Checkpoint, SlowCount
+from controller.core.stats.labelled import LabelledStats
 from controller.core.stats.sequential import Counts
 from controller.core.verdict import Outcome, Verdict
 from schemas import Command, DeploymentRequested, TrainingProfile
@@ -85,7 +86,16 @@ verdicts = st.builds(
     ),
 )
 
+
 #: The types of the state's leaves that hypothesis cannot draw meaningfully by itself.
+def labelled(pairs: list[tuple[float, int, float]]) -> LabelledStats:
+    """A cohort's labelled pairs: scores, 0/1 labels, delays."""
+    stats = LabelledStats()
+    for k, (score, label, delay) in enumerate(pairs):
+        stats.add(f"r{k}", score, label, delay)
+    return stats
+
+
 LEAVES: dict[Any, st.SearchStrategy[Any]] = {
     bool: st.booleans(),
     int: st.integers(-(2**62), 2**62),
@@ -108,6 +118,13 @@ LEAVES: dict[Any, st.SearchStrategy[Any]] = {
     Command: st.sampled_from([p for p in sample_payloads() if isinstance(p, Command)]),
     TrainingProfile: st.sampled_from(
         [TrainingProfile(), make_deployment().training_profile or TrainingProfile()]
+    ),
+    LabelledStats: st.builds(
+        labelled,
+        st.lists(
+            st.tuples(st.floats(0.0, 1.0), st.integers(0, 1), st.floats(0.0, 86400.0)),
+            max_size=5,
+        ),
     ),
 }
 

@@ -24,8 +24,9 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from controller.core.stats.checkpoint import Checkpoint
 from controller.core.stats.cohort import CohortStats
+from controller.core.stats.labelled import LabelledStats
 from controller.core.stats.profile import FeatureProfile
-from controller.core.stats.sequential import SequentialTest
+from controller.core.stats.sequential import Counts, SequentialTest
 from controller.core.verdict import Evidence, EvidenceValue, Outcome, Verdict
 from controller.errors import InvariantError, RolloutError
 
@@ -74,6 +75,11 @@ class EvaluationContext:
     prediction_profile: FeatureProfile | None = None
     checkpoints: Sequence[Checkpoint] = field(default=(), hash=False)
     last_seen: Mapping[str, float] = field(default_factory=dict, hash=False)
+    #: joined labels: each cohort's pairs, the loss counts of each span of one traffic share
+    #: (controller.core.stats.labelled), and when each cohort's labels last came
+    labelled: Mapping[str, LabelledStats] = field(default_factory=dict, hash=False)
+    label_strata: Sequence[Counts] = field(default=(), hash=False)
+    label_seen: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         share = self.traffic_share

@@ -13,6 +13,7 @@ from controller.core.detectors.error_rate import ErrorRate
 from controller.core.detectors.latency import Latency
 from controller.core.detectors.outage import Outage
 from controller.core.detectors.prediction_skew import PredictionSkew
+from controller.core.detectors.quality import Quality
 from controller.core.detectors.training_serving_skew import TrainingServingSkew
 
 DETECTORS: dict[str, DetectorFactory] = {
@@ -22,6 +23,7 @@ DETECTORS: dict[str, DetectorFactory] = {
     PredictionSkew.name: PredictionSkew.from_params,
     TrainingServingSkew.name: TrainingServingSkew.from_params,
     DataQuality.name: DataQuality.from_params,
+    Quality.name: Quality.from_params,
 }
 
 

@@ -4,6 +4,7 @@
 apply(state, event, policy, now, event_id=None) -> Result  # any event: ingest, then evaluate
 observe(state, predictions, now) -> RolloutState           # statistics only, judge nothing
 merge(state, cohorts, now, delta_id=None) -> RolloutState  # pre-folded statistics (the lane)
+merge_labels(state, folds, now, delta_id=None) -> RolloutState  # joined labels (the join)
 evaluate(state, policy, now) -> Result                     # judge the rules, act on them
 tick(state, policy, now) -> Result                         # the timer's evaluate
 next_wakeup(state, policy, now) -> float | None            # when a tick could next decide
@@ -45,7 +46,15 @@ from typing import Any
 from controller.core.policy import Policy, PolicyError
 from controller.core.rollout.assessment import Assessment, Judged, assess, gates, judge
 from controller.core.rollout.evaluation import evaluate_into
-from controller.core.rollout.inputs import HANDLERS, REQUESTS, create, merge, observe, on_deployment
+from controller.core.rollout.inputs import (
+    HANDLERS,
+    REQUESTS,
+    create,
+    merge,
+    merge_labels,
+    observe,
+    on_deployment,
+)
 from controller.core.rollout.result import Collector, Output, Result
 from controller.core.rollout.wakeup import next_wakeup
 from controller.core.state import RolloutState, Served
@@ -63,6 +72,7 @@ __all__ = [
     "evaluate",
     "explain",
     "merge",
+    "merge_labels",
     "next_wakeup",
     "observe",
     "tick",

@@ -24,6 +24,7 @@ from controller.core.phases import Phase
 from controller.core.policy import Policy, Rule, RuleSet, Window
 from controller.core.state import BASELINE, CANARY, CachedVerdict, RolloutState
 from controller.core.stats.cohort import CohortStats
+from controller.core.stats.sequential import Counts
 from controller.core.verdict import Outcome, Verdict
 
 
@@ -187,6 +188,9 @@ def context(state: RolloutState, now: float) -> EvaluationContext:
         prediction_profile=prediction,
         checkpoints=state.checkpoints,
         last_seen=state.received,
+        labelled=state.labelled,
+        label_strata=[Counts.from_list(c) for c in state.label_strata],
+        label_seen=state.label_seen,
     )
 
 

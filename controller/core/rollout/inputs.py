@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from controller.core.phases import Phase
@@ -41,6 +41,7 @@ from controller.core.rollout.transitions import (
 )
 from controller.core.state import BASELINE, CANARY, SHADOW, Panes, RolloutState, Served
 from controller.core.stats.cohort import CohortStats
+from controller.core.stats.labelled import BUCKET_S, LabelFold, LabelledStats
 from schemas import (
     AbortRequested,
     ApprovalDenied,
@@ -177,6 +178,62 @@ def merge(
             alignment.receive(state, cohort, bounds[0])
     alignment.release(state)
     return state
+
+
+def merge_labels(
+    state: RolloutState,
+    folds: Iterable[tuple[str, str, LabelFold]],
+    now: float,
+    delta_id: str | None = None,
+) -> RolloutState:
+    """Merge joined (prediction, label) pairs, `(cohort, version, fold)` triples (the label
+    join): each cohort's pairs, and each bucket of prediction time into the span of the share
+    it was routed at (`share_spans`). A bucket that a share change falls in, or that comes
+    before the first span, is left out of the quality test (`labels_unplaced`); its pairs
+    still count in the cohort's quality. A `delta_id` seen recently is a redelivery."""
+    if delta_id is not None:
+        if state.seen_data(delta_id):
+            return state
+        state.remember_data(delta_id)
+    if state.phase.is_terminal():
+        for _, _, fold in folds:
+            state.count_ignored("labels_after_end", fold.stats.pairs)
+        return state
+    for cohort, version, fold in folds:
+        expected = expected_version(state, cohort)
+        if expected is None or version != expected:
+            state.count_ignored(f"label_version_mismatch:{cohort}", fold.stats.pairs)
+            continue
+        mine = state.labelled.get(cohort)
+        if mine is None:
+            state.labelled[cohort] = LabelledStats.from_dict(fold.stats.to_dict())
+        else:
+            mine.merge_from(fold.stats)
+        state.label_seen[cohort] = max(state.label_seen.get(cohort, now), now)
+        if cohort not in (CANARY, BASELINE):
+            continue  # a shadow's pairs are its quality, not the test's
+        side = 0 if cohort == CANARY else 2
+        for start, (pairs, events) in fold.buckets.items():
+            span = _span_of(state.share_spans, float(start), float(start + BUCKET_S))
+            if span is None:
+                state.labels_unplaced += pairs
+                continue
+            counts = state.label_strata[span]
+            counts[side] += events
+            counts[side + 1] += pairs
+    return state
+
+
+def _span_of(spans: Sequence[Sequence[float]], start: float, end: float) -> int | None:
+    """The span [from, next from) that holds all of [start, end); None when a span begins
+    inside it or none has begun by its start."""
+    found = None
+    for index, (begin, _) in enumerate(spans):
+        if begin <= start:
+            found = index
+        elif begin < end:
+            return None
+    return found
 
 
 def create(event: DeploymentRequested, policy: Policy, now: float, out: Collector) -> RolloutState:
@@ -339,6 +396,8 @@ def on_traffic_applied(
         return
     applied = event.applied_at.timestamp()
     state.step_started_at = min(max(state.step_started_at, applied), now)
+    if state.share_spans and state.share_spans[-1][1] == state.canary_percent:
+        state.share_spans[-1][0] = state.step_started_at  # the share changed when it applied
     first = state.step_command is not None
     state.step_command = None
     state.acked_percent, state.acked_at = state.canary_percent, state.step_started_at

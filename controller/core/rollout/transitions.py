@@ -130,6 +130,10 @@ def start_step(
     state.step_samples = 0
     state.step_command, state.resends = (command if state.acks else None), 0
     if state.canary_percent != share:
+        # labels are judged at the share their predictions were routed at: a new span from here
+        # (moved to the router's acknowledgement when it comes)
+        state.share_spans.append([now, state.canary_percent])
+        state.label_strata.append([0, 0, 0, 0])
         state.cut_slot, state.settling = math.ceil(now / SLOT_S - 1e-9), False
         # what completed before the change is reported by the cohorts routed then; one the
         # new step sends nothing (a baseline at 100 %) may report late into the switch, which

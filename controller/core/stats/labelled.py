@@ -126,8 +126,7 @@ class LabelledStats:
             return False
         loss = self.bounded_loss(prediction, label, kind)  # validates the pair
         quality = self._quality(kind)
-        if kind == "binary":
-            assert isinstance(quality, ClassifierQuality)
+        if isinstance(quality, ClassifierQuality):
             if isinstance(prediction, bool) or (
                 isinstance(prediction, int) and prediction in (0, 1)
             ):
@@ -277,6 +276,63 @@ class LabelledStats:
         return isinstance(other, LabelledStats) and self.to_dict() == other.to_dict()
 
 
+#: The span of prediction time a fold counts its pairs in (see `LabelFold`).
+BUCKET_S = 60
+
+
+@dataclass(eq=False)
+class LabelFold:
+    """What the label join hands a rollout or a monitor for one cohort and version: the pairs
+    folded (`stats`), and the pairs and loss events per `BUCKET_S` of *prediction* time
+    (`buckets`: bucket start -> [pairs, loss events]). A rollout judges a pair against the
+    traffic share its prediction was routed at, which it knows by time; a bucket is the
+    smallest span it tells apart, so a bucket that a share change falls in is left out."""
+
+    stats: LabelledStats = field(default_factory=LabelledStats)
+    buckets: dict[int, list[int]] = field(default_factory=dict)
+
+    def add(
+        self,
+        request_id: str,
+        prediction: Any,
+        label: Any,
+        predicted_at: float,
+        labelled_at: float,
+    ) -> bool:
+        """Fold one pair (see `LabelledStats.add`)."""
+        before = self.stats.loss_events
+        if not self.stats.add(request_id, prediction, label, labelled_at - predicted_at):
+            return False
+        bucket = int(math.floor(predicted_at / BUCKET_S) * BUCKET_S)
+        counts = self.buckets.setdefault(bucket, [0, 0])
+        counts[0] += 1
+        counts[1] += self.stats.loss_events - before
+        return True
+
+    def merge_from(self, other: LabelFold) -> None:
+        self.stats.merge_from(other.stats)
+        for bucket, (pairs, events) in other.buckets.items():
+            counts = self.buckets.setdefault(bucket, [0, 0])
+            counts[0] += pairs
+            counts[1] += events
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stats": self.stats.to_dict(),
+            "buckets": {str(k): v for k, v in sorted(self.buckets.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], config: StatsConfig | None = None) -> LabelFold:
+        return cls(
+            LabelledStats.from_dict(data["stats"], config),
+            {int(k): [int(v[0]), int(v[1])] for k, v in data.get("buckets", {}).items()},
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelFold) and self.to_dict() == other.to_dict()
+
+
 def loss_counts(baseline: LabelledStats, canary: LabelledStats) -> Counts:
     """Loss events and labelled pairs of both cohorts: what the share test counts."""
     return Counts(canary.loss_events, canary.pairs, baseline.loss_events, baseline.pairs)
@@ -302,8 +358,10 @@ def quality_test(
 
 
 __all__ = [
+    "BUCKET_S",
     "KINDS",
     "Kind",
+    "LabelFold",
     "LabelledStats",
     "default_loss",
     "kind_of",

@@ -16,6 +16,7 @@ import pytest
 from controller.core.phases import Phase
 from controller.core.state import NoCodecError, RolloutState, field_codecs
 from controller.core.stats.cohort import CohortStats
+from controller.core.stats.labelled import LabelledStats
 from controller.errors import RolloutError
 from schemas import Command
 from tests.factories import sample_payloads
@@ -64,7 +65,7 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     (`with_exact_counts`), and the alignment (no alignment for a
     rollout stored before it: `align_s` 0, nothing received or held) and the step's cuts
     (none pending, `settle_s` 0) and the router's acknowledgements (a rollout stored before
-    them does not wait for any), written last."""
+    them does not wait for any), and the joined labels (none), written last."""
     stored = stored_v1()
     items = list(with_exact_counts(stored).items())
     after_seq = [k for k, _ in items].index("seq") + 1
@@ -73,6 +74,8 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     acks = [("acks", False), ("acked_percent", 0.0), ("acked_at", None)]
     acks += [("step_command", None), ("resends", 0)]
     alignment += acks
+    alignment += [("labelled", {}), ("share_spans", []), ("label_strata", [])]
+    alignment += [("label_seen", {}), ("labels_unplaced", 0)]
     after_approvals = [k for k, _ in items].index("approvals") + 1
     items.insert(after_approvals, ("approval_reasons", {}))
     expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:], *alignment])
@@ -148,6 +151,13 @@ def every_field_set() -> RolloutState:
     state.acked_percent, state.acked_at = 10.0, 1795000020.0
     state.step_command = next(p for p in sample_payloads() if isinstance(p, Command))
     state.resends = 2
+    labelled = LabelledStats()
+    labelled.add("req-1", 0.8, 1, 3600.0)
+    state.labelled = {"canary": labelled}
+    state.share_spans = [[1795000000.0, 10.0]]
+    state.label_strata = [[1, 1, 0, 0]]
+    state.label_seen = {"canary": 1795000021.0}
+    state.labels_unplaced = 4
     return state
 
 

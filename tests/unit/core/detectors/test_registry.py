@@ -27,6 +27,7 @@ NAMES = [
     "prediction_skew",
     "training_serving_skew",
     "data_quality",
+    "quality",
 ]
 
 
@@ -101,6 +102,7 @@ CAPABILITIES = {
     "prediction_skew": (False, False),
     "training_serving_skew": (False, False),
     "data_quality": (True, False),
+    "quality": (True, True),
 }
 
 
