@@ -47,6 +47,7 @@ from controller.core.policy import Policy
 from controller.core.rollout import Output, Result, RolloutState
 from controller.core.rollout.result import cut_after
 from controller.core.stats.cohort import CohortStats
+from controller.core.stats.labelled import LabelFold
 from schemas import (
     ENVELOPES,
     Command,
@@ -414,6 +415,18 @@ class Engine:
     ) -> Effects:
         """Merge pre-folded statistics (the lane's delta), then judge."""
         rollout.merge(state, cohorts, now, delta_id=delta_id)
+        result = rollout.evaluate(state, self.policy, now)
+        return self._effects(result, now, state)
+
+    def on_labels(
+        self,
+        state: RolloutState,
+        folds: Iterable[tuple[str, str, LabelFold]],
+        delta_id: str | None,
+        now: float,
+    ) -> Effects:
+        """Merge joined labels (the label join's delta), then judge."""
+        rollout.merge_labels(state, folds, now, delta_id=delta_id)
         result = rollout.evaluate(state, self.policy, now)
         return self._effects(result, now, state)
 

@@ -42,7 +42,7 @@ from controller.observability import (
     tracer_or_default,
 )
 from controller.observability.messaging import Operation
-from controller.stream.deltas import StatsDelta
+from controller.stream.deltas import LabelsDelta, decode_delta
 from controller.stream.monitors import MonitorStore
 from schemas import (
     FieldError,
@@ -123,6 +123,8 @@ class RolloutAgent:
         self._decoded: dict[str, tuple[bytes, RolloutState]] = {}
         #: predictions merged into rollout states (the statistics deltas' counts)
         self.merged_predictions = 0
+        #: labelled pairs merged into rollouts since the start
+        self.joined_labels = 0
         #: rollouts judged by the timer since the start (those due)
         self.ticked = 0
 
@@ -158,7 +160,19 @@ class RolloutAgent:
     ) -> None:
         now = self.clock()
         if topic == self.stats_topic:
-            delta = StatsDelta.from_json(value or b"")
+            delta = decode_delta(value or b"")
+            if isinstance(delta, LabelsDelta):
+                with self._process_span(topic, partition, offset, delta.deployment_id, headers):
+                    state = self.load(delta.deployment_id)
+                    if state is None:
+                        self._unrouted("labels", delta.deployment_id, delta.pairs)
+                        return
+                    fresh = not state.seen_data(delta.delta_id)
+                    effects = self.engine.on_labels(state, delta.folds, delta.delta_id, now)
+                    if fresh:
+                        self.joined_labels += delta.pairs
+                    await self.commit(delta.deployment_id, effects)
+                return
             if delta.target == "monitor":
                 with self._process_span(topic, partition, offset, delta.model, headers):
                     watched = self.engine.on_monitor_delta(
@@ -219,12 +233,14 @@ class RolloutAgent:
                 refused = _refusal(refusal, result)
                 await self.reject(topic, partition, offset, key, value, refused)
 
-    def _unrouted(self, event_type: str, deployment_id: str) -> None:
-        """A report (a metric, a label) for a deployment with no rollout: counted, and said in
-        the log the first time and every 1,000th (predictions go to the model's monitor)."""
+    def _unrouted(self, event_type: str, deployment_id: str, count: int = 1) -> None:
+        """A report (a metric, a label, joined labels) for a deployment with no rollout:
+        counted, and said in the log the first time and every 1,000th (predictions go to the
+        model's monitor)."""
         key = (event_type, deployment_id)
-        n = self.unrouted[key] = self.unrouted.get(key, 0) + 1
-        if n == 1 or n % 1000 == 0:
+        before = self.unrouted.get(key, 0)
+        n = self.unrouted[key] = before + count
+        if before == 0 or n // 1000 > before // 1000:
             log.info("input.unrouted", type=event_type, deployment=deployment_id, count=n)
 
     async def reject(

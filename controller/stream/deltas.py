@@ -14,12 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import compress
 from operator import attrgetter
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.distribution import StatsConfig
+from controller.core.stats.labelled import LabelFold
 from schemas import Envelope, PredictionBatch, PredictionServed
 
 DELTA_VERSION = 1
@@ -250,3 +251,60 @@ class StatsDelta:
             count=fold.count,
             cohorts=tuple((c, v, s) for (c, v), s in sorted(cohorts.items())),
         )
+
+
+@dataclass(frozen=True)
+class LabelsDelta:
+    """What the label join hands a rollout: the (prediction, label) pairs it joined for one
+    deployment, one `LabelFold` per (cohort, version), on the internal stats topic keyed by
+    deployment id (`"kind": "labels"` tells it from a `StatsDelta`). Its id names the label
+    records it came from, so a redelivery is recognised."""
+
+    delta_id: str
+    deployment_id: str
+    model: str
+    pairs: int
+    folds: tuple[tuple[str, str, LabelFold], ...]
+
+    KIND: ClassVar[str] = "labels"
+
+    def key(self) -> str:
+        return self.deployment_id
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": DELTA_VERSION,
+                "kind": self.KIND,
+                "delta_id": self.delta_id,
+                "deployment_id": self.deployment_id,
+                "model": self.model,
+                "pairs": self.pairs,
+                "folds": [
+                    {"cohort": c, "version": v, "fold": f.to_dict()} for c, v, f in self.folds
+                ],
+            }
+        )
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> LabelsDelta:
+        if doc.get("v") != DELTA_VERSION or doc.get("kind") != cls.KIND:
+            raise ValueError(f"not a labels delta of version {DELTA_VERSION}")
+        return cls(
+            delta_id=str(doc["delta_id"]),
+            deployment_id=str(doc["deployment_id"]),
+            model=str(doc["model"]),
+            pairs=int(doc["pairs"]),
+            folds=tuple(
+                (str(f["cohort"]), str(f["version"]), LabelFold.from_dict(f["fold"]))
+                for f in doc["folds"]
+            ),
+        )
+
+
+def decode_delta(raw: bytes) -> StatsDelta | LabelsDelta:
+    """A record of the internal stats topic: a statistics delta or a labels delta."""
+    doc = orjson.loads(raw)
+    if isinstance(doc, dict) and doc.get("kind") == LabelsDelta.KIND:
+        return LabelsDelta.from_doc(doc)
+    return StatsDelta.from_json(raw)

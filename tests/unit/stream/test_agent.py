@@ -12,9 +12,10 @@ import orjson
 import schemas as s
 from controller.core.policy import Policy
 from controller.core.stats import CohortStats
+from controller.core.stats.labelled import LabelFold
 from controller.engine import Engine
 from controller.stream.agent import ListPublisher, RolloutAgent
-from controller.stream.deltas import StatsDelta
+from controller.stream.deltas import LabelsDelta, StatsDelta
 from schemas import Topic
 from tests.factories import T0, make_deployment, make_event, make_prediction, sample_payloads
 from tests.unit.core.rollout_helpers import three_steps, unit_policy
@@ -359,3 +360,35 @@ def test_a_monitor_is_not_flushed_while_its_outputs_are_being_published() -> Non
 
     assert [False] == flushed_during  # its decision went out before its state was stored
     assert b"fraud" in monitors
+
+
+def labels_delta(deployment_id: str, delta_id: str, *, at: float, pairs: int = 40) -> bytes:
+    """A labels delta: `pairs` joined labels of each cohort, predicted and labelled at `at`."""
+    folds = []
+    for cohort, version in (("canary", "v2"), ("baseline", "v1")):
+        fold = LabelFold()
+        for k in range(pairs):
+            fold.add(f"{cohort}-{k}", 0.9 if k % 2 else 0.1, k % 2, at, at)
+        folds.append((cohort, version, fold))
+    return LabelsDelta(delta_id, deployment_id, "fraud", 2 * pairs, tuple(folds)).to_json()
+
+
+def test_labels_deltas_reach_the_rollout_once_and_are_counted_without_one() -> None:
+    agent, _, publisher = make_agent()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"dep-1", deployment_record()))
+    acknowledge(agent, publisher, 1)
+    agent.clock.now += 120  # predictions made and labelled well inside the first step's span
+    record = labels_delta("dep-1", "labels:0:0:9:dep-1", at=agent.clock.now - 30)
+
+    run(agent.handle(STATS, 0, 1, b"dep-1", record))
+    run(agent.handle(STATS, 0, 2, b"dep-1", record))  # redelivered
+    run(agent.handle(STATS, 0, 3, b"dep-9", labels_delta("dep-9", "l9", at=agent.clock.now)))
+
+    state = agent.load("dep-1")
+    assert state is not None
+    assert (40, 40) == (state.labelled["canary"].pairs, state.labelled["baseline"].pairs)
+    ((_, canary_pairs, _, baseline_pairs),) = state.label_strata  # the 10 % step's span
+    assert (40, 40) == (canary_pairs, baseline_pairs)
+    assert 80 == agent.joined_labels
+    assert 80 == agent.unrouted[("labels", "dep-9")]
+    assert [] == sent(publisher, Topic.DEAD_LETTER)
