@@ -1,0 +1,115 @@
+"""The label join in the worker: prediction and label records in, labels deltas out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import schemas as s
+from controller.stream.join import Joiner
+from controller.stream.pending import PendingStore
+from tests.factories import T0, make_prediction
+
+PREDICTIONS = "rollout.predictions"
+LABELS = "rollout.labels"
+NOW = (T0 + timedelta(hours=1)).timestamp()
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def prediction(offset: int, request_id: str, cohort: str = "canary", **kw: object) -> Record:
+    version = "v2" if cohort == "canary" else "v1"
+    payload = make_prediction(request_id=request_id, cohort=cohort, version=version, **kw)
+    return Record(PREDICTIONS, 0, offset, s.make_event(payload, source="fleet", time=T0).to_json())
+
+
+def label(offset: int, request_id: str, value: float | str = 1.0) -> Record:
+    payload = s.LabelReported(
+        deployment_id="dep-1", request_id=request_id, label=value, event_time=T0
+    )
+    return Record(LABELS, 0, offset, s.make_event(payload, source="labeller", time=T0).to_json())
+
+
+def joiner(path: Path) -> Joiner:
+    return Joiner(PendingStore(path), predictions_topic=PREDICTIONS, labels_topic=LABELS)
+
+
+def test_labels_join_their_predictions_into_one_delta_per_deployment(tmp_path: Path) -> None:
+    join = joiner(tmp_path / "store")
+    assert [] == join.add(
+        [prediction(0, "a"), prediction(1, "b", cohort="baseline"), prediction(2, "c")], NOW
+    )
+
+    (delta,) = join.add([label(0, "a"), label(1, "b", 0.0), label(2, "zzz")], NOW)
+
+    assert ("labels:rollout.labels:0:0:1:dep-1", "dep-1", "fraud", 2) == (
+        delta.delta_id,
+        delta.deployment_id,
+        delta.model,
+        delta.pairs,
+    )
+    folds = {(c, v): f for c, v, f in delta.folds}
+    assert {("baseline", "v1"), ("canary", "v2")} == set(folds)
+    assert 1 == folds[("canary", "v2")].stats.pairs
+    # 0.42 against a label of 1: the Brier term (0.58)^2
+    assert abs((folds[("canary", "v2")].stats.mean_loss or 0) - 0.58**2) < 1e-12
+    assert {f"{PREDICTIONS}:0": 3, f"{LABELS}:0": 3} == {
+        tp: join.store.offset(tp) for tp in (f"{PREDICTIONS}:0", f"{LABELS}:0")
+    }
+
+
+def test_a_label_that_comes_first_joins_when_its_prediction_arrives(tmp_path: Path) -> None:
+    join = joiner(tmp_path / "store")
+    assert [] == join.add([label(5, "early")], NOW)
+
+    (delta,) = join.add([prediction(9, "early")], NOW)
+
+    assert 1 == delta.pairs
+    assert delta.delta_id == "labels:rollout.labels:0:5:5:dep-1"
+
+
+def test_after_a_restart_a_label_read_again_gives_the_same_delta(tmp_path: Path) -> None:
+    join = joiner(tmp_path / "store")
+    join.add([prediction(0, "a"), prediction(1, "b")], NOW)
+    first = join.add([label(0, "a"), label(1, "b")], NOW)
+    join.store.close()
+
+    again = joiner(tmp_path / "store").add([label(0, "a"), label(1, "b")], NOW)
+
+    assert [d.delta_id for d in first] == [d.delta_id for d in again]
+    assert [d.to_json() for d in first] == [d.to_json() for d in again]
+
+
+def test_bad_records_and_failed_requests_are_counted_and_join_nothing(tmp_path: Path) -> None:
+    join = joiner(tmp_path / "store")
+    failed = prediction(1, "f", ok=False, error_type="timeout", prediction=None)
+
+    deltas = join.add(
+        [
+            Record(PREDICTIONS, 0, 0, b"{not json"),
+            failed,
+            Record(LABELS, 0, 0, b"nope"),
+            label(1, "f"),
+        ],
+        NOW,
+    )
+
+    assert [] == deltas
+    assert (2, 1, 0) == (join.counters.skipped, join.counters.invalid_labels, join.counters.pairs)
+
+
+def test_a_pair_no_quality_metric_takes_is_counted_not_folded(tmp_path: Path) -> None:
+    join = joiner(tmp_path / "store")
+    join.add([prediction(0, "a"), prediction(1, "b")], NOW)
+
+    (delta,) = join.add([label(0, "a"), label(1, "b", "fraud")], NOW)
+
+    assert 1 == delta.pairs  # a score against a class name: another kind than the first
+    assert 1 == join.counters.unusable
