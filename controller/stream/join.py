@@ -19,16 +19,43 @@ write as their data.
   twice (at least once, as the prediction lane).
 
 Not thread-safe; time is an argument.
+
+`JoinLane` runs a joiner on Kafka: its own consumer group reads the predictions and labels
+topics (both keyed by deployment id, with as many partitions), assigned by range so that a
+member gets the same partition numbers of both: a deployment's labels and predictions meet in
+one worker's store. It sends each delta on the internal stats topic, keyed by deployment id,
+and commits the consumed offsets once every delta sent before is acknowledged (at least once).
+Every `expire_every_s` it sweeps the store (predictions past the horizon, early labels past
+their wait), and logs what the sweep counted.
+
+A worker that gets a partition its store knows nothing of (a new machine, a lost volume)
+rebuilds it: it reads the predictions partition again from `horizon_s` before now, with the
+labels partition paused, and resumes the labels once the predictions have caught up with the
+group's committed offset; meanwhile it commits nothing for that predictions partition (the
+committed offset never goes back). The topics must keep predictions for the horizon.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
 from controller.core.stats.labelled import LabelFold
+from controller.kafka_options import aiokafka_options
 from controller.stream.deltas import LabelsDelta
 from controller.stream.pending import JoinedPair, Label, PendingPrediction, PendingStore
 from schemas import LabelReported, PredictionBatch, PredictionServed, Rejection, decode
@@ -189,4 +216,184 @@ class Joiner:
         return deltas
 
 
-__all__ = ["JoinCounters", "Joiner", "Record"]
+log = structlog.get_logger(__name__)
+
+
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped here
+    def __init__(self, lane: JoinLane) -> None:
+        self.lane = lane
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked and self.lane._producer is not None:
+            await self.lane.commit()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.lane.assigned(assigned)
+
+
+class JoinLane:
+    """The label join on Kafka (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        predictions_topic: str,
+        labels_topic: str,
+        stats_topic: str,
+        group_id: str,
+        store_path: Path,
+        horizon_s: float = 7 * 86400.0,
+        label_wait_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        max_records: int = 5000,
+        poll_timeout_ms: int = 200,
+        commit_interval_s: float = 1.0,
+        expire_every_s: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.predictions_topic = predictions_topic
+        self.labels_topic = labels_topic
+        self.stats_topic = stats_topic
+        self.group_id = group_id
+        self.store_path = store_path
+        self.horizon_s = horizon_s
+        self.label_wait_s = label_wait_s
+        self.clock = clock
+        self.max_records = max_records
+        self.poll_timeout_ms = poll_timeout_ms
+        self.commit_interval_s = commit_interval_s
+        self.expire_every_s = expire_every_s
+        self.joiner: Joiner | None = None
+        #: predictions partitions being rebuilt: the committed offset they must reach
+        self.rebuilding: dict[TopicPartition, int] = {}
+        self.deltas = 0
+        self._unacked: list[asyncio.Future[Any]] = []
+        self._last_commit = clock()
+        self._last_expiry = clock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        store = PendingStore(
+            self.store_path, horizon_s=self.horizon_s, label_wait_s=self.label_wait_s
+        )
+        self.joiner = Joiner(
+            store, predictions_topic=self.predictions_topic, labels_topic=self.labels_topic
+        )
+        opts = aiokafka_options(self.settings)
+        self._producer = AIOKafkaProducer(
+            client_id=f"{self.group_id}-join", acks="all", linger_ms=5, **opts
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            group_id=self.group_id,
+            client_id=f"{self.group_id}-join",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=round(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=round(self.settings.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=round(self.settings.rebalance_timeout_s * 1000),
+            **opts,
+        )
+        await self._consumer.start()
+        self._consumer.subscribe(
+            [self.predictions_topic, self.labels_topic], listener=_Assignment(self)
+        )
+        log.info("join.started", group=self.group_id, store=str(self.store_path))
+
+    async def stop(self) -> None:
+        if self._consumer is not None and self._producer is not None:
+            try:
+                await self.commit()
+            except Exception:
+                log.warning("join.final_commit_failed", exc_info=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self.joiner is not None:
+            self.joiner.store.close()
+
+    async def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Rebuild the predictions partitions the store knows nothing of (module docstring)."""
+        consumer, joiner = self._consumer, self.joiner
+        if consumer is None or joiner is None:
+            return
+        for tp in partitions:
+            if tp.topic != self.predictions_topic:
+                continue
+            known = joiner.store.offset(f"{tp.topic}:{tp.partition}")
+            committed = await consumer.committed(tp)
+            if known is not None or committed is None or committed <= 0:
+                continue
+            since = (self.clock() - self.horizon_s) * 1000
+            found = await consumer.offsets_for_times({tp: int(since)})
+            start = found.get(tp)
+            consumer.seek(tp, start.offset if start is not None else committed)
+            labels = TopicPartition(self.labels_topic, tp.partition)
+            if labels in consumer.assignment():
+                consumer.pause(labels)
+            self.rebuilding[tp] = committed
+            log.info("join.rebuilding", partition=tp.partition, until=committed)
+
+    async def step(self) -> int:
+        """One poll: join, send the deltas; commit and sweep when due. The records taken."""
+        consumer, joiner, producer = self._consumer, self.joiner, self._producer
+        if consumer is None or joiner is None or producer is None:
+            raise RuntimeError("start() the join lane first")
+        batches = await consumer.getmany(
+            timeout_ms=self.poll_timeout_ms, max_records=self.max_records
+        )
+        records = [r for rs in batches.values() for r in rs]
+        now = self.clock()
+        if records:
+            for delta in joiner.add(records, now):
+                sent = await producer.send(
+                    self.stats_topic, key=delta.key().encode(), value=delta.to_json()
+                )
+                self._unacked.append(sent)
+                self.deltas += 1
+        for tp, target in list(self.rebuilding.items()):
+            if await consumer.position(tp) >= target:
+                del self.rebuilding[tp]
+                consumer.resume(TopicPartition(self.labels_topic, tp.partition))
+                log.info("join.rebuilt", partition=tp.partition)
+        if now - self._last_commit >= self.commit_interval_s:
+            await self.commit()
+        if now - self._last_expiry >= self.expire_every_s:
+            self._last_expiry = now
+            report = joiner.store.expire(now)
+            total = report.total()
+            if total.unlabelled or total.unmatched:
+                log.info(
+                    "join.expired",
+                    unlabelled=total.unlabelled,
+                    joined=total.joined,
+                    unmatched=total.unmatched,
+                )
+        return len(records)
+
+    async def commit(self) -> None:
+        """Wait for every delta sent so far, then commit the consumed positions (not those of
+        predictions partitions being rebuilt)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        unacked, self._unacked = self._unacked, []
+        if unacked:
+            await asyncio.gather(*unacked)
+        offsets = {}
+        for tp in consumer.assignment():
+            if tp in self.rebuilding:
+                continue
+            offsets[tp] = await consumer.position(tp)
+        if offsets:
+            await consumer.commit(offsets)
+        self._last_commit = self.clock()
+
+
+__all__ = ["JoinCounters", "JoinLane", "Joiner", "Record"]
