@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         description="Where the worker keeps its `<group>-data` folder (default: the working "
         "directory); a writable volume in a container.",
     )
+    label_join: bool = Field(
+        default=False,
+        description="Join labels to their predictions in this worker (the quality rule's input).",
+    )
+    label_horizon_s: float = Field(
+        default=7 * 86400.0, gt=0, description="How long a prediction waits for its label."
+    )
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int | None = Field(
         default=None, description="KRaft controller port; default: kafka_port + 1."

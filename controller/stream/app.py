@@ -24,6 +24,7 @@ import asyncio
 import gc
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -37,6 +38,7 @@ from controller.kafka_options import faust_credentials as broker_credentials
 from controller.observability import tracer_or_default
 from controller.settings import Settings
 from controller.stream.agent import Headers, RolloutAgent
+from controller.stream.join import JoinLane
 from controller.stream.lane import PredictionLane
 from controller.topics import stats_topic_name, topic_name
 from schemas import Topic
@@ -203,6 +205,20 @@ class RolloutWorker:
                 clock=clock,
             )
             self.app.task(self._run_lane)
+        self.join: JoinLane | None = None
+        if lane and settings.label_join:
+            folder = settings.data_dir if settings.data_dir is not None else Path(".")
+            self.join = JoinLane(
+                settings,
+                predictions_topic=self.names[Topic.PREDICTIONS],
+                labels_topic=self.names[Topic.LABELS],
+                stats_topic=self.stats_topic,
+                group_id=f"{settings.consumer_group}.labels",
+                store_path=folder / f"{settings.consumer_group}-join",
+                horizon_s=settings.label_horizon_s,
+                clock=clock,
+            )
+            self.app.task(self._run_join)
 
     def _heard(self) -> float | None:
         """How far the monitors' inputs are known to be complete: when the lane last had
@@ -251,6 +267,24 @@ class RolloutWorker:
         finally:
             await self.lane.stop()
             gc.unfreeze()
+
+    async def _run_join(self) -> None:
+        """The label join (controller.stream.join), from the end of the app's startup until
+        it stops; a failed step is logged and retried."""
+        if self.join is None:
+            return
+        await self.join.start()
+        try:
+            while not self.app.should_stop:
+                try:
+                    await self.join.step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("join.error")
+                    await asyncio.sleep(1.0)
+        finally:
+            await self.join.stop()
 
     # ---- the rollout agent ------------------------------------------------------------
 

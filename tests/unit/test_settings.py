@@ -79,3 +79,18 @@ def test_the_worker_keeps_its_folder_in_the_data_dir(
     assert Path(on_volume.datadir) == tmp_path / "rollout-controller-data"
     assert Path(on_volume.tabledir).is_relative_to(tmp_path)
     assert Path(here.datadir) == Path("rollout-controller-data")
+
+
+def test_the_label_join_is_opt_in_and_keeps_its_store_in_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ROLLOUT_DATA_DIR", str(tmp_path))
+    assert RolloutWorker(load_settings(), Engine.from_policy_file(None)).join is None
+
+    monkeypatch.setenv("ROLLOUT_LABEL_JOIN", "true")
+    monkeypatch.setenv("ROLLOUT_LABEL_HORIZON_S", "86400")
+    join = RolloutWorker(load_settings(), Engine.from_policy_file(None)).join
+
+    assert join is not None
+    assert join.store_path == tmp_path / "rollout-controller-join"
+    assert (86400.0, "rollout-controller.labels") == (join.horizon_s, join.group_id)

@@ -113,3 +113,26 @@ def test_a_pair_no_quality_metric_takes_is_counted_not_folded(tmp_path: Path) ->
 
     assert 1 == delta.pairs  # a score against a class name: another kind than the first
     assert 1 == join.counters.unusable
+
+
+def test_a_batch_record_pends_each_of_its_predictions(tmp_path: Path) -> None:
+    join = joiner(tmp_path / "store")
+    items = [
+        s.Prediction(
+            version="v2",
+            cohort=s.Cohort.CANARY,
+            request_id=f"b{i}",
+            event_time=T0,
+            latency_ms=10.0,
+            prediction={"fraud": 0.25, "legit": 0.75},
+        )
+        for i in range(3)
+    ]
+    batch = s.PredictionBatch(deployment_id="dep-1", model="fraud", predictions=items)
+    record = Record(PREDICTIONS, 0, 0, s.make_event(batch, source="fleet", time=T0).to_json())
+    join.add([record], NOW)
+
+    (delta,) = join.add([label(i, f"b{i}", "legit") for i in range(3)], NOW)
+
+    ((_, _, fold),) = delta.folds
+    assert (3, "multiclass") == (fold.stats.pairs, fold.stats.kind)
