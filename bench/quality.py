@@ -1,0 +1,167 @@
+"""Quality benchmark: the quality rule's false rollbacks (A/A) and its delay on real data.
+
+    python bench/quality.py [--rollouts 200] [--seed 1] [--quick]
+
+Scores are out-of-fold probabilities of a logistic regression on scikit-learn's breast-cancer
+data (569 rows, bundled: no download). A rollout serves requests drawn from the rows at random,
+10 % to the canary for its first step and 50 % for its second, each step `--pairs` labelled
+requests; labels come back in batches of 50, shuffled across the two steps (out of order: a
+label of the first step can come after labels of the second), and the rule's test
+(`controller.core.stats.labelled.quality_test`, stratified by step, tolerance 0.1, alpha 0.01)
+is judged after every batch, as the worker judges after every labels delta.
+
+- **A/A.** The candidate serves the baseline's scores: a rollback is a false one. The rate and
+  its exact 95 % upper bound, beside alpha.
+- **Worse models whose outputs look the same.** The candidate serves the baseline's score for
+  `keep` of the rows and another random row's score for the rest: the same score
+  distribution, a worse Brier score. Labelled requests until the rollback (median, p95,
+  misses), beside the information limit `ln(1/alpha) / (events per pair x KL)`, where KL is
+  between the canary's share of loss events under the truth and under the null (1 + tolerance
+  times the baseline's rate), at the 50 % step's share.
+
+Not a test: it prints figures, no time is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import commit  # noqa: E402
+from controller.core.stats.labelled import LabelledStats, quality_test  # noqa: E402
+
+ALPHA = 0.01
+TOLERANCE = 0.1
+SHARES = (0.1, 0.5)
+BATCH = 50
+
+
+def scores() -> tuple[list[float], list[int]]:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    found = cross_val_predict(model, x, y, cv=5, method="predict_proba")[:, 1]
+    return [float(p) for p in found], [int(v) for v in y]
+
+
+def degraded(base: list[float], keep: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [p if rng.random() < keep else rng.choice(base) for p in base]
+
+
+def rollout(
+    base: list[float], candidate: list[float], labels: list[int], pairs: int, seed: int
+) -> int | None:
+    """The labelled requests seen when the test first rejects (None: never)."""
+    rng = random.Random(seed)
+    requests = []
+    for stratum, share in enumerate(SHARES):
+        for k in range(pairs):
+            i = rng.randrange(len(labels))
+            canary = rng.random() < share
+            requests.append((stratum, canary, (candidate if canary else base)[i], labels[i], k))
+    rng.shuffle(requests)  # labels come back out of order, across the steps
+    strata = [(LabelledStats(), LabelledStats()) for _ in SHARES]
+    for start in range(0, len(requests), BATCH):
+        for stratum, canary, score, label, k in requests[start : start + BATCH]:
+            strata[stratum][1 if canary else 0].add(f"{seed}-{stratum}-{k}", score, label, 1.0)
+        if quality_test(strata, TOLERANCE, ALPHA).rejects:
+            return start + BATCH
+    return None
+
+
+def brier(candidate: list[float], labels: list[int]) -> float:
+    return statistics.fmean((p - y) ** 2 for p, y in zip(candidate, labels, strict=True))
+
+
+def information_limit(base: list[float], candidate: list[float], labels: list[int]) -> float:
+    """Labelled requests the test needs on average at the 50 % step: ln(1/alpha) over the
+    events a pair gives times the KL of the canary's share of events, truth against null."""
+    s = SHARES[-1]
+    loss_b, loss_c = (brier(served, labels) for served in (base, candidate))
+    events_per_pair = s * loss_c + (1 - s) * loss_b
+    theta1 = s * loss_c / events_per_pair
+    odds0 = (1 + TOLERANCE) * s / (1 - s)
+    theta0 = odds0 / (1 + odds0)
+    if theta1 <= theta0:
+        return math.inf
+    kl = theta1 * math.log(theta1 / theta0) + (1 - theta1) * math.log((1 - theta1) / (1 - theta0))
+    return math.log(1 / ALPHA) / (events_per_pair * kl)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--rollouts", type=int, default=200, help="A/A rollouts, and per worse model")
+    p.add_argument("--pairs", type=int, default=3000, help="labelled requests per step")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="20 rollouts of 1,000 pairs a step")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rollouts, args.pairs = 20, 1000
+    code = commit()
+    started = time.process_time()
+    base, labels = scores()
+    aa = [
+        rollout(base, base, labels, args.pairs, args.seed * 100_000 + k)
+        for k in range(args.rollouts)
+    ]
+    false = sum(1 for r in aa if r is not None)
+    upper = _poisson_upper(false) / args.rollouts
+    shown = " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"Command: `python bench/quality.py {shown}`")
+    print(f"Code: commit {code}. Data: breast cancer (569 rows), logistic regression, out of fold.")
+    print()
+    print(
+        f"A/A: {false} false rollbacks in {args.rollouts} rollouts ({false / args.rollouts:.3f}; "
+        f"95 % upper bound {upper:.3f}) at alpha {ALPHA}, checked after every {BATCH} labels "
+        f"of {2 * args.pairs} per rollout."
+    )
+    print()
+    print("| candidate | Brier | found | median labels | p95 | limit |")
+    print("|---|---|---|---|---|---|")
+    for keep in (0.8, 0.9, 0.95):
+        candidate = degraded(base, keep, args.seed)
+        found = [
+            rollout(base, candidate, labels, args.pairs, args.seed * 200_000 + k)
+            for k in range(args.rollouts)
+        ]
+        hits = sorted(r for r in found if r is not None)
+        median = statistics.median(hits) if hits else None
+        p95 = hits[min(len(hits) - 1, int(0.95 * len(hits)))] if hits else None
+        limit = information_limit(base, candidate, labels)
+        print(
+            f"| keep {keep:.0%} of the scores | {brier(candidate, labels):.4f} "
+            f"(baseline {brier(base, labels):.4f}) | {len(hits)}/{args.rollouts} | "
+            f"{median if median is not None else '-'} | {p95 if p95 is not None else '-'} | "
+            f"{limit:,.0f} |"
+        )
+    print()
+    print(f"CPU {time.process_time() - started:.1f} s.")
+
+
+def _poisson_upper(k: int) -> float:
+    """The exact 95 % upper bound of a Poisson mean after k events (chi-square, by search)."""
+    lo, hi = float(k), float(k) + 10.0 + 5.0 * math.sqrt(k + 1)
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        cdf = sum(math.exp(-mid) * mid**i / math.factorial(i) for i in range(k + 1))
+        lo, hi = (mid, hi) if cdf > 0.05 else (lo, mid)
+    return hi
+
+
+if __name__ == "__main__":
+    main()
