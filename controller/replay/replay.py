@@ -15,6 +15,12 @@ due at or before an event's time run before it is applied.
 The outputs (commands, alerts, decisions) come out as the envelopes the worker publishes, in
 its order, with its deterministic ids (`command_id`, `decision_id`, `alert_id`) and `time` = the
 output's own timestamp: the same log and policy give the same bytes.
+
+Labels are joined to their predictions as the worker's label join does (`LogJoin`: in memory,
+by deployment and request id; a label that comes first waits for its prediction; the first
+label of a request joins, a later one is a duplicate), and the pairs joined since the last tick
+reach their rollouts at the tick (`Engine.on_labels`), as the join's deltas reach the worker's
+rollouts after each poll.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import schemas as s
 from controller.core.monitor import MonitoringPolicy, MonitorState
 from controller.core.policy import Policy
 from controller.core.state import RolloutState
+from controller.core.stats.labelled import LabelFold
 from controller.engine import SOURCE, Effects, Engine, MonitorEffects, next_tick
 from controller.stream.deltas import Folder
 from schemas import Envelope, Rejection, Topic
@@ -65,6 +72,69 @@ class DeploymentReport:
         if self.decided_at is None or self.created_at is None:
             return None
         return self.decided_at - self.created_at
+
+
+@dataclass
+class LogJoin:
+    """The label join of a replay, in memory (controller.stream.pending's rules): the served
+    predictions of the log, by (deployment, request id); labels that came first; the pairs
+    joined since the last `drain`, folded per deployment and (cohort, version)."""
+
+    pending: dict[tuple[str, str], tuple[str, str, str, float, Any]] = field(default_factory=dict)
+    early: dict[tuple[str, str], tuple[Any, float]] = field(default_factory=dict)
+    joined: set[tuple[str, str]] = field(default_factory=set)
+    folds: dict[str, dict[tuple[str, str], LabelFold]] = field(default_factory=dict)
+    pairs: int = 0
+    duplicates: int = 0
+    unusable: int = 0
+
+    def predictions(self, data: s.PredictionServed | s.PredictionBatch) -> None:
+        items = data.predictions if isinstance(data, s.PredictionBatch) else (data,)
+        for item in items:
+            if not item.ok or item.prediction is None:
+                continue
+            key = (data.deployment_id, item.request_id)
+            if key in self.pending:
+                continue
+            prediction = item.prediction
+            if not isinstance(prediction, float | int | str):
+                prediction = dict(prediction.items())
+            entry = (data.model, item.version, str(item.cohort), item.event_time.timestamp())
+            self.pending[key] = (*entry, prediction)
+            waiting = self.early.pop(key, None)
+            if waiting is not None:
+                self._join(key, *waiting)
+
+    def label(self, data: s.LabelReported) -> None:
+        key = (data.deployment_id, data.request_id)
+        if key in self.joined or key in self.early:
+            self.duplicates += 1
+        elif key in self.pending:
+            self._join(key, data.label, data.event_time.timestamp())
+        else:
+            self.early[key] = (data.label, data.event_time.timestamp())
+
+    def _join(self, key: tuple[str, str], label: Any, labelled_at: float) -> None:
+        _, version, cohort, predicted_at, prediction = self.pending[key]
+        self.joined.add(key)
+        fold = self.folds.setdefault(key[0], {}).setdefault((cohort, version), LabelFold())
+        try:
+            added = fold.add(key[1], prediction, label, predicted_at, labelled_at)
+        except ValueError:
+            added = False
+        if added:
+            self.pairs += 1
+        else:
+            self.unusable += 1
+
+    def drain(self) -> list[tuple[str, list[tuple[str, str, LabelFold]]]]:
+        """The pairs joined since the last drain: per deployment, its folds."""
+        drained = [
+            (deployment, [(c, v, f) for (c, v), f in sorted(folds.items())])
+            for deployment, folds in sorted(self.folds.items())
+        ]
+        self.folds = {}
+        return drained
 
 
 @dataclass
@@ -111,6 +181,8 @@ class Runner:
     _next_tick: float | None = None
     #: predictions since the last tick, folded by deployment (the worker's lane, per second)
     _folder: Folder = field(init=False)
+    #: labels joined to their predictions (the worker's label join)
+    join: LogJoin = field(default_factory=LogJoin)
 
     def __post_init__(self) -> None:
         extra: dict[str, Any] = {}
@@ -137,6 +209,9 @@ class Runner:
             return published + self._monitor_event(event, now)
         if isinstance(data, s.PredictionServed | s.PredictionBatch):
             self._folder.add(event)  # for the model's monitor, at the next tick
+            self.join.predictions(data)
+        elif isinstance(data, s.LabelReported):
+            self.join.label(data)
         effects = self.engine.on_event(self.states.get(key), event, now)
         if effects.state is not None:
             self.states[key] = effects.state
@@ -208,6 +283,12 @@ class Runner:
             self._next_tick = tick_at + self.tick_s
             if self.now is None or tick_at > self.now:
                 self.now = tick_at
+            for key, folds in self.join.drain():
+                state = self.states.get(key)
+                if state is not None:
+                    published += self._publish(
+                        key, self.engine.on_labels(state, folds, None, self.now)
+                    )
             for key in self.engine.due(sorted(self.states), self.now):
                 state = self.states[key]
                 if not state.is_live():

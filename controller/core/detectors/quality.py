@@ -78,14 +78,6 @@ class QualityParams(ParamsBase):
         return problems
 
 
-def _metric(stats: object, name: str) -> float | None:
-    summary = getattr(stats, "summary", None)
-    if summary is None:
-        return None
-    value = summary().get(name)
-    return value if isinstance(value, float) else None
-
-
 def judge_quality(params: QualityParams, context: EvaluationContext) -> Verdict:
     canary = context.labelled.get("canary")
     baseline = context.labelled.get("baseline")
@@ -106,9 +98,10 @@ def judge_quality(params: QualityParams, context: EvaluationContext) -> Verdict:
         "tolerance": params.tolerance,
     }
     for cohort, stats in (("canary", canary), ("baseline", baseline)):
+        summary = {} if stats is None else stats.summary()
         for metric in ("accuracy", "log_loss", "brier", "auc", "mae", "rmse"):
-            value = _metric(stats, metric)
-            if value is not None:
+            value = summary.get(metric)
+            if isinstance(value, float):
                 evidence[f"{cohort}_{metric}"] = value
     test = stratified_share_test(
         [Interval(i, None, c) for i, c in enumerate(strata)],

@@ -108,6 +108,10 @@ class LabelledStats:
     delay: QuantileSketch = field(init=False)
     label_values: QuantileSketch = field(init=False)
     label_classes: dict[str, int] = field(default_factory=dict)
+    #: the last summary and the counts it was computed at (not part of the value)
+    _summary: tuple[tuple[int, int], dict[str, float | str | None]] | None = field(
+        default=None, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not (self.loss_scale > 0 and math.isfinite(self.loss_scale)):
@@ -193,7 +197,16 @@ class LabelledStats:
 
     def summary(self) -> dict[str, float | str | None]:
         """The quality metrics of the kind, the mean loss, and the label delay's median and
-        p95 (None where there is no pair)."""
+        p95 (None where there is no pair). Computed once per count of pairs: a rule judged at
+        every event asks for it far more often than pairs come."""
+        counted = (self.pairs, self.mismatched)
+        if self._summary is not None and self._summary[0] == counted:
+            return dict(self._summary[1])
+        out = self._compute_summary()
+        self._summary = (counted, out)
+        return dict(out)
+
+    def _compute_summary(self) -> dict[str, float | str | None]:
         out: dict[str, float | str | None] = {"kind": self.kind, "pairs": float(self.pairs)}
         if self.kind is not None:
             out.update(self._quality().summary())
