@@ -225,7 +225,10 @@ class StatsDelta:
 
     @classmethod
     def from_json(cls, raw: bytes) -> StatsDelta:
-        doc = orjson.loads(raw)
+        return cls.from_doc(orjson.loads(raw))
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> StatsDelta:
         if not isinstance(doc, dict) or doc.get("v") != DELTA_VERSION:
             raise ValueError(f"not a stats delta of version {DELTA_VERSION}")
         return cls(
@@ -307,4 +310,4 @@ def decode_delta(raw: bytes) -> StatsDelta | LabelsDelta:
     doc = orjson.loads(raw)
     if isinstance(doc, dict) and doc.get("kind") == LabelsDelta.KIND:
         return LabelsDelta.from_doc(doc)
-    return StatsDelta.from_json(raw)
+    return StatsDelta.from_doc(doc)
