@@ -220,6 +220,16 @@ def kafka_python_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
+def group_timing(settings: Settings) -> dict[str, int]:
+    """aiokafka consumer-group timings from the settings: a worker's consumers fail over as fast
+    as the rollout agent's (controller.settings), not after aiokafka's defaults."""
+    return {
+        "session_timeout_ms": round(settings.session_timeout_s * 1000),
+        "heartbeat_interval_ms": round(settings.heartbeat_interval_s * 1000),
+        "rebalance_timeout_ms": round(settings.rebalance_timeout_s * 1000),
+    }
+
+
 def aiokafka_options(settings: Settings) -> dict[str, Any]:
     """Connection options for aiokafka's AIOKafkaProducer and AIOKafkaConsumer, with an
     `ssl_context` when the protocol uses TLS (aiokafka takes no file names)."""

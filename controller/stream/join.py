@@ -55,7 +55,7 @@ from aiokafka import (
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from controller.core.stats.labelled import LabelFold
-from controller.kafka_options import aiokafka_options
+from controller.kafka_options import aiokafka_options, group_timing
 from controller.stream.deltas import LabelsDelta
 from controller.stream.pending import JoinedPair, Label, PendingPrediction, PendingStore
 from schemas import LabelReported, PredictionBatch, PredictionServed, Rejection, decode
@@ -307,9 +307,7 @@ class JoinLane:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=round(self.settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=round(self.settings.heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=round(self.settings.rebalance_timeout_s * 1000),
+            **group_timing(self.settings),
             **opts,
         )
         await self._consumer.start()

@@ -44,7 +44,7 @@ from opentelemetry.trace import Link, Tracer, use_span
 
 from controller.core.stats.distribution import StatsConfig
 from controller.engine import dead_letter
-from controller.kafka_options import aiokafka_options
+from controller.kafka_options import aiokafka_options, group_timing
 from controller.observability import (
     extract_from_headers,
     inject_headers,
@@ -160,10 +160,7 @@ class PredictionLane:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
-            # fail over as fast as the rollout agent's consumer (controller.settings)
-            session_timeout_ms=round(self.settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=round(self.settings.heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=round(self.settings.rebalance_timeout_s * 1000),
+            **group_timing(self.settings),
             **opts,
         )
         await self._consumer.start()
