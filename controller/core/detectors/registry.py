@@ -10,6 +10,7 @@ from __future__ import annotations
 from controller.core.detectors.base import Detector, DetectorFactory, Params, UnknownDetectorError
 from controller.core.detectors.data_quality import DataQuality
 from controller.core.detectors.error_rate import ErrorRate
+from controller.core.detectors.estimated_accuracy import EstimatedAccuracy
 from controller.core.detectors.latency import Latency
 from controller.core.detectors.outage import Outage
 from controller.core.detectors.prediction_skew import PredictionSkew
@@ -24,6 +25,7 @@ DETECTORS: dict[str, DetectorFactory] = {
     TrainingServingSkew.name: TrainingServingSkew.from_params,
     DataQuality.name: DataQuality.from_params,
     Quality.name: Quality.from_params,
+    EstimatedAccuracy.name: EstimatedAccuracy.from_params,
 }
 
 

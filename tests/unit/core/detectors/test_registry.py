@@ -28,6 +28,7 @@ NAMES = [
     "training_serving_skew",
     "data_quality",
     "quality",
+    "estimated_accuracy",
 ]
 
 
@@ -53,7 +54,7 @@ def test_an_unknown_detector_lists_the_known_ones() -> None:
 
     assert isinstance(caught.value, RolloutError)
     assert sorted(NAMES) == caught.value.known
-    assert "error_rate, latency, outage" in str(caught.value)
+    assert "error_rate, estimated_accuracy, latency, outage" in str(caught.value)
 
 
 def test_an_unknown_parameter_lists_the_known_ones() -> None:
@@ -103,6 +104,7 @@ CAPABILITIES = {
     "training_serving_skew": (False, False),
     "data_quality": (True, False),
     "quality": (True, True),
+    "estimated_accuracy": (False, False),
 }
 
 
