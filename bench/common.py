@@ -1,12 +1,14 @@
-"""What the benchmarks share: confidence bounds of a rate, and the commit they measured.
+"""What the benchmarks share: confidence bounds of a rate, the commit they measured, and the
+machine they ran on.
 
-Imported by the scripts beside it (`bench/detection.py`, `bench/realdata.py`); not a test.
+Imported by the scripts beside it; not a test.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import platform
 import subprocess
 from pathlib import Path
 
@@ -68,3 +70,14 @@ def commit() -> str:
     except OSError:
         return "unknown"
     return (head or "unknown") + (" with local changes" if dirty else "")
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo, else what `platform` says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

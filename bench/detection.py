@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from bench.common import commit, lower_bound, upper_bound  # noqa: E402
+from bench.common import commit, cpu_model, lower_bound, upper_bound  # noqa: E402
 from controller.core.policy import Policy  # noqa: E402
 from controller.dev.simulate import (  # noqa: E402
     FAMILIES,
@@ -502,16 +502,6 @@ def fault_summary(sections: list[Section], plan: str) -> str:
     return "\n".join(lines)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _plan_line(args: argparse.Namespace, share: float | None) -> str:
     plan = plan_at(args.plan, share)
     steps = ", ".join(
@@ -584,7 +574,7 @@ def report(args: argparse.Namespace, policy: Policy, sections: list[Section], wa
     code = f"- Code: commit {commit()}. Policy: {policy_line}."
     onset = f"- Fault onset {args.onset:g} s after the canary gets traffic."
     machine = (
-        f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), Python "
+        f"- Machine: {os.cpu_count()} cores ({cpu_model()}), Python "
         f"{platform.python_version()}, {args.workers} worker processes; "
         f"{wall_s / 60:.1f} min wall, {cpu / 60:.1f} min CPU."
     )

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from bench.common import commit  # noqa: E402
+from bench.common import commit, cpu_model  # noqa: E402
 from controller.stream.pending import (  # noqa: E402
     EXPIRY_CF,
     PENDING_CF,
@@ -206,16 +206,6 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(["python bench/join.py", *argv])
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}" if seconds > 0 else "n/a"
 
@@ -231,7 +221,7 @@ def report(
         f"Command: `{command_line(argv)}`",
         "",
         f"- Code: commit {code}; rocksdict {importlib.metadata.version('rocksdict')}.",
-        f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), Python {platform.python_version()}.",
+        f"- Machine: {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}.",
         f"- Store: {settings}.",
         f"- Data: {args.pending:,} predictions ({args.deployments} deployments, 32-character "
         f"request ids) written in batches of {args.batch:,}; {args.labels:,} labels in batches of "

@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 import orjson  # noqa: E402
 
-from bench.common import commit  # noqa: E402
+from bench.common import commit, cpu_model  # noqa: E402
 from controller.core.monitor import (  # noqa: E402
     MonitoringPolicy,
     MonitorState,
@@ -829,16 +829,6 @@ def monitor_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     cli = parser()
@@ -917,7 +907,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{cycle.minimum_hour:02.0f}:00 to {cycle.peak:g} req/s at {cycle.peak_hour:02.0f}:00 UTC "
         "(and a random walk of the log-rate), 1 % errors; folded per second; the monitor "
         "observes and is checked every second.",
-        f"- Machine: {os.cpu_count()} cores ({_cpu_model()}), Python "
+        f"- Machine: {os.cpu_count()} cores ({cpu_model()}), Python "
         f"{platform.python_version()}, {args.processes} worker processes; {wall / 60:.1f} min "
         f"wall, {cpu / 60:.1f} min CPU (before the cost part).",
         "",

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import commit  # noqa: E402
+from bench.common import commit, upper_bound  # noqa: E402
 from controller.core.stats.labelled import LabelledStats, quality_test  # noqa: E402
 
 ALPHA = 0.01
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         for k in range(args.rollouts)
     ]
     false = sum(1 for r in aa if r is not None)
-    upper = _poisson_upper(false) / args.rollouts
+    upper = upper_bound(false, args.rollouts)
     shown = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"Command: `python bench/quality.py {shown}`")
     print(f"Code: commit {code}. Data: breast cancer (569 rows), logistic regression, out of fold.")
@@ -151,16 +151,6 @@ def main(argv: list[str] | None = None) -> None:
         )
     print()
     print(f"CPU {time.process_time() - started:.1f} s.")
-
-
-def _poisson_upper(k: int) -> float:
-    """The exact 95 % upper bound of a Poisson mean after k events (chi-square, by search)."""
-    lo, hi = float(k), float(k) + 10.0 + 5.0 * math.sqrt(k + 1)
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        cdf = sum(math.exp(-mid) * mid**i / math.factorial(i) for i in range(k + 1))
-        lo, hi = (mid, hi) if cdf > 0.05 else (lo, mid)
-    return hi
 
 
 if __name__ == "__main__":
