@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -88,7 +88,6 @@ class JoinCounters:
     invalid_labels: int = 0
     #: pairs whose fold refused them (a prediction and label no quality metric takes)
     unusable: int = 0
-    by_deployment: dict[str, int] = field(default_factory=dict)
 
 
 class Joiner:
@@ -225,9 +224,6 @@ class Joiner:
                 )
             )
             self.counters.pairs += used
-            self.counters.by_deployment[deployment_id] = (
-                self.counters.by_deployment.get(deployment_id, 0) + used
-            )
         return deltas
 
 
