@@ -585,11 +585,20 @@ class Rollouts:
         self.observer.holds(predicate, for_s=for_s, what=what, diagnose=self.diagnose)
 
     def wait_terminal(self, deployment_id: str, timeout: float = 60.0) -> Decision:
-        return self.wait_for(
+        """The rollout's terminal decision, once the commands it names have arrived as well:
+        commands travel on a topic of their own and may reach the observer after it."""
+        ended: Decision = self.wait_for(
             lambda: self.observer.terminal(deployment_id),
             timeout=timeout,
             what=f"{deployment_id} to end",
         )
+
+        def commands_arrived() -> bool:
+            seen = {c.command_id for c in self.observer.commands(deployment_id)}
+            return set(ended.command_ids) <= seen
+
+        self.wait_for(commands_arrived, what=f"the commands of {deployment_id}'s last decision")
+        return ended
 
     def firing_alerts(self, deployment_id: str) -> list[Alert]:
         """The firing alerts of a rollout, once the first has arrived: alerts travel on a topic
