@@ -341,6 +341,22 @@ class Engine:
             )
         return MonitorEffects(state)
 
+    def on_monitor_labels(
+        self,
+        state: MonitorState | None,
+        model: str,
+        folds: Iterable[tuple[str, str, LabelFold]],
+        delta_id: str | None,
+        now: float,
+    ) -> MonitorEffects:
+        """Joined (prediction, label) pairs of a model: counted now, judged at the next check."""
+        state = monitor.observe_labels(state, model, folds, delta_id, now)
+        if state.model not in self.monitor_wakeups or self.monitor_wakeups[state.model] is None:
+            self.monitor_wakeups[state.model] = monitor.next_check(
+                state, self.monitoring_policy(state), now
+            )
+        return MonitorEffects(state)
+
     def on_monitor_tick(
         self, state: MonitorState, now: float, heard: float | None = None
     ) -> MonitorEffects:

@@ -587,7 +587,13 @@ class Decision(Payload):
 
 
 MonitorAction = Literal[
-    "configured", "deleted", "reference_learned", "alert_fired", "alert_resolved", "unmonitored"
+    "configured",
+    "deleted",
+    "reference_learned",
+    "alert_fired",
+    "alert_resolved",
+    "unmonitored",
+    "quality",
 ]
 
 

@@ -379,6 +379,9 @@ class ModelHealth:
     predictions: int | None = None
     open: dict[str, str] = field(default_factory=dict)
     last: str = ""
+    #: the label rules' stage, and the last quality report (from labelled predictions)
+    label_stage: str | None = None
+    quality: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -389,6 +392,8 @@ class ModelHealth:
             "predictions": self.predictions,
             "open_alerts": dict(sorted(self.open.items())),
             "last": self.last,
+            "label_stage": self.label_stage,
+            "quality": self.quality,
         }
 
 
@@ -415,8 +420,13 @@ def read_health(
                 health.watched = False
                 health.stage = "unmonitored"
                 health.open.clear()
+            elif data.action == "reference_learned" and "label_stage" in data.evidence:
+                health.label_stage = str(data.evidence["label_stage"])
             elif data.action == "reference_learned":
                 health.stage = str(data.evidence.get("stage", "calibrating"))
+            elif data.action == "quality":
+                health.quality = dict(data.evidence)
+                health.label_stage = str(data.evidence.get("label_stage", health.label_stage))
             elif data.action == "unmonitored":
                 health.predictions = int(data.evidence.get("predictions", 0))
             elif data.action == "alert_fired" and data.rule:
@@ -466,14 +476,77 @@ def status_cmd(name: str | None, bootstrap: str | None, as_json: bool) -> None:
             f"  {d.deployment_id:32} {d.to_phase:18} step {d.step} ({d.canary_percent:g}%)  "
             f"{d.reason}"
         )
+        quality = rollout_quality(d)
+        if quality:
+            click.echo(f"      {quality}")
         for key, alert in sorted(alerts.get(d.deployment_id, {}).items()):
             click.echo(f"      open alert {key} ({alert.severity.value}): {alert.summary}")
     if models:
         click.echo("models:")
     for health in sorted(models.values(), key=lambda h: h.model):
         click.echo("  " + _health_line(health))
+        if health.quality:
+            click.echo(f"      {model_quality(health.quality)}")
         for rule, reason in sorted(health.open.items()):
             click.echo(f"      open alert {rule}: {reason}")
+
+
+#: The quality metrics `status` shows, in this order, with their names.
+_QUALITY = (
+    ("accuracy", "accuracy"),
+    ("auc", "AUC"),
+    ("log_loss", "log loss"),
+    ("brier", "Brier"),
+    ("ece", "ECE"),
+    ("mae", "MAE"),
+    ("rmse", "RMSE"),
+    ("bias", "bias"),
+)
+
+
+def _metrics(values: Any, prefix: str = "") -> str:
+    if not isinstance(values, dict):
+        return ""
+    parts = []
+    for key, shown in _QUALITY:
+        value = values.get(prefix + key)
+        if isinstance(value, int | float):
+            parts.append(f"{shown} {value:.4g}")
+    return ", ".join(parts)
+
+
+def model_quality(report: dict[str, Any]) -> str:
+    """A model's last quality report (labelled predictions), one line."""
+    metrics = report.get("metrics") or {}
+    line = (
+        f"quality over {float(report.get('span_s', 0)):.0f} s from {report.get('from', '?')}: "
+        f"{int(metrics.get('pairs', 0)):,} labelled predictions, {_metrics(metrics) or '-'}"
+    )
+    delay = metrics.get("delay_p50_s")
+    if isinstance(delay, int | float):
+        line += f"; label delay p50 {delay:.0f} s"
+    reference = report.get("reference")
+    if reference:
+        line += f" (labelled reference: {_metrics(reference)})"
+    return line
+
+
+def rollout_quality(decision: Decision) -> str:
+    """The quality rule's figures at the rollout's last decision (canary vs baseline), one
+    line; empty when its policy has no quality rule or no labels came."""
+    for verdict in decision.verdicts:
+        if verdict.get("detector") != "quality":
+            continue
+        evidence = verdict.get("evidence") or {}
+        pairs = (evidence.get("canary_pairs"), evidence.get("baseline_pairs"))
+        if not any(pairs):
+            return f"quality: {verdict.get('reason', 'no labels yet')}"
+        return (
+            f"quality at this decision: canary {int(pairs[0] or 0):,} labelled, "
+            f"{_metrics(evidence, 'canary_') or '-'}; baseline {int(pairs[1] or 0):,} labelled, "
+            f"{_metrics(evidence, 'baseline_') or '-'}"
+        )
+    return ""
 
 
 def _health_line(health: ModelHealth) -> str:
@@ -481,7 +554,8 @@ def _health_line(health: ModelHealth) -> str:
         seen = f"{health.predictions:,} predictions" if health.predictions else "traffic"
         return f"{health.model:32} unmonitored        {seen} without a monitor"
     alerts = f"{len(health.open)} open alert(s)" if health.open else "healthy"
-    return f"{health.model:32} {health.stage:18} version {health.version or '-'}  {alerts}"
+    labels = f"  labels {health.label_stage}" if health.label_stage else ""
+    return f"{health.model:32} {health.stage:18} version {health.version or '-'}  {alerts}{labels}"
 
 
 @click.command("watch")

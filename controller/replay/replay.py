@@ -19,7 +19,8 @@ output's own timestamp: the same log and policy give the same bytes.
 Labels are joined to their predictions as the worker's label join does (`LogJoin`: in memory,
 by deployment and request id; a label that comes first waits for its prediction; the first
 label of a request joins, a later one is a duplicate), and the pairs joined since the last tick
-reach their rollouts at the tick (`Engine.on_labels`), as the join's deltas reach the worker's
+reach their rollouts (`Engine.on_labels`) and their models' monitors (`Engine.on_monitor_labels`)
+at the tick, as the join's deltas (and their monitor twins) reach the worker's
 rollouts after each poll.
 """
 
@@ -84,6 +85,8 @@ class LogJoin:
     early: dict[tuple[str, str], tuple[Any, float]] = field(default_factory=dict)
     joined: set[tuple[str, str]] = field(default_factory=set)
     folds: dict[str, dict[tuple[str, str], LabelFold]] = field(default_factory=dict)
+    #: each deployment's model (its monitor takes the pairs too)
+    models: dict[str, str] = field(default_factory=dict)
     pairs: int = 0
     duplicates: int = 0
     unusable: int = 0
@@ -115,7 +118,8 @@ class LogJoin:
             self.early[key] = (data.label, data.event_time.timestamp())
 
     def _join(self, key: tuple[str, str], label: Any, labelled_at: float) -> None:
-        _, version, cohort, predicted_at, prediction = self.pending[key]
+        model, version, cohort, predicted_at, prediction = self.pending[key]
+        self.models[key[0]] = model
         self.joined.add(key)
         fold = self.folds.setdefault(key[0], {}).setdefault((cohort, version), LabelFold())
         try:
@@ -145,6 +149,8 @@ class MonitorReport:
     version: str | None = None
     stage: str = "unmonitored"
     predictions: int = 0
+    #: labelled predictions (joined pairs) it took, of every version
+    labels: int = 0
     fired: int = 0
     resolved: int = 0
     firing: list[str] = field(default_factory=list)
@@ -267,6 +273,7 @@ class Runner:
             report.version = state.version
             report.stage = state.stage()
             report.predictions = state.requests + state.other_requests
+            report.labels = state.labels + state.other_labels
             report.firing = state.firing()
         return report
 
@@ -289,6 +296,13 @@ class Runner:
                     published += self._publish(
                         key, self.engine.on_labels(state, folds, None, self.now)
                     )
+                model = self.join.models[key]
+                watched = self.engine.on_monitor_labels(
+                    self.monitors.get(model), model, folds, None, self.now
+                )
+                if watched.state is not None:
+                    self.monitors[model] = watched.state
+                    self._monitor_report(model, watched.state)
             for key in self.engine.due(sorted(self.states), self.now):
                 state = self.states[key]
                 if not state.is_live():

@@ -161,6 +161,18 @@ class RolloutAgent:
         now = self.clock()
         if topic == self.stats_topic:
             delta = decode_delta(value or b"")
+            if isinstance(delta, LabelsDelta) and delta.target == "monitor":
+                with self._process_span(topic, partition, offset, delta.model, headers):
+                    watched = self.engine.on_monitor_labels(
+                        self.monitors.load(delta.model),
+                        delta.model,
+                        delta.folds,
+                        delta.delta_id,
+                        now,
+                    )
+                    if watched.state is not None:
+                        self.monitors.keep(watched.state)
+                return
             if isinstance(delta, LabelsDelta):
                 with self._process_span(topic, partition, offset, delta.deployment_id, headers):
                     state = self.load(delta.deployment_id)

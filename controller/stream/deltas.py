@@ -268,26 +268,33 @@ class LabelsDelta:
     model: str
     pairs: int
     folds: tuple[tuple[str, str, LabelFold], ...]
+    #: who takes it: "rollout" (keyed by deployment id) or "monitor" (keyed by model), as
+    #: `StatsDelta.target`
+    target: str = "rollout"
 
     KIND: ClassVar[str] = "labels"
 
     def key(self) -> str:
-        return self.deployment_id
+        return self.model if self.target == "monitor" else self.deployment_id
+
+    def for_monitor(self) -> LabelsDelta:
+        """The same pairs for the model's monitor (its own id: redeliveries of either are
+        recognised apart)."""
+        return dataclasses.replace(self, delta_id=self.delta_id + ":monitor", target="monitor")
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": DELTA_VERSION,
-                "kind": self.KIND,
-                "delta_id": self.delta_id,
-                "deployment_id": self.deployment_id,
-                "model": self.model,
-                "pairs": self.pairs,
-                "folds": [
-                    {"cohort": c, "version": v, "fold": f.to_dict()} for c, v, f in self.folds
-                ],
-            }
-        )
+        doc: dict[str, Any] = {
+            "v": DELTA_VERSION,
+            "kind": self.KIND,
+            "delta_id": self.delta_id,
+            "deployment_id": self.deployment_id,
+            "model": self.model,
+            "pairs": self.pairs,
+            "folds": [{"cohort": c, "version": v, "fold": f.to_dict()} for c, v, f in self.folds],
+        }
+        if self.target != "rollout":
+            doc["target"] = self.target
+        return orjson.dumps(doc)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> LabelsDelta:
@@ -298,6 +305,7 @@ class LabelsDelta:
             deployment_id=str(doc["deployment_id"]),
             model=str(doc["model"]),
             pairs=int(doc["pairs"]),
+            target=str(doc.get("target", "rollout")),
             folds=tuple(
                 (str(f["cohort"]), str(f["version"]), LabelFold.from_dict(f["fold"]))
                 for f in doc["folds"]

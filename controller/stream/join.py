@@ -361,10 +361,12 @@ class JoinLane:
         now = self.clock()
         if records:
             for delta in joiner.add(records, now):
-                sent = await producer.send(
-                    self.stats_topic, key=delta.key().encode(), value=delta.to_json()
-                )
-                self._unacked.append(sent)
+                # the rollout's, keyed by deployment; its twin for the model's monitor
+                for each in (delta, delta.for_monitor()):
+                    sent = await producer.send(
+                        self.stats_topic, key=each.key().encode(), value=each.to_json()
+                    )
+                    self._unacked.append(sent)
                 self.deltas += 1
         for tp, target in list(self.rebuilding.items()):
             if await consumer.position(tp) >= target:

@@ -102,12 +102,18 @@ def test_labels_join_across_partitions_and_an_empty_store_rebuilds(
     records = read_topic(
         kafka_bootstrap,
         stats_topic_name(settings),
-        lambda rs: sum(d.pairs for d in _labels(rs)) >= N,
+        lambda rs: sum(d.pairs for d in _labels(rs)) >= 2 * N,
         timeout_s=20,
     )
-    deltas = _labels(records)
+    deltas = [d for d in _labels(records) if d.target == "rollout"]
     assert N == sum(d.pairs for d in deltas)
     assert {f"dep-{i}" for i in range(8)} == {d.deployment_id for d in deltas}
+    # each delta has its twin for the model's monitor, keyed by the model
+    twins = {d.delta_id: d for d in _labels(records) if d.target == "monitor"}
+    assert {d.delta_id + ":monitor" for d in deltas} == set(twins)
+    assert all(twins[d.delta_id + ":monitor"].folds == d.folds for d in deltas)
+    keys = {decode_delta(r.value).delta_id: r.key for r in records}  # type: ignore[attr-defined]
+    assert all(keys[t.delta_id] == t.model.encode() for t in twins.values())
     assert again.rebuilding == {}
 
 

@@ -52,11 +52,19 @@ from controller.core.monitor.cusum import (
     poisson_llr,
     smoothed,
 )
-from controller.core.monitor.policy import MonitoringPolicy, MonitorRule
-from controller.core.monitor.state import HOURS, MonitorState, Reference
+from controller.core.monitor.policy import LABEL_DETECTORS, MonitoringPolicy, MonitorRule
+from controller.core.monitor.state import (
+    HOURS,
+    LabelReference,
+    LabelReport,
+    MonitorState,
+    RateModel,
+    Reference,
+)
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.distance import sketch_on_edges
 from controller.core.stats.distribution import StatsConfig, ValueDistribution
+from controller.core.stats.labelled import LabelFold, LabelledStats
 from controller.core.stats.profile import FeatureProfile
 from schemas import Alert, MonitorConfigured, MonitorDecision, MonitorDeleted, Severity
 
@@ -157,11 +165,11 @@ def configure(
         state.pinned = True
     elif event.reference == "relearn":
         state.pinned = False
-        state.reference = None
+        state.reference = state.label_reference = None
         _restart_watch(state, carry=True)
     version_changed = was[1] is not None and state.version != was[1]
     if version_changed and not state.pinned:
-        state.reference = None
+        state.reference = state.label_reference = None
         _restart_watch(state, carry=True)
     what = []
     if not was[0]:
@@ -198,7 +206,7 @@ def delete(state: MonitorState | None, event: MonitorDeleted, now: float) -> Mon
     outputs: list[MonitorOutput] = []
     outputs += _resolve_all(state, now, "the monitor was deleted")
     state.configured = False
-    state.reference = None
+    state.reference = state.label_reference = None
     state.policy = None
     _restart_watch(state)
     reason = f"model {state.model}: no longer watched, by {event.by}" + (
@@ -220,6 +228,12 @@ def _restart_watch(state: MonitorState, carry: bool = False) -> None:
     state.skew_firing = {}
     state.skew_window = None
     state.skew_started = None
+    state.labels_held = {}
+    lref = state.label_reference
+    if lref is not None:  # its CUSUMs are gone: re-derived from its pairs, calibrated again
+        lref.frozen = {}
+        lref.calib_open = {}
+        lref.calib_started = lref.released_at = lref.calibrated_at = None
 
 
 def _resolve_all(state: MonitorState, now: float, why: str) -> list[MonitorOutput]:
@@ -298,17 +312,20 @@ def check(
     if not state.configured:
         outputs += _notice_unmonitored(state, now)
         state.last_check = now
+        state.labels_pending = None
         return MonitorResult(state, outputs)
     window = state.pending
     state.pending = None
     start = state.last_check if state.last_check is not None else now - policy.check_s
     state.last_check = now
     if state.version is None:
+        state.labels_pending = None
         return MonitorResult(state, outputs)
     ref = state.reference
     if ref is None or (ref.version != state.version and not state.pinned):
         ref = state.reference = Reference(now, CohortStats(StatsConfig()), version=state.version)
         _restart_watch(state, carry=True)
+    outputs += _check_labels(state, policy, start, now, heard)
     settings = policy.reference
     if ref.learned_at is None:
         if window is not None:
@@ -335,6 +352,8 @@ def check(
     if calibrating and state.calib_started is None:
         state.calib_started = start
     for rule in policy.rules:
+        if rule.detector in LABEL_DETECTORS:
+            continue
         data = _rule_window(state, rule, window, now, policy)
         if data is None:
             continue
@@ -345,11 +364,11 @@ def check(
                 cusum = state.cusums[name] = Cusum()
                 cusum.carry = rule.detector == "outage"
             if calibrating:
-                _accumulate(state, name, family, values)
+                _accumulate(state.calib_open, name, family, values)
                 if not cusum.calibrated:
                     continue
             elif family != "multinomial":
-                _accumulate(state, name, family, values)  # the dispersion, measured on
+                _accumulate(state.calib_open, name, family, values)  # dispersion, measured on
             outputs += _step(state, policy, rule, name, cusum, family, values, start, now)
         if rule.detector == "training_serving_skew" and not calibrating:
             outputs += _skew_window(state, policy, rule, window, now)
@@ -357,7 +376,7 @@ def check(
         if state.calib_started is None:
             state.calib_started = start
         if now - state.calib_started >= settings.calibration_bin_s:
-            _close_calibration(state, ref, watching=True)
+            _close_calibration(state, state.calib_open, watching=True)
             state.calib_started = now
         if state.released_at is None:
             state.released_at = now
@@ -369,7 +388,7 @@ def check(
     else:
         closed = now - (state.calib_started or now) >= settings.calibration_bin_s
         if closed:
-            _close_calibration(state, ref)
+            _close_calibration(state, state.calib_open)
             state.calib_started = now
         if closed and now - (ref.learned_at or now) >= settings.calibrate_s:
             ref.calibrated_at = now
@@ -383,7 +402,8 @@ def check(
                     state,
                     "reference_learned",
                     f"model {state.model} version {state.version}: watching {len(phis)} "
-                    f"statistics of {len(policy.rules)} rules (dispersion measured over "
+                    f"statistics of {len(policy.rules) - len(_label_rules(policy))} rules "
+                    "(dispersion measured over "
                     f"{now - (ref.learned_at or now):.0f} s)",
                     now,
                     evidence={"dispersion": phis, "stage": "watching"},
@@ -552,7 +572,11 @@ def observations(
     if detector == "error_rate":
         requests = float(ref.frozen["requests"])
         share = _reference_rate(
-            state, ref, rule.name, float(ref.frozen["error_rate"]) * requests, requests
+            state,
+            ref.calibrated_at is not None,
+            rule.name,
+            float(ref.frozen["error_rate"]) * requests,
+            requests,
         )
         p0 = min(max(share, 1e-5), 0.5)
         p1 = min(max(p0 * float(rule.param("ratio")), p0 + float(rule.param("min_rate"))), 0.999)
@@ -569,7 +593,13 @@ def observations(
             if history_s > 0:
                 share = _recent_rate(state, rule.name, entry, timed, x, n, now - start, history_s)
             else:
-                share = _reference_rate(state, ref, rule.name, float(entry["p0"]) * timed, timed)
+                share = _reference_rate(
+                    state,
+                    ref.calibrated_at is not None,
+                    rule.name,
+                    float(entry["p0"]) * timed,
+                    timed,
+                )
             p0 = min(max(share, 1e-4), 0.5)
         else:
             p0 = 1.0 - float(rule.param("objective"))
@@ -595,7 +625,7 @@ def observations(
                     continue
                 share = _reference_rate(
                     state,
-                    ref,
+                    ref.calibrated_at is not None,
                     f"{rule.name}/{name}:{kind}",
                     float(shares[kind]) * reference_events,
                     reference_events,
@@ -607,13 +637,13 @@ def observations(
     return []
 
 
-def _reference_rate(state: MonitorState, ref: Reference, name: str, x: float, n: float) -> float:
+def _reference_rate(state: MonitorState, calibrated: bool, name: str, x: float, n: float) -> float:
     """A binomial key's reference rate: the reference's share `x / n` while it calibrates, then
     frozen by its CUSUM at an upper confidence bound (cusum.Cusum.freeze_rate)."""
     cusum = state.cusums.get(name)
     if cusum is not None and cusum.p0 is not None:
         return cusum.p0
-    if cusum is not None and ref.calibrated_at is not None:
+    if cusum is not None and calibrated:
         return cusum.freeze_rate(x, n)
     return x / n if n > 0 else 0.0
 
@@ -674,19 +704,18 @@ def _outage(
     dt = now - begin
     if dt <= 0 or (heard is not None and heard < now):
         return []  # the inputs are behind: this span is judged neither silent nor served
-    expected_rate = _expected_rate(state, now)
+    expected_rate = _expected_rate(state.rate, now)
     cusum = state.cusums.get(rule.name)
     # learned except while an outage is declared: learning only at a statistic of 0 would
     # learn from the busy seconds of bursty traffic alone, and expect too much at night
     if cusum is None or not cusum.firing:
-        _update_rate(state, rule, served, dt, now)
+        _update_rate(state.rate, float(rule.param("half_life_s")), served, dt, now)
     if expected_rate is None or expected_rate < float(rule.param("min_expected_per_s")):
         return []
     return [("", "poisson", [served, expected_rate * dt, float(rule.param("drop_to"))])]
 
 
-def _expected_rate(state: MonitorState, now: float) -> float | None:
-    rate = state.rate
+def _expected_rate(rate: RateModel, now: float) -> float | None:
     if rate.recent is None:
         return None
     hour = int((now % 86400) // 3600)
@@ -695,15 +724,12 @@ def _expected_rate(state: MonitorState, now: float) -> float | None:
     return rate.recent
 
 
-def _update_rate(
-    state: MonitorState, rule: MonitorRule, served: float, dt: float, now: float
-) -> None:
+def _update_rate(rate: RateModel, half_life_s: float, served: float, dt: float, now: float) -> None:
     """Learn the rate: exponentially weighted, a plain mean until a half-life is seen (so the
     first seconds do not linger), by hour of the day as well."""
-    rate = state.rate
     observed = served / dt
     rate.recent_s += dt
-    w = max(1.0 - 2.0 ** (-dt / float(rule.param("half_life_s"))), dt / rate.recent_s)
+    w = max(1.0 - 2.0 ** (-dt / half_life_s), dt / rate.recent_s)
     rate.recent = observed if rate.recent is None else rate.recent + w * (observed - rate.recent)
     hour = int((now % 86400) // 3600) % HOURS
     rate.hour_s[hour] += dt
@@ -736,36 +762,40 @@ def _learn_rate(
 # ---- calibration ----------------------------------------------------------------------------
 
 
-def _accumulate(state: MonitorState, name: str, family: str, values: list[float]) -> None:
+def _accumulate(
+    calib_open: dict[str, list[float]], name: str, family: str, values: list[float]
+) -> None:
     """Add a check's data to the key's open calibration interval."""
-    acc = state.calib_open.get(name)
+    acc = calib_open.get(name)
     if family == "multinomial":
         _, p0, counts = _split(values)
         half = len(p0)
         if acc is None or len(acc) != 2 * half:
-            acc = state.calib_open[name] = [*p0, *([0.0] * half)]
+            acc = calib_open[name] = [*p0, *([0.0] * half)]
         for i, c in enumerate(counts):
             acc[half + i] += c
         return
     if acc is None:
-        acc = state.calib_open[name] = [0.0, 0.0, *values[2:]]
+        acc = calib_open[name] = [0.0, 0.0, *values[2:]]
     acc[0] += values[0]
     acc[1] += values[1]
-    state.calib_open[name + "\x1ffamily"] = [1.0 if family == "binomial" else 2.0]
+    calib_open[name + "\x1ffamily"] = [1.0 if family == "binomial" else 2.0]
 
 
-def _close_calibration(state: MonitorState, ref: Reference, watching: bool = False) -> None:
+def _close_calibration(
+    state: MonitorState, calib_open: dict[str, list[float]], watching: bool = False
+) -> None:
     """Close a calibration interval: each key's Pearson chi-square per degree of freedom.
     While watching, a binomial or Poisson key's interval is held back (Cusum.hold: it joins
     the measure an hour or two later, unless the key fires first); a firing key measures
     nothing (a declared change is not noise)."""
-    for name, acc in list(state.calib_open.items()):
+    for name, acc in list(calib_open.items()):
         if name.endswith("\x1ffamily"):
             continue
         cusum = state.cusums.get(name)
         if cusum is None or (watching and cusum.firing):
             continue
-        family = state.calib_open.get(name + "\x1ffamily", [3.0])[0]
+        family = calib_open.get(name + "\x1ffamily", [3.0])[0]
         if family == 1.0:
             if watching:
                 cusum.hold(x=acc[0], n=acc[1])
@@ -782,7 +812,7 @@ def _close_calibration(state: MonitorState, ref: Reference, watching: bool = Fal
             half = len(acc) // 2
             if math.fsum(acc[half:]) > 0:
                 cusum.calibrate(pearson_multinomial(acc[half:], acc[:half]))
-    state.calib_open = {}
+    calib_open.clear()
 
 
 # ---- judging --------------------------------------------------------------------------------
@@ -922,12 +952,23 @@ def _describe(
         p0 = values[2]
         rate = cusum.num / cusum.den if cusum.den else 0.0
         evidence.update(observed=round(rate, 6), reference=round(p0, 6), samples=cusum.den)
+        if rule.detector in LABEL_DETECTORS:
+            return _describe_labelled(state, rule, what, since_text, cusum, p0, rate, evidence)
         label = _label(rule, name)
         ratio = rate / p0 if p0 else float("inf")
         return (
             f"{what}: {label} {100 * rate:.2f} % since {since_text} vs {100 * p0:.2f} % "
             f"{'allowed' if rule.detector == 'latency_slo' else 'in the reference (its bound)'} "
             f"({ratio:.1f}x, {int(cusum.den):,} requests)",
+            evidence,
+        )
+    if family == "poisson" and rule.detector == "label_delay":
+        pairs, expected = cusum.num, cusum.den
+        evidence.update(pairs=pairs, expected=round(expected, 1))
+        return (
+            f"{what}: {int(pairs):,} labelled predictions arrived since {since_text} where "
+            f"{expected:,.0f} were expected ({100 * pairs / max(expected, 1e-9):.1f} %): the "
+            "labels stopped",
             evidence,
         )
     if family == "poisson":
@@ -942,6 +983,12 @@ def _describe(
     _, reference, _ = _split(values)
     js = js_bits(cusum.counts, reference) if len(cusum.counts) == len(reference) else 0.0
     evidence.update(js_bits=round(js, 4), samples=cusum.den)
+    if rule.detector == "label_drift":
+        return (
+            f"{what}: the labels' distribution drifted from the labelled reference since "
+            f"{since_text} (JS {js:.3f} bits over {int(cusum.den):,} labels)",
+            evidence,
+        )
     field_kind = "output" if rule.detector == "prediction_drift" else "feature"
     return (
         f"{what}: {field_kind} {name.split('/', 1)[-1]} drifted from the reference since "
@@ -986,6 +1033,427 @@ def _alert(
         dedup_key=dedup[:256],
         at=_at(now),
     )
+
+
+# ---- labelled pairs -------------------------------------------------------------------------
+
+
+def observe_labels(
+    state: MonitorState | None,
+    model: str,
+    folds: Iterable[tuple[str, str, LabelFold]],
+    delta_id: str | None,
+    now: float,
+) -> MonitorState:
+    """Take joined (prediction, label) pairs of a model (the label join's, any deployment and
+    cohort): the monitored version's are judged at the next check by the label rules and
+    summed up in its quality reports, every version's are counted. A redelivered delta (its id
+    among the recent ones) changes nothing."""
+    if state is None:
+        state = MonitorState(model=model, created_at=now)
+    if delta_id is not None:
+        if state.seen_data(delta_id):
+            return state
+        state.remember_data(delta_id)
+    for _cohort, version, fold in folds:
+        stats = fold.stats
+        n = stats.pairs
+        if not n:
+            continue
+        if state.configured and version == state.version:
+            state.labels += n
+            if state.labels_pending is None:
+                state.labels_pending = LabelledStats(stats.config, stats.loss_scale)
+            state.labels_pending.merge_from(stats)
+        else:
+            state.other_labels += n
+    return state
+
+
+def _label_rules(policy: MonitoringPolicy) -> list[MonitorRule]:
+    return [r for r in policy.rules if r.detector in LABEL_DETECTORS]
+
+
+def _check_labels(
+    state: MonitorState,
+    policy: MonitoringPolicy,
+    start: float,
+    now: float,
+    heard: float | None,
+) -> list[MonitorOutput]:
+    """The label rules' part of a check: the labelled reference learns from the version's
+    first pairs, its keys' dispersion is measured, then each check's pairs are judged."""
+    window, state.labels_pending = state.labels_pending, None
+    rules = _label_rules(policy)
+    lref = state.label_reference
+    if lref is None or (lref.version != state.version and not state.pinned):
+        lref = state.label_reference = LabelReference(state.version)
+        names = {r.name for r in rules}
+        state.cusums = {k: c for k, c in state.cusums.items() if k.split("/")[0] not in names}
+        state.labels_held = {}
+    outputs = _report_labels(state, policy, lref, window, now)
+    if not rules:
+        return outputs
+    settings = policy.labels
+    if lref.learned_at is None:
+        if window is not None and window.pairs:
+            if lref.started_at is None:
+                lref.started_at = now
+            lref.stats.merge_from(window)
+        for rule in rules:
+            if rule.detector == "label_delay" and lref.started_at is not None:
+                _label_stall(rule, window, lref, state, start, now, heard)  # learns the rate
+        first = lref.started_at
+        if (
+            first is not None
+            and now - first >= settings.learn_s
+            and (lref.stats.pairs >= settings.min_pairs)
+        ):
+            lref.learned_at = now
+            lref.frozen = freeze_labels(lref.stats, rules)
+            outputs.append(
+                _decision(
+                    state,
+                    "reference_learned",
+                    f"model {state.model} version {state.version}: labelled reference learned "
+                    f"from {lref.stats.pairs:,} pairs over {now - first:.0f} s "
+                    f"({_metrics_text(lref.frozen['summary'])}); measuring the label rules' "
+                    f"dispersion for {settings.calibrate_s:.0f} s",
+                    now,
+                    evidence={"label_stage": "calibrating", "labels": lref.frozen["summary"]},
+                )
+            )
+        return outputs
+    if not lref.frozen:  # a policy changed since: re-derive from the stored pairs
+        lref.frozen = freeze_labels(lref.stats, rules)
+    calibrating = lref.calibrated_at is None
+    if calibrating and lref.calib_started is None:
+        lref.calib_started = start
+    for rule in rules:
+        data = _label_window(state, rule, window, now, policy)
+        if data is None:
+            continue
+        for key, family, values in label_observations(rule, data, lref, state, start, now, heard):
+            name = f"{rule.name}/{key}" if key else rule.name
+            cusum = state.cusums.get(name)
+            if cusum is None:
+                cusum = state.cusums[name] = Cusum()
+            if calibrating:
+                _accumulate(lref.calib_open, name, family, values)
+                if not cusum.calibrated:
+                    continue
+            elif family != "multinomial":
+                _accumulate(lref.calib_open, name, family, values)
+            outputs += _step(state, policy, rule, name, cusum, family, values, start, now)
+    bin_s = settings.calibration_bin_s
+    if not calibrating:
+        if lref.calib_started is None:
+            lref.calib_started = start
+        if now - lref.calib_started >= bin_s:
+            _close_calibration(state, lref.calib_open, watching=True)
+            lref.calib_started = now
+        if lref.released_at is None:
+            lref.released_at = now
+        elif now - lref.released_at >= DISPERSION_LAG_S:
+            for name, cusum in state.cusums.items():
+                if name.split("/")[0] in {r.name for r in rules}:
+                    cusum.release(DISPERSION_HALF_LIFE_S / bin_s)
+            lref.released_at = now
+        return outputs
+    closed = now - (lref.calib_started or now) >= bin_s
+    if closed:
+        _close_calibration(state, lref.calib_open)
+        lref.calib_started = now
+    if closed and now - (lref.learned_at or now) >= settings.calibrate_s:
+        lref.calibrated_at = now
+        names = {r.name for r in rules}
+        keys = {k: c for k, c in state.cusums.items() if k.split("/")[0] in names}
+        for cusum in keys.values():
+            cusum.finish_calibration()
+        lref.calib_open = {}
+        lref.calib_started = None
+        phis = {k: round(c.phi, 3) for k, c in sorted(keys.items())}
+        outputs.append(
+            _decision(
+                state,
+                "reference_learned",
+                f"model {state.model} version {state.version}: watching {len(phis)} statistics "
+                f"of {len(rules)} label rules (dispersion measured over "
+                f"{now - (lref.learned_at or now):.0f} s)",
+                now,
+                evidence={"dispersion": phis, "label_stage": "watching"},
+            )
+        )
+    return outputs
+
+
+def _label_window(
+    state: MonitorState,
+    rule: MonitorRule,
+    window: LabelledStats | None,
+    now: float,
+    policy: MonitoringPolicy,
+) -> LabelledStats | None:
+    """The pairs a label rule judges at this check (as `_rule_window`)."""
+    if rule.every_s <= policy.check_s:
+        return window if window is not None else LabelledStats()
+    held = state.labels_held.get(rule.name)
+    if window is not None:
+        if held is None:
+            held = state.labels_held[rule.name] = LabelledStats(window.config, window.loss_scale)
+        held.merge_from(window)
+    if round(now / policy.check_s) % round(rule.every_s / policy.check_s):
+        return None
+    state.labels_held.pop(rule.name, None)
+    return held if held is not None else LabelledStats()
+
+
+def freeze_labels(stats: LabelledStats, rules: Iterable[MonitorRule]) -> dict[str, Any]:
+    """What the label rules compare against, derived once from the labelled reference."""
+    frozen: dict[str, Any] = {"pairs": stats.pairs, "summary": _metrics(stats), "rules": {}}
+    for rule in rules:
+        entry: dict[str, Any] = {}
+        if rule.detector == "quality_decay" and stats.pairs:
+            entry = {"events": stats.loss_events, "pairs": stats.pairs}
+        elif rule.detector == "label_drift" and stats.pairs:
+            entry = {"bins": _label_bins(stats, rule)}
+        elif rule.detector == "label_delay" and stats.delay.count:
+            bucket = stats.delay.quantile_bucket(float(rule.param("quantile")))
+            if bucket is not None:
+                entry = {
+                    "slot": list(bucket.slot),
+                    "value_s": bucket.value,
+                    "p0": stats.delay.count_above(bucket.slot) / stats.delay.count,
+                    "n": stats.delay.count,
+                }
+        frozen["rules"][rule.name] = entry
+    return frozen
+
+
+def _label_bins(stats: LabelledStats, rule: MonitorRule) -> dict[str, Any]:
+    """The labelled reference's bins of its labels: classes (the top ones and one bin for the
+    rest), a binary classifier's 0 and 1, or quantile edges of a regression's targets."""
+    if stats.label_classes:
+        top = sorted(stats.label_classes.items(), key=lambda kv: (-kv[1], kv[0]))
+        names = [k for k, _ in top[: int(rule.param("max_categories"))]]
+        bins: dict[str, Any] = {"kind": "categories", "labels": names}
+    elif stats.kind == "binary":
+        bins = {"kind": "numbers", "edges": [0.5]}
+    else:
+        edges: list[float] = []
+        n = int(rule.param("bins"))
+        for i in range(1, n):
+            q = stats.label_values.quantile(i / n)
+            if q is not None and (not edges or q > edges[-1]):
+                edges.append(q)
+        bins = {"kind": "numbers", "edges": edges}
+    counts = _label_counts(bins, stats)
+    return {**bins, "p0": smoothed(counts), "n": sum(counts)}
+
+
+def _label_counts(bins: Mapping[str, Any], stats: LabelledStats) -> list[float]:
+    if bins["kind"] == "categories":
+        inside = [float(stats.label_classes.get(k, 0)) for k in bins["labels"]]
+        total = float(sum(stats.label_classes.values()))
+        return [*inside, total - math.fsum(inside)]
+    histogram = sketch_on_edges(stats.label_values, list(bins["edges"]))
+    return [float(c) for c in histogram.counts]
+
+
+def label_observations(
+    rule: MonitorRule,
+    w: LabelledStats,
+    lref: LabelReference,
+    state: MonitorState,
+    start: float,
+    now: float,
+    heard: float | None,
+) -> list[Observation]:
+    """Each label key's data for one check of one rule."""
+    entry = lref.frozen["rules"].get(rule.name, {})
+    calibrated = lref.calibrated_at is not None
+    if rule.detector == "quality_decay":
+        if not entry:
+            return []
+        share = _reference_rate(
+            state, calibrated, rule.name, float(entry["events"]), float(entry["pairs"])
+        )
+        p0 = min(max(share, 1e-4), 0.99)
+        ratio, min_rate = float(rule.param("ratio")), float(rule.param("min_rate"))
+        p1 = min(max(p0 * ratio, p0 + min_rate), 0.999)
+        if p1 <= p0:
+            return []
+        return [("", "binomial", [float(w.loss_events), float(w.pairs), p0, p1])]
+    if rule.detector == "label_drift":
+        bins = entry.get("bins")
+        if not bins:
+            return []
+        counts = _label_counts(bins, w)
+        reference = [float(x) for x in bins["p0"]]
+        noise = (
+            ESTIMATION_MARGIN * (len(reference) - 1) / (2.0 * max(float(bins.get("n", 1.0)), 1.0))
+        )
+        tolerance = max(float(rule.param("tolerance_kl")), noise)
+        return [("", "multinomial", [tolerance, *reference, *counts])]
+    if rule.detector == "label_delay":
+        found: list[Observation] = []
+        if entry:
+            slot = (int(entry["slot"][0]), int(entry["slot"][1]))
+            n = w.delay.count
+            x = w.delay.count_above(slot) if n else 0
+            timed = float(entry["n"])
+            share = _reference_rate(
+                state, calibrated, f"{rule.name}/late", float(entry["p0"]) * timed, timed
+            )
+            p0 = min(max(share, 1e-4), 0.5)
+            p1 = min(p0 * float(rule.param("ratio")), 0.999)
+            found.append(("late", "binomial", [float(x), float(n), p0, p1]))
+        found += _label_stall(rule, w, lref, state, start, now, heard)
+        return found
+    return []
+
+
+def _label_stall(
+    rule: MonitorRule,
+    w: LabelledStats | None,
+    lref: LabelReference,
+    state: MonitorState,
+    start: float,
+    now: float,
+    heard: float | None,
+) -> list[Observation]:
+    """The rate of labelled pairs against the learned one (as the outage rule's requests)."""
+    rate = lref.rate
+    begin = rate.judged_to if rate.judged_to is not None else start
+    rate.judged_to = now
+    pairs = float(w.pairs) if w is not None else 0.0
+    dt = now - begin
+    if dt <= 0 or (heard is not None and heard < now):
+        return []
+    expected = _expected_rate(rate, now)
+    cusum = state.cusums.get(f"{rule.name}/stalled")
+    if cusum is None or not cusum.firing:
+        _update_rate(rate, float(rule.param("half_life_s")), pairs, dt, now)
+    if expected is None or expected < float(rule.param("min_expected_per_s")):
+        return []
+    return [("stalled", "poisson", [pairs, expected * dt, float(rule.param("drop_to"))])]
+
+
+def _describe_labelled(
+    state: MonitorState,
+    rule: MonitorRule,
+    what: str,
+    since_text: str,
+    cusum: Cusum,
+    p0: float,
+    rate: float,
+    evidence: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    ratio = rate / p0 if p0 else float("inf")
+    pairs = f"{ratio:.1f}x, {int(cusum.den):,} labelled predictions"
+    if rule.detector == "quality_decay":
+        lref = state.label_reference
+        reference = {} if lref is None else lref.frozen.get("summary", {})
+        evidence["reference_metrics"] = reference
+        return (
+            f"{what}: quality decayed: loss events in {100 * rate:.2f} % of labelled "
+            f"predictions since {since_text} vs {100 * p0:.2f} % in the labelled reference (its "
+            f"bound) ({pairs}; reference {_metrics_text(reference)})",
+            evidence,
+        )
+    q = float(rule.param("quantile"))
+    return (
+        f"{what}: labels late: {100 * rate:.2f} % arrived later than the reference's "
+        f"p{100 * q:g} delay since {since_text} vs {100 * p0:.2f} % in the reference ({pairs})",
+        evidence,
+    )
+
+
+#: The metrics a quality report and a labelled reference show, in this order.
+_METRICS = (
+    "accuracy",
+    "auc",
+    "log_loss",
+    "brier",
+    "ece",
+    "mae",
+    "rmse",
+    "bias",
+    "mean_loss",
+    "delay_p50_s",
+    "delay_p95_s",
+)
+
+
+def _metrics(stats: LabelledStats) -> dict[str, Any]:
+    """A labelled span's metrics as plain, rounded values (None where not defined)."""
+    summary = stats.summary()
+    out: dict[str, Any] = {"kind": stats.kind, "pairs": stats.pairs}
+    for name in _METRICS:
+        value = summary.get(name)
+        if isinstance(value, float) and math.isfinite(value):
+            out[name] = round(value, 6)
+    if stats.mismatched:
+        out["mismatched"] = stats.mismatched
+    return out
+
+
+def _metrics_text(metrics: Mapping[str, Any]) -> str:
+    parts = []
+    for name in _METRICS:
+        value = metrics.get(name)
+        if value is None:
+            continue
+        shown = name.removesuffix("_s").replace("_", " ")
+        parts.append(
+            f"{shown} {value:.0f} s" if name.startswith("delay") else f"{shown} {value:.4g}"
+        )
+    return ", ".join(parts) or "no metrics"
+
+
+def _report_labels(
+    state: MonitorState,
+    policy: MonitoringPolicy,
+    lref: LabelReference,
+    window: LabelledStats | None,
+    now: float,
+) -> list[MonitorOutput]:
+    """Every `labels.report_s`, a `quality` decision sums up the span's labelled pairs of the
+    monitored version (the model's quality over time, beside the labelled reference's)."""
+    report = state.label_report
+    if report is None:
+        report = state.label_report = LabelReport(started_at=now)
+    if window is not None and window.pairs:
+        report.stats.merge_from(window)
+    span = now - report.started_at
+    if span < policy.labels.report_s:
+        return []
+    outputs: list[MonitorOutput] = []
+    stats = report.stats
+    if stats.pairs:
+        metrics = _metrics(stats)
+        reference = lref.frozen.get("summary") if lref.frozen else None
+        evidence: dict[str, Any] = {
+            "span_s": round(span, 3),
+            "from": _at(report.started_at).isoformat(),
+            "metrics": metrics,
+            "reference": reference,
+            "label_stage": lref.stage(),
+        }
+        against = f"; reference: {_metrics_text(reference)}" if reference else ""
+        outputs.append(
+            _decision(
+                state,
+                "quality",
+                f"model {state.model} version {state.version}: {stats.pairs:,} labelled "
+                f"predictions in the last {span:.0f} s: {_metrics_text(metrics)}{against}",
+                now,
+                evidence=evidence,
+            )
+        )
+        report.last = evidence
+    state.label_report = LabelReport(started_at=now, last=report.last)
+    return outputs
 
 
 # ---- training-serving skew: a level over windows --------------------------------------------
@@ -1085,7 +1553,10 @@ __all__ = [
     "configure",
     "delete",
     "freeze",
+    "freeze_labels",
+    "label_observations",
     "next_check",
     "observations",
     "observe",
+    "observe_labels",
 ]

@@ -70,7 +70,26 @@ DETECTOR_PARAMS: dict[str, dict[str, float | int | bool | None]] = {
     },
     # per feature: missing, invalid and out-of-domain values against the reference's shares
     "data_quality": {"ratio": 3.0, "min_rate": 0.01},
+    # labelled pairs (the label join): the share of loss events against the labelled
+    # reference's, alternative `ratio` times it (at least `min_rate` above it)
+    "quality_decay": {"ratio": 1.5, "min_rate": 0.01},
+    # the labels' distribution (classes, or quantile bins of a regression's targets) against
+    # the labelled reference's
+    "label_drift": {"bins": 10, "max_categories": 20, "tolerance_kl": 0.01},
+    # label delay: the share of labels later than the reference's `quantile` of delay
+    # (alternative `ratio` times it), and labels that stop: the rate of labelled pairs against
+    # the learned one (`half_life_s`), alternative `drop_to` of it
+    "label_delay": {
+        "quantile": 0.95,
+        "ratio": 2.0,
+        "drop_to": 0.1,
+        "half_life_s": 3600.0,
+        "min_expected_per_s": 0.01,
+    },
 }
+
+#: The detectors judged on labelled pairs (their reference: `labels` in the policy).
+LABEL_DETECTORS = frozenset({"quality_decay", "label_drift", "label_delay"})
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -92,6 +111,19 @@ class ReferenceSettings(_Strict):
     min_requests: int = Field(2000, ge=1)
     #: the span of one calibration interval: bursts shorter than it are scaled out
     calibration_bin_s: float = Field(60.0, gt=0)
+
+
+class LabelSettings(_Strict):
+    #: seconds of labelled pairs (from the first) the labelled reference is learned from
+    learn_s: float = Field(3600.0, gt=0)
+    #: then seconds the label rules' dispersion is measured on (no alarms yet)
+    calibrate_s: float = Field(3600.0, gt=0)
+    #: and at least this many pairs in the reference
+    min_pairs: int = Field(1000, ge=1)
+    #: the span of one calibration interval of the label rules (labels come in bursts)
+    calibration_bin_s: float = Field(300.0, gt=0)
+    #: a `quality` decision sums up the labelled pairs this often (the last span's metrics)
+    report_s: float = Field(3600.0, gt=0)
 
 
 class AlertSettings(_Strict):
@@ -123,6 +155,7 @@ class _PolicyModel(_Strict):
     description: str = ""
     false_alarms: FalseAlarms = FalseAlarms()
     reference: ReferenceSettings = ReferenceSettings()
+    labels: LabelSettings = LabelSettings()
     check_s: float = Field(1.0, gt=0)
     alerts: AlertSettings = AlertSettings()
     rules: list[MonitorRule] = Field(min_length=1)
@@ -229,6 +262,10 @@ class MonitoringPolicy:
         return math.log(checks * max(keys, 1))
 
     @property
+    def labels(self) -> LabelSettings:
+        return self.model.labels
+
+    @property
     def min_evidence_s(self) -> float:
         return self.model.alerts.min_evidence_s
 
@@ -262,4 +299,11 @@ def _problems(exc: ValidationError) -> list[str]:
     return problems
 
 
-__all__ = ["DETECTOR_PARAMS", "MonitorRule", "MonitoringPolicy", "Severity"]
+__all__ = [
+    "DETECTOR_PARAMS",
+    "LABEL_DETECTORS",
+    "LabelSettings",
+    "MonitorRule",
+    "MonitoringPolicy",
+    "Severity",
+]

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from controller.core.monitor.cusum import Cusum
 from controller.core.stats.cohort import CohortStats
+from controller.core.stats.labelled import LabelledStats
 
 MAX_RECENT_IDS = 64
 MAX_VERSIONS = 16
@@ -93,6 +94,90 @@ class Reference:
 
 
 @dataclass
+class LabelReference:
+    """The monitored version's labelled reference: its first pairs (by arrival) over
+    `labels.learn_s`, then frozen; the label rules' calibration runs on its own clock, since
+    labels come hours after the predictions the prediction reference is learned from."""
+
+    version: str | None
+    stats: LabelledStats = field(default_factory=LabelledStats)
+    #: when its first pair arrived (None: none yet)
+    started_at: float | None = None
+    learned_at: float | None = None
+    calibrated_at: float | None = None
+    frozen: dict[str, Any] = field(default_factory=dict)
+    #: the label keys' open calibration interval (as MonitorState.calib_open) and its start
+    calib_open: dict[str, list[float]] = field(default_factory=dict)
+    calib_started: float | None = None
+    released_at: float | None = None
+    #: the rate of labelled pairs (label_delay's stalled key)
+    rate: RateModel = field(default_factory=RateModel)
+
+    def stage(self) -> str:
+        if self.learned_at is None:
+            return "learning"
+        return "calibrating" if self.calibrated_at is None else "watching"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "stats": self.stats.to_dict(),
+            "started_at": self.started_at,
+            "learned_at": self.learned_at,
+            "calibrated_at": self.calibrated_at,
+            "frozen": self.frozen,
+            "calib_open": self.calib_open,
+            "calib_started": self.calib_started,
+            "released_at": self.released_at,
+            "rate": self.rate.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelReference:
+        return cls(
+            version=data.get("version"),
+            stats=LabelledStats.from_dict(data["stats"]),
+            started_at=data.get("started_at"),
+            learned_at=data.get("learned_at"),
+            calibrated_at=data.get("calibrated_at"),
+            frozen=dict(data.get("frozen") or {}),
+            calib_open={k: [float(x) for x in v] for k, v in data.get("calib_open", {}).items()},
+            calib_started=data.get("calib_started"),
+            released_at=data.get("released_at"),
+            rate=RateModel.from_dict(data["rate"]),
+        )
+
+
+@dataclass
+class LabelReport:
+    """The labelled pairs of the monitored version over the current report span (what the
+    periodic `quality` decision sums up), and the last span's summary."""
+
+    started_at: float
+    stats: LabelledStats = field(default_factory=LabelledStats)
+    #: pairs of other versions in the span
+    other_pairs: int = 0
+    last: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "stats": self.stats.to_dict(),
+            "other_pairs": self.other_pairs,
+            "last": self.last,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelReport:
+        return cls(
+            started_at=float(data["started_at"]),
+            stats=LabelledStats.from_dict(data["stats"]),
+            other_pairs=int(data.get("other_pairs", 0)),
+            last=data.get("last"),
+        )
+
+
+@dataclass
 class MonitorState:
     """Everything one model's monitor knows (see the module docstring)."""
 
@@ -133,6 +218,15 @@ class MonitorState:
     #: when the last notice about unmonitored traffic went out
     noticed_at: float | None = None
     recent_ids: list[str] = field(default_factory=list)
+    #: labelled pairs (the label join) of the monitored version since the last check
+    labels_pending: LabelledStats | None = None
+    #: label rules judged less often than every check: their pairs since their last judgement
+    labels_held: dict[str, LabelledStats] = field(default_factory=dict)
+    label_reference: LabelReference | None = None
+    label_report: LabelReport | None = None
+    #: labelled pairs seen: of the monitored version, of others
+    labels: int = 0
+    other_labels: int = 0
 
     # ---- reading ----------------------------------------------------------------------
 
@@ -197,6 +291,16 @@ class MonitorState:
             "last_seen": self.last_seen,
             "noticed_at": self.noticed_at,
             "recent_ids": self.recent_ids,
+            "labels_pending": None
+            if self.labels_pending is None
+            else self.labels_pending.to_dict(),
+            "labels_held": {k: v.to_dict() for k, v in sorted(self.labels_held.items())},
+            "label_reference": None
+            if self.label_reference is None
+            else self.label_reference.to_dict(),
+            "label_report": None if self.label_report is None else self.label_report.to_dict(),
+            "labels": self.labels,
+            "other_labels": self.other_labels,
         }
 
     @classmethod
@@ -233,7 +337,30 @@ class MonitorState:
             last_seen=data.get("last_seen"),
             noticed_at=data.get("noticed_at"),
             recent_ids=[str(x) for x in data.get("recent_ids", [])],
+            labels_pending=None
+            if data.get("labels_pending") is None
+            else LabelledStats.from_dict(data["labels_pending"]),
+            labels_held={
+                k: LabelledStats.from_dict(v) for k, v in data.get("labels_held", {}).items()
+            },
+            label_reference=None
+            if data.get("label_reference") is None
+            else LabelReference.from_dict(data["label_reference"]),
+            label_report=None
+            if data.get("label_report") is None
+            else LabelReport.from_dict(data["label_report"]),
+            labels=int(data.get("labels", 0)),
+            other_labels=int(data.get("other_labels", 0)),
         )
 
 
-__all__ = ["MAX_RECENT_IDS", "MAX_VERSIONS", "MonitorState", "RateModel", "Reference", "Stage"]
+__all__ = [
+    "MAX_RECENT_IDS",
+    "MAX_VERSIONS",
+    "LabelReference",
+    "LabelReport",
+    "MonitorState",
+    "RateModel",
+    "Reference",
+    "Stage",
+]

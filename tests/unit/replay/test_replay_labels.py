@@ -126,3 +126,22 @@ def test_an_equal_candidate_is_promoted_with_its_labels(
 
     (report,) = result.deployments
     assert "promoted" == report.phase
+
+
+def test_the_joined_pairs_reach_the_models_monitor_too(
+    cancer: tuple[list[float], list[int]],
+) -> None:
+    """The rollout configures its model's monitor; the pairs the join makes are handed to it as
+    well (counted by version: the canary's, then the promoted version's, are watched)."""
+    base, labels = cancer
+    lines = log(base, base, labels, 3)
+
+    result = replay(lines, quality_policy())
+
+    (watched,) = [m for m in result.monitors if m.model == "fraud"]
+    (report,) = result.deployments
+    assert "promoted" == report.phase
+    # every label of the log joined its prediction; the monitor took the pairs of both
+    # versions (those that arrived before the end of the log)
+    joined = sum(1 for line in lines if b'"dev.rollout.label.reported.v1"' in line)
+    assert 0.9 * joined <= watched.labels <= joined

@@ -392,3 +392,23 @@ def test_labels_deltas_reach_the_rollout_once_and_are_counted_without_one() -> N
     assert 80 == agent.joined_labels
     assert 80 == agent.unrouted[("labels", "dep-9")]
     assert [] == sent(publisher, Topic.DEAD_LETTER)
+
+
+def test_a_labels_deltas_monitor_twin_reaches_the_models_monitor_once() -> None:
+    agent, _, publisher = make_agent()
+    config = s.MonitorConfigured(model="fraud", version="v2", by="alice")
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"fraud", make_event(config).to_json()))
+    raw = labels_delta("dep-1", "labels:0:0:9:dep-1", at=agent.clock.now)
+    twin = LabelsDelta.from_doc(orjson.loads(raw)).for_monitor()
+    assert ("fraud", "labels:0:0:9:dep-1:monitor") == (twin.key(), twin.delta_id)
+
+    run(agent.handle(STATS, 1, 0, b"fraud", twin.to_json()))
+    run(agent.handle(STATS, 1, 1, b"fraud", twin.to_json()))  # redelivered
+
+    watched = agent.monitors.load("fraud")
+    assert watched is not None
+    # the watched version's pairs wait for the next check; the other version's are counted
+    assert (40, 40) == (watched.labels, watched.other_labels)
+    assert watched.labels_pending is not None and 40 == watched.labels_pending.pairs
+    assert agent.load("dep-1") is None  # no rollout was touched
+    assert [] == sent(publisher, Topic.DEAD_LETTER)
