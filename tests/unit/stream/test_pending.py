@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rocksdict
 
 from controller.stream.pending import (
     COLUMN_FAMILIES,
@@ -355,6 +356,55 @@ def test_a_sweep_larger_than_a_chunk_removes_everything_due(
     assert store.get("dep-a", "r-30") is not None
 
 
+def test_a_sweep_counts_the_joined_predictions_of_every_chunk(
+    store: PendingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Join marks are read by range beside the index, chunk by chunk: every third of 50
+    predictions (two deployments) joined, swept in chunks of 7 that cut seconds in two."""
+    monkeypatch.setattr("controller.stream.pending.SWEEP_CHUNK", 7)
+    store.add_predictions(
+        [
+            make_prediction(f"r-{i}", deployment_id="ab"[i % 2], event_time=T0 + i // 2)
+            for i in range(50)
+        ]
+    )
+    store.add_labels(
+        [make_label(f"r-{i}", deployment_id="ab"[i % 2], offset=i) for i in range(0, 50, 3)]
+    )
+
+    report = store.expire(T0 + HORIZON_S + 15)  # seconds 0 to 14: predictions 0 to 29
+
+    joined = {d: sum(1 for i in range(0, 30, 3) if "ab"[i % 2] == d) for d in "ab"}
+    assert {
+        d: ExpiryCounts(unlabelled=15 - joined[d], joined=joined[d]) for d in "ab"
+    } == report.counts
+    assert 30 == report.scanned
+    assert (None, None) == (store.get("a", "r-0"), store.get("b", "r-27"))
+    # the marks of the predictions left are left: a redelivered label joins as before
+    again = store.add_labels([make_label("r-30", deployment_id="a", offset=30)])
+    assert {"a": JoinCounts(joined=1)} == again.counts
+    assert 7 == len(list(store._open().joined.keys()))  # r-30 .. r-48: 7 marks left
+    rest = store.expire(T0 + HORIZON_S + 100).total()
+    assert ExpiryCounts(unlabelled=13, joined=7) == rest
+
+
+def test_a_join_writes_a_mark_and_leaves_the_prediction_as_it_was_written(
+    store: PendingStore,
+) -> None:
+    store.add_predictions([make_prediction("req-1"), make_prediction("req-2")])
+    store.flush()
+
+    store.add_labels([make_label("req-1", offset=3), make_label("req-1", offset=4)])
+
+    written = {
+        cf: store.property_int("rocksdb.num-entries-active-mem-table", cf)
+        for cf in ("pending", "expiry", "joined")
+    }
+    assert {"pending": 0, "expiry": 0, "joined": 1} == written
+    entry = store.get("dep-a", "req-1")
+    assert entry is not None and ("labels:0", 3) == entry.joined_by
+
+
 # ---------------------------------------------------------------------------------------------
 # offsets, reopening, settings
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +438,36 @@ def test_a_reopened_store_holds_everything_written_before_close(tmp_path: Path) 
         ]
         report = store.expire(T0 + HORIZON_S + 100)
         assert ExpiryCounts(unlabelled=1, joined=2) == report.total()
+
+
+def test_a_store_of_the_first_layout_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """Layout 1 rewrote a joined prediction and had no join marks of their own."""
+    path = tmp_path / "pending"
+    old = ("pending", "expiry", "early", "offsets")
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    db = rocksdict.Rdict(str(path), options, column_families={cf: options for cf in old})
+    db.close()
+
+    with pytest.raises(ValueError, match=r"another layout \(version 1;.*remove its directory"):
+        PendingStore(path)
+
+    assert "joined" not in rocksdict.Rdict.list_cf(str(path))
+
+
+def test_a_store_of_another_layout_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pending"
+    with PendingStore(path) as store:
+        store.add_predictions([make_prediction()])
+    with PendingStore(path) as store:  # its own layout opens again
+        assert store.get("dep-a", "req-1") is not None
+        store._open().offsets.put(b"\x00layout", (99).to_bytes(8, "big"))
+
+    with pytest.raises(ValueError, match=r"another layout \(version 99;"):
+        PendingStore(path)
+    with pytest.raises(ValueError, match="another layout"):  # the lock was released
+        PendingStore(path)
 
 
 def test_a_closed_store_refuses_calls_and_closes_twice(tmp_path: Path) -> None:
@@ -442,6 +522,39 @@ def test_the_memory_settings_are_applied(tmp_path: Path) -> None:
         settings["write_buffer_mb"],
         settings["sync"],
     )
+
+
+def test_the_families_read_by_key_have_small_blocks_and_every_index_is_partitioned(
+    tmp_path: Path,
+) -> None:
+    """What the lookups at ten million pending predictions need (the module docstring): index
+    and filter partitions in the cache with their top level pinned, small data blocks with a
+    hash index where the join reads by key, LZ4 at every level."""
+    path = tmp_path / "pending"
+    with PendingStore(path):
+        pass
+    options = read_rocksdb_options(path)
+
+    for cf in COLUMN_FAMILIES:
+        table = options[f'[TableOptions/BlockBasedTable "{cf}"]']
+        assert ("kTwoLevelIndexSearch", "true", "true") == (
+            table["index_type"],
+            table["partition_filters"],
+            table["pin_top_level_index_and_filter"],
+        )
+        family = options[f'[CFOptions "{cf}"]']
+        assert ("kLZ4Compression", "kLZ4Compression") == (
+            family["compression"],
+            family["bottommost_compression"],
+        )
+    for cf in ("pending", "joined", "early"):
+        table = options[f'[TableOptions/BlockBasedTable "{cf}"]']
+        assert ("2048", "kDataBlockBinaryAndHash") == (
+            table["block_size"],
+            table["data_block_index_type"],
+        )
+        assert table["filter_policy"].startswith("bloomfilter")
+    assert "4096" == options['[TableOptions/BlockBasedTable "expiry"]']["block_size"]
 
 
 def test_approximate_pending_and_disk_bytes_grow_with_the_predictions(
