@@ -16,7 +16,9 @@ Prints predictions written per second, labels joined per second (the time inside
 `add_labels`; request ids are generated outside the timed calls), the sweep's rate, disk bytes
 per pending prediction (the store's directory after a flush), the bloom filter and index bytes
 per pending prediction (from RocksDB's table properties: what the block cache must hold for
-lookups without disk reads of metadata), memtable bytes per prediction, the process's peak RSS,
+lookups without disk reads of metadata), memtable bytes per prediction, the block cache in use
+and the table files the joins read by key (a block the cache misses is read from them: from the
+operating system's page cache when they fit there, else from the disk), the process's peak RSS,
 the store's settings, the commit and the command line. Request ids are derived from their
 number (splitmix64), so nothing of the data set is held in memory beside the store.
 
@@ -46,7 +48,9 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
 
 from bench.common import commit, cpu_model  # noqa: E402
 from controller.stream.pending import (  # noqa: E402
+    EARLY_CF,
     EXPIRY_CF,
+    JOINED_CF,
     PENDING_CF,
     Label,
     PendingPrediction,
@@ -126,6 +130,8 @@ class Figures:
     index_bytes: int = 0
     approximate_pending: int = 0
     cache_usage: int = 0
+    #: table file bytes of the families read by key, after the joins
+    lookup_tables: int = 0
 
 
 def _table_property(text: str | None, name: str) -> int:
@@ -184,6 +190,10 @@ def run(store: PendingStore, args: argparse.Namespace) -> Figures:
         figures.duplicate += total.duplicate
         figures.waiting += total.waiting
     figures.cache_usage = store.property_int("rocksdb.block-cache-usage") or 0
+    figures.lookup_tables = sum(
+        store.property_int("rocksdb.total-sst-files-size", family) or 0
+        for family in (PENDING_CF, JOINED_CF, EARLY_CF)
+    )
 
     started = time.perf_counter()
     report = store.expire(T0 + SPAN_S / 10 + store.horizon_s)
@@ -245,6 +255,8 @@ def report(
         + ("n/a" if f.memtable_bytes is None else f"{f.memtable_bytes:.0f}")
         + " |",
         f"| block cache in use after the joins | {f.cache_usage / 2**20:.1f} MB |",
+        f"| table files read by key (pending, joined, early) after the joins | "
+        f"{f.lookup_tables / 2**20:.0f} MB |",
         f"| pending predictions at the end: held / RocksDB's estimate | "
         f"{args.pending - f.expired:,} / {f.approximate_pending:,} |",
         f"| peak RSS of the process | {peak_rss / 2**20:.0f} MB |",
