@@ -1129,8 +1129,13 @@ def _check_labels(
     calibrating = lref.calibrated_at is None
     if calibrating and lref.calib_started is None:
         lref.calib_started = start
+    # the pairs each judging period sees (one copy per period, shared by its rules)
+    periods = {
+        every: _label_window(state, every, window, now, policy)
+        for every in sorted({r.every_s for r in rules})
+    }
     for rule in rules:
-        data = _label_window(state, rule, window, now, policy)
+        data = periods[rule.every_s]
         if data is None:
             continue
         for key, family, values in label_observations(rule, data, lref, state, start, now, heard):
@@ -1189,22 +1194,25 @@ def _check_labels(
 
 def _label_window(
     state: MonitorState,
-    rule: MonitorRule,
+    every_s: float,
     window: LabelledStats | None,
     now: float,
     policy: MonitoringPolicy,
 ) -> LabelledStats | None:
-    """The pairs a label rule judges at this check (as `_rule_window`)."""
-    if rule.every_s <= policy.check_s:
+    """The pairs the label rules judged every `every_s` see at this check (as `_rule_window`,
+    held per period rather than per rule: the rules of one period judge the same pairs); None
+    when they are not due."""
+    if every_s <= policy.check_s:
         return window if window is not None else LabelledStats()
-    held = state.labels_held.get(rule.name)
+    name = f"{every_s:g}"
+    held = state.labels_held.get(name)
     if window is not None:
         if held is None:
-            held = state.labels_held[rule.name] = LabelledStats(window.config, window.loss_scale)
+            held = state.labels_held[name] = LabelledStats(window.config, window.loss_scale)
         held.merge_from(window)
-    if round(now / policy.check_s) % round(rule.every_s / policy.check_s):
+    if round(now / policy.check_s) % round(every_s / policy.check_s):
         return None
-    state.labels_held.pop(rule.name, None)
+    state.labels_held.pop(name, None)
     return held if held is not None else LabelledStats()
 
 
@@ -1213,8 +1221,18 @@ def freeze_labels(stats: LabelledStats, rules: Iterable[MonitorRule]) -> dict[st
     frozen: dict[str, Any] = {"pairs": stats.pairs, "summary": _metrics(stats), "rules": {}}
     for rule in rules:
         entry: dict[str, Any] = {}
-        if rule.detector == "quality_decay" and stats.pairs:
-            entry = {"events": stats.loss_events, "pairs": stats.pairs}
+        if rule.detector == "quality_decay" and stats.kind == "regression":
+            bucket = stats.errors.quantile_bucket(float(rule.param("quantile")))
+            if bucket is not None and stats.errors.count:
+                entry = {
+                    "mode": "errors",
+                    "slot": list(bucket.slot),
+                    "value": bucket.value,
+                    "p0": stats.errors.count_above(bucket.slot) / stats.errors.count,
+                    "n": stats.errors.count,
+                }
+        elif rule.detector == "quality_decay" and stats.pairs:
+            entry = {"mode": "events", "events": stats.loss_events, "pairs": stats.pairs}
         elif rule.detector == "label_drift" and stats.pairs:
             entry = {"bins": _label_bins(stats, rule)}
         elif rule.detector == "label_delay" and stats.delay.count:
@@ -1275,15 +1293,21 @@ def label_observations(
     if rule.detector == "quality_decay":
         if not entry:
             return []
-        share = _reference_rate(
-            state, calibrated, rule.name, float(entry["events"]), float(entry["pairs"])
-        )
-        p0 = min(max(share, 1e-4), 0.99)
+        if entry.get("mode") == "errors":
+            slot = (int(entry["slot"][0]), int(entry["slot"][1]))
+            n = w.errors.count
+            x = float(w.errors.count_above(slot)) if n else 0.0
+            ref_x, ref_n = float(entry["p0"]) * float(entry["n"]), float(entry["n"])
+        else:
+            x, n = float(w.loss_events), w.pairs
+            ref_x, ref_n = float(entry["events"]), float(entry["pairs"])
+        share = _reference_rate(state, calibrated, rule.name, ref_x, ref_n)
+        if share >= 0.95:
+            return []  # (nearly) every pair is a loss event already: nothing to tell apart
+        p0 = max(share, 1e-4)
         ratio, min_rate = float(rule.param("ratio")), float(rule.param("min_rate"))
         p1 = min(max(p0 * ratio, p0 + min_rate), 0.999)
-        if p1 <= p0:
-            return []
-        return [("", "binomial", [float(w.loss_events), float(w.pairs), p0, p1])]
+        return [("", "binomial", [x, float(n), p0, p1])]
     if rule.detector == "label_drift":
         bins = entry.get("bins")
         if not bins:
@@ -1355,6 +1379,16 @@ def _describe_labelled(
         lref = state.label_reference
         reference = {} if lref is None else lref.frozen.get("summary", {})
         evidence["reference_metrics"] = reference
+        entry = {} if lref is None else lref.frozen.get("rules", {}).get(rule.name, {})
+        if entry.get("mode") == "errors":
+            q = float(rule.param("quantile"))
+            return (
+                f"{what}: quality decayed: {100 * rate:.2f} % of absolute errors above the "
+                f"labelled reference's p{100 * q:g} ({float(entry['value']):.4g}) since "
+                f"{since_text} vs {100 * p0:.2f} % in the reference (its bound) ({pairs}; "
+                f"reference {_metrics_text(reference)})",
+                evidence,
+            )
         return (
             f"{what}: quality decayed: loss events in {100 * rate:.2f} % of labelled "
             f"predictions since {since_text} vs {100 * p0:.2f} % in the labelled reference (its "

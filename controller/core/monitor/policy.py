@@ -71,8 +71,9 @@ DETECTOR_PARAMS: dict[str, dict[str, float | int | bool | None]] = {
     # per feature: missing, invalid and out-of-domain values against the reference's shares
     "data_quality": {"ratio": 3.0, "min_rate": 0.01},
     # labelled pairs (the label join): the share of loss events against the labelled
-    # reference's, alternative `ratio` times it (at least `min_rate` above it)
-    "quality_decay": {"ratio": 1.5, "min_rate": 0.01},
+    # reference's (a regression: the share of absolute errors above the reference's
+    # `quantile`), alternative `ratio` times it (at least `min_rate` above it)
+    "quality_decay": {"ratio": 1.5, "min_rate": 0.01, "quantile": 0.9},
     # the labels' distribution (classes, or quantile bins of a regression's targets) against
     # the labelled reference's
     "label_drift": {"bins": 10, "max_categories": 20, "tolerance_kl": 0.01},

@@ -220,7 +220,8 @@ class MonitorState:
     recent_ids: list[str] = field(default_factory=list)
     #: labelled pairs (the label join) of the monitored version since the last check
     labels_pending: LabelledStats | None = None
-    #: label rules judged less often than every check: their pairs since their last judgement
+    #: label rules judged less often than every check: the pairs since their last judgement,
+    #: per judging period (its `every_s`, as text)
     labels_held: dict[str, LabelledStats] = field(default_factory=dict)
     label_reference: LabelReference | None = None
     label_report: LabelReport | None = None

@@ -19,6 +19,9 @@ bounded size, like `CohortStats` folds predictions:
   events the share test's null allows. The mean loss itself is kept exactly (`loss`).
 - **Label delay** (seconds from the prediction to its label), a quantile sketch, and the
   **labels' distribution** (numbers in a sketch, classes counted), for label drift.
+- A regression's **absolute errors**, a quantile sketch (`errors`): a monitor judges the share
+  of errors above its reference's quantile, whatever the targets' scale (a loss event needs
+  the error over `loss_scale`, which saturates at 1 when the scale is not the targets').
 
 Pure arithmetic on plain values; `to_dict` / `from_dict` are JSON-able.
 """
@@ -107,6 +110,7 @@ class LabelledStats:
     regression: RegressionQuality | None = None
     delay: QuantileSketch = field(init=False)
     label_values: QuantileSketch = field(init=False)
+    errors: QuantileSketch = field(init=False)
     label_classes: dict[str, int] = field(default_factory=dict)
     #: the last summary and the counts it was computed at (not part of the value)
     _summary: tuple[tuple[int, int], dict[str, float | str | None]] | None = field(
@@ -118,6 +122,7 @@ class LabelledStats:
             raise ValueError(f"loss_scale must be a positive number, got {self.loss_scale!r}")
         self.delay = self.config.latency_sketch()
         self.label_values = self.config.value_sketch()
+        self.errors = self.config.value_sketch()
 
     # ---- folding ------------------------------------------------------------------------
 
@@ -139,6 +144,8 @@ class LabelledStats:
                 quality.add(float(prediction), int(label))
         else:
             quality.add(prediction, label)
+        if kind == "regression":
+            self.errors.add(abs(float(prediction) - float(label)))
         self.kind = kind
         self.pairs += 1
         self.loss.add(loss)
@@ -242,6 +249,7 @@ class LabelledStats:
                 mine.merge_from(theirs)
         self.delay.merge_from(other.delay)
         self.label_values.merge_from(other.label_values)
+        self.errors.merge_from(other.errors)
         for name, count in other.label_classes.items():
             if name not in self.label_classes and len(self.label_classes) >= MAX_LABEL_CLASSES:
                 name = OTHER
@@ -260,6 +268,7 @@ class LabelledStats:
             "regression": None if self.regression is None else self.regression.to_dict(),
             "delay": self.delay.to_dict(),
             "label_values": self.label_values.to_dict(),
+            "errors": self.errors.to_dict(),
             "label_classes": dict(sorted(self.label_classes.items())),
         }
 
@@ -282,6 +291,8 @@ class LabelledStats:
             stats.regression = RegressionQuality.from_dict(data["regression"])
         stats.delay = QuantileSketch.from_dict(data["delay"])
         stats.label_values = QuantileSketch.from_dict(data["label_values"])
+        if data.get("errors") is not None:
+            stats.errors = QuantileSketch.from_dict(data["errors"])
         stats.label_classes = {str(k): int(v) for k, v in data.get("label_classes", {}).items()}
         return stats
 

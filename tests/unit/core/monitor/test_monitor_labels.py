@@ -216,6 +216,25 @@ def test_a_model_whose_labels_show_it_worse_is_alarmed_on_quality() -> None:
     assert s.Severity.CRITICAL == alerts[0].severity
 
 
+def test_a_regression_is_judged_on_the_share_of_its_errors_above_the_reference_p90() -> None:
+    """Diabetes (targets 25..346): a loss event needs the error over a scale, which saturates on
+    targets of this size, so a regression's quality is the share of its absolute errors above
+    the labelled reference's p90; the same worse-model swap."""
+    watch = Watch()
+    traffic = Labelled("diabetes")
+    watch.watch(traffic)
+    lref = watch.state.label_reference
+    assert lref is not None
+    entry = lref.frozen["rules"]["quality"]
+    assert entry["mode"] == "errors" and 0.05 < entry["p0"] < 0.15
+    assert [] == fired(watch.run(traffic, 1800), "quality")
+
+    traffic.use(realdata.degraded_model("diabetes"))
+    (alarm,) = fired(watch.run(traffic, 1800), "quality")
+    assert "of absolute errors above the labelled reference's p90" in alarm.reason
+    assert alarm.evidence["reference_metrics"]["mae"] > 30
+
+
 def test_quality_reports_give_the_metrics_over_time_beside_the_reference() -> None:
     watch = Watch()
     traffic = Labelled("breast_cancer")
@@ -301,8 +320,8 @@ def test_labels_that_stop_coming_are_alarmed_as_stalled() -> None:
     (alarm,) = fired(after, "label_delay")
     assert alarm.rule == "label_delay/stalled"
     assert "the labels stopped" in alarm.reason
-    # since the change point the CUSUM estimates (a second or so before the stop, maybe)
-    assert alarm.evidence["pairs"] < 0.01 * alarm.evidence["expected"]
+    # since the change point the CUSUM estimates (the rule's minute the stop fell in, maybe)
+    assert alarm.evidence["pairs"] < 0.15 * alarm.evidence["expected"]
     # no other label rule claims anything about pairs that did not come
     assert [] == [d for d in fired(after) if d.rule != "label_delay/stalled"]
 
