@@ -166,7 +166,8 @@ class FeatureProfile(Contract):
     consecutive edges, at or above the last edge; the edges must be ones the skew detector can
     honour (`edge_problems`), and a binary feature's bins other than 0 and 1 must be empty.
     Categorical: `categories` maps a value to its share. `missing_rate` is the share of rows
-    with no value; `domain_min`, `domain_max` and `allowed` bound what counts as a valid value.
+    with no value, `invalid_rate` the share with a value that cannot be used (corrupt);
+    `domain_min`, `domain_max` and `allowed` bound what counts as a valid value.
     """
 
     name: Name
@@ -175,6 +176,9 @@ class FeatureProfile(Contract):
     proportions: tuple[Share, ...] = ()
     categories: dict[str, Share] = Field(default_factory=dict)
     missing_rate: Share = 0.0
+    #: the share of rows with a value that could not be used (corrupt: unparseable, of the
+    #: wrong type, or outside the domain)
+    invalid_rate: Share = 0.0
     domain_min: Float | None = None
     domain_max: Float | None = None
     allowed: tuple[Str, ...] | None = None
@@ -361,6 +365,69 @@ class TrafficApplied(Payload):
     applied_at: Timestamp
 
 
+class PoolMember(Contract):
+    """A pipeline sharing a quota pool: its guaranteed share of the limit (in the pool's unit)
+    and its weight in the fair division of the rest (Kueue's cohorts, in spirit)."""
+
+    pipeline: Ident
+    guaranteed: NonNegative | None = None
+    weight: Annotated[float, Strict(), Field(gt=0, le=1e6)] = 1.0
+
+
+class QuotaPoolConfigured(Payload):
+    """Configure a shared quota pool (or change it): keyed by the pool.
+
+    `limit` of `resource` in `unit`, shared by `pipelines`; usage events naming the pool
+    (`ResourceUsage.pool`) feed it. Alerts at `warning` and `critical` of the limit; with
+    `throttle`, the pipelines' throttle commands are published (commands topic, keyed by the
+    pipeline); without, the alerts and decisions alone say what to do."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "quota.pool.configured.v1"
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    pool: Ident
+    resource: Name
+    unit: Name = "1"
+    limit: Annotated[float, Strict(), Field(gt=0)]
+    pipelines: tuple[PoolMember, ...] = Field(default=(), max_length=256)
+    warning: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.8
+    critical: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.95
+    throttle: Bool = False
+    by: Name
+    reason: Text = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QuotaPoolConfigured:
+        names = [m.pipeline for m in self.pipelines]
+        if len(names) != len(set(names)):
+            raise ValueError(f"pipelines must be listed once each: {names}")
+        if self.warning >= self.critical:
+            raise ValueError(f"warning ({self.warning}) must be below critical ({self.critical})")
+        guaranteed = sum(m.guaranteed or 0.0 for m in self.pipelines)
+        if guaranteed > self.limit:
+            raise ValueError(
+                f"the guaranteed shares add up to {guaranteed:g}, over the limit {self.limit:g}"
+            )
+        return self
+
+    def record_key(self) -> str:
+        return self.pool
+
+
+class QuotaPoolDeleted(Payload):
+    """Stop watching a quota pool (its firing alerts resolve)."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "quota.pool.deleted.v1"
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    pool: Ident
+    by: Name
+    reason: Text = ""
+
+    def record_key(self) -> str:
+        return self.pool
+
+
 # ---------------------------------------------------------------------------------------------
 # predictions topic
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +524,12 @@ class MetricReported(Payload):
 
 
 class ResourceUsage(Payload):
-    """Quota or resource use: `used` of `limit` (GPU hours, memory, requests per day, ...)."""
+    """Quota or resource use: `used` of `limit` (GPU hours, memory, requests per day, ...).
+
+    A gauge: `used` is the pipeline's use now, not an increment. With `pool`, it feeds that
+    quota pool and is keyed by the pool (one worker sees the whole pool); without, it is keyed
+    by the deployment as before. `requested`: what the pipeline asks for (its demand), so a
+    pipeline that gets less than it asks for is known to wait."""
 
     EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "resource.usage.v1"
     TOPIC: ClassVar[Topic] = Topic.METRICS
@@ -468,6 +540,11 @@ class ResourceUsage(Payload):
     limit: Annotated[float, Strict(), Field(gt=0)] | None = None
     unit: Name = "1"
     pipeline: Name | None = None
+    pool: Ident | None = None
+    requested: NonNegative | None = None
+
+    def record_key(self) -> str:
+        return self.pool if self.pool is not None else self.deployment_id
 
 
 class TrainingRun(Payload):
@@ -500,6 +577,8 @@ class DataProfile(Payload):
     row_count: Count
     features: tuple[FeatureProfile, ...] = ()
     label: FeatureProfile | None = None
+    #: the data pipeline that produced it (its alerts are the pipeline's; None: the deployment)
+    pipeline: Name | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,6 +614,31 @@ class Command(Payload):
     reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
     evidence: Evidence = Field(default_factory=dict)
     issued_at: Timestamp
+
+
+class PipelineThrottle(Payload):
+    """Throttle a pipeline's use of a quota pool (or release the throttle): keyed by the
+    pipeline, so one pipeline's throttles and releases stay in order. A pipeline's runner
+    (a scheduler, a queue's admission) applies it; `command_id` is deterministic, so it is
+    applied once. Not a rollout `Command`: it has no deployment, step or versions."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "pipeline.throttle.v1"
+    TOPIC: ClassVar[Topic] = Topic.COMMANDS
+
+    command_id: Ident
+    pipeline: Ident
+    pool: Ident
+    resource: Name
+    action: Literal["throttle", "release"]
+    #: the use to come down to (in the pool's unit); None with a release
+    limit: NonNegative | None = None
+    unit: Name = "1"
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
+    evidence: Evidence = Field(default_factory=dict)
+    issued_at: Timestamp
+
+    def record_key(self) -> str:
+        return self.pipeline
 
 
 class Severity(enum.StrEnum):
@@ -617,6 +721,45 @@ class MonitorDecision(Payload):
         return self.model
 
 
+PipelineAction = Literal[
+    "configured",
+    "deleted",
+    "alert_fired",
+    "alert_resolved",
+    "throttled",
+    "released",
+    "run_judged",
+    "profile_judged",
+]
+
+
+class PipelineDecision(Payload):
+    """What the pipelines core judged and why (quota pools, training runs, datasets): keyed by
+    the pool for a pool's decisions, else by the pipeline."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "pipeline.decision.v1"
+    TOPIC: ClassVar[Topic] = Topic.DECISIONS
+
+    decision_id: Ident
+    pool: Ident | None = None
+    pipeline: Ident | None = None
+    action: PipelineAction
+    #: the rule (and its key) an alert decision is about
+    rule: Name | None = None
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
+    evidence: Evidence = Field(default_factory=dict)
+    at: Timestamp
+
+    @model_validator(mode="after")
+    def _keyed(self) -> PipelineDecision:
+        if self.pool is None and self.pipeline is None:
+            raise ValueError("a pipeline decision names a pool or a pipeline")
+        return self
+
+    def record_key(self) -> str:
+        return self.pool if self.pool is not None else str(self.pipeline)
+
+
 class FieldError(Contract):
     loc: Str
     message: Str
@@ -655,6 +798,8 @@ PAYLOADS: tuple[type[Payload], ...] = (
     TrafficApplied,
     MonitorConfigured,
     MonitorDeleted,
+    QuotaPoolConfigured,
+    QuotaPoolDeleted,
     PredictionServed,
     PredictionBatch,
     LabelReported,
@@ -663,9 +808,11 @@ PAYLOADS: tuple[type[Payload], ...] = (
     TrainingRun,
     DataProfile,
     Command,
+    PipelineThrottle,
     Alert,
     Decision,
     MonitorDecision,
+    PipelineDecision,
     DeadLetter,
 )
 
