@@ -1084,8 +1084,11 @@ def _check_labels(
     """The label rules' part of a check: the labelled reference learns from the version's
     first pairs, its keys' dispersion is measured, then each check's pairs are judged."""
     window, state.labels_pending = state.labels_pending, None
-    rules = _label_rules(policy)
     lref = state.label_reference
+    no_pairs = window is None or not window.pairs
+    if no_pairs and state.label_report is None and (lref is None or lref.started_at is None):
+        return []  # no labelled prediction of this version yet: nothing to learn or judge
+    rules = _label_rules(policy)
     if lref is None or (lref.version != state.version and not state.pinned):
         lref = state.label_reference = LabelReference(state.version)
         names = {r.name for r in rules}
