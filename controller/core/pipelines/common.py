@@ -182,6 +182,24 @@ def theil_sen(points: Sequence[Sequence[float]]) -> float | None:
     return statistics.median(slopes) if slopes else None
 
 
+def theil_sen_lower(points: Sequence[Sequence[float]], alpha: float) -> float | None:
+    """A one-sided lower confidence bound at level `alpha` of the Theil-Sen slope (Sen, 1968:
+    the pairwise slope of rank (N - C) / 2, C = z(1 - alpha) times the standard deviation of
+    Mann and Kendall's S); None with fewer than three points."""
+    slopes = sorted(
+        (b[1] - a[1]) / (b[0] - a[0])
+        for i, a in enumerate(points)
+        for b in points[i + 1 :]
+        if b[0] != a[0]
+    )
+    n = len(points)
+    if n < 3 or not slopes:
+        return None
+    c = statistics.NormalDist().inv_cdf(1.0 - alpha) * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    rank = math.floor((len(slopes) - c) / 2.0)
+    return slopes[rank] if rank >= 0 else slopes[0]
+
+
 def mann_kendall_p(values: Sequence[float]) -> float:
     """One-sided p-value of Mann and Kendall's test for an upward trend (normal approximation
     with continuity correction; ties count 0)."""
@@ -210,5 +228,6 @@ __all__ = [
     "t_log_density",
     "t_mixture_llr",
     "theil_sen",
+    "theil_sen_lower",
     "throttle",
 ]

@@ -18,11 +18,12 @@ pipeline's usage never resolves an alert about another:
 - `near_limit.warning`, `near_limit.critical`: the pool's total at `warning` (`critical`) of its
   limit; names the pipeline furthest above its fair share (else the largest user); resolves
   when the total is `hysteresis` below the level.
-- `exhaustion`: the pool's usage rate, the Theil-Sen slope of its total over `window_s`, with a
-  significant upward trend (Mann-Kendall, one-sided, `trend_alpha`) and a forecast time to
-  exhaustion `(limit - used) / slope` within `horizon_s`; names the pipeline whose own usage
-  rises fastest; resolves when the forecast is beyond twice the horizon (or the rate is not
-  positive).
+- `exhaustion`: the pool's usage rate, the Theil-Sen slope of its total over `window_s`, and
+  the time to exhaustion `(limit - used) / slope`; fires when the trend is significant
+  (Mann-Kendall, one-sided, `trend_alpha`) and the pool runs out within `horizon_s` even at
+  the slope's lower confidence bound (Sen's, at `trend_alpha`: noise around a level does not
+  make a forecast); names the pipeline whose own usage rises fastest; resolves when the
+  forecast at the estimated rate is beyond twice the horizon (or the rate is not positive).
 - `fair_share`: a pipeline above its fair share (weighted max-min over the demands, guarantees
   first; `fair_shares`) by more than `tolerance`, for `for_s`, while another pipeline waits
   (it asks for more than it uses, and uses less than its share); throttled to its share.
@@ -55,6 +56,7 @@ from controller.core.pipelines.common import (
     robust_scale,
     t_log_density,
     theil_sen,
+    theil_sen_lower,
     throttle,
 )
 from controller.core.pipelines.policy import PipelinesPolicy
@@ -341,10 +343,12 @@ def _exhaustion(
     if len(points) < rule.min_points:
         return []
     slope = theil_sen(points) or 0.0
+    low = theil_sen_lower(points, rule.trend_alpha) or 0.0
     p_value = mann_kendall_p([p[1] for p in points])
     remaining = max(state.limit - total, 0.0)
     eta = remaining / slope if slope > 0 else math.inf
-    if not open_keys and slope > 0 and p_value < rule.trend_alpha and eta <= rule.horizon_s:
+    latest = remaining / low if low > 0 else math.inf
+    if not open_keys and low > 0 and p_value < rule.trend_alpha and latest <= rule.horizon_s:
         rates = {
             p: theil_sen([x for x in s.samples if x[0] >= now - rule.window_s]) or 0.0
             for p, s in state.series.items()
@@ -353,10 +357,11 @@ def _exhaustion(
         pipeline = max(sorted(rates), key=lambda p: rates[p]) if rates else "-"
         summary = (
             f"pool {state.pool}: {state.resource} use rising {slope * 3600:.4g} {state.unit}/h "
-            f"over the last {rule.window_s:.0f} s (trend p = {p_value:.2g}); "
+            f"(at least {low * 3600:.4g}) over the last {rule.window_s:.0f} s (trend p = "
+            f"{p_value:.2g}); "
             + (
                 f"{remaining:g} {state.unit} left: exhausted in about {eta / 60:.0f} min "
-                f"(at {clock(now + eta)}); "
+                f"(at {clock(now + eta)}; by {clock(now + latest)} at the slowest rate); "
                 if remaining > 0
                 else "the pool is exhausted; "
             )
@@ -368,6 +373,8 @@ def _exhaustion(
             "trend_p": p_value,
             "remaining": remaining,
             "eta_s": round(eta, 1),
+            "latest_eta_s": round(latest, 1),
+            "rate_low_per_h": round(low * 3600, 6),
             "horizon_s": rule.horizon_s,
             "points": len(points),
             "rates_per_h": {p: round(r * 3600, 6) for p, r in sorted(rates.items())},

@@ -56,9 +56,9 @@ def make_usage(
 
 
 def steady(minute: int, rng: random.Random) -> dict[str, tuple[float, float | None]]:
-    """Three pipelines at 70 % of the pool, each gauge a whole number of GPUs that jitters."""
+    """Three pipelines at 2/3 of the pool, each gauge a whole number of GPUs that jitters."""
     return {
-        "serving": (max(16 + round(rng.gauss(0, 1)), 0), None),
+        "serving": (max(14 + round(rng.gauss(0, 1)), 0), None),
         "training": (max(20 + round(rng.gauss(0, 1.5)), 0), None),
         "batch": (max(9 + round(rng.gauss(0, 1)), 0), None),
     }
