@@ -9,15 +9,17 @@ every decision carries its reason and evidence; states are plain data (`to_dict`
 - `policy`: the pipelines policy (controller/policies/pipelines.yaml).
 """
 
-from controller.core.pipelines import quota
+from controller.core.pipelines import pipeline, quota
 from controller.core.pipelines.common import PipelinesOutput, PipelinesResult
 from controller.core.pipelines.policy import PipelinesPolicy
-from controller.core.pipelines.state import PoolState
+from controller.core.pipelines.state import PipelineState, PoolState
 
 __all__ = [
+    "PipelineState",
     "PipelinesOutput",
     "PipelinesPolicy",
     "PipelinesResult",
     "PoolState",
+    "pipeline",
     "quota",
 ]

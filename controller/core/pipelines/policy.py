@@ -116,6 +116,8 @@ class FailureRule(_Strict):
     #: runs of history the failure rate is learned from (exponentially weighted)
     half_life_runs: float = Field(50.0, gt=0)
     min_history: int = Field(10, ge=1)
+    #: outcomes join the history this many runs late (a rising rate must not pass for normal)
+    lag: int = Field(20, ge=0, le=1024)
     severity: Severity = "warning"
 
 

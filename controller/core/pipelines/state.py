@@ -230,6 +230,8 @@ class PipelineState(Plain):
     #: the failure rate's history, exponentially weighted: failures and runs
     failures_w: float = 0.0
     runs_w: float = 0.0
+    #: outcomes (1 failed, 0 not) waiting `lag` runs before they join the failure history
+    held: list[float] = field(default_factory=list)
     runs: int = 0
     failures: int = 0
     streak: int = 0
