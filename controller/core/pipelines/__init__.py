@@ -9,7 +9,7 @@ every decision carries its reason and evidence; states are plain data (`to_dict`
 - `policy`: the pipelines policy (controller/policies/pipelines.yaml).
 """
 
-from controller.core.pipelines import pipeline, quota
+from controller.core.pipelines import capacity, pipeline, quota
 from controller.core.pipelines.common import PipelinesOutput, PipelinesResult
 from controller.core.pipelines.policy import PipelinesPolicy
 from controller.core.pipelines.state import PipelineState, PoolState
@@ -20,6 +20,7 @@ __all__ = [
     "PipelinesPolicy",
     "PipelinesResult",
     "PoolState",
+    "capacity",
     "pipeline",
     "quota",
 ]
