@@ -101,7 +101,7 @@ def observe_run(
     if event.status == "started":
         _integrate(state, now)
         state.live[event.run_id] = LiveRun(started_at=now)
-        excess = len(state.live) - policy.training.max_live_runs
+        excess = max(len(state.live) - policy.training.max_live_runs, 0)
         for run_id in sorted(state.live, key=lambda r: (state.live[r].started_at, r))[:excess]:
             del state.live[run_id]
         state.idle_since = None

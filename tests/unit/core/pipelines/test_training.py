@@ -209,3 +209,15 @@ def test_the_state_round_trips_through_json() -> None:
     copy = PipelineState.from_dict(json.loads(json.dumps(state.to_dict())))
 
     assert copy == state
+
+
+def test_the_state_stays_small_however_many_runs() -> None:
+    state, _ = nightly(heavy_tailed(4, 1000))
+    for i in range(100):  # runs that started and never ended
+        state = pipeline.observe_run(state, make_run(f"lost-{i}", "started"), POLICY, T0 + i).state
+    assert state is not None
+
+    size = len(json.dumps(state.to_dict()))
+
+    assert (50, 64, 16) == (len(state.durations), len(state.recent_runs), len(state.live))
+    assert size < 12_000, size
