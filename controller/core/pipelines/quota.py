@@ -91,7 +91,7 @@ def configure(state: PoolState | None, event: QuotaPoolConfigured, now: float) -
         state = PoolState(pool=event.pool, created_at=now)
     outputs: list[PipelinesOutput] = []
     was = (state.configured, state.resource, state.limit)
-    if state.configured and state.resource != event.resource:
+    if state.resource and state.resource != event.resource:
         outputs += _resolve_all(state, now, f"the pool now counts {event.resource}")
         state.gauges, state.series, state.totals, state.banks = {}, {}, [], {}
     state.configured = True

@@ -327,3 +327,13 @@ def test_usage_of_another_resource_is_counted_not_pooled() -> None:
 def test_a_usage_event_naming_a_pool_is_keyed_by_the_pool() -> None:
     assert "gpu-pool" == make_usage("training", 5.0).record_key()
     assert "dep-1" == s.ResourceUsage(deployment_id="dep-1", resource="gpu", used=1.0).record_key()
+
+
+def test_a_pool_configured_for_another_resource_drops_the_gauges_it_had() -> None:
+    state = quota.observe(None, make_usage("training", 5.0, resource="cpu"), T0)
+
+    result = quota.configure(state, make_pool(), T0 + 1)
+
+    assert result.state is not None
+    assert ("gpu", {}) == (result.state.resource, result.state.gauges)
+    assert "now watched" in result.outputs[-1].reason
