@@ -89,7 +89,7 @@ def test_a_run_three_times_slower_is_found_on_that_run_or_the_next() -> None:
         _, again = nightly([3 * 3600.0], state, start=31)
         assert firing(again, "pipeline.training.duration"), seed
 
-    assert on_the_run >= 12  # measured 33 of 50 seeds with jitter t3 of 10 %
+    assert on_the_run >= 12  # measured 40 of 50 seeds (49 within two runs), t(3) jitter of 10 %
 
 
 def test_runs_judged_while_slow_do_not_become_the_history_and_the_alert_resolves() -> None:
