@@ -2,7 +2,7 @@
 
     python bench/join.py [--pending 10000000] [--labels 1000000] [--batch 5000]
         [--miss-share 0.1] [--deployments 20] [--block-cache-mb 64] [--write-buffer-mb 32]
-        [--dir DIR] [--quick]
+        [--no-mmap-reads] [--dir DIR] [--quick]
 
 Fills a fresh store with `--pending` predictions (`add_predictions` in batches of `--batch`:
 32-hex-character request ids that look random, `--deployments` deployments, a baseline and a
@@ -273,6 +273,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--deployments", type=int, default=20)
     p.add_argument("--block-cache-mb", type=int, default=64)
     p.add_argument("--write-buffer-mb", type=int, default=32)
+    p.add_argument(
+        "--no-mmap-reads",
+        dest="mmap_reads",
+        action="store_false",
+        help="read table files by system calls, not through a memory map",
+    )
     p.add_argument("--dir", default=None, help="where the store's temporary directory goes")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="200,000 predictions, 50,000 labels")
@@ -299,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
             horizon_s=HORIZON_S,
             block_cache_mb=args.block_cache_mb,
             write_buffer_mb=args.write_buffer_mb,
+            mmap_reads=args.mmap_reads,
         )
         with store:
             figures = run(store, args)

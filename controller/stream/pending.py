@@ -64,31 +64,36 @@ log is written to the operating system, not synced to the disk: a crash of the O
 machine can lose the last un-synced writes unless the store is opened with `sync=True` (each
 write then waits for fsync: much slower).
 
-Memory is bounded by the settings, not by the number of predictions held: one LRU block cache
-of `block_cache_mb` shared by the column families, and memtables of `write_buffer_mb`, at most
-two per column family and at most 2 x `write_buffer_mb` in all (`db_write_buffer_size`). The
-index and bloom filter (10 bits a key, whole keys) of each table file are partitioned in 4 KB
-blocks charged to the cache, and only their top level (a few bytes a partition) is pinned, so
-they grow with the predictions held but within the cache. The WAL is bounded (4 x
-`write_buffer_mb`; beyond, the column families that hold old logs are flushed). What the cache
-misses is read from the table files: from the operating system's page cache when they fit in
-the machine's free memory (not the process's: the kernel gives it back under pressure), else
-from the disk.
+Memory. The process's own memory is bounded by the settings and by the predictions held: one
+LRU block cache of `block_cache_mb` shared by the column families (data blocks); memtables of
+`write_buffer_mb`, at most two per column family and at most 2 x `write_buffer_mb` in all
+(`db_write_buffer_size`); and each table file's index and bloom filter (10 bits a key, whole
+keys), held by its reader outside the cache: about 3.2 bytes per prediction held (32 MB at ten
+million). The WAL is bounded (4 x `write_buffer_mb`; beyond, the column families that hold old
+logs are flushed). The table files are read through a memory map (`mmap_reads`, on by
+default): the pages of them that lookups touch count in the process's RSS, but they are the
+kernel's page cache, clean, dropped under memory pressure and read again from the disk; at
+most the table files' size (about 130 bytes per prediction held). With `mmap_reads=False` they
+are read by system calls into the page cache, which the RSS does not count. (Mapped, a disk
+that fails a read kills the process, SIGBUS, where a system call would raise an error: the
+worker restarts on its store, or on an empty one that it rebuilds.)
 
-Reading by key at ten million predictions (`bench/join.py`, which has the figures; the
-measurements that chose these settings are in docs/labels.md):
+Reading by key at ten million predictions, where every label reads a random prediction: the
+settings, and what each did in `bench/join.py` (docs/labels.md has the figures):
 
-- the index and filter partitions stay in the cache: whole index and filter blocks of a table
-  file (megabytes each at this size) were evicted by data blocks from a 64 MB cache and read
-  again, whole, at the next lookup (15,000 labels a second);
-- data blocks of 2 KB with a hash index (`pending`, `joined`, `early`): a miss reads and
-  decompresses 2 KB, not 4 KB, and finds its key without a binary search;
-- LZ4 at every level (zstd at the bottom level, where most predictions are, cost a third of
-  the lookup rate for 16 % less disk); no compression was not faster than LZ4 and takes 1.6x
-  the disk and page cache;
-- a join writes one small key (the mark), where it rewrote the prediction and its index entry.
-
-Sizes: see docs/labels.md ("Benchmark"), measured with `bench/join.py`.
+- each table file's index and filter held by its reader: in a 64 MB cache with the data blocks
+  they were evicted and read again whole (megabytes a file) at the next lookup: 15,000 labels
+  a second; partitioned index and filters in the cache did better, but with more cache
+  lookups and read-ahead of index partitions than held ones;
+- `pending` not compressed and read through the memory map: a block the cache lacks is read
+  in place, with no system call, no decompression, no copy into the cache (with LZ4 and
+  system calls about three quarters of the lookup time was reading, decompressing, allocating
+  and caching blocks); 2 KB data blocks with a hash index; LZ4 for the other families at every
+  level (zstd at the bottom level, where most data is, made a block read slower);
+- a join writes one small key (the mark), in key order within the batch, where it rewrote the
+  prediction and its index entry;
+- a bigger block cache did not help: cold, it costs new memory to fill, and a lookup hits it
+  about as often as its share of the data (64 MB of about 900 MB).
 
 Not thread-safe: one caller at a time (the worker's agent for its partitions).
 """
@@ -96,6 +101,7 @@ Not thread-safe: one caller at a time (the worker's agent for its partitions).
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -126,8 +132,6 @@ MAX_WRITE_BUFFERS = 2
 BLOOM_BITS_PER_KEY = 10
 #: Data block bytes of the families read by key (RocksDB's default, 4 KB, for the index).
 POINT_BLOCK_SIZE = 2048
-#: Bytes of an index or filter partition.
-METADATA_BLOCK_SIZE = 4096
 #: Entries deleted per WriteBatch in a sweep.
 SWEEP_CHUNK = 10_000
 
@@ -447,29 +451,32 @@ def _check_label_item(item: Label) -> tuple[LabelValue, float]:
     return _check_number("a label", item.label), time
 
 
-def _label_rows(items: list[Label]) -> tuple[list[bytes], list[LabelValue], list[float]]:
-    """The labels' pending keys, values and event times, checked: the common case (str ids, a
-    float time and label, an int offset) by exact types inline, anything else by
-    `_check_label_item` (which normalizes it, or says what is wrong)."""
-    keys: list[bytes] = []
-    values: list[LabelValue] = []
-    times: list[float] = []
+#: A label's fields, in one call.
+_label_fields = operator.attrgetter(
+    "deployment_id", "request_id", "label", "event_time", "topic_partition", "offset"
+)
+#: A label, checked: (pending key, deployment id, request id, label, event time,
+#: topic-partition, offset).
+_LabelRow = tuple[bytes, str, str, LabelValue, float, str, int]
+
+
+def _label_rows(items: list[Label]) -> list[_LabelRow]:
+    """The labels with their pending keys, checked: the common case (str ids, a float time and
+    label, an int offset) by exact types inline, anything else by `_check_label_item` (which
+    normalizes it, or says what is wrong)."""
+    rows: list[_LabelRow] = []
+    append = rows.append
     prefixes: dict[str, bytes] = {}  # deployment id -> its key prefix, for this call
-    for item in items:
-        deployment, request, value, time = (
-            item.deployment_id,
-            item.request_id,
-            item.label,
-            item.event_time,
-        )
-        offset = item.offset
+    for item, (deployment, request, value, time, partition, offset) in zip(
+        items, map(_label_fields, items), strict=True
+    ):
         if not (
             type(deployment) is str
             and deployment
             and type(request) is str
             and request
-            and type(item.topic_partition) is str
-            and item.topic_partition
+            and type(partition) is str
+            and partition
             and type(offset) is int
             and 0 <= offset <= _MAX_OFFSET
             and type(time) is float
@@ -480,10 +487,8 @@ def _label_rows(items: list[Label]) -> tuple[list[bytes], list[LabelValue], list
         prefix = prefixes.get(deployment)
         if prefix is None:
             prefix = prefixes[deployment] = _pending_key(deployment, "")
-        keys.append(prefix + request.encode())
-        values.append(value)
-        times.append(time)
-    return keys, values, times
+        append((prefix + request.encode(), deployment, request, value, time, partition, offset))
+    return rows
 
 
 def _check_offsets(offsets: Mapping[str, int]) -> None:
@@ -595,6 +600,7 @@ class PendingStore:
         block_cache_mb: int = DEFAULT_BLOCK_CACHE_MB,
         write_buffer_mb: int = DEFAULT_WRITE_BUFFER_MB,
         sync: bool = False,
+        mmap_reads: bool = True,
     ) -> None:
         for what, value in (("horizon_s", horizon_s), ("label_wait_s", label_wait_s)):
             if _check_number(what, value) <= 0:
@@ -611,6 +617,7 @@ class PendingStore:
         self.block_cache_mb = block_cache_mb
         self.write_buffer_mb = write_buffer_mb
         self.sync = sync
+        self.mmap_reads = mmap_reads
 
         self._cache = rocksdict.Cache(block_cache_mb * _MB)
         options = self._options(bloom=False)
@@ -620,6 +627,9 @@ class PendingStore:
         options.set_max_total_wal_size(4 * write_buffer_mb * _MB)
         options.set_keep_log_file_num(3)  # RocksDB's own info LOG files, not the WAL
         options.set_max_log_file_size(8 * _MB)
+        # table files read through a memory map: a lookup that misses the block cache reads
+        # the uncompressed `pending` block in place (no system call, no copy, no cache insert)
+        options.set_allow_mmap_reads(mmap_reads)
         self.path.mkdir(parents=True, exist_ok=True)
         existed = (self.path / "CURRENT").exists()
         if existed and JOINED_CF not in rocksdict.Rdict.list_cf(str(self.path)):
@@ -628,7 +638,7 @@ class PendingStore:
             str(self.path),
             options,
             column_families={
-                PENDING_CF: self._options(bloom=True, deletes=True),
+                PENDING_CF: self._options(bloom=True, deletes=True, uncompressed=True),
                 EXPIRY_CF: self._options(bloom=False),
                 JOINED_CF: self._options(bloom=True),
                 EARLY_CF: self._options(bloom=True),
@@ -647,20 +657,17 @@ class PendingStore:
         else:
             self._h.offsets.put(_LAYOUT_KEY, LAYOUT_VERSION.to_bytes(8, "big"))
 
-    def _options(self, *, bloom: bool, deletes: bool = False) -> rocksdict.Options:
-        """A column family's options: the shared block cache, bounded memtables, LZ4, index
-        and filter blocks partitioned, in the cache, with their top level pinned; and
-        (`bloom`: a family read by key) a whole-key bloom filter, a memtable bloom, small data
-        blocks with a hash index."""
+    def _options(
+        self, *, bloom: bool, deletes: bool = False, uncompressed: bool = False
+    ) -> rocksdict.Options:
+        """A column family's options: the shared block cache (data blocks only: each table
+        file's index and filter are held by its reader), bounded memtables, LZ4; and (`bloom`:
+        a family read by key) a whole-key bloom filter, a memtable bloom, small data blocks
+        with a hash index."""
         options = rocksdict.Options(raw_mode=True)
         table = rocksdict.BlockBasedOptions()
         table.set_block_cache(self._cache)
-        table.set_cache_index_and_filter_blocks(True)
-        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-        table.set_index_type(rocksdict.BlockBasedIndexType.two_level_index_search())
-        table.set_partition_filters(True)
-        table.set_metadata_block_size(METADATA_BLOCK_SIZE)
-        table.set_pin_top_level_index_and_filter(True)
+        table.set_cache_index_and_filter_blocks(False)
         if bloom:
             table.set_bloom_filter(BLOOM_BITS_PER_KEY, False)
             table.set_block_size(POINT_BLOCK_SIZE)
@@ -671,10 +678,15 @@ class PendingStore:
         options.set_block_based_table_factory(table)
         options.set_write_buffer_size(self.write_buffer_mb * _MB)
         options.set_max_write_buffer_number(MAX_WRITE_BUFFERS)
-        # LZ4 at every level: zstd at the bottom (where most predictions are) made each read
-        # of a data block a third slower, for 16 % less disk
-        options.set_compression_type(rocksdict.DBCompressionType.lz4())
-        options.set_bottommost_compression_type(rocksdict.DBCompressionType.lz4())
+        # LZ4 at every level (zstd at the bottom, where most predictions are, made a read of a
+        # data block slower); `pending`, read at random by every label, not compressed
+        compression = (
+            rocksdict.DBCompressionType.none()
+            if uncompressed
+            else rocksdict.DBCompressionType.lz4()
+        )
+        options.set_compression_type(compression)
+        options.set_bottommost_compression_type(compression)
         options.set_level_compaction_dynamic_level_bytes(True)
         if deletes:  # swept predictions leave tombstones: compact the files full of them
             options.add_compact_on_deletion_collector_factory(10_000, 5_000, 0.5)
@@ -731,11 +743,10 @@ class PendingStore:
         the pending keys, one of the join marks of the hits, one of the early labels for the
         misses, one WriteBatch (with `offsets`)."""
         h = self._open()
-        items = labels if type(labels) is list else list(labels)
-        keys, values, times = _label_rows(items)
+        rows = _label_rows(labels if type(labels) is list else list(labels))
         if offsets:
             _check_offsets(offsets)
-        unique = list(dict.fromkeys(keys))
+        unique = list(dict.fromkeys([row[0] for row in rows]))
         # key -> [the prediction, its join mark's key, the mark: (topic-partition, offset)]
         found: dict[bytes, list[Any]] = {}
         misses: list[bytes] = []
@@ -759,18 +770,18 @@ class PendingStore:
         counts: dict[str, list[int]] = {}  # deployment -> [joined, duplicate, waiting]
         pairs: list[JoinedPair] = []
         append = pairs.append
-        for key, item, label, time in zip(keys, items, values, times, strict=True):
-            deployment = item.deployment_id
+        new_marks: list[tuple[bytes, bytes]] = []
+        for key, deployment, request, label, time, partition, offset in rows:
             count = counts.get(deployment)
             if count is None:
                 count = counts[deployment] = [0, 0, 0]
-            position = (item.topic_partition, item.offset)
             entry = found.get(key)
             if entry is not None:
-                if entry[2] is None:
-                    entry[2] = position
-                    put(entry[1], position[1].to_bytes(8, "big") + position[0].encode(), joined_cf)
-                elif entry[2] != position:
+                mark = entry[2]
+                if mark is None:
+                    entry[2] = (partition, offset)
+                    new_marks.append((entry[1], offset.to_bytes(8, "big") + partition.encode()))
+                elif mark[1] != offset or mark[0] != partition:
                     count[1] += 1
                     continue
                 count[0] += 1
@@ -778,7 +789,7 @@ class PendingStore:
                 append(
                     JoinedPair(
                         deployment,
-                        item.request_id,
+                        request,
                         stored.model,
                         stored.version,
                         stored.cohort,
@@ -787,20 +798,25 @@ class PendingStore:
                         stored.event_time,
                         time,
                         time - stored.event_time,
-                        *position,
+                        partition,
+                        offset,
                     )
                 )
                 continue
             waiting = early[key]
             if waiting is None:
-                early[key] = _Early(label, time, *position)
-                put(key, _encode(early[key]), early_cf)
+                parked = early[key] = _Early(label, time, partition, offset)
+                put(key, _encode(parked), early_cf)
                 put(_index_key(_KIND_EARLY, time, key), b"", expiry_cf)
                 count[2] += 1
-            elif (waiting.topic_partition, waiting.offset) == position:
+            elif waiting.offset == offset and waiting.topic_partition == partition:
                 count[2] += 1
             else:
                 count[1] += 1
+        # in key order: each insert into the memtable's skiplist starts where the last ended
+        new_marks.sort()
+        for mark_key, mark in new_marks:
+            put(mark_key, mark, joined_cf)
         self._put_offsets(h, batch, offsets)
         self._write(h, batch)
         return LabelOutcome(
@@ -937,8 +953,9 @@ class PendingStore:
             "db_write_buffer_mb": MAX_WRITE_BUFFERS * self.write_buffer_mb,
             "bloom_bits_per_key": BLOOM_BITS_PER_KEY,
             "point_block_size": POINT_BLOCK_SIZE,
-            "compression": "lz4",
+            "compression": "none for pending, lz4 for the others",
             "sync": self.sync,
+            "mmap_reads": self.mmap_reads,
         }
 
     def _family(self, name: str) -> rocksdict.Rdict:

@@ -512,7 +512,8 @@ def test_the_memory_settings_are_applied(tmp_path: Path) -> None:
             family["max_write_buffer_number"],
         )
         table = options[f'[TableOptions/BlockBasedTable "{cf}"]']
-        assert "true" == table["cache_index_and_filter_blocks"]
+        # each table file's index and filter are held by its reader, not by the cache
+        assert "false" == table["cache_index_and_filter_blocks"]
     for cf in ("pending", "early"):
         assert options[f'[TableOptions/BlockBasedTable "{cf}"]']["filter_policy"].startswith(
             "bloomfilter"
@@ -524,37 +525,49 @@ def test_the_memory_settings_are_applied(tmp_path: Path) -> None:
     )
 
 
-def test_the_families_read_by_key_have_small_blocks_and_every_index_is_partitioned(
-    tmp_path: Path,
-) -> None:
-    """What the lookups at ten million pending predictions need (the module docstring): index
-    and filter partitions in the cache with their top level pinned, small data blocks with a
-    hash index where the join reads by key, LZ4 at every level."""
+def test_the_families_read_by_key_have_small_blocks_with_a_hash_index(tmp_path: Path) -> None:
+    """What the lookups at ten million pending predictions need (the module docstring): small
+    data blocks with a hash index where the join reads by key, whole-key bloom filters, the
+    predictions not compressed, LZ4 for the rest at every level."""
     path = tmp_path / "pending"
     with PendingStore(path):
         pass
     options = read_rocksdb_options(path)
 
     for cf in COLUMN_FAMILIES:
-        table = options[f'[TableOptions/BlockBasedTable "{cf}"]']
-        assert ("kTwoLevelIndexSearch", "true", "true") == (
-            table["index_type"],
-            table["partition_filters"],
-            table["pin_top_level_index_and_filter"],
-        )
         family = options[f'[CFOptions "{cf}"]']
-        assert ("kLZ4Compression", "kLZ4Compression") == (
-            family["compression"],
-            family["bottommost_compression"],
-        )
+        expected = "kNoCompression" if cf == "pending" else "kLZ4Compression"
+        assert (expected, expected) == (family["compression"], family["bottommost_compression"])
     for cf in ("pending", "joined", "early"):
         table = options[f'[TableOptions/BlockBasedTable "{cf}"]']
-        assert ("2048", "kDataBlockBinaryAndHash") == (
+        assert ("2048", "kDataBlockBinaryAndHash", "true") == (
             table["block_size"],
             table["data_block_index_type"],
+            table["whole_key_filtering"],
         )
         assert table["filter_policy"].startswith("bloomfilter")
-    assert "4096" == options['[TableOptions/BlockBasedTable "expiry"]']["block_size"]
+    expiry = options['[TableOptions/BlockBasedTable "expiry"]']
+    assert ("4096", "kDataBlockBinarySearch") == (
+        expiry["block_size"],
+        expiry["data_block_index_type"],
+    )
+
+
+@pytest.mark.parametrize("mmap_reads", [True, False])
+def test_table_files_are_read_through_a_memory_map_unless_asked_not_to(
+    tmp_path: Path, mmap_reads: bool
+) -> None:
+    path = tmp_path / "pending"
+    with PendingStore(path, mmap_reads=mmap_reads) as store:
+        store.add_predictions([make_prediction("req-1")])
+        store.flush()  # a table file, read below
+        assert 1 == len(store.add_labels([make_label("req-1")]).pairs)
+        assert mmap_reads is store.settings()["mmap_reads"]
+
+    assert str(mmap_reads).lower() == read_rocksdb_options(path)["[DBOptions]"]["allow_mmap_reads"]
+    with PendingStore(path, mmap_reads=not mmap_reads) as store:  # the files are the same
+        entry = store.get("dep-a", "req-1")
+        assert entry is not None and ("labels:0", 0) == entry.joined_by
 
 
 def test_approximate_pending_and_disk_bytes_grow_with_the_predictions(
