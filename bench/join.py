@@ -13,7 +13,10 @@ duplicate label). Last, one sweep (`expire`) at the time when the first tenth of
 passed the horizon.
 
 Prints predictions written per second, labels joined per second (the time inside
-`add_labels`; request ids are generated outside the timed calls), the sweep's rate, disk bytes
+`add_labels`; request ids are generated outside the timed calls) and per CPU-second of the
+calling thread (what the joins cost the worker's thread, without RocksDB's background flushes
+and compactions, which run on threads of their own, nor the wait for a core when another
+process or those threads hold them), the sweep's rate, disk bytes
 per pending prediction (the store's directory after a flush), the bloom filter and index bytes
 per pending prediction (from RocksDB's table properties: what the block cache must hold for
 lookups without disk reads of metadata), memtable bytes per prediction, the block cache in use
@@ -116,6 +119,9 @@ class Workload:
 class Figures:
     write_s: float = 0.0
     join_s: float = 0.0
+    #: CPU time of the calling thread inside `add_labels` (RocksDB's background flushes and
+    #: compactions run on threads of their own)
+    join_cpu_s: float = 0.0
     sweep_s: float = 0.0
     joined: int = 0
     duplicate: int = 0
@@ -182,9 +188,10 @@ def run(store: PendingStore, args: argparse.Namespace) -> Figures:
             for number in numbers
         ]  # fmt: skip
         offsets = {label.topic_partition: label.offset + 1 for label in labels}
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         outcome = store.add_labels(labels, offsets=offsets)
         figures.join_s += time.perf_counter() - started
+        figures.join_cpu_s += time.thread_time() - cpu
         total = outcome.total()
         figures.joined += total.joined
         figures.duplicate += total.duplicate
@@ -241,6 +248,7 @@ def report(
         "|---|---|",
         f"| predictions written per second | {_rate(args.pending, f.write_s)} |",
         f"| labels joined per second | {_rate(labels, f.join_s)} |",
+        f"| labels joined per CPU-second of the calling thread | {_rate(labels, f.join_cpu_s)} |",
         f"| labels: joined / duplicate / waiting | {f.joined:,} / {f.duplicate:,} / "
         f"{f.waiting:,} |",
         f"| index entries swept per second (one sweep) | {_rate(f.swept, f.sweep_s)} "

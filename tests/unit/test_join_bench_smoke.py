@@ -12,6 +12,7 @@ from bench.join import main
 FIGURES = (
     "predictions written per second",
     "labels joined per second",
+    "labels joined per CPU-second of the calling thread",
     "index entries swept per second (one sweep)",
     "disk bytes per pending prediction (after the fill, flushed)",
     "bloom filter bytes per pending prediction",
