@@ -29,6 +29,7 @@ from schemas import (
     Envelope,
     MonitorDecision,
     PauseRequested,
+    PipelineDecision,
     Rejection,
     ResumeRequested,
     RollbackRequested,
@@ -124,6 +125,7 @@ class _Answers:
         if topic == self.decisions and event.key() in (
             getattr(data, "deployment_id", None),
             getattr(data, "model", None) if isinstance(data, MonitorDecision) else None,
+            data.pool if isinstance(data, PipelineDecision) else None,
         ):
             return ("decision", data)
         if topic == self.letters and data.reason.startswith("refused: "):
@@ -163,7 +165,7 @@ def _send_and_answer(
         raise click.ClickException(f"refused: {detail}")
     if as_json:
         click.echo(json.dumps({"answer": "decision", "decision": detail.model_dump(mode="json")}))
-    elif isinstance(detail, MonitorDecision):
+    elif isinstance(detail, MonitorDecision | PipelineDecision):
         click.echo(f"decision: {detail.action}: {detail.reason}")
     else:
         click.echo(f"decision: {detail.from_phase} -> {detail.to_phase}: {detail.reason}")
