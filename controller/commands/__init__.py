@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "controller.commands.worker_cmd": ("worker_cmd",),
     "controller.commands.demo_cmd": ("demo_cmd",),
     "controller.commands.monitor_cmd": ("monitor_group",),
+    "controller.commands.pool_cmd": ("pool_group",),
     "controller.commands.ops": (
         "emit_cmd",
         "deploy_cmd",
