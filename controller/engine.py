@@ -43,6 +43,14 @@ from pydantic import TypeAdapter, ValidationError
 from controller.core import monitor, rollout
 from controller.core.ids import derive_id
 from controller.core.monitor import MonitoringPolicy, MonitorState
+from controller.core.pipelines import (
+    PipelinesPolicy,
+    PipelinesResult,
+    PipelineState,
+    PoolState,
+    pipeline,
+    quota,
+)
 from controller.core.policy import Policy
 from controller.core.rollout import Output, Result, RolloutState
 from controller.core.rollout.result import cut_after
@@ -51,14 +59,21 @@ from controller.core.stats.labelled import LabelFold
 from schemas import (
     ENVELOPES,
     Command,
+    DataProfile,
     DeadLetter,
     Decision,
     Envelope,
     MonitorConfigured,
     MonitorDecision,
     MonitorDeleted,
+    PipelineDecision,
+    PipelineThrottle,
+    QuotaPoolConfigured,
+    QuotaPoolDeleted,
     Rejection,
+    ResourceUsage,
     Topic,
+    TrainingRun,
     make_event,
 )
 from schemas.base import Ident
@@ -109,20 +124,20 @@ class OutputRecord:
         return event.to_json()
 
 
-AnyOutput = Output | MonitorDecision
+AnyOutput = Output | MonitorDecision | PipelineDecision | PipelineThrottle
 
 
 def output_id(payload: AnyOutput) -> str:
     """The deterministic CloudEvents id of an output of the core."""
-    if isinstance(payload, Command):
+    if isinstance(payload, Command | PipelineThrottle):
         return payload.command_id
-    if isinstance(payload, Decision | MonitorDecision):
+    if isinstance(payload, Decision | MonitorDecision | PipelineDecision):
         return payload.decision_id
     return payload.alert_id
 
 
 def output_time(payload: AnyOutput) -> datetime:
-    return payload.issued_at if isinstance(payload, Command) else payload.at
+    return payload.issued_at if isinstance(payload, Command | PipelineThrottle) else payload.at
 
 
 def output_record(payload: AnyOutput, source: str = SOURCE) -> OutputRecord:
@@ -234,6 +249,25 @@ class MonitorEffects:
         return not self.records
 
 
+@dataclass(frozen=True)
+class PipelineEffects:
+    """What one engine call on a quota pool or a deployment's pipelines produced: the output
+    records in publishing order, and why an input was refused (None when it applied)."""
+
+    records: tuple[OutputRecord, ...] = ()
+    refusal: str | None = None
+
+
+#: The inputs of the pipelines core: pool configurations, usage, training runs, datasets.
+PIPELINE_EVENTS = (QuotaPoolConfigured, QuotaPoolDeleted, ResourceUsage, TrainingRun, DataProfile)
+
+
+def _default_pipelines() -> PipelinesPolicy:
+    from controller.policy_io import default_pipelines_policy
+
+    return default_pipelines_policy()
+
+
 def _default_monitoring() -> MonitoringPolicy:
     from controller.policy_io import default_monitoring_policy
 
@@ -255,6 +289,11 @@ class Engine:
     monitor_wakeups: dict[str, float | None] = field(default_factory=dict)
     #: Inline monitoring policies, validated once each (by their JSON).
     _policies: dict[bytes, MonitoringPolicy] = field(default_factory=dict, repr=False)
+    #: The pipelines policy: quota pools, training runs, datasets (controller/core/pipelines).
+    pipelines: PipelinesPolicy = field(default_factory=_default_pipelines)
+    #: The next check of each quota pool, and of each deployment's pipelines (by record key).
+    pool_wakeups: dict[str, float | None] = field(default_factory=dict)
+    pipeline_wakeups: dict[str, float | None] = field(default_factory=dict)
 
     @classmethod
     def from_policy_file(cls, path: Path | None, **kwargs: Any) -> Engine:
@@ -374,6 +413,134 @@ class Engine:
             if at is not None and at <= now:
                 due.append(key)
         return due
+
+    # ---- pipelines and quota pools (controller/core/pipelines) ---------------------------
+
+    def load_pool(self, raw: bytes) -> PoolState:
+        return PoolState.from_dict(orjson.loads(raw))
+
+    def dump_pool(self, state: PoolState) -> bytes:
+        return orjson.dumps(state.to_dict())
+
+    def load_pipelines(self, raw: bytes) -> dict[str, PipelineState]:
+        """A deployment's pipelines, by name (one stored value per record key)."""
+        return {k: PipelineState.from_dict(v) for k, v in orjson.loads(raw).items()}
+
+    def dump_pipelines(self, states: dict[str, PipelineState]) -> bytes:
+        return orjson.dumps({k: v.to_dict() for k, v in sorted(states.items())})
+
+    @staticmethod
+    def feeds_pool(event: Envelope[Any]) -> bool:
+        """A pool's input (keyed by the pool): its configuration, or usage that names it."""
+        data = event.data
+        if isinstance(data, QuotaPoolConfigured | QuotaPoolDeleted):
+            return True
+        return isinstance(data, ResourceUsage) and data.pool is not None
+
+    @staticmethod
+    def feeds_pipeline(event: Envelope[Any]) -> bool:
+        """A pipeline's input (keyed by its deployment): a training run, a dataset's profile,
+        usage that names a pipeline and no pool."""
+        data = event.data
+        if isinstance(data, TrainingRun | DataProfile):
+            return True
+        return isinstance(data, ResourceUsage) and data.pool is None and data.pipeline is not None
+
+    def on_pool_event(
+        self, state: PoolState | None, event: Envelope[Any], now: float
+    ) -> tuple[PoolState | None, PipelineEffects]:
+        """A pool's configuration, deletion or usage, decided at the event's own time (at most
+        `now`)."""
+        data = event.data
+        at = min(now, event.time.timestamp())
+        if isinstance(data, QuotaPoolConfigured):
+            result = quota.configure(state, data, at)
+        elif isinstance(data, QuotaPoolDeleted):
+            result = quota.delete(state, data, at)
+        elif isinstance(data, ResourceUsage) and data.pool is not None:
+            result = PipelinesResult(quota.observe(state, data, at))
+        else:
+            raise TypeError(f"not a pool's input: {event.type}")
+        return self._pool_effects(result, now)
+
+    def on_pool_tick(self, state: PoolState, now: float) -> tuple[PoolState, PipelineEffects]:
+        found, effects = self._pool_effects(quota.check(state, self.pipelines, now), now)
+        return found or state, effects
+
+    def _pool_effects(
+        self, result: PipelinesResult[PoolState], now: float
+    ) -> tuple[PoolState | None, PipelineEffects]:
+        state = result.state
+        if state is not None:
+            self.pool_wakeups[state.pool] = quota.next_check(state, self.pipelines, now)
+        records = tuple(output_record(o, self.source) for o in result.outputs)
+        return state, PipelineEffects(records, result.refusal)
+
+    def on_pipeline_event(
+        self, key: str, states: dict[str, PipelineState], event: Envelope[Any], now: float
+    ) -> PipelineEffects:
+        """A training run, a dataset's profile or a pipeline's usage, for the pipelines of the
+        record key `key` (its deployment), judged on arrival; `states` is updated in place."""
+        data = event.data
+        at = min(now, event.time.timestamp())
+        policy = self.pipelines
+        if isinstance(data, TrainingRun):
+            name = data.pipeline
+        elif isinstance(data, DataProfile):
+            name = data.pipeline or data.deployment_id
+        elif isinstance(data, ResourceUsage) and data.pipeline is not None:
+            name = data.pipeline
+        else:
+            raise TypeError(f"not a pipeline's input: {event.type}")
+        found = states.get(name)
+        if isinstance(data, TrainingRun):
+            result = pipeline.observe_run(found, data, policy, at)
+        elif isinstance(data, DataProfile):
+            result = pipeline.observe_profile(found, data, policy, at)
+        else:
+            result = PipelinesResult(pipeline.observe_usage(found, data, at))
+        if result.state is not None:
+            states[name] = result.state
+        return self._pipeline_effects(key, states, result, now)
+
+    def on_pipeline_tick(
+        self, key: str, states: dict[str, PipelineState], now: float
+    ) -> PipelineEffects:
+        """The checks of a deployment's pipelines that are due (the idle-quota rule)."""
+        outputs: list[Any] = []
+        refusal = None
+        for name in sorted(states):
+            at = pipeline.next_check(states[name], self.pipelines, now)
+            if at is None or at > now:
+                continue
+            result = pipeline.check(states[name], self.pipelines, now)
+            if result.state is not None:
+                states[name] = result.state
+            outputs += result.outputs
+            refusal = refusal or result.refusal
+        return self._pipeline_effects(key, states, PipelinesResult(None, outputs, refusal), now)
+
+    def _pipeline_effects(
+        self,
+        key: str,
+        states: dict[str, PipelineState],
+        result: PipelinesResult[PipelineState],
+        now: float,
+    ) -> PipelineEffects:
+        due = [pipeline.next_check(s, self.pipelines, now) for s in states.values()]
+        self.pipeline_wakeups[key] = min((t for t in due if t is not None), default=None)
+        records = tuple(output_record(o, self.source) for o in result.outputs)
+        return PipelineEffects(records, result.refusal)
+
+    def pools_due(self, keys: Iterable[str], now: float) -> list[str]:
+        """The pools among `keys` a tick at `now` must check (unknown ones: at once)."""
+        return [k for k in keys if (at := self.pool_wakeups.get(k, now)) is not None and at <= now]
+
+    def pipelines_due(self, keys: Iterable[str], now: float) -> list[str]:
+        """The deployments among `keys` whose pipelines a tick at `now` must check."""
+        return [
+            k for k in keys if (at := self.pipeline_wakeups.get(k, now)) is not None and at <= now
+        ]
 
     def _monitor_effects(self, result: monitor.MonitorResult, now: float) -> MonitorEffects:
         state = result.state

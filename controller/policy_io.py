@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from controller.core.monitor.policy import MonitoringPolicy
+from controller.core.pipelines.policy import PipelinesPolicy
 from controller.core.policy import Policy, PolicyError, Registry
 
 Format = Literal["yaml", "json"]
@@ -85,3 +86,15 @@ def default_monitoring_policy() -> MonitoringPolicy:
         "utf-8"
     )
     return parse_monitoring_policy(text)
+
+
+DEFAULT_PIPELINES_POLICY = "pipelines.yaml"
+
+
+def default_pipelines_policy() -> PipelinesPolicy:
+    """The pipelines policy shipped with the package (controller/policies/pipelines.yaml)."""
+    text = (resources.files("controller") / "policies" / DEFAULT_PIPELINES_POLICY).read_text(
+        "utf-8"
+    )
+    data: Any = yaml.safe_load(text)
+    return PipelinesPolicy.from_mapping(data)

@@ -34,6 +34,7 @@ import orjson
 
 import schemas as s
 from controller.core.monitor import MonitoringPolicy, MonitorState
+from controller.core.pipelines import PipelineState, PoolState
 from controller.core.policy import Policy
 from controller.core.state import RolloutState
 from controller.core.stats.labelled import LabelFold
@@ -189,6 +190,10 @@ class Runner:
     _folder: Folder = field(init=False)
     #: labels joined to their predictions (the worker's label join)
     join: LogJoin = field(default_factory=LogJoin)
+    #: quota pools (by pool) and each deployment's pipelines (by deployment id), as the
+    #: worker's tables hold them
+    pools: dict[str, PoolState] = field(default_factory=dict)
+    pipelines: dict[str, dict[str, PipelineState]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         extra: dict[str, Any] = {}
@@ -208,6 +213,15 @@ class Runner:
         self.events += 1
         key = event.key()
         data = event.data
+        if self.engine.feeds_pool(event):
+            pool, judged = self.engine.on_pool_event(self.pools.get(key), event, now)
+            if pool is not None:
+                self.pools[key] = pool
+            return published + [record.event for record in judged.records]
+        if self.engine.feeds_pipeline(event):
+            states = self.pipelines.setdefault(key, {})
+            done = self.engine.on_pipeline_event(key, states, event, now)
+            published += [record.event for record in done.records]
         if isinstance(data, s.MonitorConfigured | s.MonitorDeleted):
             if event.source == self.source and isinstance(data, s.MonitorConfigured):
                 self.skipped_own += 1  # a rollout's own: replay derives it again
@@ -313,6 +327,12 @@ class Runner:
             for model in self.engine.monitors_due(sorted(self.monitors), self.now):
                 effects = self.engine.on_monitor_tick(self.monitors[model], self.now)
                 published += self._publish_monitor(model, effects)
+            for pool in self.engine.pools_due(sorted(self.pools), self.now):
+                self.pools[pool], checked = self.engine.on_pool_tick(self.pools[pool], self.now)
+                published += [record.event for record in checked.records]
+            for key in self.engine.pipelines_due(sorted(self.pipelines), self.now):
+                done = self.engine.on_pipeline_tick(key, self.pipelines[key], self.now)
+                published += [record.event for record in done.records]
         return published
 
     def _publish(self, key: str, effects: Effects) -> list[Envelope[Any]]:

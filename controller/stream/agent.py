@@ -44,11 +44,14 @@ from controller.observability import (
 from controller.observability.messaging import Operation
 from controller.stream.deltas import LabelsDelta, decode_delta
 from controller.stream.monitors import MonitorStore
+from controller.stream.pipelines import PipelineStores
 from schemas import (
     FieldError,
     MonitorConfigured,
     MonitorDecision,
     MonitorDeleted,
+    PipelineDecision,
+    PipelineThrottle,
     Rejection,
     Topic,
     decode,
@@ -93,9 +96,15 @@ class RolloutAgent:
         deferred: bool = False,
         monitors: Table | None = None,
         heard: Callable[[], float | None] = lambda: None,
+        pools: Table | None = None,
+        pipelines: Table | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
+        #: quota pools (keyed by pool) and each deployment's pipelines (keyed by deployment)
+        self.pipelines = PipelineStores(
+            engine, pools if pools is not None else {}, pipelines if pipelines is not None else {}
+        )
         #: the models' monitors (their own table, keyed by model); a dict when none is given
         self.monitors = MonitorStore(engine, monitors if monitors is not None else {}, clock=clock)
         #: how far the inputs are known to be complete (None: up to now): the lane's reach
@@ -220,6 +229,27 @@ class RolloutAgent:
             await self.reject(topic, partition, offset, key, value, wrong)
             return
         deployment_id = result.key()
+        if self.engine.feeds_pool(result):
+            with self._process_span(
+                topic, partition, offset, deployment_id, headers, result.traceparent
+            ):
+                await self._pool_event(
+                    deployment_id, result, now, (topic, partition, offset, key, value)
+                )
+            return
+        if self.engine.feeds_pipeline(result):
+            with self._process_span(
+                topic, partition, offset, deployment_id, headers, result.traceparent
+            ):
+                states = self.pipelines.load_pipelines(deployment_id)
+                judged = self.engine.on_pipeline_event(deployment_id, states, result, now)
+                await self._publish_records(judged.records)
+                self.pipelines.keep_pipelines(deployment_id, states)
+                # a rollout of the deployment judges its runs and usage too (its guardrails)
+                rollout = self.load(deployment_id)
+                if rollout is not None:
+                    await self.commit(deployment_id, self.engine.on_event(rollout, result, now))
+            return
         if isinstance(result.data, MonitorConfigured | MonitorDeleted):
             with self._process_span(
                 topic, partition, offset, deployment_id, headers, result.traceparent
@@ -244,6 +274,28 @@ class RolloutAgent:
                 log.info("rollout.refused", deployment=deployment_id, reason=refusal)
                 refused = _refusal(refusal, result)
                 await self.reject(topic, partition, offset, key, value, refused)
+
+    async def _pool_event(
+        self,
+        pool: str,
+        event: Any,
+        now: float,
+        record: tuple[str, int, int, bytes | None, bytes | None],
+    ) -> None:
+        """A pool's configuration, deletion or usage: judged, published, stored; a refused
+        configuration goes to the dead-letter topic with why."""
+        state, done = self.engine.on_pool_event(self.pipelines.load_pool(pool), event, now)
+        await self._publish_records(done.records)
+        if state is not None:
+            self.pipelines.keep_pool(state)
+        if done.refusal:
+            log.info("pool.refused", pool=pool, reason=done.refusal)
+            await self.reject(*record, _refusal(done.refusal, event))
+
+    async def _publish_records(self, records: tuple[OutputRecord, ...]) -> None:
+        for output in records:
+            _log_output(output)
+            await self.send(output)
 
     def _unrouted(self, event_type: str, deployment_id: str, count: int = 1) -> None:
         """A report (a metric, a label, joined labels) for a deployment with no rollout:
@@ -383,7 +435,38 @@ class RolloutAgent:
                 log.exception("tick.error", deployment=deployment_id)
         self.ticked += judged
         judged += await self._check_monitors(owned, now)
+        judged += await self._check_pipelines(owned, now)
         return judged
+
+    async def _check_pipelines(self, owned: Callable[[str], bool], now: float) -> int:
+        """Check the quota pools and the pipelines of this agent's partitions that are due."""
+        stores, engine = self.pipelines, self.engine
+        checked = 0
+        for pool in engine.pools_due(stores.pool_keys(), now):
+            if not owned(pool):
+                continue
+            try:
+                found = stores.load_pool(pool)
+                if found is None:
+                    continue
+                state, done = engine.on_pool_tick(found, now)
+                await self._publish_records(done.records)
+                stores.keep_pool(state)
+                checked += 1
+            except Exception:  # one broken pool must not stop the timer for the others
+                log.exception("pool.check_error", pool=pool)
+        for key in engine.pipelines_due(stores.pipeline_keys(), now):
+            if not owned(key):
+                continue
+            try:
+                states = stores.load_pipelines(key)
+                done = engine.on_pipeline_tick(key, states, now)
+                await self._publish_records(done.records)
+                stores.keep_pipelines(key, states)
+                checked += 1
+            except Exception:
+                log.exception("pipeline.check_error", deployment=key)
+        return checked
 
     async def _check_monitors(self, owned: Callable[[str], bool], now: float) -> int:
         """Check the monitors of this agent's partitions that are due."""
@@ -504,6 +587,27 @@ def _refusal(why: str, event: Any) -> Rejection:
 
 def _log_output(record: OutputRecord) -> None:
     data = record.event.data
+    if isinstance(data, PipelineDecision):
+        log.info(
+            "pipeline.decision",
+            pool=data.pool,
+            pipeline=data.pipeline,
+            action=data.action,
+            rule=data.rule,
+            reason=data.reason,
+        )
+        return
+    if isinstance(data, PipelineThrottle):
+        log.info(
+            "pipeline.throttle",
+            pipeline=data.pipeline,
+            pool=data.pool,
+            action=data.action,
+            limit=data.limit,
+            command_id=data.command_id,
+            reason=data.reason,
+        )
+        return
     if isinstance(data, MonitorConfigured):
         log.info("monitor.configuration", model=data.model, version=data.version, by=data.by)
         return

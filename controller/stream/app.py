@@ -151,6 +151,24 @@ class RolloutWorker:
             key_type=bytes,
             value_type=bytes,
         )
+        #: quota pools, keyed by pool (their inputs are keyed by pool), and each deployment's
+        #: pipelines, keyed by deployment id (controller/stream/pipelines.py)
+        self.pool_table = self.app.Table(
+            "pools",
+            default=None,
+            partitions=settings.topic_partitions,
+            use_partitioner=True,
+            key_type=bytes,
+            value_type=bytes,
+        )
+        self.pipeline_table = self.app.Table(
+            "pipelines",
+            default=None,
+            partitions=settings.topic_partitions,
+            use_partitioner=True,
+            key_type=bytes,
+            value_type=bytes,
+        )
         raw = {
             "key_type": bytes,
             "value_type": bytes,
@@ -184,6 +202,8 @@ class RolloutWorker:
             deferred=True,
             monitors=self.monitor_table,
             heard=self._heard,
+            pools=self.pool_table,
+            pipelines=self.pipeline_table,
         )
         self.app.sensors.add(FlushBeforeCommit(self.agent))
         self.app.on_partitions_revoked.connect(self._flush_monitors)

@@ -4,6 +4,7 @@ field no codec can write fails loudly."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -57,6 +58,23 @@ def with_exact_counts(node: Any) -> Any:
     return node
 
 
+def with_profile_invalid_rates(state: dict[str, Any]) -> dict[str, Any]:
+    """The stored state with `invalid_rate` (0) after each profiled feature's `missing_rate`,
+    as a FeatureProfile now writes it."""
+    state = copy.deepcopy(state)
+    entries = []
+    for profile in (state.get("training_profile"), state["deployment"].get("training_profile")):
+        if profile:
+            entries += [*profile.get("features", []), profile.get("prediction")]
+    for entry in (e for e in entries if e):
+        items = list(entry.items())
+        at = [k for k, _ in items].index("missing_rate") + 1
+        rebuilt = dict([*items[:at], ("invalid_rate", 0.0), *items[at:]])
+        entry.clear()
+        entry.update(rebuilt)
+    return state
+
+
 def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> None:
     """Key for key, in the same order, with the same value forms; the additions are
     `alert_seq`, which the stored state predates: it loads as 0 and is written after `seq`,
@@ -65,9 +83,11 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     (`with_exact_counts`), and the alignment (no alignment for a
     rollout stored before it: `align_s` 0, nothing received or held) and the step's cuts
     (none pending, `settle_s` 0) and the router's acknowledgements (a rollout stored before
-    them does not wait for any), and the joined labels (none), written last."""
+    them does not wait for any), and the joined labels (none), written last; and in the
+    training profiles (the state's and the request's), each feature's `invalid_rate` (0, after
+    `missing_rate`)."""
     stored = stored_v1()
-    items = list(with_exact_counts(stored).items())
+    items = list(with_profile_invalid_rates(with_exact_counts(stored)).items())
     after_seq = [k for k, _ in items].index("seq") + 1
     alignment = [("align_s", 0.0), ("received", {}), ("held", {}), ("held_done", {})]
     alignment += [("cut_slot", None), ("cut_waits_for", []), ("settling", False), ("settle_s", 0.0)]

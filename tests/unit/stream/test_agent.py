@@ -412,3 +412,87 @@ def test_a_labels_deltas_monitor_twin_reaches_the_models_monitor_once() -> None:
     assert watched.labels_pending is not None and 40 == watched.labels_pending.pairs
     assert agent.load("dep-1") is None  # no rollout was touched
     assert [] == sent(publisher, Topic.DEAD_LETTER)
+
+
+# ---- quota pools and pipelines ---------------------------------------------------------------
+
+
+def pool_record(**overrides: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "pool": "gpu-pool",
+        "resource": "gpu",
+        "unit": "gpus",
+        "limit": 64.0,
+        "pipelines": (s.PoolMember(pipeline="serving"), s.PoolMember(pipeline="training")),
+        "throttle": True,
+        "by": "alice",
+    }
+    fields.update(overrides)
+    return make_event(s.QuotaPoolConfigured(**fields), time=T0).to_json()
+
+
+def usage_record(agent: RolloutAgent, pipeline: str, used: float, n: int) -> bytes:
+    usage = s.ResourceUsage(
+        deployment_id=pipeline,
+        resource="gpu",
+        used=used,
+        unit="gpus",
+        pipeline=pipeline,
+        pool="gpu-pool",
+    )
+    at = datetime.fromtimestamp(agent.clock.now, UTC)
+    return make_event(usage, time=at, id=f"use-{pipeline}-{n}").to_json()
+
+
+def test_a_pools_usage_is_judged_by_the_timer_with_no_rollout_and_keyed_per_pipeline() -> None:
+    """A pool configured by event, its pipelines' gauges on the metrics topic (keyed by the
+    pool), checked every minute: the pipeline that takes the pool near its limit is named."""
+    agent, _, publisher = make_agent()
+    run(agent.handle(DEPLOYMENTS, 0, 0, b"gpu-pool", pool_record()))
+    offset = 0
+    for minute in range(5):
+        training = 20.0 if minute < 3 else 60.0  # 60 + 2 of 64: above 95 %
+        for pipeline, used in (("serving", 2.0), ("training", training)):
+            offset += 1
+            record = usage_record(agent, pipeline, used, offset)
+            run(agent.handle(METRICS, 0, offset, b"gpu-pool", record))
+        agent.clock.now += 60
+        run(agent.tick())
+
+    stored = agent.pipelines.load_pool("gpu-pool")
+    assert stored is not None and stored.configured
+    firing = [a for a in sent(publisher, Topic.ALERTS) if a["data"]["status"] == "firing"]
+    keys = {a["data"]["dedup_key"] for a in firing}
+    assert "gpu-pool/training/quota.near_limit.critical" in keys
+    assert all(key.startswith("gpu-pool/training/") for key in keys)  # serving is not blamed
+    decisions = [d["data"] for d in sent(publisher, Topic.DECISIONS)]
+    assert {"gpu-pool"} == {d["pool"] for d in decisions}
+    assert all(d["type"].endswith("pipeline.decision.v1") for d in sent(publisher, Topic.DECISIONS))
+    assert [] == sent(publisher, Topic.DEAD_LETTER)
+    assert agent.unrouted == {}  # a pool's usage needs no rollout
+
+
+def test_training_runs_are_judged_per_pipeline_and_a_bad_pool_request_is_dead_lettered() -> None:
+    agent, _, publisher = make_agent()
+    for i in range(3):
+        run_event = s.TrainingRun(
+            deployment_id="fraud",
+            pipeline="nightly",
+            run_id=f"r{i}",
+            status="failed",
+            error="out of memory",
+        )
+        record = make_event(run_event, time=T0, id=f"run-{i}").to_json()
+        run(agent.handle(METRICS, 0, i, b"fraud", record))
+
+    states = agent.pipelines.load_pipelines("fraud")
+    assert ["nightly"] == list(states)
+    (streak,) = [a["data"] for a in sent(publisher, Topic.ALERTS)]
+    assert ("critical", "nightly/pipeline.training.failure_streak") == (
+        streak["severity"],
+        streak["dedup_key"],
+    )
+    deleted = make_event(s.QuotaPoolDeleted(pool="nobody", by="bob"), time=T0).to_json()
+    run(agent.handle(DEPLOYMENTS, 0, 9, b"nobody", deleted))
+    (letter,) = [d["data"] for d in sent(publisher, Topic.DEAD_LETTER)]
+    assert "pool nobody is not configured" in letter["reason"]
