@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "controller.commands.demo_cmd": ("demo_cmd",),
     "controller.commands.monitor_cmd": ("monitor_group",),
     "controller.commands.pool_cmd": ("pool_group",),
+    "controller.commands.capacity_cmd": ("capacity_group",),
     "controller.commands.ops": (
         "emit_cmd",
         "deploy_cmd",
