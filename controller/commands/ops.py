@@ -597,6 +597,14 @@ def _line(event: Envelope[Any]) -> str:
     kind = event.type.removeprefix("dev.rollout.").removesuffix(".v1")
     if kind == "monitor.decision":
         return f"monitor  {d.at:%H:%M:%S}  {d.model}  {d.action}  {d.reason}"
+    if kind == "pipeline.decision":
+        return f"pipeline {d.at:%H:%M:%S}  {event.key()}  {d.action}  {d.reason}"
+    if kind == "pipeline.throttle":
+        limit = f" to {d.limit:g} {d.unit}" if d.limit is not None else ""
+        return (
+            f"throttle {d.issued_at:%H:%M:%S}  {d.pipeline}  {d.action}{limit} of {d.resource} "
+            f"in {d.pool}  [{d.command_id}]"
+        )
     if kind == "decision":
         return "decision " + _decision_line(event)
     if kind == "command":

@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 
 import schemas as s
 from controller.cli import cli
+from controller.commands.ops import _line
 from controller.commands.pool_cmd import (
     PoolFlagError,
     parse_member,
@@ -281,6 +282,19 @@ def test_pipeline_decisions_and_alerts_of_pipelines_are_not_pools() -> None:
     )
 
     assert {} == read_pools(iter([s.make_event(training, source="tests")]))
+
+
+def test_watch_tells_a_pools_decisions_and_throttles_in_one_line_each() -> None:
+    _, outputs = busy_pool()
+    throttled = next(o for o in outputs if isinstance(o, s.PipelineThrottle))
+    decision = next(o for o in outputs if isinstance(o, s.PipelineDecision))
+
+    lines = [_line(s.make_event(o, source="tests")) for o in (decision, throttled)]
+
+    assert lines[0].startswith("pipeline 14:14:00  gpu-a  configured  pool gpu-a: now watched")
+    assert lines[1] == (
+        f"throttle 14:20:00  train  throttle to 5 gpus of gpu in gpu-a  [{throttled.command_id}]"
+    )
 
 
 # ---- on a real broker -----------------------------------------------------------------------
