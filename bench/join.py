@@ -6,7 +6,9 @@
 
 Fills a fresh store with `--pending` predictions (`add_predictions` in batches of `--batch`:
 32-hex-character request ids that look random, `--deployments` deployments, a baseline and a
-canary cohort, a score; event times spread over a day, in order), then joins `--labels` labels
+canary cohort, a score; event times spread over a day, in order), waits for the compactions
+the fill left (a worker writes ten million predictions in hours or days, not in a minute, and
+its compactions keep up), then joins `--labels` labels
 (`add_labels` in batches of `--batch`): a share `--miss-share` for requests never predicted
 (they wait as early labels), the rest for predictions drawn at random (some drawn twice: a
 duplicate label). Last, one sweep (`expire`) at the time when the first tenth of the day has
@@ -138,6 +140,8 @@ class Figures:
     cache_usage: int = 0
     #: table file bytes of the families read by key, after the joins
     lookup_tables: int = 0
+    #: seconds the fill's flushes and compactions ran on after the fill
+    settle_s: float = 0.0
 
 
 def _table_property(text: str | None, name: str) -> int:
@@ -170,6 +174,7 @@ def run(store: PendingStore, args: argparse.Namespace) -> Figures:
         (first, first_bytes), (last, last_bytes) = memtables[0], memtables[-1]
         figures.memtable_bytes = (last_bytes - first_bytes) / (last - first)
     store.flush()
+    figures.settle_s = settle(store)
     figures.disk_after_fill = store.disk_bytes()
     for family in (PENDING_CF, EXPIRY_CF):
         properties = store.property("rocksdb.aggregated-table-properties", family)
@@ -214,6 +219,24 @@ def run(store: PendingStore, args: argparse.Namespace) -> Figures:
     return figures
 
 
+def settle(store: PendingStore, limit_s: float = 1800.0) -> float:
+    """Wait until RocksDB runs and plans no compaction (the fill wrote in a minute or two what
+    a worker writes in days: its backlog of compactions is the fill's, not the joins'); the
+    seconds waited."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        busy = any(
+            (store.property_int("rocksdb.num-running-compactions", family) or 0)
+            + (store.property_int("rocksdb.compaction-pending", family) or 0)
+            + (store.property_int("rocksdb.num-running-flushes", family) or 0)
+            for family in (PENDING_CF, EXPIRY_CF, JOINED_CF, EARLY_CF)
+        )
+        if not busy:
+            break
+        time.sleep(0.5)
+    return time.perf_counter() - started
+
+
 def _is_miss(number: int, share: float) -> bool:
     """Label `number` is for a request never predicted: `share` of the labels, evenly spread."""
     return int((number + 1) * share) > int(number * share)
@@ -247,6 +270,7 @@ def report(
         "| figure | value |",
         "|---|---|",
         f"| predictions written per second | {_rate(args.pending, f.write_s)} |",
+        f"| compactions after the fill, waited for before the joins | {f.settle_s:.0f} s |",
         f"| labels joined per second | {_rate(labels, f.join_s)} |",
         f"| labels joined per CPU-second of the calling thread | {_rate(labels, f.join_cpu_s)} |",
         f"| labels: joined / duplicate / waiting | {f.joined:,} / {f.duplicate:,} / "
