@@ -125,7 +125,10 @@ class _Answers:
         if topic == self.decisions and event.key() in (
             getattr(data, "deployment_id", None),
             getattr(data, "model", None) if isinstance(data, MonitorDecision) else None,
-            data.pool if isinstance(data, PipelineDecision) else None,
+            # a pool's answer is its configuration or deletion (not the alerts it resolves)
+            data.pool
+            if isinstance(data, PipelineDecision) and data.action in ("configured", "deleted")
+            else None,
         ):
             return ("decision", data)
         if topic == self.letters and data.reason.startswith("refused: "):

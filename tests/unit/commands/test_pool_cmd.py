@@ -347,8 +347,9 @@ def test_pool_set_sends_the_contract_keyed_by_the_pool(settings: Settings) -> No
 
 
 def answer_like_the_worker(settings: Settings, pool: str, stop: threading.Event) -> None:
-    """Stand in for the worker: the pool's configuration, judged by the quota core, answered
-    with its decision on the decisions topic."""
+    """Stand in for the worker: the pool's configuration, or its deletion (of the busy pool,
+    whose alerts resolve first), judged by the quota core and answered with its outputs on
+    the decisions and alerts topics."""
     consumer = KafkaConsumer(group_id=None, **settings.kafka_client_options())
     topic = topic_name(settings, s.Topic.DEPLOYMENTS)
     try:
@@ -363,6 +364,12 @@ def answer_like_the_worker(settings: Settings, pool: str, stop: threading.Event)
                     data = event.data
                     if isinstance(data, s.QuotaPoolConfigured) and data.pool == pool:
                         result = quota.configure(None, data, time.time())
+                        emit(settings, envelopes(result.outputs))
+                        return
+                    if isinstance(data, s.QuotaPoolDeleted) and data.pool == pool:
+                        state, _ = busy_pool()
+                        state.pool = pool
+                        result = quota.delete(state, data, time.time())
                         emit(settings, envelopes(result.outputs))
                         return
     finally:
@@ -390,6 +397,29 @@ def test_pool_set_waits_for_the_pools_decision(settings: Settings) -> None:
     assert lines[1] == (
         "decision: configured: pool answered-pool: now watched by ann: 512 1 of cpu shared by "
         "the pipelines that report to it: batch jobs"
+    )
+
+
+@pytest.mark.kafka
+def test_pool_delete_is_answered_by_the_deletion_not_the_alerts_it_resolves(
+    settings: Settings,
+) -> None:
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=answer_like_the_worker, args=(settings, "deleted-pool", stop), daemon=True
+    )
+    worker.start()
+    args = ["pool", "delete", "deleted-pool", "--by", "ann", "--wait", "30"]
+    try:
+        result = CliRunner().invoke(cli, args, env=env_of(settings))
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+
+    assert 0 == result.exit_code, result.output
+    assert (
+        "decision: deleted: pool deleted-pool: no longer watched, by ann"
+        == (result.output.splitlines()[-1])
     )
 
 
