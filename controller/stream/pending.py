@@ -68,7 +68,7 @@ Memory. The process's own memory is bounded by the settings and by the predictio
 LRU block cache of `block_cache_mb` shared by the column families (data blocks); memtables of
 `write_buffer_mb`, at most two per column family and at most 2 x `write_buffer_mb` in all
 (`db_write_buffer_size`); and each table file's index and bloom filter (10 bits a key, whole
-keys), held by its reader outside the cache: about 3.2 bytes per prediction held (32 MB at ten
+keys), held by its reader outside the cache: about 3.1 bytes per prediction held (31 MB at ten
 million). The WAL is bounded (4 x `write_buffer_mb`; beyond, the column families that hold old
 logs are flushed). The table files are read through a memory map (`mmap_reads`, on by
 default): the pages of them that lookups touch count in the process's RSS, but they are the
