@@ -142,6 +142,15 @@ _ROLLOUT_ONLY = ("rate", "plan_name", "onset_s", "canary_batch_s", "open_loop_s"
     "traffic for days, under SCENARIO: " + ", ".join(PRODUCTION_SCENARIOS) + ".",
 )
 @click.option(
+    "--pipelines",
+    "pipelines_name",
+    default=None,
+    metavar="SCENARIO",
+    help="A shared GPU pool and its serving, training and data pipelines instead of a rollout "
+    "(controller.dev.pipelines_sim), 8 hours, the change 4 hours in: healthy, runaway, "
+    "slow_leak, slow_training, foreign_test_set.",
+)
+@click.option(
     "--days",
     type=click.FloatRange(min=0.0, min_open=True),
     default=None,
@@ -229,6 +238,7 @@ def simulate_cmd(
     ctx: click.Context,
     scenario_name: str | None,
     production_name: str | None,
+    pipelines_name: str | None,
     days: float | None,
     seed: int | None,
     rate: float,
@@ -255,11 +265,14 @@ def simulate_cmd(
     each second in one batch, for --days days (families: independent, errors_in_runs, bursts,
     heavy_tails).
     """
-    if (scenario_name is None) == (production_name is None):
+    if sum(n is not None for n in (scenario_name, production_name, pipelines_name)) != 1:
         raise click.UsageError(
-            "give either --scenario NAME (a rollout's log) or --production NAME (a model in "
-            "production)"
+            "give one of --scenario NAME (a rollout's log), --production NAME (a model in "
+            "production) or --pipelines NAME (a quota pool and its pipelines)"
         )
+    if pipelines_name is not None:
+        _simulate_pipelines(pipelines_name, 1 if seed is None else seed, days, out_path)
+        return
     if production_name is not None:
         _simulate_production(
             ctx,
@@ -333,6 +346,40 @@ def simulate_cmd(
     click.echo(f"{o.deployment_id}: {o.records} records, {ended}{timing}", err=True)
     if o.terminal_reason:
         click.echo(f"  reason: {o.terminal_reason}", err=True)
+
+
+def _simulate_pipelines(name: str, seed: int, days: float | None, out_path: str) -> None:
+    """`rollout simulate --pipelines NAME`: a pool's and its pipelines' log, replayed for the
+    summary (the alerts it raises, on stderr)."""
+    import schemas as s
+    from controller.dev.pipelines_sim import UnknownPipelineScenario, generate
+    from controller.policy_io import default_policy
+    from controller.replay.replay import replay
+
+    hours = 8.0 if days is None else 24.0 * days
+    try:
+        events = list(generate(name, seed=seed, hours=hours))
+    except UnknownPipelineScenario as exc:
+        raise click.UsageError(str(exc)) from None
+    with click.open_file(out_path, "wb") as stream:
+        count = write_log(events, stream)
+    fired: list[str] = []
+    start = events[0].time.timestamp()
+
+    def seen(envelope: s.Envelope[Any]) -> None:
+        data = envelope.data
+        if isinstance(data, s.Alert) and data.status == "firing":
+            minutes = (envelope.time.timestamp() - start) / 60
+            fired.append(f"  +{minutes:.0f} min {data.severity.value} {data.dedup_key}")
+        elif isinstance(data, s.PipelineThrottle):
+            minutes = (envelope.time.timestamp() - start) / 60
+            fired.append(f"  +{minutes:.0f} min throttle {data.pipeline} to {data.limit:g}")
+
+    replay([e.to_json() for e in events], default_policy(), emit=seen)
+    click.echo(f"{count} records, {hours:g} h of {name} (seed {seed})", err=True)
+    click.echo("alerts and throttles replayed from it:" if fired else "no alert", err=True)
+    for line in fired:
+        click.echo(line, err=True)
 
 
 def _simulate_production(
