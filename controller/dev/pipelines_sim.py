@@ -31,6 +31,7 @@ import math
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,9 @@ def _at(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
-def _profile(x: np.ndarray, y: np.ndarray, names: list[str], classes: list[str]) -> tuple:
+def _profile(
+    x: np.ndarray, y: np.ndarray, names: list[str], classes: list[str]
+) -> tuple[tuple[s.FeatureProfile, ...], s.FeatureProfile]:
     from controller.dev.realdata import numeric_profile
 
     features = tuple(
@@ -74,7 +77,7 @@ def _profile(x: np.ndarray, y: np.ndarray, names: list[str], classes: list[str])
     return features, label
 
 
-def _profiles(rng: random.Random, foreign: bool, t: float, k: int) -> list[s.Envelope]:
+def _profiles(rng: random.Random, foreign: bool, t: float, k: int) -> list[s.Envelope[Any]]:
     from sklearn.datasets import load_wine
 
     data = load_wine()
@@ -92,7 +95,7 @@ def _profiles(rng: random.Random, foreign: bool, t: float, k: int) -> list[s.Env
         profile = s.DataProfile(
             deployment_id=DEPLOYMENT,
             dataset=f"wine-{split}-{k}",
-            split=split,  # type: ignore[arg-type]
+            split=split,
             row_count=len(rows),
             features=features,
             label=label,
@@ -102,7 +105,7 @@ def _profiles(rng: random.Random, foreign: bool, t: float, k: int) -> list[s.Env
     return events
 
 
-def generate(name: str, seed: int = 1, hours: float = 8.0) -> Iterator[s.Envelope]:
+def generate(name: str, seed: int = 1, hours: float = 8.0) -> Iterator[s.Envelope[Any]]:
     """The scenario's log (see the module docstring)."""
     if name not in SCENARIOS:
         raise UnknownPipelineScenario(
@@ -111,10 +114,10 @@ def generate(name: str, seed: int = 1, hours: float = 8.0) -> Iterator[s.Envelop
     rng = random.Random(f"{name}:{seed}")
     start = T0 + 3600.0 * (seed % 1000)
     onset = start + ONSET_H * 3600.0
-    events: list[tuple[float, int, s.Envelope]] = []
+    events: list[tuple[float, int, s.Envelope[Any]]] = []
     n = 0
 
-    def add(t: float, event: s.Envelope) -> None:
+    def add(t: float, event: s.Envelope[Any]) -> None:
         nonlocal n
         n += 1
         events.append((t, n, event))
@@ -151,7 +154,7 @@ def generate(name: str, seed: int = 1, hours: float = 8.0) -> Iterator[s.Envelop
                 deployment_id=DEPLOYMENT,
                 pipeline="training",
                 run_id=run_id,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 duration_s=duration if status == "succeeded" else None,
             )
             add(at, s.make_event(run, source="sim-trainer", time=_at(at), id=f"{run_id}-{status}"))
