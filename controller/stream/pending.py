@@ -343,7 +343,7 @@ class ExpiryReport:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Stored(msgspec.Struct, array_like=True, frozen=True):
+class _Stored(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """A pending prediction's value (a msgpack array), written once: a join does not rewrite
     it, it writes a mark in `joined`."""
 
@@ -354,7 +354,7 @@ class _Stored(msgspec.Struct, array_like=True, frozen=True):
     prediction: float | str | dict[str, float]
 
 
-class _Early(msgspec.Struct, array_like=True, frozen=True):
+class _Early(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """An early label's value."""
 
     label: float | str
@@ -464,23 +464,23 @@ def _check_label_item(item: Label) -> tuple[LabelValue, float]:
 _label_fields = operator.attrgetter(
     "deployment_id", "request_id", "label", "event_time", "topic_partition", "offset"
 )
-#: A label, checked: (pending key, deployment id, request id, label, event time,
-#: topic-partition, offset).
-_LabelRow = tuple[bytes, str, str, LabelValue, float, str, int]
 
 
-def _label_rows(items: list[Label]) -> list[_LabelRow]:
-    """The labels with their pending keys, checked: the common case (str ids, a float time and
-    label, an int offset) by exact types inline, anything else by `_check_label_item` (which
-    normalizes it, or says what is wrong)."""
-    rows: list[_LabelRow] = []
-    append = rows.append
+def _label_keys(items: list[Label]) -> tuple[list[bytes], list[Label]]:
+    """The labels' pending keys, and the labels checked: the common case (a `Label` with str
+    ids, a float time and label, an int offset) by exact types inline and kept as it is,
+    anything else by `_check_label_item` (which normalizes it into a new `Label`, or says what
+    is wrong). No container per label is kept (see `add_labels`)."""
+    keys: list[bytes] = []
+    append = keys.append
     prefixes: dict[str, bytes] = {}  # deployment id -> its key prefix, for this call
-    for item, (deployment, request, value, time, partition, offset) in zip(
-        items, map(_label_fields, items), strict=True
+    copied = False
+    for number, (item, (deployment, request, value, time, partition, offset)) in enumerate(
+        zip(items, map(_label_fields, items), strict=True)
     ):
         if not (
-            type(deployment) is str
+            type(item) is Label
+            and type(deployment) is str
             and deployment
             and type(request) is str
             and request
@@ -493,11 +493,14 @@ def _label_rows(items: list[Label]) -> list[_LabelRow]:
             and (type(value) is str or (type(value) is float and value - value == 0.0))
         ):
             value, time = _check_label_item(item)
+            if not copied:
+                items, copied = list(items), True
+            items[number] = Label(deployment, request, value, time, partition, offset)
         prefix = prefixes.get(deployment)
         if prefix is None:
             prefix = prefixes[deployment] = _pending_key(deployment, "")
-        append((prefix + request.encode(), deployment, request, value, time, partition, offset))
-    return rows
+        append(prefix + request.encode())
+    return keys, items
 
 
 def _check_offsets(offsets: Mapping[str, int]) -> None:
@@ -752,24 +755,29 @@ class PendingStore:
         the pending keys, one of the join marks of the hits, one of the early labels for the
         misses, one WriteBatch (with `offsets`)."""
         h = self._open()
-        rows = _label_rows(labels if type(labels) is list else list(labels))
+        keys, items = _label_keys(labels if type(labels) is list else list(labels))
         if offsets:
             _check_offsets(offsets)
-        unique = list(dict.fromkeys([row[0] for row in rows]))
-        # key -> [the prediction, its join mark's key, the mark: (topic-partition, offset)]
-        found: dict[bytes, list[Any]] = {}
+        unique = list(dict.fromkeys(keys))
+        # Held in flat dicts of untracked values (bytes, scalar msgspec structs), not in a
+        # container per label: containers that outlive the call's young collections are
+        # promoted and make the cyclic GC traverse the whole heap (a third of the Python time)
+        found: dict[bytes, _Stored] = {}  # key -> the prediction
+        mark_keys: dict[bytes, bytes] = {}  # key -> its join mark's key
         misses: list[bytes] = []
         for key, raw in zip(unique, _multi_get(h.pending, unique), strict=True):
             if raw is None:
                 misses.append(key)
             else:
-                stored = _decode_stored(raw)  # _index_key, inline (as _mark below)
-                found[key] = [stored, b"p" + int(stored.event_time).to_bytes(8, "big") + key, None]
-        hits = list(found.values())
-        marks = _multi_get(h.joined, [hit[1] for hit in hits])
-        for hit, mark in zip(hits, marks, strict=True):
+                held = found[key] = _decode_stored(raw)  # _index_key, inline (as _mark below)
+                mark_keys[key] = b"p" + int(held.event_time).to_bytes(8, "big") + key
+        # key -> its join mark as stored (offset, 8 bytes big-endian, and topic-partition):
+        # a label's own mark is equal to it exactly when it is the joining label
+        marked: dict[bytes, bytes] = {}
+        hits = list(mark_keys)
+        for key, mark in zip(hits, _multi_get(h.joined, list(mark_keys.values())), strict=True):
             if mark is not None:
-                hit[2] = _read_mark(mark)
+                marked[key] = mark
         early: dict[bytes, _Early | None] = {
             key: None if raw is None else _decode_early(raw)
             for key, raw in zip(misses, _multi_get(h.early, misses), strict=True)
@@ -779,22 +787,24 @@ class PendingStore:
         counts: dict[str, list[int]] = {}  # deployment -> [joined, duplicate, waiting]
         pairs: list[JoinedPair] = []
         append = pairs.append
-        new_marks: list[tuple[bytes, bytes]] = []
-        for key, deployment, request, label, time, partition, offset in rows:
+        new_marks: dict[bytes, bytes] = {}  # mark key -> mark, written in key order below
+        get_found, get_marked = found.get, marked.get
+        for key, (deployment, request, label, time, partition, offset) in zip(
+            keys, map(_label_fields, items), strict=True
+        ):
             count = counts.get(deployment)
             if count is None:
                 count = counts[deployment] = [0, 0, 0]
-            entry = found.get(key)
-            if entry is not None:
-                mark = entry[2]
+            stored = get_found(key)
+            if stored is not None:
+                own = offset.to_bytes(8, "big") + partition.encode()
+                mark = get_marked(key)
                 if mark is None:
-                    entry[2] = (partition, offset)
-                    new_marks.append((entry[1], offset.to_bytes(8, "big") + partition.encode()))
-                elif mark[1] != offset or mark[0] != partition:
+                    marked[key] = new_marks[mark_keys[key]] = own
+                elif mark != own:
                     count[1] += 1
                     continue
                 count[0] += 1
-                stored = entry[0]
                 append(
                     JoinedPair(
                         deployment,
@@ -823,9 +833,8 @@ class PendingStore:
             else:
                 count[1] += 1
         # in key order: each insert into the memtable's skiplist starts where the last ended
-        new_marks.sort()
-        for mark_key, mark in new_marks:
-            put(mark_key, mark, joined_cf)
+        for mark_key in sorted(new_marks):
+            put(mark_key, new_marks[mark_key], joined_cf)
         self._put_offsets(h, batch, offsets)
         self._write(h, batch)
         return LabelOutcome(
