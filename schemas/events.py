@@ -228,12 +228,30 @@ class TrainingProfile(Contract):
     prediction: FeatureProfile | None = None
 
 
+class ServingCapacity(Contract):
+    """What the serving pool must carry for the candidate: each traffic step is held until the
+    pool's free capacity (its `resource.usage` events with a limit: cpu, gpu, memory_gb) holds
+    the canary's extra replicas (controller.core.pipelines.capacity.guard_step)."""
+
+    #: the peak queries per second the deployment serves (canary and baseline together)
+    predicted_qps: Annotated[float, Strict(), Field(gt=0)]
+    #: what one replica serves within its latency objective
+    replica_qps: Annotated[float, Strict(), Field(gt=0)]
+    cpu: NonNegative = 0.0
+    gpu: NonNegative = 0.0
+    memory_gb: NonNegative = 0.0
+    #: the share of a replica's throughput planned for
+    utilisation: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.7
+
+
 class RolloutPlan(Contract):
     steps: tuple[TrafficStep, ...] = Field(min_length=1, max_length=100)
     approval_to_start: Bool = False
     deadline_s: Annotated[float, Strict(), Field(gt=0)] | None = None
     guardrails: tuple[GuardrailRule, ...] = ()
     policy: Name | None = None
+    #: hold a step the serving pool cannot carry (None: not judged)
+    capacity: ServingCapacity | None = None
 
     @model_validator(mode="after")
     def _ascending(self) -> RolloutPlan:

@@ -240,6 +240,9 @@ class RolloutState:
     label_strata: list[list[int]] = field(default_factory=list)
     label_seen: dict[str, float] = field(default_factory=dict)
     labels_unplaced: int = 0
+    #: The serving pool's free capacity by resource (cpu, gpu, memory_gb: the limit less the
+    #: use of the deployment's last `resource.usage` of each), for the plan's capacity guard.
+    free_capacity: dict[str, float] = field(default_factory=dict)
     # ---- derived, not part of the value (rebuilt on demand) ----
     _seen: set[str] | None = field(default=None, repr=False)
     _seen_data: set[str] | None = field(default=None, repr=False)

@@ -170,12 +170,18 @@ def _warning_alert(
     )
 
 
+#: The resources a plan's capacity guard reads from usage events (their free share).
+CAPACITY_RESOURCES = ("cpu", "gpu", "memory_gb")
+
+
 def on_resource(
     state: RolloutState, event: ResourceUsage, policy: Policy, now: float, out: Collector
 ) -> None:
     if event.limit is None:
         out.note(f"resource {event.resource!r} has no limit: nothing to judge")
         return
+    if event.resource in CAPACITY_RESOURCES and event.pipeline in (None, "serving"):
+        state.free_capacity[event.resource] = max(event.limit - event.used, 0.0)
     settings = policy.alerts
     share = event.used / event.limit
     key = dedup_key(state, f"resource.{event.resource}")

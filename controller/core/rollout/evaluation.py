@@ -17,8 +17,9 @@ next step, an approval gate, or promotion).
 from __future__ import annotations
 
 from controller.core.phases import Phase
+from controller.core.pipelines.capacity import CapacityInputs, ReplicaSize, guard_step
 from controller.core.policy import DeadlineAction, Policy, PolicyError
-from controller.core.rollout.alerts import router_alert, rule_alerts
+from controller.core.rollout.alerts import dedup_key, raise_alert, router_alert, rule_alerts
 from controller.core.rollout.alignment import checkpoint, held_requests
 from controller.core.rollout.assessment import INPUTS_BEHIND_S, Assessment, assess, gates, judge
 from controller.core.rollout.result import Collector, Result
@@ -32,6 +33,7 @@ from controller.core.rollout.transitions import (
     transition,
 )
 from controller.core.state import RolloutState
+from schemas import Severity
 
 
 def evaluate_into(state: RolloutState, policy: Policy, now: float, out: Collector) -> Result:
@@ -58,7 +60,7 @@ def evaluate_into(state: RolloutState, policy: Policy, now: float, out: Collecto
     if deadline(state, policy, now, out, assessment):
         return out.result(state)
     if assessment.may_advance():
-        advance(state, now, out, assessment)
+        advance(state, policy, now, out, assessment)
     return out.result(state)
 
 
@@ -157,8 +159,71 @@ def deadline(
     return True
 
 
-def advance(state: RolloutState, now: float, out: Collector, assessment: Assessment) -> None:
-    """The step passed its gates: start the next step, wait at its approval gate, or promote."""
+def capacity_hold(
+    state: RolloutState, policy: Policy, now: float, out: Collector, nxt: int
+) -> str | None:
+    """The plan's capacity guard for the step to `nxt`: why it is held (a firing `capacity`
+    alert says what is missing, resolved once the step fits), or None when it may start. A
+    pool whose free capacity is not known (no `resource.usage` with a limit yet) does not
+    hold it: the decision says the step was not judged."""
+    wanted = state.deployment.plan.capacity
+    if wanted is None:
+        return None
+    inputs = CapacityInputs(
+        predicted_qps=wanted.predicted_qps,
+        replica=ReplicaSize(cpu=wanted.cpu, gpu=wanted.gpu, memory_gb=wanted.memory_gb),
+        per_replica_qps=wanted.replica_qps,
+        target_utilisation=wanted.utilisation,
+    )
+    to = state.steps[nxt].canary_percent
+    guard = guard_step(inputs, state.canary_percent, to, state.free_capacity)
+    key = dedup_key(state, "capacity")
+    evidence = {
+        **dict(guard.evidence),
+        "needed": dict(guard.needed),
+        "free": dict(guard.free),
+        "missing": dict(guard.missing),
+    }
+    label = step_label(state, nxt)
+    if guard.outcome == "hold":
+        if key not in state.firing:
+            raise_alert(
+                state,
+                out,
+                now,
+                policy,
+                status="firing",
+                severity=Severity.WARNING,
+                kind="capacity",
+                key=key,
+                rule="capacity",
+                summary=f"{label} held: {guard.reason}",
+                evidence=evidence,
+            )
+        out.note(f"{label} held: {guard.reason}")
+        return guard.reason
+    if key in state.firing:
+        raise_alert(
+            state,
+            out,
+            now,
+            policy,
+            status="resolved",
+            severity=Severity.WARNING,
+            kind="capacity",
+            key=key,
+            rule="capacity",
+            summary=f"{label} fits now: {guard.reason}",
+            evidence=evidence,
+        )
+    return None
+
+
+def advance(
+    state: RolloutState, policy: Policy, now: float, out: Collector, assessment: Assessment
+) -> None:
+    """The step passed its gates: start the next step (unless the serving pool cannot carry
+    it: `capacity_hold`), wait at its approval gate, or promote."""
     g = assessment.gates
     if g is None:  # may_advance() implies gates; kept explicit for the type checker
         return
@@ -211,6 +276,10 @@ def advance(state: RolloutState, now: float, out: Collector, assessment: Assessm
         if nxt in state.approvals:  # approved before it was reached: opens at once
             open_gate(state, out, now)
         return
+    if capacity_hold(state, policy, now, out, nxt) is not None:
+        return
+    if state.deployment.plan.capacity is not None:
+        evidence["capacity_free"] = dict(state.free_capacity)
     start_step(
         state,
         nxt,

@@ -1109,3 +1109,44 @@ def test_checkpoints_fix_slow_thresholds_for_the_latency_rules_on_the_whole_roll
     assert [[], [], [0.5, 0.9], [0.5, 0.9], [0.5, 0.9]] == [
         [s.quantile for s in c.slow] for c in rollout.state.checkpoints
     ]
+
+
+# ---- the plan's capacity guard --------------------------------------------------------------
+
+
+def test_a_step_the_serving_pool_cannot_carry_holds_with_an_alert_until_it_fits() -> None:
+    """1,000 queries a second at 50 per replica (70 % planned): 10 % of it needs 3 canary
+    replicas, 50 % needs 15, so the step to 50 % wants 12 more of 1 GPU each."""
+    capacity = s.ServingCapacity(predicted_qps=1000.0, replica_qps=50.0, gpu=1.0)
+    rollout = Rollout(deployment(capacity=capacity))
+
+    def free_gpus(free: float) -> None:
+        rollout.send(
+            s.ResourceUsage(deployment_id="dep-1", resource="gpu", used=64 - free, limit=64)
+        )
+
+    free_gpus(5.0)
+    rollout.serve(30)  # the first step's gates are long met
+
+    assert [("set_traffic", 10.0)] == rollout.actions()
+    (held,) = [a for a in rollout.alerts if a.kind == "capacity"]
+    assert ("firing", "dep-1/capacity") == (held.status, held.dedup_key)
+    assert "step 1 (50%) held: the step to 50 % needs 12 more canary replicas" in held.summary
+    assert held.evidence["missing"] == {"gpu": 7.0}
+
+    free_gpus(20.0)
+    rollout.serve_until("promoted")
+
+    assert [("set_traffic", 10.0), ("set_traffic", 50.0)] == rollout.actions()[:2]
+    statuses = [(a.status, a.dedup_key) for a in rollout.alerts if a.kind == "capacity"]
+    assert [("firing", "dep-1/capacity"), ("resolved", "dep-1/capacity")] == statuses[:2]
+    started = next(d for d in rollout.decisions if d.canary_percent == 50.0)
+    assert started.evidence["capacity_free"] == {"gpu": 20.0}
+
+
+def test_a_plan_without_capacity_or_a_pool_of_unknown_size_is_not_held() -> None:
+    capacity = s.ServingCapacity(predicted_qps=1000.0, replica_qps=50.0, gpu=1.0)
+    for request in (deployment(), deployment(capacity=capacity)):
+        rollout = Rollout(request)
+        rollout.serve_until("promoted")
+        assert [] == [a for a in rollout.alerts if a.kind == "capacity"]

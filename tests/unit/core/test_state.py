@@ -72,6 +72,7 @@ def with_profile_invalid_rates(state: dict[str, Any]) -> dict[str, Any]:
         rebuilt = dict([*items[:at], ("invalid_rate", 0.0), *items[at:]])
         entry.clear()
         entry.update(rebuilt)
+    state["deployment"]["plan"]["capacity"] = None  # the plan's capacity guard: none
     return state
 
 
@@ -85,7 +86,7 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     (none pending, `settle_s` 0) and the router's acknowledgements (a rollout stored before
     them does not wait for any), and the joined labels (none), written last; and in the
     training profiles (the state's and the request's), each feature's `invalid_rate` (0, after
-    `missing_rate`)."""
+    `missing_rate`); the plan's `capacity` (none); the serving pool's free capacity (none)."""
     stored = stored_v1()
     items = list(with_profile_invalid_rates(with_exact_counts(stored)).items())
     after_seq = [k for k, _ in items].index("seq") + 1
@@ -95,7 +96,7 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     acks += [("step_command", None), ("resends", 0)]
     alignment += acks
     alignment += [("labelled", {}), ("share_spans", []), ("label_strata", [])]
-    alignment += [("label_seen", {}), ("labels_unplaced", 0)]
+    alignment += [("label_seen", {}), ("labels_unplaced", 0), ("free_capacity", {})]
     after_approvals = [k for k, _ in items].index("approvals") + 1
     items.insert(after_approvals, ("approval_reasons", {}))
     expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:], *alignment])
@@ -178,6 +179,7 @@ def every_field_set() -> RolloutState:
     state.label_strata = [[1, 1, 0, 0]]
     state.label_seen = {"canary": 1795000021.0}
     state.labels_unplaced = 4
+    state.free_capacity = {"gpu": 6.0}
     return state
 
 
