@@ -262,6 +262,10 @@ def advance(
             verdicts=verdicts,
         )
         return
+    if capacity_hold(state, policy, now, out, nxt) is not None:
+        return  # a gated step too: no approval is asked for a step the pool cannot carry
+    if state.deployment.plan.capacity is not None:
+        evidence["capacity_free"] = dict(state.free_capacity)
     if state.steps[nxt].requires_approval:
         state.gate = nxt
         transition(
@@ -276,10 +280,6 @@ def advance(
         if nxt in state.approvals:  # approved before it was reached: opens at once
             open_gate(state, out, now)
         return
-    if capacity_hold(state, policy, now, out, nxt) is not None:
-        return
-    if state.deployment.plan.capacity is not None:
-        evidence["capacity_free"] = dict(state.free_capacity)
     start_step(
         state,
         nxt,

@@ -1150,3 +1150,24 @@ def test_a_plan_without_capacity_or_a_pool_of_unknown_size_is_not_held() -> None
         rollout = Rollout(request)
         rollout.serve_until("promoted")
         assert [] == [a for a in rollout.alerts if a.kind == "capacity"]
+
+
+def test_no_approval_is_asked_for_a_step_the_serving_pool_cannot_carry() -> None:
+    capacity = s.ServingCapacity(predicted_qps=1000.0, replica_qps=50.0, gpu=1.0)
+    steps = (
+        s.TrafficStep(canary_percent=10, min_bake_s=10, min_samples=50),
+        s.TrafficStep(canary_percent=50, min_bake_s=10, min_samples=50, requires_approval=True),
+        s.TrafficStep(canary_percent=100, min_bake_s=0, min_samples=0),
+    )
+    rollout = Rollout(deployment(capacity=capacity, steps=steps))
+    rollout.send(s.ResourceUsage(deployment_id="dep-1", resource="gpu", used=60, limit=64))
+    rollout.serve(30)
+
+    assert "progressing" == rollout.state.phase.value  # not awaiting approval
+    assert ["firing"] == [a.status for a in rollout.alerts if a.kind == "capacity"]
+
+    rollout.send(s.ResourceUsage(deployment_id="dep-1", resource="gpu", used=40, limit=64))
+    rollout.serve(5)
+
+    assert "awaiting_approval" == rollout.state.phase.value
+    assert ["firing", "resolved"] == [a.status for a in rollout.alerts if a.kind == "capacity"]
