@@ -697,22 +697,37 @@ def _outage(
     now: float,
     heard: float | None,
 ) -> list[Observation]:
-    rate = state.rate
+    served = float(w.requests - w.errors)
+    return _against_rate(rule, "", served, state.rate, state, start, now, heard)
+
+
+def _against_rate(
+    rule: MonitorRule,
+    key: str,
+    count: float,
+    rate: RateModel,
+    state: MonitorState,
+    start: float,
+    now: float,
+    heard: float | None,
+) -> list[Observation]:
+    """A Poisson key: `count` since the rate model's last judgement against the rate it
+    expects (recent, and by hour of the day), alternative `drop_to` of it; the model learns
+    the count except while the key fires."""
     begin = rate.judged_to if rate.judged_to is not None else start
     rate.judged_to = now
-    served = float(w.requests - w.errors)
     dt = now - begin
     if dt <= 0 or (heard is not None and heard < now):
         return []  # the inputs are behind: this span is judged neither silent nor served
-    expected_rate = _expected_rate(state.rate, now)
-    cusum = state.cusums.get(rule.name)
-    # learned except while an outage is declared: learning only at a statistic of 0 would
+    expected_rate = _expected_rate(rate, now)
+    cusum = state.cusums.get(f"{rule.name}/{key}" if key else rule.name)
+    # learned except while a drop is declared: learning only at a statistic of 0 would
     # learn from the busy seconds of bursty traffic alone, and expect too much at night
     if cusum is None or not cusum.firing:
-        _update_rate(state.rate, float(rule.param("half_life_s")), served, dt, now)
+        _update_rate(rate, float(rule.param("half_life_s")), count, dt, now)
     if expected_rate is None or expected_rate < float(rule.param("min_expected_per_s")):
         return []
-    return [("", "poisson", [served, expected_rate * dt, float(rule.param("drop_to"))])]
+    return [(key, "poisson", [count, expected_rate * dt, float(rule.param("drop_to"))])]
 
 
 def _expected_rate(rate: RateModel, now: float) -> float | None:
@@ -1350,20 +1365,8 @@ def _label_stall(
     heard: float | None,
 ) -> list[Observation]:
     """The rate of labelled pairs against the learned one (as the outage rule's requests)."""
-    rate = lref.rate
-    begin = rate.judged_to if rate.judged_to is not None else start
-    rate.judged_to = now
     pairs = float(w.pairs) if w is not None else 0.0
-    dt = now - begin
-    if dt <= 0 or (heard is not None and heard < now):
-        return []
-    expected = _expected_rate(rate, now)
-    cusum = state.cusums.get(f"{rule.name}/stalled")
-    if cusum is None or not cusum.firing:
-        _update_rate(rate, float(rule.param("half_life_s")), pairs, dt, now)
-    if expected is None or expected < float(rule.param("min_expected_per_s")):
-        return []
-    return [("stalled", "poisson", [pairs, expected * dt, float(rule.param("drop_to"))])]
+    return _against_rate(rule, "stalled", pairs, lref.rate, state, start, now, heard)
 
 
 def _describe_labelled(
