@@ -237,7 +237,7 @@ class MonitoringPolicy:
         try:
             model = _PolicyModel.model_validate(dict(data))
         except ValidationError as exc:
-            raise PolicyError("monitoring policy", _problems(exc)) from None
+            raise PolicyError("monitoring policy", validation_problems(exc)) from None
         return cls(model, dict(data))
 
     @property
@@ -291,7 +291,9 @@ class MonitoringPolicy:
         return self.model.model_dump(mode="json")
 
 
-def _problems(exc: ValidationError) -> list[str]:
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each problem of a pydantic validation error: where, and what is wrong (the monitoring
+    and pipelines policies word them alike)."""
     problems = []
     for error in exc.errors():
         loc = ".".join(str(p) for p in error["loc"])

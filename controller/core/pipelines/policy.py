@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from controller.core.monitor.policy import validation_problems
 from controller.core.policy import PolicyError
 
 Severity = Literal["info", "warning", "critical"]
@@ -200,7 +201,7 @@ class PipelinesPolicy:
         try:
             model = _PolicyModel.model_validate(dict(data))
         except ValidationError as exc:
-            raise PolicyError("pipelines policy", _problems(exc)) from None
+            raise PolicyError("pipelines policy", validation_problems(exc)) from None
         return cls(model, dict(data))
 
     @classmethod
@@ -251,15 +252,6 @@ class PipelinesPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         return self.model.model_dump(mode="json")
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{loc}: {message}" if loc else message)
-    return problems
 
 
 __all__ = ["PipelinesPolicy", "Severity"]
