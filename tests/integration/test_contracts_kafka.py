@@ -50,7 +50,13 @@ def test_one_rollouts_records_share_a_partition(
 ) -> None:
     topic = make_topic(partitions=6)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    payloads = [p for p in sample_payloads() if getattr(p, "deployment_id", None) == "dep-1"]
+    # a usage event that names a quota pool is keyed by the pool (its pool's worker judges it)
+    payloads = [
+        p
+        for p in sample_payloads()
+        if getattr(p, "deployment_id", None) == "dep-1" and getattr(p, "pool", None) is None
+    ]
+    assert len(payloads) >= 5
     for p in payloads:
         event = make_event(p)
         producer.send(topic, key=event.key().encode(), value=event.to_json())
