@@ -250,6 +250,20 @@ def _resolve_all(state: MonitorState, now: float, why: str) -> list[MonitorOutpu
 # ---- traffic --------------------------------------------------------------------------------
 
 
+def _receive(
+    state: MonitorState | None, model: str, delta_id: str | None, now: float
+) -> tuple[MonitorState, bool]:
+    """The model's monitor (made on its first input), and whether the delta `delta_id` is new
+    to it (remembered from now on; a redelivery among the recent ids is not)."""
+    if state is None:
+        state = MonitorState(model=model, created_at=now)
+    if delta_id is not None:
+        if state.seen_data(delta_id):
+            return state, False
+        state.remember_data(delta_id)
+    return state, True
+
+
 def observe(
     state: MonitorState | None,
     model: str,
@@ -261,12 +275,9 @@ def observe(
     """Take pre-folded predictions of a model (any deployment, any cohort): the monitored
     version's are judged at the next check, every version's are counted. A redelivered delta
     (its id among the recent ones) changes nothing."""
-    if state is None:
-        state = MonitorState(model=model, created_at=now)
-    if delta_id is not None:
-        if state.seen_data(delta_id):
-            return state
-        state.remember_data(delta_id)
+    state, fresh = _receive(state, model, delta_id, now)
+    if not fresh:
+        return state
     for _cohort, version, stats in cohorts:
         n = stats.requests
         if not n:
@@ -1064,12 +1075,9 @@ def observe_labels(
     cohort): the monitored version's are judged at the next check by the label rules and
     summed up in its quality reports, every version's are counted. A redelivered delta (its id
     among the recent ones) changes nothing."""
-    if state is None:
-        state = MonitorState(model=model, created_at=now)
-    if delta_id is not None:
-        if state.seen_data(delta_id):
-            return state
-        state.remember_data(delta_id)
+    state, fresh = _receive(state, model, delta_id, now)
+    if not fresh:
+        return state
     for _cohort, version, fold in folds:
         stats = fold.stats
         n = stats.pairs
