@@ -282,7 +282,19 @@ class LabelsDelta:
         recognised apart)."""
         return dataclasses.replace(self, delta_id=self.delta_id + ":monitor", target="monitor")
 
+    def encode_both(self) -> tuple[bytes, bytes]:
+        """This delta's record value and its monitor twin's (`for_monitor`), the folds turned
+        into plain values once for both."""
+        doc = self._doc()
+        twin = self.for_monitor()
+        return orjson.dumps(doc), orjson.dumps(
+            {**doc, "delta_id": twin.delta_id, "target": twin.target}
+        )
+
     def to_json(self) -> bytes:
+        return orjson.dumps(self._doc())
+
+    def _doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "v": DELTA_VERSION,
             "kind": self.KIND,
@@ -294,7 +306,7 @@ class LabelsDelta:
         }
         if self.target != "rollout":
             doc["target"] = self.target
-        return orjson.dumps(doc)
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> LabelsDelta:

@@ -362,10 +362,10 @@ class JoinLane:
         if records:
             for delta in joiner.add(records, now):
                 # the rollout's, keyed by deployment; its twin for the model's monitor
-                for each in (delta, delta.for_monitor()):
-                    sent = await producer.send(
-                        self.stats_topic, key=each.key().encode(), value=each.to_json()
-                    )
+                values = delta.encode_both()
+                keys = (delta.key(), delta.for_monitor().key())
+                for key, value in zip(keys, values, strict=True):
+                    sent = await producer.send(self.stats_topic, key=key.encode(), value=value)
                     self._unacked.append(sent)
                 self.deltas += 1
         for tp, target in list(self.rebuilding.items()):

@@ -144,3 +144,18 @@ def test_sources_of_two_paths_merge_in_the_order_the_records_were_read() -> None
 
     assert (10, 17, 5) == (sources.first.offset, sources.last.offset, sources.count)
     assert [10, 12, 13, 15, 17] == [r.offset for r in sources.traced]
+
+
+def test_a_labels_deltas_twin_encodes_to_the_monitors_copy_of_the_same_pairs() -> None:
+    from controller.core.stats.labelled import LabelFold
+    from controller.stream.deltas import LabelsDelta, decode_delta
+
+    fold = LabelFold()
+    fold.add("r-1", 0.9, 1, 100.0, 160.0)
+    delta = LabelsDelta("labels:0:1:1:dep-1", "dep-1", "fraud", 1, (("canary", "v2", fold),))
+
+    mine, twin = delta.encode_both()
+
+    assert delta == decode_delta(mine) and delta.to_json() == mine
+    assert delta.for_monitor() == decode_delta(twin)
+    assert ("fraud", "monitor") == (delta.for_monitor().key(), decode_delta(twin).target)
