@@ -14,5 +14,6 @@ def test_the_quality_benchmark_prints_its_a_a_and_detection_figures(
 
     out = capsys.readouterr().out
     assert "false rollbacks in 4 rollouts" in out
-    assert out.count("| keep ") == 3
+    assert out.count("| keep ") == 6
+    assert "| candidate | 200 pairs | 300 pairs | 450 pairs | 600 pairs |" in out
     assert "Command: `python bench/quality.py --rollouts 4 --pairs 400`" in out
