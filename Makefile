@@ -64,6 +64,35 @@ kafka-down: $(STAMP) ## Stop the local broker
 schemas: $(STAMP) ## Regenerate the committed JSON Schemas under schemas/json
 	$(BIN)/rollout schemas export schemas/json
 
+# The image's Python dependencies, pinned with their hashes (Dockerfile: pip --require-hashes).
+# uv resolves pyproject.toml's runtime dependencies for Linux, Python 3.11 (the image's); it is
+# installed once into a cache folder. The pins already in the lock are kept unless
+# LOCK_ARGS=--upgrade (or --upgrade-package NAME) says otherwise.
+CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/rollout-controller
+LOCK_VENV := $(CACHE_HOME)/lock-venv
+UV_VERSION := 0.13.9
+LOCK_ARGS ?=
+
+.PHONY: lock
+lock: ## Regenerate requirements.lock (runtime dependencies, hashed) from pyproject.toml
+	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) \
+	  && $(LOCK_VENV)/bin/pip install --quiet 'uv==$(UV_VERSION)'; }
+	$(LOCK_VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	  --python-platform linux --annotation-style line --custom-compile-command 'make lock' \
+	  $(LOCK_ARGS) pyproject.toml -o requirements.lock
+
+# helm (the chart's lint and template tests, tests/deploy/), built from its Go module once into
+# a cache folder and reused; HELM=/path/to/helm in the environment takes precedence in tests.
+HELM_VERSION := v4.3.2
+HELM_BIN := $(CACHE_HOME)/helm-$(HELM_VERSION)/helm
+
+.PHONY: helm
+helm: ## Build helm into the cache folder (once; needs Go) for the chart's tests
+	@test -x $(HELM_BIN) || { command -v go >/dev/null || { echo "building helm needs Go"; exit 1; }; \
+	  echo "building helm $(HELM_VERSION) into $(dir $(HELM_BIN))"; \
+	  GOBIN=$(dir $(HELM_BIN)) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); }
+	@$(HELM_BIN) version --short
+
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache native/target controller/stream/_native*.so
