@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float = Field(
         default=10.0, ge=1.0, description="How long a rebalance waits for members to rejoin."
     )
+    # How long a command waits for the brokers before it gives up with one sentence that says
+    # why (controller.kafka_clients): the pre-flight probe, kafka-python's bootstrap and a
+    # producer's wait for metadata are each bounded by it.
+    connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a command waits for the Kafka brokers before it fails.",
+    )
     native_lane: bool = Field(
         default=True,
         description="Decode and fold prediction records with the compiled lane when it is built.",
@@ -68,6 +76,21 @@ class Settings(BaseSettings):
         default=None,
         description="Where the worker keeps its `<group>-data` folder (default: the working "
         "directory); a writable volume in a container.",
+    )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the worker's /metrics, /healthz and /readyz (0: any free port, "
+        "logged as metrics.serving).",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0", description="Address the metrics and health port listens on."
+    )
+    health_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="/healthz fails when the worker's event loop has not turned for this long.",
     )
     label_join: bool = Field(
         default=False,

@@ -92,14 +92,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, str]:
     """Create every missing topic; return name -> "created" | "exists". Idempotent."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    from controller import kafka_clients
+
     specs = topic_specs(settings)
-    admin = KafkaAdminClient(
-        client_id="rollout-topics",
-        request_timeout_ms=int(timeout_s * 1000),
-        **settings.kafka_client_options(),
+    admin = kafka_clients.admin(
+        settings, client_id="rollout-topics", request_timeout_ms=int(timeout_s * 1000)
     )
     try:
         existing = set(admin.list_topics())

@@ -119,8 +119,13 @@ def read_inputs(
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
+    from controller.kafka_clients import KafkaUnreachableError, probe
     from controller.topics import topic_name
 
+    try:
+        probe(settings)
+    except KafkaUnreachableError as exc:
+        raise ExportError(str(exc)) from exc
     deadline = clock() + timeout_s
     by_name = {topic_name(settings, topic): topic for topic in INPUTS}
     options = settings.kafka_client_options()

@@ -52,9 +52,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="JSON lines i
 
 
 def _send(settings: Settings, events: list[Envelope[Any]]) -> int:
+    from controller import kafka_clients
     from controller.sdk.emit import emit
 
-    return emit(settings, events)
+    producer = kafka_clients.producer(settings, acks="all")
+    try:
+        return emit(settings, events, producer=producer, timeout=settings.connect_timeout_s)
+    finally:
+        producer.close(timeout=settings.connect_timeout_s)
 
 
 def _echo_sent(event: Envelope[Any], as_json: bool) -> None:
@@ -84,15 +89,14 @@ class _Answers:
     topics before the request is sent, so only answers to it are read."""
 
     def __init__(self, settings: Settings) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
 
+        from controller import kafka_clients
         from controller.topics import topic_name
 
         self.decisions = topic_name(settings, Topic.DECISIONS)
         self.letters = topic_name(settings, Topic.DEAD_LETTER)
-        self.consumer = KafkaConsumer(
-            group_id=None, enable_auto_commit=False, **settings.kafka_client_options()
-        )
+        self.consumer = kafka_clients.consumer(settings, group_id=None, enable_auto_commit=False)
         partitions = []
         for topic in (self.decisions, self.letters):
             for p in sorted(self.consumer.partitions_for_topic(topic) or ()):
@@ -332,16 +336,15 @@ def _consume(
 ) -> Iterator[Envelope[Any]]:
     """The events of the topics: until idle for `idle_ms` (not following), or for ever
     (following), and never past `deadline` (time.monotonic())."""
-    from kafka import KafkaConsumer
-
+    from controller import kafka_clients
     from controller.topics import topic_name
 
-    consumer = KafkaConsumer(
+    consumer = kafka_clients.consumer(
+        settings,
         *[topic_name(settings, t) for t in topics],
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        **settings.kafka_client_options(),
     )
     idle_since = time.monotonic()
     try:
