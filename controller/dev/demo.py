@@ -262,6 +262,8 @@ def run_demo(*, timeout_s: float = 110.0, out: Callable[[str], None] = print) ->
             "ROLLOUT_TICK_INTERVAL_S": str(settings.tick_interval_s),
             # the worker's folder beside its log, not in the directory the demo runs in
             "ROLLOUT_DATA_DIR": tempfile.gettempdir(),
+            # its metrics and health on any free port (logged), not one that may be taken
+            "ROLLOUT_METRICS_PORT": os.environ.get("ROLLOUT_METRICS_PORT", "0"),
         }
         log_path = Path(tempfile.gettempdir()) / f"rollout-demo-{run}-worker.log"
         out(f"broker {bootstrap}; topics demo.{run}.*; worker log {log_path}")

@@ -42,10 +42,12 @@ from controller.observability import (
     tracer_or_default,
 )
 from controller.observability.messaging import Operation
+from controller.observability.metrics import WorkerMetrics
 from controller.stream.deltas import LabelsDelta, decode_delta
 from controller.stream.monitors import MonitorStore
 from controller.stream.pipelines import PipelineStores
 from schemas import (
+    Command,
     FieldError,
     MonitorConfigured,
     MonitorDecision,
@@ -98,8 +100,11 @@ class RolloutAgent:
         heard: Callable[[], float | None] = lambda: None,
         pools: Table | None = None,
         pipelines: Table | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.engine = engine
+        #: what the agent counts for Prometheus (its own registry when none is given)
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.table = table
         #: quota pools (keyed by pool) and each deployment's pipelines (keyed by deployment)
         self.pipelines = PipelineStores(
@@ -170,6 +175,7 @@ class RolloutAgent:
         now = self.clock()
         if topic == self.stats_topic:
             delta = decode_delta(value or b"")
+            self.metrics.event_in(topic, _delta_type(delta))
             if isinstance(delta, LabelsDelta) and delta.target == "monitor":
                 with self._process_span(topic, partition, offset, delta.model, headers):
                     watched = self.engine.on_monitor_labels(
@@ -217,8 +223,10 @@ class RolloutAgent:
             return
         result = decode(value, now=datetime.fromtimestamp(now, UTC))
         if isinstance(result, Rejection):
+            self.metrics.event_in(topic, "invalid")
             await self.reject(topic, partition, offset, key, value, result)
             return
+        self.metrics.event_in(topic, result.type)
         if not topic.endswith(str(result.topic)):  # topics are named prefix + Topic
             wrong = Rejection(
                 reason=f"{result.type} belongs on the {result.topic} topic, not on {topic}",
@@ -323,6 +331,7 @@ class RolloutAgent:
             offset=offset,
             reason=rejection.reason,
         )
+        self.metrics.dead_letter(topic, rejection)
         record = dead_letter(
             rejection,
             value,
@@ -545,6 +554,7 @@ class RolloutAgent:
         ):
             value = record.encode(traceparent=traceparent_of())
             await self.publisher.send(record.topic, record.key_bytes(), value, inject_headers())
+        _count_output(self.metrics, record)
 
     def _topic_name(self, topic: Topic) -> str:
         name = getattr(self.publisher, "topic_name", None)
@@ -583,6 +593,30 @@ def _refusal(why: str, event: Any) -> Rejection:
         event_type=event.type,
         event_id=event.id,
     )
+
+
+def _delta_type(delta: Any) -> str:
+    """A statistics delta's type label: predictions or labels, for a rollout or a monitor."""
+    kind = "labels" if isinstance(delta, LabelsDelta) else "predictions"
+    return f"{kind}_delta" if delta.target != "monitor" else f"monitor_{kind}_delta"
+
+
+def _count_output(metrics: WorkerMetrics, record: OutputRecord) -> None:
+    """Count a published command, decision or alert by its kind."""
+    data = record.event.data
+    if record.topic is Topic.COMMANDS:
+        action = getattr(data, "action", "")
+        label = str(getattr(action, "value", action))
+        metrics.command(label if isinstance(data, Command) else f"pipeline_{label}")
+    elif record.topic is Topic.DECISIONS:
+        if isinstance(data, MonitorDecision):
+            metrics.decision("monitor", data.action)
+        elif isinstance(data, PipelineDecision):
+            metrics.decision("pipeline", data.action)
+        else:
+            metrics.decision("rollout", data.to_phase)
+    elif record.topic is Topic.ALERTS:
+        metrics.alert(data.kind, str(data.severity), data.status)
 
 
 def _log_output(record: OutputRecord) -> None:

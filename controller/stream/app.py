@@ -36,8 +36,10 @@ from controller.engine import Engine, next_tick
 from controller.kafka_options import faust_broker
 from controller.kafka_options import faust_credentials as broker_credentials
 from controller.observability import tracer_or_default
+from controller.observability.metrics import WorkerMetrics
 from controller.settings import Settings
 from controller.stream.agent import Headers, RolloutAgent
+from controller.stream.health import WorkerHealth
 from controller.stream.join import JoinLane
 from controller.stream.lane import PredictionLane
 from controller.topics import stats_topic_name, topic_name
@@ -101,6 +103,12 @@ class RolloutWorker:
         self.partitions = settings.topic_partitions
         self.names = {t: topic_name(settings, t) for t in Topic}
         self.stats_topic = stats_topic_name(settings)
+        #: the worker's Prometheus metrics (a registry of its own, the process' figures too)
+        self.metrics = WorkerMetrics(process=True)
+        self.metrics.topic_labels = {name: str(t) for t, name in self.names.items()}
+        self.metrics.topic_labels[self.stats_topic] = "stats"
+        #: the agent and the timer have started (the tables are recovered): /readyz
+        self.running = False
         self.app = faust.App(
             settings.consumer_group,
             broker=faust_broker(settings),
@@ -204,6 +212,7 @@ class RolloutWorker:
             heard=self._heard,
             pools=self.pool_table,
             pipelines=self.pipeline_table,
+            metrics=self.metrics,
         )
         self.app.sensors.add(FlushBeforeCommit(self.agent))
         self.app.on_partitions_revoked.connect(self._flush_monitors)
@@ -224,6 +233,7 @@ class RolloutWorker:
                 tracer=self.tracer,
                 clock=clock,
             )
+            self.lane.metrics = self.metrics
             self.app.task(self._run_lane)
         self.join: JoinLane | None = None
         if lane and settings.label_join:
@@ -239,6 +249,37 @@ class RolloutWorker:
                 clock=clock,
             )
             self.app.task(self._run_join)
+        #: /metrics, /healthz and /readyz: started and stopped with the app, before recovery
+        self.health = WorkerHealth(
+            self,
+            self.metrics,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            stall_s=settings.health_stall_s,
+        )
+        self.app.add_dependency(self.health)
+
+    def agent_lags(self) -> dict[tuple[str, int], int]:
+        """The agent's consumer lag per input partition: the high watermark Faust's consumer
+        last fetched less the offset after the last record it read (partitions not read from
+        yet are left out)."""
+        consumer = self.app.consumer
+        found: dict[tuple[str, int], int] = {}
+        read = getattr(consumer, "_read_offset", {})
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # the consumer has not started yet
+            return found
+        for tp in assigned:
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            last = read.get(tp)
+            if highwater is None or last is None:
+                continue
+            found[(tp.topic, tp.partition)] = max(0, highwater - (last + 1))
+        return found
 
     def _heard(self) -> float | None:
         """How far the monitors' inputs are known to be complete: when the lane last had
@@ -309,9 +350,12 @@ class RolloutWorker:
     # ---- the rollout agent ------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> None:
+        self.running = True
+        evaluation = self.metrics.evaluation.labels("event")
         async for event in stream.events():
             message = event.message
             async with self._lock:
+                started = time.perf_counter()
                 await self.agent.handle(
                     message.topic,
                     message.partition,
@@ -320,20 +364,27 @@ class RolloutWorker:
                     message.value,
                     message.headers,
                 )
+                evaluation.observe(time.perf_counter() - started)
 
     # ---- the tick timer ---------------------------------------------------------------
 
     async def _ticker(self) -> None:
         """The tick timer: fires at every multiple of `tick_interval_s` since the epoch (the
         grid replay ticks on, `controller.engine.next_tick`), not at the worker's own phase."""
+        self.running = True
+        metrics = self.metrics
+        evaluation = metrics.evaluation.labels("tick")
         while not self.app.should_stop:
-            await self.app.sleep(
-                max(0.0, next_tick(self.clock(), self.tick_interval_s) - self.clock())
-            )
+            due = next_tick(self.clock(), self.tick_interval_s)
+            await self.app.sleep(max(0.0, due - self.clock()))
             if self.app.should_stop:
                 return
+            started = time.perf_counter()
+            metrics.tick_lag.observe(max(0.0, self.clock() - due))
+            metrics.last_tick.set(self.clock())
             try:
                 await self._tick()
+                evaluation.observe(time.perf_counter() - started)
             except Exception:  # the timer outlives a failed tick; the next one retries
                 log.exception("tick.failed")
 

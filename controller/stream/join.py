@@ -57,6 +57,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from controller.core.stats.labelled import LabelFold
 from controller.kafka_options import aiokafka_options, group_timing
 from controller.stream.deltas import LabelsDelta
+from controller.stream.lane import consumer_lags
 from controller.stream.pending import JoinedPair, Label, PendingPrediction, PendingStore
 from schemas import LabelReported, PredictionBatch, PredictionServed, Rejection, decode
 from schemas.fast import PredictionEvent, Served, predictions_decoder
@@ -387,6 +388,10 @@ class JoinLane:
                     unmatched=total.unmatched,
                 )
         return len(records)
+
+    async def lags(self) -> dict[tuple[str, int], int]:
+        """The records of each assigned partition (predictions and labels) not yet taken."""
+        return await consumer_lags(self._consumer)
 
     async def commit(self) -> None:
         """Wait for every delta sent so far, then commit the consumed positions (not those of

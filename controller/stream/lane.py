@@ -52,6 +52,7 @@ from controller.observability import (
     tracer_or_default,
 )
 from controller.observability.messaging import Operation
+from controller.observability.metrics import WorkerMetrics
 from controller.observability.propagation import span_context_of
 from controller.stream.deltas import DeploymentFold, Folder, Sources, StatsDelta
 from controller.stream.native import accumulator, epoch_us
@@ -65,6 +66,29 @@ MAX_LINKS = 128
 #: predictions folded at a time at most: the decoded objects stay in the CPU's caches, and a
 #: group of batch records (up to `max_records` times 500 predictions) is never all in memory
 FOLD_EVERY = 4096
+
+
+async def consumer_lags(
+    consumer: AIOKafkaConsumer | None, taken: Mapping[TopicPartition, int] | None = None
+) -> dict[tuple[str, int], int]:
+    """Each assigned partition's lag: its high watermark (as the last fetch reported it) less
+    the next offset to take (`taken`, else the consumer's position). Partitions with no fetch
+    yet are left out."""
+    if consumer is None:
+        return {}
+    found = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = (taken or {}).get(tp)
+        if position is None:
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 1.0)
+            except Exception:  # no position yet (a rebalance, a broker away): not known
+                continue
+        found[(tp.topic, tp.partition)] = max(0, highwater - position)
+    return found
 
 
 @dataclass
@@ -128,6 +152,8 @@ class PredictionLane:
         self.commit_interval_s = commit_interval_s
         self.flush_interval_s = flush_interval_s
         self.counters = LaneCounters()
+        #: where the lane's dead letters are counted by reason (the worker's metrics)
+        self.metrics: WorkerMetrics | None = None
         self._unacked: list[asyncio.Future[Any]] = []
         #: when the lane last had every prediction on the topic sent on as deltas (None: not
         #: yet): how far the monitors' inputs are known to be complete
@@ -176,6 +202,10 @@ class PredictionLane:
     def consumer(self) -> AIOKafkaConsumer:
         assert self._consumer is not None, "start() the lane first"
         return self._consumer
+
+    async def lags(self) -> dict[tuple[str, int], int]:
+        """The records of each assigned partition not yet taken (the lane's consumer lag)."""
+        return await consumer_lags(self._consumer, self._next_offsets)
 
     async def stop(self) -> None:
         if self._consumer is not None and self._producer is not None:
@@ -414,6 +444,8 @@ class PredictionLane:
     ) -> asyncio.Future[Any]:
         assert self._producer is not None
         self.counters.rejected += 1
+        if self.metrics is not None:
+            self.metrics.dead_letter(record.topic, rejection)
         log.warning(
             "lane.rejected",
             topic=record.topic,

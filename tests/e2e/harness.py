@@ -537,6 +537,8 @@ class Rollouts:
             "ROLLOUT_TOPIC_PARTITIONS": str(PARTITIONS),
             "ROLLOUT_CONSUMER_GROUP": self.settings.consumer_group,
             "ROLLOUT_TICK_INTERVAL_S": str(TICK_INTERVAL_S),
+            # several workers on one machine: each serves its metrics on a free port (logged)
+            "ROLLOUT_METRICS_PORT": "0",
             "OTEL_TRACES_EXPORTER": "none",
             **FAUST_ENV,
         }
