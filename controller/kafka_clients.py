@@ -303,8 +303,10 @@ class _Wire:
         self.sock.settimeout(left)
 
     def _peek_text(self, size: int) -> str:
-        text = struct.pack(">i", size).decode("latin-1")
-        return repr(text) + " and more, not a Kafka frame"
+        head = struct.pack(">i", size)
+        if head[0] in (0x15, 0x16) and head[1] == 0x03 and not self.conn.protocol.uses_tls:
+            return "with TLS: set ROLLOUT_SECURITY_PROTOCOL to SSL or SASL_SSL"
+        return repr(head.decode("latin-1")) + " and more, not a Kafka frame"
 
     def _closed(self, name: str) -> KafkaUnreachableError:
         protocol = self.conn.protocol

@@ -1,7 +1,9 @@
 """`rollout dev-kafka start|stop|status`: a local single-node Kafka broker for development.
 
 Messages go to stderr; `start` prints only the bootstrap address on stdout, so
-`export KAFKA_BOOTSTRAP_SERVERS=$(rollout dev-kafka start)` works.
+`export KAFKA_BOOTSTRAP_SERVERS=$(rollout dev-kafka start)` works. `start --secure` prints the
+variables that connect to the secure broker instead, one `NAME=value` a line, so
+`export $(rollout dev-kafka start --secure)` works.
 """
 
 from __future__ import annotations
@@ -32,8 +34,18 @@ def _port_option(func: F) -> F:
     return option(func)
 
 
-def _broker(port: int | None) -> LocalKafka:
-    return LocalKafka.from_settings(load_settings(), port=port)
+def _secure_option(func: F) -> F:
+    option = click.option(
+        "--secure",
+        is_flag=True,
+        help="The secure broker: SASL_SSL with SCRAM-SHA-512 users and ACLs, on its own ports "
+        "[default: ROLLOUT_KAFKA_PORT + 2, controller + 3], beside the plain one.",
+    )
+    return option(func)
+
+
+def _broker(port: int | None, secure: bool = False) -> LocalKafka:
+    return LocalKafka.from_settings(load_settings(), port=port, secure=secure)
 
 
 @contextmanager
@@ -60,6 +72,7 @@ def dev_kafka() -> None:
 
 @dev_kafka.command()
 @_port_option
+@_secure_option
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),
@@ -67,28 +80,42 @@ def dev_kafka() -> None:
     show_default=True,
     help="Seconds to wait for the broker to accept clients.",
 )
-def start(port: int | None, timeout: float) -> None:
-    """Start the broker (harmless when it runs already); print its bootstrap address."""
+def start(port: int | None, secure: bool, timeout: float) -> None:
+    """Start the broker (harmless when it runs already); print its bootstrap address, or with
+    --secure the variables that connect to it as the super user `admin`."""
     with _reported_errors():
-        broker = _broker(port)
+        broker = _broker(port, secure)
         before = broker.status()
+        kind = "secure Kafka (SASL_SSL, SCRAM-SHA-512)" if secure else "Kafka"
         if not before.running:
-            click.echo(f"Starting Kafka on {broker.bootstrap} (log: {broker.log_file})", err=True)
+            click.echo(f"Starting {kind} on {broker.bootstrap} (log: {broker.log_file})", err=True)
         bootstrap = broker.start(timeout)
         after = broker.status()
     if before.running:
-        click.echo(f"Kafka already runs on {bootstrap} (pid {after.pid}).", err=True)
+        click.echo(f"{kind} already runs on {bootstrap} (pid {after.pid}).", err=True)
     else:
-        click.echo(f"Kafka started on {bootstrap} (pid {after.pid}).", err=True)
-    click.echo(bootstrap)
+        click.echo(f"{kind} started on {bootstrap} (pid {after.pid}).", err=True)
+    if not secure:
+        click.echo(bootstrap)
+        return
+    with _reported_errors():
+        access = broker.access()
+    click.echo(
+        f"CA file: {access.ca_file}; users: {', '.join(access.users)} (admin is a super user; "
+        f"passwords in {broker.credentials_file})",
+        err=True,
+    )
+    for name, value in access.environment().items():
+        click.echo(f"{name}={value}")
 
 
 @dev_kafka.command()
 @_port_option
-def status(port: int | None) -> None:
+@_secure_option
+def status(port: int | None, secure: bool) -> None:
     """Say whether the broker runs; exit 0 when it does, 3 when not."""
     with _reported_errors():
-        current = _broker(port).status()
+        current = _broker(port, secure).status()
     if current.running:
         click.echo(f"{current.state.value}: pid {current.pid}, bootstrap {current.bootstrap}")
         if current.state is State.STARTING:
@@ -103,10 +130,11 @@ def status(port: int | None) -> None:
 
 @dev_kafka.command()
 @_port_option
-def stop(port: int | None) -> None:
+@_secure_option
+def stop(port: int | None, secure: bool) -> None:
     """Stop the broker that `start` launched on this port (SIGTERM, then SIGKILL after 30 s)."""
     with _reported_errors():
-        broker = _broker(port)
+        broker = _broker(port, secure)
         pid = broker.status().pid
         stopped = broker.stop()
     if stopped:

@@ -14,6 +14,15 @@ Layout under the cache directory::
     kafka-data/<port>/broker.pid     pid of the broker this tool started
     kafka-data/<port>/broker.log     the broker's stdout and stderr (the previous run: .log.1)
     kafka-data/<port>/data/          log.dirs: the topics, formatted on the first start
+    kafka-data/secure-<port>/        a secure broker (`--secure`): the same files, and
+        tls/ca.pem, tls/server.pem   its CA (clients trust it) and its key and certificate
+        credentials.json             the SCRAM users and their passwords, made at format time
+
+A secure broker serves clients on one SASL_SSL listener (SCRAM-SHA-512; TLS with a certificate
+for 127.0.0.1 and localhost signed by its own CA) and authorizes them with KRaft's
+StandardAuthorizer: `admin` is a super user, `rollout` has no ACLs until someone grants them.
+Its KRaft controller listener stays PLAINTEXT on 127.0.0.1 (the broker reaches the controller
+there as User:ANONYMOUS, a super user for that reason; clients are not meant to use it).
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ import contextlib
 import enum
 import fcntl
 import hashlib
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +45,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from controller.errors import RolloutError
 from controller.settings import Settings
@@ -90,18 +102,96 @@ def kafka_version_from_pom(pom_text: str) -> str:
     )
 
 
-def render_server_properties(*, host: str, port: int, controller_port: int, log_dir: Path) -> str:
-    """server.properties of a single node that is both broker and KRaft controller."""
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SUPER_USER = "admin"
+PLAIN_USER = "rollout"
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+@dataclass(frozen=True)
+class SecureAccess:
+    """How clients reach a secure broker: SASL_SSL with SCRAM-SHA-512, trusting `ca_file`.
+
+    `users` maps each SCRAM user to its password; `admin` is a super user, `rollout` an
+    ordinary one with no ACLs until they are granted."""
+
+    bootstrap: str
+    ca_file: Path
+    users: dict[str, str]
+    mechanism: str = SCRAM_MECHANISM
+
+    def environment(self, user: str = SUPER_USER, password: str | None = None) -> dict[str, str]:
+        """The ROLLOUT_* variables that connect as `user` (with another password, if given)."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "ROLLOUT_SECURITY_PROTOCOL": "SASL_SSL",
+            "ROLLOUT_SASL_MECHANISM": self.mechanism,
+            "ROLLOUT_SASL_USERNAME": user,
+            "ROLLOUT_SASL_PASSWORD": self.users[user] if password is None else password,
+            "ROLLOUT_SSL_CAFILE": str(self.ca_file),
+        }
+
+    def kafka_python_options(self, user: str = SUPER_USER) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": self.mechanism,
+            "sasl_plain_username": user,
+            "sasl_plain_password": self.users[user],
+            "ssl_cafile": str(self.ca_file),
+        }
+
+
+@dataclass(frozen=True)
+class SecureListener:
+    """What server.properties needs of a secure broker: its TLS files and the super user's
+    password (the broker logs in to itself with it)."""
+
+    server_pem: Path
+    ca_file: Path
+    admin_password: str
+
+
+def render_server_properties(
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    secure: SecureListener | None = None,
+) -> str:
+    """server.properties of a single node that is both broker and KRaft controller; with
+    `secure`, its client listener is SASL_SSL (SCRAM) and requests are authorized."""
+    name = "SASL_SSL" if secure is not None else "PLAINTEXT"
     lines = [
         "# Written by `rollout dev-kafka start`; rewritten on every start.",
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.bootstrap.servers={host}:{controller_port}",
-        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://{host}:{port}",
+        f"listeners={name}://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        f"advertised.listeners={name}://{host}:{port}",
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"inter.broker.listener.name={name}",
+        f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{name}:{name}",
+    ]
+    if secure is not None:
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{SUPER_USER}" password="{secure.admin_password}";'
+        )
+        lines += [
+            f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config={jaas}",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={secure.server_pem}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={secure.ca_file}",
+            f"authorizer.class.name={STANDARD_AUTHORIZER}",
+            # the broker reaches its controller on the PLAINTEXT controller listener
+            f"super.users=User:{SUPER_USER};User:ANONYMOUS",
+        ]
+    lines += [
         f"log.dirs={log_dir}",
         "num.partitions=1",
         "offsets.topic.replication.factor=1",
@@ -318,8 +408,10 @@ class LocalKafka:
         controller_port: int | None = None,
         kafka_home: Path | None = None,
         host: str = HOST,
+        secure: bool = False,
     ) -> None:
         self.host = host
+        self.secure = secure
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
         if self.controller_port == self.port or not 0 < self.controller_port < 65536:
@@ -329,25 +421,37 @@ class LocalKafka:
             )
         self.cache_dir = cache_dir.expanduser().resolve()
         self.kafka_home = kafka_home.expanduser().resolve() if kafka_home else None
-        self.data_dir = self.cache_dir / "kafka-data" / str(port)
+        self.data_dir = self.cache_dir / "kafka-data" / (f"secure-{port}" if secure else str(port))
+        self.tls_dir = self.data_dir / "tls"
+        self.credentials_file = self.data_dir / "credentials.json"
         self.properties_file = self.data_dir / "server.properties"
         self.pid_file = self.data_dir / "broker.pid"
         self.log_file = self.data_dir / "broker.log"
         self.log_dir = self.data_dir / "data"
 
     @classmethod
-    def from_settings(cls, settings: Settings, port: int | None = None) -> LocalKafka:
+    def from_settings(
+        cls, settings: Settings, port: int | None = None, *, secure: bool = False
+    ) -> LocalKafka:
         """The broker of the settings (ROLLOUT_KAFKA_PORT, ...); KAFKA_HOME from the environment.
 
         An explicit `port` wins over the settings, and then the controller port follows it
-        (port + 1) unless ROLLOUT_KAFKA_CONTROLLER_PORT is set.
+        (port + 1) unless ROLLOUT_KAFKA_CONTROLLER_PORT is set. A secure broker runs beside
+        the plain one: on ROLLOUT_KAFKA_PORT + 2 by default, its controller on its port + 1.
         """
         kafka_home = os.environ.get("KAFKA_HOME")
+        if secure:
+            chosen = port if port is not None else settings.kafka_port + 2
+            controller_port = chosen + 1
+        else:
+            chosen = port if port is not None else settings.kafka_port
+            controller_port = settings.kafka_controller_port
         return cls(
-            port if port is not None else settings.kafka_port,
+            chosen,
             cache_dir=settings.cache_dir,
-            controller_port=settings.kafka_controller_port,
+            controller_port=controller_port,
             kafka_home=Path(kafka_home) if kafka_home else None,
+            secure=secure,
         )
 
     @property
@@ -374,6 +478,19 @@ class LocalKafka:
     def is_running(self) -> bool:
         return self.status().running
 
+    def access(self) -> SecureAccess:
+        """How clients connect to this secure broker (its files exist once it was started)."""
+        if not self.secure:
+            raise DevKafkaError(f"The broker on {self.bootstrap} is not a secure one.")
+        try:
+            users = json.loads(self.credentials_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise DevKafkaError(
+                f"No credentials for the secure broker on {self.bootstrap} ({exc}); start it "
+                "with `rollout dev-kafka start --secure`."
+            ) from exc
+        return SecureAccess(self.bootstrap, self.tls_dir / "ca.pem", dict(users))
+
     # -- commands
 
     def start(self, timeout: float = DEFAULT_START_TIMEOUT_S) -> str:
@@ -398,6 +515,7 @@ class LocalKafka:
                     port=self.port,
                     controller_port=self.controller_port,
                     log_dir=self.log_dir,
+                    secure=self._secure_listener(),
                 )
             )
             self._format_storage(java, dist)
@@ -487,6 +605,23 @@ class LocalKafka:
                     "process or choose another port with --port or ROLLOUT_KAFKA_PORT."
                 )
 
+    def _secure_listener(self) -> SecureListener | None:
+        """The TLS files and SCRAM passwords of a secure broker, made on its first start (the
+        passwords go into the metadata when the storage is formatted, so they stay with it)."""
+        if not self.secure:
+            return None
+        from controller.dev.tls import ensure_certificates
+
+        tls = ensure_certificates(self.tls_dir, (self.host, "localhost"))
+        formatted = (self.log_dir / "meta.properties").is_file()
+        if not formatted or not self.credentials_file.is_file():
+            shutil.rmtree(self.log_dir, ignore_errors=True)  # users are added at format time
+            users = {user: secrets.token_hex(16) for user in (SUPER_USER, PLAIN_USER)}
+            self.credentials_file.write_text(json.dumps(users, indent=2) + "\n")
+            self.credentials_file.chmod(0o600)
+        admin_password = self.access().users[SUPER_USER]
+        return SecureListener(tls.server_pem, tls.ca_file, admin_password)
+
     def _format_storage(self, java: str, dist: Distribution) -> None:
         if (self.log_dir / "meta.properties").is_file():
             return
@@ -494,10 +629,17 @@ class LocalKafka:
         tool += ["-cp", dist.classpath, "kafka.tools.StorageTool"]
         generated = _run_java_tool([*tool, "random-uuid"], "create a cluster id")
         cluster_id = generated.stdout.strip().splitlines()[-1].strip()
+        scram: list[str] = []
+        if self.secure:
+            for user, password in self.access().users.items():
+                scram += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
         _run_java_tool(
-            [*tool, "format", "--standalone", "-t", cluster_id, "-c", str(self.properties_file)],
+            [
+                *tool, "format", "--standalone", "-t", cluster_id,
+                "-c", str(self.properties_file), *scram,
+            ],
             f"format the storage in {self.log_dir}",
-        )
+        )  # fmt: skip
 
     def _launch(self, java: str, dist: Distribution) -> int:
         if self.log_file.exists():
@@ -536,7 +678,8 @@ class LocalKafka:
                     f"The Kafka broker exited while starting; see {self.log_file}.",
                     details=self._log_tail(),
                 )
-            if _port_answers(self.host, self.port) and _kafka_answers(self.bootstrap):
+            options = self.access().kafka_python_options() if self.secure else {}
+            if _port_answers(self.host, self.port) and _kafka_answers(self.bootstrap, options):
                 return
             if time.monotonic() >= deadline:
                 raise DevKafkaError(
@@ -627,14 +770,16 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _kafka_answers(bootstrap: str) -> bool:
-    """A real Kafka round trip: bootstrap, then list the topics."""
+def _kafka_answers(bootstrap: str, options: dict[str, Any] | None = None) -> bool:
+    """A real Kafka round trip: bootstrap, then list the topics (`options`: how to log in)."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, bootstrap_timeout_ms=2000, request_timeout_ms=5000
+            **{"bootstrap_servers": bootstrap, **(options or {})},
+            bootstrap_timeout_ms=2000,
+            request_timeout_ms=5000,
         )
     except (KafkaError, OSError):
         return False
