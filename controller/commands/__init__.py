@@ -18,6 +18,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "controller.commands.monitor_cmd": ("monitor_group",),
     "controller.commands.pool_cmd": ("pool_group",),
     "controller.commands.capacity_cmd": ("capacity_group",),
+    "controller.commands.notify_cmd": ("notify_group",),
     "controller.commands.ops": (
         "emit_cmd",
         "deploy_cmd",
