@@ -22,26 +22,85 @@ Format = Literal["yaml", "json"]
 DEFAULT_POLICY = "default.yaml"
 
 
-def parse_policy(text: str, fmt: Format = "yaml", registry: Registry | None = None) -> Policy:
-    """A validated policy from YAML or JSON text; raises PolicyError."""
+class DocumentError(PolicyError):
+    """A file is not valid YAML or JSON: `file:line:column: what is wrong`, and what to change."""
+
+    def __init__(self, source: str, line: int | None, column: int | None, problem: str) -> None:
+        where = source + (f":{line}" if line else "") + (f":{column}" if line and column else "")
+        self.where = where
+        super().__init__(source, [problem])
+        self.args = (f"{where}: {problem}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def parse_document(text: str, fmt: Format = "yaml", source: str = "<text>") -> Any:
+    """The parsed YAML or JSON text; a syntax error is a DocumentError naming the line."""
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(
+                source, exc.lineno, exc.colno, f"not valid JSON: {exc.msg}; fix it at that point"
+            ) from None
     try:
-        data: Any = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise PolicyError("policy", [f"not {fmt.upper()}: {exc}"]) from None
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        what = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise DocumentError(
+            source,
+            line,
+            column,
+            f"not valid YAML: {what}; check the indentation, a missing ':' or space after it, "
+            "and unclosed quotes or brackets at or just before that line",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise DocumentError(source, None, None, f"not valid YAML: {exc}") from None
+
+
+def read_document(path: str | Path) -> Any:
+    """A YAML or JSON file (`.json` as JSON, anything else as YAML; `-`: standard input),
+    parsed; a file that cannot be read or parsed is a DocumentError that names it."""
+    import sys
+
+    path = Path(path)
+    if str(path) == "-":
+        return parse_document(sys.stdin.read(), "yaml", "<stdin>")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DocumentError(str(path), None, None, f"cannot read it: {reason}") from None
+    return parse_document(text, _format_of(path), str(path))
+
+
+def _format_of(path: Path) -> Format:
+    return "json" if path.suffix.lower() == ".json" else "yaml"
+
+
+def _mapping(data: Any, source: str, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise PolicyError("policy", [f"the document must be a mapping, got {type(data).__name__}"])
+        raise PolicyError(
+            source, [f"a {what} is a mapping of its fields, got {type(data).__name__}"]
+        )
+    return data
+
+
+def parse_policy(
+    text: str, fmt: Format = "yaml", registry: Registry | None = None, source: str = "policy"
+) -> Policy:
+    """A validated policy from YAML or JSON text; raises PolicyError."""
+    data = _mapping(parse_document(text, fmt, source), source, "policy")
     return Policy.from_mapping(data, registry)
 
 
 def load_policy(path: str | Path, registry: Registry | None = None) -> Policy:
     """Read and validate a policy file (`.json` as JSON, anything else as YAML)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"policy file {path}", [f"cannot read it: {exc.strerror}"]) from None
-    fmt: Format = "json" if path.suffix.lower() == ".json" else "yaml"
-    return parse_policy(text, fmt, registry)
+    data = _mapping(read_document(path), f"policy file {path}", "policy")
+    return Policy.from_mapping(data, registry)
 
 
 def default_policy_text() -> str:
@@ -58,26 +117,14 @@ DEFAULT_MONITORING_POLICY = "monitoring.yaml"
 
 def parse_monitoring_policy(text: str, fmt: Format = "yaml") -> MonitoringPolicy:
     """A validated monitoring policy from YAML or JSON text; raises PolicyError."""
-    try:
-        data: Any = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise PolicyError("monitoring policy", [f"not {fmt.upper()}: {exc}"]) from None
-    if not isinstance(data, dict):
-        raise PolicyError(
-            "monitoring policy", [f"the document must be a mapping, got {type(data).__name__}"]
-        )
+    data = _mapping(parse_document(text, fmt, "monitoring policy"), "monitoring policy", "policy")
     return MonitoringPolicy.from_mapping(data)
 
 
 def load_monitoring_policy(path: str | Path) -> MonitoringPolicy:
     """Read and validate a monitoring policy file (`.json` as JSON, anything else as YAML)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"policy file {path}", [f"cannot read it: {exc.strerror}"]) from None
-    fmt: Format = "json" if path.suffix.lower() == ".json" else "yaml"
-    return parse_monitoring_policy(text, fmt)
+    source = f"monitoring policy file {path}"
+    return MonitoringPolicy.from_mapping(_mapping(read_document(path), source, "policy"))
 
 
 def default_monitoring_policy() -> MonitoringPolicy:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import orjson
 
+from controller.errors import RolloutError
 from controller.settings import Settings, load_settings
 from schemas import (
     PAYLOAD_BY_TYPE,
@@ -39,6 +40,10 @@ from schemas import (
 )
 
 SOURCE = "rollout-cli"
+
+
+class PlanError(RolloutError):
+    """A plan the policy refuses; the message is the core's reason."""
 
 
 def _settings(bootstrap: str | None) -> Settings:
@@ -179,12 +184,38 @@ def _send_and_answer(
 
 
 def _load_document(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    """A YAML or JSON file (`-`: stdin); a syntax error says `file:line:column: what`."""
+    from controller.policy_io import read_document
 
-        return yaml.safe_load(text)
-    return json.loads(text)
+    return read_document(path)
+
+
+def describe_validation(exc: Exception) -> str:
+    """A pydantic ValidationError in one line: `field.path: message; ...` (else its text)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "the document"
+        problems.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def check_plan(payload: DeploymentRequested, policy_file: Path | None) -> None:
+    """Refuse before sending a plan the worker would abort at once: the core judges it against
+    the policy exactly as the worker does (unknown detectors, guardrails the policy cannot
+    bind), so the person learns why now, not from an aborted rollout."""
+    from controller.engine import Engine
+
+    engine = Engine.from_policy_file(policy_file)
+    effects = engine.on_event(None, make_event(payload, source=SOURCE), time.time())
+    state = effects.state
+    if state is None or str(state.phase) != "aborted":
+        return
+    reasons = [r.event.data.reason for r in effects.records if isinstance(r.event.data, Decision)]
+    raise PlanError(reasons[-1] if reasons else "the policy refuses this plan")
 
 
 @click.command("emit")
@@ -240,6 +271,14 @@ def emit_cmd(file: Path, event_type: str | None, bootstrap: str | None, as_json:
     "--deployment-id",
     help="Override the plan's deployment_id (default: the plan's, or model-candidate-<random>).",
 )
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="ROLLOUT_POLICY_FILE",
+    help="The worker's rollout policy, to check the plan against before it is sent; "
+    "default: built in.",
+)
 @bootstrap_option
 @json_option
 @wait_option
@@ -247,12 +286,16 @@ def emit_cmd(file: Path, event_type: str | None, bootstrap: str | None, as_json:
 def deploy_cmd(
     plan: Path,
     deployment_id: str | None,
+    policy_file: Path | None,
     bootstrap: str | None,
     as_json: bool,
     wait_s: float,
     no_wait: bool,
 ) -> None:
-    """Request a rollout described by PLAN (YAML or JSON: the fields of deployment.requested)."""
+    """Request a rollout described by PLAN (YAML or JSON: the fields of deployment.requested).
+
+    The plan is checked against the policy first (as the worker will), and not sent if the
+    policy refuses it."""
     doc = _load_document(plan)
     if not isinstance(doc, dict):
         raise click.ClickException(f"{plan}: a plan is a mapping of deployment.requested fields")
@@ -266,7 +309,13 @@ def deploy_cmd(
     try:
         payload = DeploymentRequested.model_validate_json(orjson.dumps(doc))
     except ValueError as exc:
-        raise click.ClickException(f"{plan}: invalid plan: {exc}") from exc
+        raise click.ClickException(
+            f"{plan}: invalid plan: {describe_validation(exc)}; fix these fields"
+        ) from exc
+    try:
+        check_plan(payload, policy_file)
+    except PlanError as exc:
+        raise click.ClickException(f"{plan}: not sent: {exc}") from exc
     event = make_event(payload, source=SOURCE)
     _send_and_answer(_settings(bootstrap), event, as_json, wait_s, no_wait)
 
@@ -568,7 +617,12 @@ def _health_line(health: ModelHealth) -> str:
 
 @click.command("watch")
 @click.argument("deployment_id", metavar="DEPLOYMENT_ID|MODEL")
-@click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Stop after this many seconds (0: read what is there now and stop).",
+)
 @bootstrap_option
 @json_option
 def watch_cmd(
@@ -577,7 +631,8 @@ def watch_cmd(
     """Follow one rollout (its decisions, commands and alerts) or one model (its monitor's
     decisions and alerts), from the start. A rollout's watch ends when it reaches a terminal
     phase; a model's runs until --timeout (or Ctrl-C)."""
-    deadline = time.monotonic() + timeout if timeout else None
+    # `is not None`: a --timeout of 0 is a timeout too (it was read as "no timeout")
+    deadline = time.monotonic() + timeout if timeout is not None else None
     for event in _consume(
         _settings(bootstrap),
         [Topic.DECISIONS, Topic.COMMANDS, Topic.ALERTS],
@@ -594,7 +649,7 @@ def watch_cmd(
         data = event.data
         if getattr(data, "to_phase", None) in ("promoted", "rolled_back", "aborted"):
             return
-        if deadline and time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() > deadline:
             return
 
 

@@ -36,17 +36,17 @@ def worker_cmd(policy_file: Path | None, monitoring_file: Path | None, loglevel:
 
     from controller.engine import Engine
     from controller.observability import configure_logging, configure_tracing
+    from controller.policy_io import load_monitoring_policy
     from controller.settings import load_settings
     from controller.stream.app import RolloutWorker
     from controller.topics import create_topics
 
     settings = load_settings(**({"policy_file": policy_file} if policy_file else {}))
-    configure_logging(level=loglevel.upper())
-    configure_tracing("rollout-worker")
-    create_topics(settings)
-    from controller.policy_io import load_monitoring_policy
-
+    # the policies first: a bad one is the person's mistake, told before any connection
     extra = {"monitoring": load_monitoring_policy(monitoring_file)} if monitoring_file else {}
     engine = Engine.from_policy_file(settings.policy_file, **extra)
+    configure_logging(level=loglevel.upper())
+    configure_tracing("rollout-worker")
+    create_topics(settings)  # probes the brokers first (controller.kafka_clients)
     worker = RolloutWorker(settings, engine)
     faust.Worker(worker.app, loglevel=loglevel, override_logging=False).execute_from_commandline()
