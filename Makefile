@@ -93,6 +93,15 @@ helm: ## Build helm into the cache folder (once; needs Go) for the chart's tests
 	  GOBIN=$(dir $(HELM_BIN)) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); }
 	@$(HELM_BIN) version --short
 
+.PHONY: k8s-example
+k8s-example: helm ## Render deploy/kubernetes/worker.yaml from the chart's default values
+	{ echo "# The chart's default rendering (make k8s-example), for clusters without helm: the worker"; \
+	  echo "# with its settings, Kafka Secret, metrics Service and disruption budget. Edit the"; \
+	  echo "# ConfigMap and the Secret, or render your own: helm template NAME deploy/helm/rollout-controller"; \
+	  echo "# -f my-values.yaml (docs/deploy.md)."; \
+	  $(HELM_BIN) template rollout deploy/helm/rollout-controller --namespace rollout; \
+	} > deploy/kubernetes/worker.yaml
+
 .PHONY: clean
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache native/target controller/stream/_native*.so
