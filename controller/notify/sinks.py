@@ -142,10 +142,12 @@ def pagerduty_dedup_key(dedup_key: str) -> str:
 def pagerduty_events(
     notification: Notification, options: Mapping[str, Any], external_url: str = ""
 ) -> list[dict[str, Any]]:
-    """One Events API v2 event an alert: trigger while it fires (PagerDuty folds repeats into
-    the open incident by dedup_key), resolve when it resolved."""
+    """One Events API v2 event an alert that changed: trigger for one newly firing (or
+    escalated), resolve for one resolved; a repeat triggers every firing alert again (PagerDuty
+    folds a trigger into the open incident of its dedup_key)."""
+    changed = [a for a in notification.alerts if a.is_news() or a.status == "resolved"]
     events = []
-    for a in notification.alerts:
+    for a in changed or notification.firing():
         event: dict[str, Any] = {
             "routing_key": options["routing_key"],
             "dedup_key": pagerduty_dedup_key(a.dedup_key),
