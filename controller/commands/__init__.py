@@ -19,6 +19,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "controller.commands.pool_cmd": ("pool_group",),
     "controller.commands.capacity_cmd": ("capacity_group",),
     "controller.commands.notify_cmd": ("notify_group",),
+    "controller.commands.deadletters_cmd": ("dead_letters_cmd",),
     "controller.commands.ops": (
         "emit_cmd",
         "deploy_cmd",
