@@ -49,4 +49,17 @@ def worker_cmd(policy_file: Path | None, monitoring_file: Path | None, loglevel:
     configure_tracing("rollout-worker")
     create_topics(settings)  # probes the brokers first (controller.kafka_clients)
     worker = RolloutWorker(settings, engine)
-    faust.Worker(worker.app, loglevel=loglevel, override_logging=False).execute_from_commandline()
+    runner = faust.Worker(worker.app, loglevel=loglevel, override_logging=False)
+    if not _is_terminal(runner.stdout):
+        # Faust's startup spinner writes its cursor codes (ESC[?25l, ESC[?25h) and " OK ^" to
+        # whatever stdout is; in a log file or a container's log they are noise
+        runner.spinner = None
+    runner.execute_from_commandline()
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except ValueError:  # a closed stream
+        return False
