@@ -47,7 +47,13 @@ config_option = click.option(
     envvar="ROLLOUT_NOTIFY_GROUP",
     help="Consumer group, and the key of this notifier's state in the state topic.",
 )
-@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus counters here.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="ROLLOUT_NOTIFY_METRICS_PORT",
+    help="Serve /metrics, /healthz and /readyz on this port (0: any free port, logged).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @bootstrap_option
 @click.pass_context
@@ -73,13 +79,11 @@ def notify_group(
 
     config = _load(config_path)
     configure_logging(level=log_level.upper())
+    settings = _settings(bootstrap)
+    notifier = Notifier(settings, config, group_id=group_id, from_beginning=from_beginning)
+    server = None
     if metrics_port is not None:
-        from controller.notify.metrics import start_metrics_server
-
-        start_metrics_server(metrics_port)
-    notifier = Notifier(
-        _settings(bootstrap), config, group_id=group_id, from_beginning=from_beginning
-    )
+        server = _serve_probes(notifier, config, settings, metrics_port)
 
     def stop(*_: Any) -> None:
         notifier.stop()
@@ -90,6 +94,49 @@ def notify_group(
         notifier.run(once=once)
     except RolloutError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _serve_probes(notifier: Any, config: Any, settings: Any, port: int) -> Any:
+    """/metrics, /healthz (the loop turns, or a delivery is retrying) and /readyz (the
+    consumer is placed and the state loaded), as the worker serves them."""
+    import prometheus_client
+    import structlog
+
+    from controller.observability.metrics import HealthServer
+
+    # a delivery may wait its longest backoff between two signs of life
+    longest = max((r.retry.max_backoff_s for r in config.receivers.values()), default=0.0)
+    stall_s = max(settings.health_stall_s, longest + 60.0)
+
+    def alive() -> tuple[bool, str]:
+        age = time.monotonic() - notifier.beat
+        if age > stall_s:
+            return False, f"the notifier has not turned for {age:.0f} s (limit {stall_s:g})"
+        return True, "the notifier turns"
+
+    def ready() -> tuple[bool, str]:
+        if notifier.started:
+            return True, "relaying the alerts topic"
+        return False, "starting: loading its state and placing its consumer"
+
+    try:
+        server = HealthServer(
+            prometheus_client.REGISTRY,
+            alive=alive,
+            ready=ready,
+            host=settings.metrics_host,
+            port=port,
+        ).start()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics and health on {settings.metrics_host}:{port} "
+            f"({exc.strerror or exc}): give --metrics-port a free port"
+        ) from None
+    structlog.get_logger(__name__).info("metrics.serving", port=server.port)
+    return server
 
 
 @notify_group.command("test")

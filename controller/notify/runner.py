@@ -85,6 +85,10 @@ class Notifier:
         )
         self.store = StateStore(settings, group_id)
         self.stop_event = threading.Event()
+        #: when the loop last turned, or a delivery last made progress (the liveness probe)
+        self.beat = time.monotonic()
+        #: the consumer is placed and the state loaded (the readiness probe)
+        self.started = False
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -137,7 +141,9 @@ class Notifier:
                 positions=committed,
                 receivers=sorted(self.sinks),
             )
+            self.started = True
             while not self.stop_event.is_set():
+                self.beat = time.monotonic()
                 wait_ms = 500
                 if (at := next_due(stored.state)) is not None:
                     wait_ms = int(max(0.0, min(0.5, at - self.clock())) * 1000)
@@ -177,6 +183,7 @@ class Notifier:
                 if finishing:
                     break
         finally:
+            self.started = False
             consumer.close()
             self.store.close()
         log.info(
@@ -236,6 +243,7 @@ class Notifier:
                     attempt: int, exc: SendError, pause: float, n: Notification = n
                 ) -> None:
                     metrics.RETRIES.labels(n.receiver).inc()
+                    self.beat = time.monotonic()  # a retrying delivery is alive
                     log.warning(
                         "notify.retry",
                         receiver=n.receiver,

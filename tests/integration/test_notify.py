@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email import message_from_bytes
@@ -297,7 +299,7 @@ def test_every_sink_gets_the_firing_then_the_resolved_notice_once(
 class Process:
     """`rollout notify` in a subprocess, its log lines collected."""
 
-    def __init__(self, settings: Settings, config: Path, env: dict[str, str]) -> None:
+    def __init__(self, settings: Settings, config: Path, env: dict[str, str], *extra: str) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [
@@ -308,6 +310,7 @@ class Process:
                 "--config",
                 str(config),
                 "--from-beginning",
+                *extra,
             ],
             env={
                 **os.environ,
@@ -329,6 +332,20 @@ class Process:
 
     def count(self, event: str) -> int:
         return sum(1 for line in list(self.lines) if f'"event":"{event}"' in line)
+
+    def port(self) -> int | None:
+        """The port of its probes, as it logged it."""
+        for line in list(self.lines):
+            if '"event":"metrics.serving"' in line:
+                return int(json.loads(line)["port"])
+        return None
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port()}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -366,10 +383,17 @@ def test_a_notifier_killed_mid_stream_neither_loses_nor_repeats_a_notification(
     # killed after it sent and committed: nothing is sent again
     second.kill()
 
-    third = Process(settings, config, secrets)
+    third = Process(settings, config, secrets, "--metrics-port", "0")
     wait_for(lambda: third.count("notify.started") == 1, why="the notifier to start again")
     publish(settings, monitor_alert("resolved"))
     wait_for(lambda: len(hooks()) == 2, why="the resolved notice")
+    # its probes and counters, as the chart's notifier serves them
+    assert third.port() is not None
+    assert 200 == third.get("/healthz")[0]
+    assert (200, '{"ok": true, "reason": "relaying the alerts topic"}') == third.get("/readyz")
+    status, scraped = third.get("/metrics")
+    assert 200 == status
+    assert "rollout_notifications_sent_total{" in scraped
     third.stop()
 
     assert [
