@@ -370,6 +370,9 @@ def test_the_notifier_reads_its_config_and_its_secrets(all_on: list[Manifest]) -
     assert secret["metadata"]["name"] in refs
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     assert mounts["/etc/rollout/notify.yaml"]["readOnly"] is True
+    assert [{"name": "metrics", "containerPort": 9465, "protocol": "TCP"}] == main["ports"]
+    assert {"path": "/healthz", "port": "metrics"} == main["livenessProbe"]["httpGet"]
+    assert {"path": "/readyz", "port": "metrics"} == main["readinessProbe"]["httpGet"]
 
 
 def test_the_default_values_run_no_notifier(default: list[Manifest]) -> None:
