@@ -57,6 +57,13 @@ def require_compiled_lane() -> None:
     pytest.skip(reason)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that need helm run last: .ci/run builds it in the background meanwhile."""
+    needs_helm = [i for i in items if "helm" in getattr(i, "fixturenames", ())]
+    if needs_helm:
+        items[:] = [i for i in items if i not in needs_helm] + needs_helm
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

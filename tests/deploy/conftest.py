@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,30 @@ def find_helm() -> tuple[str | None, str]:
     return None, f"no helm: set HELM, or run `make helm` (it builds {cached})"
 
 
+def wait_for_build(timeout_s: float = 1200.0) -> str | None:
+    """When .ci/run builds helm in the background (ROLLOUT_HELM_BUILD_STATUS names the file
+    its exit status goes to), wait for it: None once built, else why not."""
+    status_file = os.environ.get("ROLLOUT_HELM_BUILD_STATUS", "").strip()
+    if not status_file:
+        return None
+    status, deadline = Path(status_file), time.monotonic() + timeout_s
+    while not status.exists():
+        if time.monotonic() > deadline:
+            return f"the background helm build did not finish in {timeout_s:g} s"
+        time.sleep(2.0)
+    code = status.read_text().strip()
+    if code != "0":
+        log = status.with_name("log")
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        return f"the background helm build failed (exit {code}): {tail}"
+    return None
+
+
 @pytest.fixture(scope="session")
 def helm() -> str:
+    failed = wait_for_build()
+    if failed is not None:
+        pytest.fail(failed, pytrace=False)
     path, reason = find_helm()
     if path is None:
         if in_ci():
