@@ -373,6 +373,9 @@ def test_the_notifier_reads_its_config_and_its_secrets(all_on: list[Manifest]) -
     assert [{"name": "metrics", "containerPort": 9465, "protocol": "TCP"}] == main["ports"]
     assert {"path": "/healthz", "port": "metrics"} == main["livenessProbe"]["httpGet"]
     assert {"path": "/readyz", "port": "metrics"} == main["readinessProbe"]["httpGet"]
+    # one notifier at a time, even while it is updated: two would send everything twice
+    assert 1 == notifier["spec"]["replicas"]
+    assert {"type": "Recreate"} == notifier["spec"]["strategy"]
 
 
 def test_the_default_values_run_no_notifier(default: list[Manifest]) -> None:
