@@ -3,35 +3,24 @@ bytes; a summary by topic and reason kind; a filter by source topic."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner, Result
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import KafkaError
+from kafka import KafkaProducer
 
 from controller.commands.deadletters_cmd import dead_letters_cmd
 from controller.engine import dead_letter
-from controller.settings import Settings, load_settings
-from controller.topics import create_topics, topic_name
+from controller.settings import Settings
+from controller.topics import topic_name
 from schemas import FieldError, Rejection, Topic, decode
-from tests.conftest import unique_topic_name
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def settings(
-    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, request: pytest.FixtureRequest
-) -> Iterator[Settings]:
-    prefix = unique_topic_name(request.node.name) + "."
-    settings = load_settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
-    create_topics(settings)
-    yield settings
-    with contextlib.suppress(KafkaError):
-        kafka_admin.delete_topics([t for t in kafka_admin.list_topics() if t.startswith(prefix)])
+def settings(own_topics: Settings) -> Settings:
+    return own_topics
 
 
 def letters(settings: Settings) -> None:

@@ -3,26 +3,21 @@ event-time order, byte for byte as on the topics, and a log `rollout replay` tak
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
 
 import schemas as s
 from controller.commands.export_cmd import export_cmd, read_inputs, select
 from controller.policy_io import default_policy
 from controller.replay.replay import replay
 from controller.sdk import emit
-from controller.settings import Settings, load_settings
-from controller.topics import create_topics, topic_name
-from tests.conftest import unique_topic_name
+from controller.settings import Settings
+from controller.topics import topic_name
 from tests.factories import T0, make_deployment, make_event, make_prediction
 from tests.kafka_read import read_topic
 
@@ -30,18 +25,8 @@ pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def settings(
-    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, request: pytest.FixtureRequest
-) -> Iterator[Settings]:
-    """Topics of their own (a unique prefix, three partitions), deleted after the test."""
-    prefix = unique_topic_name(request.node.name) + "."
-    settings = load_settings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, topic_partitions=3
-    )
-    create_topics(settings)
-    yield settings
-    with contextlib.suppress(KafkaError):  # the next session starts clean anyway
-        kafka_admin.delete_topics([t for t in kafka_admin.list_topics() if t.startswith(prefix)])
+def settings(own_topics: Settings) -> Settings:
+    return own_topics
 
 
 def at(seconds: float) -> Any:

@@ -5,7 +5,6 @@ started again neither loses nor repeats one."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -26,16 +25,12 @@ from typing import Any
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
-from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
 
 import schemas as s
 from controller.notify.config_io import load_config
 from controller.notify.runner import Notifier
 from controller.sdk.emit import emit
-from controller.settings import Settings, load_settings
-from controller.topics import create_topics
-from tests.conftest import unique_topic_name
+from controller.settings import Settings
 from tests.factories import T0, make_event
 
 pytestmark = pytest.mark.kafka
@@ -119,17 +114,8 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 
 @pytest.fixture
-def settings(
-    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, request: pytest.FixtureRequest
-) -> Iterator[Settings]:
-    prefix = unique_topic_name(request.node.name) + "."
-    settings = load_settings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, topic_partitions=3
-    )
-    create_topics(settings)
-    yield settings
-    with contextlib.suppress(KafkaError):
-        kafka_admin.delete_topics([t for t in kafka_admin.list_topics() if t.startswith(prefix)])
+def settings(own_topics: Settings) -> Settings:
+    return own_topics
 
 
 # ---- alerts -----------------------------------------------------------------------------------
