@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kafka.admin import KafkaAdminClient
@@ -28,3 +30,22 @@ def own_topics(
     yield settings
     with contextlib.suppress(KafkaError):  # the next session starts clean anyway
         kafka_admin.delete_topics([t for t in kafka_admin.list_topics() if t.startswith(prefix)])
+
+
+@pytest.fixture
+def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings of a worker run in the test: topics and a group of its own (two partitions),
+    a half-second tick, its folder in the test's, its metrics on any free port of loopback."""
+    run = uuid.uuid4().hex[:8]
+    settings = load_settings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"test.{run}.",
+        topic_partitions=2,
+        consumer_group=f"test-worker-{run}",
+        tick_interval_s=0.5,
+        data_dir=tmp_path,  # the worker's folder, not the working directory's
+        metrics_port=0,
+        metrics_host="127.0.0.1",
+    )
+    create_topics(settings)
+    return settings

@@ -8,10 +8,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -21,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.engine import Engine
 from controller.policy_io import default_policy
 from controller.sdk import PredictionReporter, emit
-from controller.settings import Settings, load_settings
+from controller.settings import Settings
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
-from controller.topics import create_topics, topic_name
+from controller.topics import topic_name
 from schemas import DeploymentRequested, Prediction, RolloutPlan, Topic, TrafficStep, make_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -34,20 +32,8 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    settings = load_settings(
-        bootstrap_servers=kafka_bootstrap,
-        topic_prefix=f"test.{run}.",
-        topic_partitions=2,
-        consumer_group=f"test-metrics-{run}",
-        tick_interval_s=0.5,
-        data_dir=tmp_path,
-        metrics_port=0,  # any free port: the test asks the worker which
-        metrics_host="127.0.0.1",
-    )
-    create_topics(settings)
-    return settings
+def settings(worker_settings: Settings) -> Settings:
+    return worker_settings
 
 
 @pytest.fixture

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from controller.engine import Engine
 from controller.policy_io import default_policy
 from controller.sdk import CommandListener, PredictionReporter, emit
-from controller.settings import Settings, load_settings
+from controller.settings import Settings
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
-from controller.topics import create_topics, stats_topic_name, topic_name
+from controller.topics import stats_topic_name, topic_name
 from schemas import (
     Command,
     CommandAction,
@@ -45,18 +43,8 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    settings = load_settings(
-        bootstrap_servers=kafka_bootstrap,
-        topic_prefix=f"test.{run}.",
-        topic_partitions=2,
-        consumer_group=f"test-worker-{run}",
-        tick_interval_s=0.5,
-        data_dir=tmp_path,  # the worker's folder, not the working directory's
-    )
-    create_topics(settings)
-    return settings
+def settings(worker_settings: Settings) -> Settings:
+    return worker_settings
 
 
 @pytest.fixture
