@@ -252,6 +252,7 @@ async def main() -> None:
                 consumer_group=f"bench-{run}-{form}-{variant}",
                 topic_partitions=6,
                 native_lane=compiled,
+                metrics_port=0,  # served, as in production, on any free port
             )
             create_topics(settings)
             emit(
