@@ -203,19 +203,24 @@ def describe_validation(exc: Exception) -> str:
     return "; ".join(problems)
 
 
-def check_plan(payload: DeploymentRequested, policy_file: Path | None) -> None:
+def check_plan(payload: DeploymentRequested, policy_file: Path | None, force: bool = False) -> None:
     """Refuse before sending a plan the worker would abort at once: the core judges it against
     the policy exactly as the worker does (unknown detectors, guardrails the policy cannot
-    bind), so the person learns why now, not from an aborted rollout."""
+    bind), so the person learns why now, not from an aborted rollout. Unless `force`, refuse
+    too a plan that binds but cannot promote (controller.core.rollout.feasibility)."""
+    from controller.core.rollout.feasibility import plan_problems
     from controller.engine import Engine
 
     engine = Engine.from_policy_file(policy_file)
     effects = engine.on_event(None, make_event(payload, source=SOURCE), time.time())
     state = effects.state
-    if state is None or str(state.phase) != "aborted":
-        return
-    reasons = [r.event.data.reason for r in effects.records if isinstance(r.event.data, Decision)]
-    raise PlanError(reasons[-1] if reasons else "the policy refuses this plan")
+    if state is not None and str(state.phase) == "aborted":
+        records = effects.records
+        reasons = [r.event.data.reason for r in records if isinstance(r.event.data, Decision)]
+        raise PlanError(reasons[-1] if reasons else "the policy refuses this plan")
+    problems = [] if force else plan_problems(payload.plan, engine.policy)
+    if problems:
+        raise PlanError(f"{'; '.join(problems)} (--force sends it anyway)")
 
 
 @click.command("emit")
@@ -279,6 +284,12 @@ def emit_cmd(file: Path, event_type: str | None, bootstrap: str | None, as_json:
     help="The worker's rollout policy, to check the plan against before it is sent; "
     "default: built in.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Send a plan that binds to the policy but cannot promote (a deadline shorter than "
+    "its bakes, a step that changes nothing).",
+)
 @bootstrap_option
 @json_option
 @wait_option
@@ -287,6 +298,7 @@ def deploy_cmd(
     plan: Path,
     deployment_id: str | None,
     policy_file: Path | None,
+    force: bool,
     bootstrap: str | None,
     as_json: bool,
     wait_s: float,
@@ -313,7 +325,7 @@ def deploy_cmd(
             f"{plan}: invalid plan: {describe_validation(exc)}; fix these fields"
         ) from exc
     try:
-        check_plan(payload, policy_file)
+        check_plan(payload, policy_file, force)
     except PlanError as exc:
         raise click.ClickException(f"{plan}: not sent: {exc}") from exc
     event = make_event(payload, source=SOURCE)

@@ -51,3 +51,36 @@ def test_the_worker_names_the_line_of_a_broken_policy(tmp_path: Path) -> None:
     policy = tmp_path / "policy.json"
     policy.write_text('{"name": "p",\n "rules": [}\n')
     assert f"{policy}:2:" in error_line(run("worker", "--policy", str(policy)))
+
+
+PLAN = (
+    "model: fraud\ncandidate_version: v2\nbaseline_version: v1\n"
+    "plan:\n  steps:\n    - {canary_percent: 20, min_bake_s: 600}\n"
+    "    - {canary_percent: 100, min_bake_s: 600}\n"
+)
+
+
+def test_deploy_refuses_a_guardrail_the_policy_cannot_bind(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN + "  guardrails:\n    - {name: g, detector: nope}\n")
+    line = error_line(run("deploy", str(plan)))
+    assert f"Error: {plan}: not sent: deployment rejected by policy" in line
+    assert "unknown detector 'nope'" in line
+
+
+def test_deploy_refuses_a_plan_whose_deadline_comes_before_its_bakes(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN + "  deadline_s: 900\n")
+    line = error_line(run("deploy", str(plan)))
+    assert (
+        f"Error: {plan}: not sent: the steps bake 1200 s in all but its deadline_s is 900 s, "
+        "when the rollout is rolled back: lengthen deadline_s or shorten min_bake_s "
+        "(--force sends it anyway)"
+    ) == line
+
+
+def test_deploy_force_sends_what_the_checks_would_refuse(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN + "  deadline_s: 900\n")
+    # past the checks, it meets the closed port this test gives as the broker
+    assert "cannot reach Kafka at 127.0.0.1:1" in error_line(run("deploy", "--force", str(plan)))
