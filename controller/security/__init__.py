@@ -1,0 +1,1 @@
+"""Kafka security as code: the ACLs of the controller's roles (controller/security/acls.py)."""
