@@ -16,11 +16,16 @@ Layout under the cache directory::
     kafka-data/<port>/data/          log.dirs: the topics, formatted on the first start
     kafka-data/secure-<port>/        a secure broker (`--secure`): the same files, and
         tls/ca.pem, tls/server.pem   its CA (clients trust it) and its key and certificate
+        tls/ca-key.pem               the CA's key, which signs the client certificates
+        tls/clients/<user>.crt|.key  a client certificate (CN=<user>) for each user, for mTLS
         credentials.json             the SCRAM users and their passwords, made at format time
 
-A secure broker serves clients on one SASL_SSL listener (SCRAM-SHA-512; TLS with a certificate
-for 127.0.0.1 and localhost signed by its own CA) and authorizes them with KRaft's
-StandardAuthorizer: `admin` is a super user, `rollout` has no ACLs until someone grants them.
+A secure broker serves clients on two listeners, both with a certificate for 127.0.0.1 and
+localhost signed by its own CA: SASL_SSL (SCRAM-SHA-512) on its port, and SSL with client
+certificates required (mTLS) on its mTLS port (by default the controller port + 1), where the
+certificate's `CN=<name>` becomes the principal `User:<name>`. It authorizes both with KRaft's
+StandardAuthorizer: `admin` is a super user; `rollout` and the roles' users `controller`,
+`serving` and `sre` have no ACLs until someone grants them (`rollout acls --apply`).
 Its KRaft controller listener stays PLAINTEXT on 127.0.0.1 (the broker reaches the controller
 there as User:ANONYMOUS, a super user for that reason; clients are not meant to use it).
 """
@@ -105,6 +110,11 @@ def kafka_version_from_pom(pom_text: str) -> str:
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 SUPER_USER = "admin"
 PLAIN_USER = "rollout"
+#: the users of the roles in controller/security/acls.py, one SCRAM login and certificate each
+ROLE_USERS = ("controller", "serving", "sre")
+USERS = (SUPER_USER, PLAIN_USER, *ROLE_USERS)
+#: CN=<name>,... -> User:<name> on the mTLS listener
+PRINCIPAL_MAPPING_RULES = "RULE:^CN=([^,]+).*$/$1/,DEFAULT"
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
@@ -112,13 +122,43 @@ STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 class SecureAccess:
     """How clients reach a secure broker: SASL_SSL with SCRAM-SHA-512, trusting `ca_file`.
 
-    `users` maps each SCRAM user to its password; `admin` is a super user, `rollout` an
-    ordinary one with no ACLs until they are granted."""
+    `users` maps each SCRAM user to its password; `admin` is a super user, the others have no
+    ACLs until they are granted. `mtls_bootstrap` is the listener that requires a client
+    certificate; `clients_dir` holds one for each user (`client_files`)."""
 
     bootstrap: str
     ca_file: Path
     users: dict[str, str]
     mechanism: str = SCRAM_MECHANISM
+    mtls_bootstrap: str = ""
+    clients_dir: Path | None = None
+
+    def client_files(self, user: str) -> tuple[Path, Path]:
+        """The certificate (CN=<user>) and key with which `user` connects over mTLS."""
+        if self.clients_dir is None or user not in self.users:
+            raise DevKafkaError(f"No client certificate for {user!r} on {self.bootstrap}.")
+        return self.clients_dir / f"{user}.crt", self.clients_dir / f"{user}.key"
+
+    def mtls_environment(self, user: str) -> dict[str, str]:
+        """The ROLLOUT_* variables that connect as `user` with its client certificate."""
+        certfile, keyfile = self.client_files(user)
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.mtls_bootstrap,
+            "ROLLOUT_SECURITY_PROTOCOL": "SSL",
+            "ROLLOUT_SSL_CAFILE": str(self.ca_file),
+            "ROLLOUT_SSL_CERTFILE": str(certfile),
+            "ROLLOUT_SSL_KEYFILE": str(keyfile),
+        }
+
+    def mtls_kafka_python_options(self, user: str) -> dict[str, Any]:
+        certfile, keyfile = self.client_files(user)
+        return {
+            "bootstrap_servers": self.mtls_bootstrap,
+            "security_protocol": "SSL",
+            "ssl_cafile": str(self.ca_file),
+            "ssl_certfile": str(certfile),
+            "ssl_keyfile": str(keyfile),
+        }
 
     def environment(self, user: str = SUPER_USER, password: str | None = None) -> dict[str, str]:
         """The ROLLOUT_* variables that connect as `user` (with another password, if given)."""
@@ -150,6 +190,7 @@ class SecureListener:
     server_pem: Path
     ca_file: Path
     admin_password: str
+    mtls_port: int | None = None
 
 
 def render_server_properties(
@@ -163,17 +204,27 @@ def render_server_properties(
     """server.properties of a single node that is both broker and KRaft controller; with
     `secure`, its client listener is SASL_SSL (SCRAM) and requests are authorized."""
     name = "SASL_SSL" if secure is not None else "PLAINTEXT"
+    listeners = [f"{name}://{host}:{port}"]
+    protocols = ["CONTROLLER:PLAINTEXT", f"{name}:{name}"]
+    if secure is not None and secure.mtls_port is not None:
+        listeners.append(f"MTLS://{host}:{secure.mtls_port}")
+        protocols.append("MTLS:SSL")
     lines = [
         "# Written by `rollout dev-kafka start`; rewritten on every start.",
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.bootstrap.servers={host}:{controller_port}",
-        f"listeners={name}://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        f"advertised.listeners={name}://{host}:{port}",
+        f"listeners={','.join(listeners)},CONTROLLER://{host}:{controller_port}",
+        f"advertised.listeners={','.join(listeners)}",
         "controller.listener.names=CONTROLLER",
         f"inter.broker.listener.name={name}",
-        f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{name}:{name}",
+        f"listener.security.protocol.map={','.join(protocols)}",
     ]
+    if secure is not None and secure.mtls_port is not None:
+        lines += [
+            "listener.name.mtls.ssl.client.auth=required",
+            f"listener.name.mtls.ssl.principal.mapping.rules={PRINCIPAL_MAPPING_RULES}",
+        ]
     if secure is not None:
         jaas = (
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
@@ -409,11 +460,14 @@ class LocalKafka:
         kafka_home: Path | None = None,
         host: str = HOST,
         secure: bool = False,
+        mtls_port: int | None = None,
     ) -> None:
         self.host = host
         self.secure = secure
         self.port = port
         self.controller_port = controller_port if controller_port is not None else port + 1
+        #: a secure broker's mTLS listener (SSL, client certificates required)
+        self.mtls_port = mtls_port if mtls_port is not None else self.controller_port + 1
         if self.controller_port == self.port or not 0 < self.controller_port < 65536:
             raise DevKafkaError(
                 f"The KRaft controller port {self.controller_port} cannot go with the broker port "
@@ -489,7 +543,13 @@ class LocalKafka:
                 f"No credentials for the secure broker on {self.bootstrap} ({exc}); start it "
                 "with `rollout dev-kafka start --secure`."
             ) from exc
-        return SecureAccess(self.bootstrap, self.tls_dir / "ca.pem", dict(users))
+        return SecureAccess(
+            self.bootstrap,
+            self.tls_dir / "ca.pem",
+            dict(users),
+            mtls_bootstrap=f"{self.host}:{self.mtls_port}",
+            clients_dir=self.tls_dir / "clients",
+        )
 
     # -- commands
 
@@ -597,7 +657,10 @@ class LocalKafka:
         return argv is not None and is_broker_command(argv, self.properties_file)
 
     def _require_free_ports(self) -> None:
-        for name, port in (("broker", self.port), ("KRaft controller", self.controller_port)):
+        ports = [("broker", self.port), ("KRaft controller", self.controller_port)]
+        if self.secure:
+            ports.append(("mTLS listener", self.mtls_port))
+        for name, port in ports:
             if not _port_free(self.host, port):
                 raise DevKafkaError(
                     f"Port {port} on {self.host} (the {name} port) is already in use by "
@@ -610,17 +673,25 @@ class LocalKafka:
         passwords go into the metadata when the storage is formatted, so they stay with it)."""
         if not self.secure:
             return None
-        from controller.dev.tls import ensure_certificates
+        from controller.dev.tls import client_certificate, ensure_certificates
 
         tls = ensure_certificates(self.tls_dir, (self.host, "localhost"))
         formatted = (self.log_dir / "meta.properties").is_file()
-        if not formatted or not self.credentials_file.is_file():
+        if not formatted or set(USERS) - set(self._stored_users()):
             shutil.rmtree(self.log_dir, ignore_errors=True)  # users are added at format time
-            users = {user: secrets.token_hex(16) for user in (SUPER_USER, PLAIN_USER)}
+            users = {user: secrets.token_hex(16) for user in USERS}
             self.credentials_file.write_text(json.dumps(users, indent=2) + "\n")
             self.credentials_file.chmod(0o600)
-        admin_password = self.access().users[SUPER_USER]
-        return SecureListener(tls.server_pem, tls.ca_file, admin_password)
+        access = self.access()
+        for user in USERS:
+            client_certificate(tls, user, self.tls_dir / "clients")
+        return SecureListener(tls.server_pem, tls.ca_file, access.users[SUPER_USER], self.mtls_port)
+
+    def _stored_users(self) -> dict[str, str]:
+        try:
+            return dict(json.loads(self.credentials_file.read_text()))
+        except (OSError, ValueError):
+            return {}
 
     def _format_storage(self, java: str, dist: Distribution) -> None:
         if (self.log_dir / "meta.properties").is_file():
