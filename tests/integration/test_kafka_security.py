@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAuthorizationFailedError
 
 from controller.cli import cli
@@ -236,6 +236,13 @@ def test_the_worker_decides_over_sasl_ssl_as_the_controller(
         assert 0 == sent.exit_code, sent.output
         decisions = decisions_for(secured, "ranker-secure")
     assert decisions, "no decision for ranker-secure"
+    # Faust created its changelog topics under the prefixed grant on `<group>-`
+    admin = KafkaAdminClient(**secured.access.kafka_python_options("admin"))
+    try:
+        topics = set(admin.list_topics())
+    finally:
+        admin.close()
+    assert f"{secured.group}-rollouts-changelog" in topics
     assert any(json.loads(d)["data"]["deployment_id"] == "ranker-secure" for d in decisions)
     status = run(["status", "ranker-secure"], secured.env("sre"))
     assert 0 == status.exit_code, status.output
