@@ -11,7 +11,14 @@ import enum
 import itertools
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, Strict, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from schemas.base import (
     Bool,
@@ -264,7 +271,54 @@ class RolloutPlan(Contract):
         return self
 
 
+#: A link or a reference (a runbook, a build, an artifact): free text, bounded like a URL.
+Reference = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=2048)]
+
+
+class DeployMethod(Contract):
+    """How the model is deployed: the serving stack or mechanism ("kserve", "sagemaker
+    endpoint", "helm chart fraud-serving") and a reference to the build or artifact."""
+
+    name: Name
+    reference: Reference | None = None
+
+
+class RequiredApproval(Contract):
+    """Who must approve the gate before traffic step `step` (0 is the start gate, as in
+    `approval.granted`): any one of `by`, named people or groups. Naming approvers for a gate
+    makes the gate ask for an approval, as `requires_approval` does."""
+
+    step: Count
+    by: tuple[Name, ...] = Field(min_length=1, max_length=32)
+
+
+FailureAction = Literal["rollback", "pause", "abort", "notify"]
+
+
+class OnFailure(Contract):
+    """What to do if the deployment fails, as the people on call read it. Recorded and shown,
+    not acted on: a failing rule's consequence is the policy's (docs/policy.md)."""
+
+    action: FailureAction = "rollback"
+    note: Text = ""
+    runbook_url: Reference | None = None
+
+
+class RollbackProcedure(Contract):
+    """How to roll back the model once it is in production: the version to return to (None:
+    the baseline version) and how."""
+
+    version: Ident | None = None
+    procedure: Text = ""
+    runbook_url: Reference | None = None
+
+
 class DeploymentRequested(Payload):
+    """A rollout request, and its deployment record: where (`environment`, `target`), how
+    (`method`), who must approve each gate (`approvals`), what to do if it fails
+    (`on_failure`) and how to roll it back from production (`rollback`). Every record field is
+    optional; a request without them is the request of before."""
+
     EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "deployment.requested.v1"
     TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
 
@@ -275,12 +329,58 @@ class DeploymentRequested(Payload):
     plan: RolloutPlan
     training_profile: TrainingProfile | None = None
     requested_by: Name | None = None
+    #: where: the environment (prod, staging, ...)
+    environment: Name | None = None
+    #: where the canary (or experiment) runs: a cluster, region, service or traffic segment
+    target: Name | None = None
+    method: DeployMethod | None = None
+    approvals: tuple[RequiredApproval, ...] = Field(default=(), max_length=101)
+    on_failure: OnFailure | None = None
+    rollback: RollbackProcedure | None = None
 
     @model_validator(mode="after")
     def _distinct_versions(self) -> DeploymentRequested:
         if self.candidate_version == self.baseline_version:
             raise ValueError("candidate_version and baseline_version must differ")
+        if self.rollback is not None and self.rollback.version == self.candidate_version:
+            raise ValueError(
+                f"rollback.version must differ from candidate_version "
+                f"({self.candidate_version}): a rollback returns to another version"
+            )
+        steps = [a.step for a in self.approvals]
+        missing = sorted(k for k in steps if k >= len(self.plan.steps))
+        if missing:
+            raise ValueError(
+                f"approvals name steps {missing} the plan does not have (it has steps 0 to "
+                f"{len(self.plan.steps) - 1}; 0 is the start gate)"
+            )
+        if len(steps) != len(set(steps)):
+            raise ValueError(f"approvals must name each step once: {steps}")
         return self
+
+    def rollback_version(self) -> str:
+        """The version a rollback from production returns to: the record's, else the
+        baseline."""
+        if self.rollback is not None and self.rollback.version is not None:
+            return self.rollback.version
+        return self.baseline_version
+
+    def approvers(self, step: int) -> tuple[str, ...]:
+        """Who the record asks to approve the gate before `step` (empty: nobody named)."""
+        for required in self.approvals:
+            if required.step == step:
+                return required.by
+        return ()
+
+    def gated(self, step: int) -> bool:
+        """Whether the gate before `step` asks for an approval: the plan says so (the start:
+        `approval_to_start`; any step: `requires_approval`), or the record names approvers."""
+        plan = self.plan
+        return (
+            (step == 0 and plan.approval_to_start)
+            or plan.steps[step].requires_approval
+            or bool(self.approvers(step))
+        )
 
 
 class _Approval(Payload):
@@ -632,6 +732,10 @@ class Command(Payload):
     reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
     evidence: Evidence = Field(default_factory=dict)
     issued_at: Timestamp
+    #: A rollback's: the version that serves all traffic after it (the baseline during a
+    #: rollout; the deployment record's rollback version after a promotion). None otherwise,
+    #: and in commands of before, where a rollback returns to the baseline.
+    rollback_version: Ident | None = None
 
 
 class PipelineThrottle(Payload):

@@ -24,6 +24,7 @@ from controller.core.rollout.alignment import checkpoint, held_requests
 from controller.core.rollout.assessment import INPUTS_BEHIND_S, Assessment, assess, gates, judge
 from controller.core.rollout.result import Collector, Result
 from controller.core.rollout.transitions import (
+    approvers_note,
     end,
     open_gate,
     pause,
@@ -266,14 +267,15 @@ def advance(
         return  # a gated step too: no approval is asked for a step the pool cannot carry
     if state.deployment.plan.capacity is not None:
         evidence["capacity_free"] = dict(state.free_capacity)
-    if state.steps[nxt].requires_approval:
+    if state.deployment.gated(nxt):
         state.gate = nxt
         transition(
             state,
             Phase.AWAITING_APPROVAL,
             out,
             now,
-            reason=f"{summary}; waiting for approval of {step_label(state, nxt)}",
+            reason=f"{summary}; waiting for approval of {step_label(state, nxt)}"
+            f"{approvers_note(state, nxt)}",
             evidence=evidence,
             verdicts=verdicts,
         )

@@ -30,6 +30,7 @@ from controller.core.rollout import alignment
 from controller.core.rollout.alerts import on_resource, on_training_run, router_acknowledged
 from controller.core.rollout.result import Collector
 from controller.core.rollout.transitions import (
+    approvers_note,
     end,
     open_gate,
     pause,
@@ -270,14 +271,15 @@ def create(event: DeploymentRequested, policy: Policy, now: float, out: Collecto
         "recent_windows": rules.recent_windows,
         "deadline_s": state.deadline_s(policy),
     }
-    if plan.approval_to_start or plan.steps[0].requires_approval:
+    if event.gated(0):
         state.gate = 0
         transition(
             state,
             Phase.AWAITING_APPROVAL,
             out,
             now,
-            reason=f"waiting for approval to start {step_label(state, 0)}",
+            reason=f"waiting for approval to start {step_label(state, 0)}"
+            f"{approvers_note(state, 0)}",
             evidence=evidence,
         )
     else:

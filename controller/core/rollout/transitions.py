@@ -71,6 +71,7 @@ def transition(
             reason=reason,
             evidence=dict(evidence or {}),
             issued_at=at(now),
+            rollback_version=_rollback_version(state, from_phase, action),
         )
         out.add(command)
         state.canary_percent = float(percent)
@@ -97,6 +98,16 @@ def transition(
         )
     )
     return command
+
+
+def _rollback_version(state: RolloutState, from_phase: Phase, action: CommandAction) -> str | None:
+    """The version a rollback returns all traffic to: the baseline during a rollout (it is
+    still serving), the deployment record's rollback version once the candidate was promoted;
+    None for the other actions."""
+    if action is not CommandAction.ROLLBACK:
+        return None
+    dep = state.deployment
+    return dep.rollback_version() if from_phase is Phase.PROMOTED else dep.baseline_version
 
 
 def start_step(
@@ -257,3 +268,10 @@ def open_gate(state: RolloutState, out: Collector, now: float) -> None:
 def step_label(state: RolloutState, index: int | None = None) -> str:
     i = state.step if index is None else index
     return f"step {i} ({state.steps[i].canary_percent:g}%)"
+
+
+def approvers_note(state: RolloutState, index: int) -> str:
+    """` from a or b` when the deployment record names who must approve the gate before step
+    `index`; empty otherwise."""
+    approvers = state.deployment.approvers(index)
+    return f" from {' or '.join(approvers)}" if approvers else ""

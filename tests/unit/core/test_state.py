@@ -73,6 +73,10 @@ def with_profile_invalid_rates(state: dict[str, Any]) -> dict[str, Any]:
         entry.clear()
         entry.update(rebuilt)
     state["deployment"]["plan"]["capacity"] = None  # the plan's capacity guard: none
+    # the deployment record: none, written after `requested_by`
+    state["deployment"].update(
+        environment=None, target=None, method=None, approvals=[], on_failure=None, rollback=None
+    )
     return state
 
 
@@ -86,7 +90,8 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     (none pending, `settle_s` 0) and the router's acknowledgements (a rollout stored before
     them does not wait for any), and the joined labels (none), written last; and in the
     training profiles (the state's and the request's), each feature's `invalid_rate` (0, after
-    `missing_rate`); the plan's `capacity` (none); the serving pool's free capacity (none)."""
+    `missing_rate`); the plan's `capacity` (none); the deployment record (none); the serving
+    pool's free capacity (none)."""
     stored = stored_v1()
     items = list(with_profile_invalid_rates(with_exact_counts(stored)).items())
     after_seq = [k for k, _ in items].index("seq") + 1
