@@ -556,8 +556,9 @@ class Engine:
     ) -> tuple[OutputRecord, ...]:
         """Every rollout configures its model's monitor: at its start the baseline serves
         production; after a promote the candidate (with the request's training profile), after
-        a rollback or abort the baseline again. Sent on the deployments topic, keyed by the
-        model, so the worker that owns the model's monitor applies it."""
+        a rollback or abort the baseline again (after a rollback of the promoted model: the
+        record's rollback version). Sent on the deployments topic, keyed by the model, so the
+        worker that owns the model's monitor applies it."""
         if state is None:
             return ()
         request = state.deployment
@@ -567,6 +568,9 @@ class Engine:
                 version, why = request.baseline_version, "started: the baseline serves"
             elif decision.to_phase == "promoted":
                 version, why = request.candidate_version, "promoted: the candidate serves"
+            elif decision.from_phase == "promoted":
+                version = request.rollback_version()
+                why = f"rolled back after promotion: {version} serves"
             elif decision.to_phase in ("rolled_back", "aborted"):
                 version, why = request.baseline_version, f"{decision.to_phase}: the baseline serves"
             else:

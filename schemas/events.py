@@ -372,6 +372,46 @@ class DeploymentRequested(Payload):
                 return required.by
         return ()
 
+    def has_record(self) -> bool:
+        """Whether the request carries any field of the deployment record."""
+        return bool(
+            self.environment
+            or self.target
+            or self.method
+            or self.approvals
+            or self.on_failure
+            or self.rollback
+        )
+
+    def record(self) -> Evidence:
+        """The deployment record as plain JSON values, with what applies by default: the
+        approvals asked for at every gate (`by` empty: anyone), the rollback version."""
+        rollback = self.rollback
+        return {
+            "environment": self.environment,
+            "target": self.target,
+            "method": None if self.method is None else self.method.model_dump(mode="json"),
+            "approvals_required": [
+                {
+                    "step": k,
+                    "canary_percent": step.canary_percent,
+                    "by": list(self.approvers(k)),
+                }
+                for k, step in enumerate(self.plan.steps)
+                if self.gated(k)
+            ],
+            "on_failure": (
+                None if self.on_failure is None else self.on_failure.model_dump(mode="json")
+            ),
+            "rollback": {
+                "version": self.rollback_version(),
+                "default": rollback is None or rollback.version is None,
+                "procedure": "" if rollback is None else rollback.procedure,
+                "runbook_url": None if rollback is None else rollback.runbook_url,
+            },
+            "requested_by": self.requested_by,
+        }
+
     def gated(self, step: int) -> bool:
         """Whether the gate before `step` asks for an approval: the plan says so (the start:
         `approval_to_start`; any step: `requires_approval`), or the record names approvers."""

@@ -380,7 +380,12 @@ resume_cmd = _person_command("resume", ResumeRequested, "Resume a paused rollout
 abort_cmd = _person_command(
     "abort", AbortRequested, "Abort a rollout: all traffic back to the baseline."
 )
-rollback_cmd = _person_command("rollback", RollbackRequested, "Roll a rollout back now.")
+rollback_cmd = _person_command(
+    "rollback",
+    RollbackRequested,
+    "Roll a rollout back now; a promoted model goes back to its recorded rollback version "
+    "(default: the baseline).",
+)
 
 
 # ---- reading the audit trail ----------------------------------------------------------------
@@ -511,18 +516,118 @@ def read_health(
     return rollouts, models, alerts
 
 
+@dataclass
+class RolloutRecord:
+    """A rollout's deployment record, as its first decision keeps it (`record` in the
+    evidence: `DeploymentRequested.record()`), and the approvals that opened its gates, from
+    the later decisions (who, why, when): what `status` shows of one rollout."""
+
+    record: dict[str, Any]
+    granted: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.record, "approvals_granted": list(self.granted)}
+
+
+def read_records(events: Iterator[Envelope[Any]]) -> dict[str, RolloutRecord]:
+    """The rollouts' deployment records and the approvals the controller accepted (each
+    opened a gate), in order, from the decisions topic (the audit trail): a rollout whose
+    request carried no record has none."""
+    records: dict[str, RolloutRecord] = {}
+    granted: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        data = event.data
+        if not isinstance(data, Decision):
+            continue
+        evidence = data.evidence
+        if data.from_phase == "pending" and isinstance(evidence.get("record"), dict):
+            records[data.deployment_id] = RolloutRecord(dict(evidence["record"]))
+        elif "approved_by" in evidence:
+            granted.setdefault(data.deployment_id, []).append(
+                {
+                    "step": data.step,
+                    "by": evidence["approved_by"],
+                    "reason": evidence.get("approval_reason", ""),
+                    "at": data.at.isoformat(),
+                }
+            )
+    for deployment_id, approvals in granted.items():
+        if deployment_id in records:
+            records[deployment_id].granted = approvals
+    return records
+
+
+def record_lines(record: RolloutRecord) -> list[str]:
+    """The deployment record as `status` shows it: where, how, the approvals asked for and
+    given per gate, what to do on a failure, how to roll back from production."""
+    doc = record.record
+    lines = [
+        f"environment {doc.get('environment') or '-'}, target {doc.get('target') or '-'}, "
+        f"requested by {doc.get('requested_by') or '-'}"
+    ]
+    method = doc.get("method")
+    if method:
+        ref = f" ({method['reference']})" if method.get("reference") else ""
+        lines.append(f"deployed with {method['name']}{ref}")
+    given = {g["step"]: g for g in record.granted}
+    required = doc.get("approvals_required") or []
+    for gate in required:
+        k = gate["step"]
+        label = f"{'start' if k == 0 else 'widen to'} step {k} ({gate['canary_percent']:g}%)"
+        asked = " or ".join(gate["by"]) or "anyone"
+        g = given.get(k)
+        if g is None:
+            lines.append(f"approval {label}: from {asked}; not granted yet")
+        else:
+            why = f": {g['reason']}" if g["reason"] else ""
+            lines.append(f"approval {label}: from {asked}; granted by {g['by']} at {g['at']}{why}")
+    if not required:
+        lines.append("approvals: none required")
+    on_failure = doc.get("on_failure")
+    if not on_failure:
+        lines.append("on failure: not recorded (the policy rolls back a failing canary)")
+    else:
+        lines.append(
+            _joined(
+                f"on failure: {on_failure['action']}",
+                on_failure.get("note", ""),
+                on_failure.get("runbook_url"),
+            )
+        )
+    rollback = doc.get("rollback") or {}
+    default = " (the baseline)" if rollback.get("default") else ""
+    lines.append(
+        _joined(
+            f"rollback from production: to {rollback.get('version', '-')}{default}",
+            rollback.get("procedure", ""),
+            rollback.get("runbook_url"),
+        )
+    )
+    return lines
+
+
+def _joined(head: str, note: str, runbook_url: str | None) -> str:
+    """`head; note; runbook URL`, leaving out what is empty."""
+    runbook = f"runbook {runbook_url}" if runbook_url else ""
+    return "; ".join(part for part in (head, note, runbook) if part)
+
+
 @click.command("status")
 @click.argument("name", required=False)
 @bootstrap_option
 @json_option
 def status_cmd(name: str | None, bootstrap: str | None, as_json: bool) -> None:
     """Where each rollout stands and how each monitored model is, with their open alerts,
-    from the decisions and alerts topics (the audit trail). NAME: one deployment or model."""
-    rollouts, models, alerts = read_health(
+    from the decisions and alerts topics (the audit trail). NAME: one deployment or model;
+    for one rollout, its deployment record too (kept by its first decision): where, how, the
+    approvals asked for and granted, what to do on a failure, how to roll back."""
+    events = list(
         _consume(
             _settings(bootstrap), [Topic.DECISIONS, Topic.ALERTS], follow=False, from_beginning=True
         )
     )
+    rollouts, models, alerts = read_health(iter(events))
+    records = read_records(iter(events))
     if name:
         rollouts = {k: v for k, v in rollouts.items() if k == name}
         models = {k: v for k, v in models.items() if k == name}
@@ -532,6 +637,8 @@ def status_cmd(name: str | None, bootstrap: str | None, as_json: bool) -> None:
         for d in rollouts.values():
             doc = d.model_dump(mode="json")
             doc["open_alerts"] = sorted(alerts.get(d.deployment_id, {}))
+            record = records.get(d.deployment_id)
+            doc["record"] = None if record is None else record.to_dict()
             click.echo(json.dumps({"rollout": doc}))
         for health in models.values():
             click.echo(json.dumps({"model": health.to_dict()}))
@@ -548,6 +655,11 @@ def status_cmd(name: str | None, bootstrap: str | None, as_json: bool) -> None:
         quality = rollout_quality(d)
         if quality:
             click.echo(f"      {quality}")
+        if name:  # one rollout: its whole deployment record
+            record = records.get(d.deployment_id)
+            lines = ["no deployment record"] if record is None else record_lines(record)
+            for line in lines:
+                click.echo(f"      {line}")
         for key, alert in sorted(alerts.get(d.deployment_id, {}).items()):
             click.echo(f"      open alert {key} ({alert.severity.value}): {alert.summary}")
     if models:

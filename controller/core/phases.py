@@ -8,9 +8,13 @@ naming both ends. Terminal phases have no way out.
                  ┌──────────────────────────────┐
 pending ──> awaiting_approval <──> progressing ─┴─> paused ──> (back where it was)
    │               │                 │  ↺ next step
-   │               │                 └──> promoted
+   │               │                 └──> promoted ──> rolled_back  (a person's rollback)
    └──> aborted    └──────┬──────────┴──> rolled_back | aborted  (from any live phase)
 ```
+
+`promoted -> rolled_back` is the one way out of a terminal phase: a person rolls back a model
+already in production, to the deployment record's rollback version. `rolled_back` and `aborted`
+have no way out.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ class Phase(enum.StrEnum):
     ABORTED = "aborted"
 
     def is_terminal(self) -> bool:
-        """A terminal phase never changes again; later events are recorded as no-ops."""
+        """The rollout has ended: later events are recorded as no-ops, except a person's
+        rollback of a promoted model (`promoted -> rolled_back`, see `TRANSITIONS`)."""
         return self in _TERMINAL
 
     def is_active(self) -> bool:
@@ -53,7 +58,8 @@ _ACTIVE = frozenset({Phase.AWAITING_APPROVAL, Phase.PROGRESSING, Phase.PAUSED})
 
 #: The legal transitions. The only self-transition is `progressing -> progressing`: the next
 #: traffic step, a decision without a phase change. `pending -> aborted` is a deployment request
-#: the policy rejects (e.g. a guardrail naming an unknown detector).
+#: the policy rejects (e.g. a guardrail naming an unknown detector). `promoted -> rolled_back`
+#: is a person's rollback of the promoted model, the only change after an end.
 TRANSITIONS: Mapping[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset({Phase.AWAITING_APPROVAL, Phase.PROGRESSING, Phase.ABORTED}),
     Phase.AWAITING_APPROVAL: frozenset(
@@ -72,7 +78,7 @@ TRANSITIONS: Mapping[Phase, frozenset[Phase]] = {
     Phase.PAUSED: frozenset(
         {Phase.PROGRESSING, Phase.AWAITING_APPROVAL, Phase.ROLLED_BACK, Phase.ABORTED}
     ),
-    Phase.PROMOTED: frozenset(),
+    Phase.PROMOTED: frozenset({Phase.ROLLED_BACK}),
     Phase.ROLLED_BACK: frozenset(),
     Phase.ABORTED: frozenset(),
 }

@@ -1,8 +1,9 @@
 """Invariants of the rollout state machine under arbitrary sequences of events.
 
 People press buttons in any order, routers acknowledge late, events are redelivered, the canary
-fails or goes silent, time jumps: whatever happens, a terminal phase never changes, a rollout
-issues at most one terminal command, every output has a reason, the same inputs give the same
+fails or goes silent, time jumps: whatever happens, a terminal phase never changes (but a
+promoted model may be rolled back, once), a rollout issues at most one terminal command (and
+a rollback after its promote), every output has a reason, the same inputs give the same
 outputs, and the state survives a trip through plain JSON without changing a decision.
 """
 
@@ -176,8 +177,9 @@ def test_a_terminal_phase_never_changes(plan: s.RolloutPlan, actions: list[Any])
 
     ended = [i for i, phase in enumerate(run.phases) if phase.is_terminal()]
     if ended:
-        final = run.phases[ended[0]]
-        assert all(final is phase for phase in run.phases[ended[0] :])
+        after = list(dict.fromkeys(run.phases[ended[0] :]))
+        # the one way out: a person's rollback of the promoted model
+        assert after in ([run.phases[ended[0]]], [Phase.PROMOTED, Phase.ROLLED_BACK])
 
 
 @SETTINGS
@@ -191,9 +193,14 @@ def test_nothing_is_decided_after_the_end(plan: s.RolloutPlan, actions: list[Any
         if any(Phase(d.to_phase).is_terminal() for d in step.decisions)
     ]
     if ends:
-        for step in run.steps[ends[0] + 1 :]:
-            assert () == step.commands
-            assert () == step.decisions
+        later = [step for step in run.steps[ends[0] + 1 :] if step.decisions or step.commands]
+        # but a person's rollback of the promoted model, once
+        assert [] == later or [("promoted", "rolled_back")] == [
+            (d.from_phase, d.to_phase) for step in later for d in step.decisions
+        ]
+        assert [] == later or [(s.CommandAction.ROLLBACK,)] == [
+            tuple(c.action for c in step.commands) for step in later
+        ]
 
 
 @SETTINGS
@@ -203,7 +210,8 @@ def test_a_rollout_issues_at_most_one_terminal_command(
 ) -> None:
     run = play(plan, actions)
 
-    assert len([c for c in run.commands if c.action.is_terminal()]) <= 1
+    terminal = [c.action.value for c in run.commands if c.action.is_terminal()]
+    assert len(terminal) <= 1 or ["promote", "rollback"] == terminal  # a promoted model rolled back
 
 
 @SETTINGS

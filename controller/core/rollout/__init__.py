@@ -47,6 +47,7 @@ from controller.core.policy import Policy, PolicyError
 from controller.core.rollout.assessment import Assessment, Judged, assess, gates, judge
 from controller.core.rollout.evaluation import evaluate_into
 from controller.core.rollout.inputs import (
+    AFTER_END,
     HANDLERS,
     REQUESTS,
     create,
@@ -137,6 +138,10 @@ def apply(
             return out.result(state)
         state.remember(event_id)
     if state.phase.is_terminal():
+        after_end = AFTER_END.get(type(payload))
+        if after_end is not None:
+            after_end(state, payload, policy, now, out)
+            return out.result(state)
         state.count_ignored("after_end")
         if isinstance(payload, DeploymentRequested):
             on_deployment(state, payload, policy, now, out)

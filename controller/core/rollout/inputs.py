@@ -35,6 +35,7 @@ from controller.core.rollout.transitions import (
     open_gate,
     pause,
     resume,
+    roll_back_promoted,
     start_step,
     step_label,
     stop,
@@ -271,6 +272,8 @@ def create(event: DeploymentRequested, policy: Policy, now: float, out: Collecto
         "recent_windows": rules.recent_windows,
         "deadline_s": state.deadline_s(policy),
     }
+    if event.has_record():  # the audit trail keeps the deployment record (`rollout status`)
+        evidence["record"] = event.record()
     if event.gated(0):
         state.gate = 0
         transition(
@@ -390,6 +393,18 @@ on_abort = manual_end(Phase.ABORTED, "aborted")
 on_rollback = manual_end(Phase.ROLLED_BACK, "rolled back")
 
 
+def on_rollback_after_end(
+    state: RolloutState, event: RollbackRequested, policy: Policy, now: float, out: Collector
+) -> None:
+    """A rollback of a rollout that has ended: a promoted model goes back to the record's
+    rollback version; one rolled back or aborted has nothing left to roll back."""
+    if state.phase is not Phase.PROMOTED:
+        state.count_ignored("after_end")
+        out.refuse(f"rollout already {state.phase}: RollbackRequested refused")
+        return
+    roll_back_promoted(state, out, now, by=event.by, reason=event.reason)
+
+
 def on_traffic_applied(
     state: RolloutState, event: TrafficApplied, policy: Policy, now: float, out: Collector
 ) -> None:
@@ -448,6 +463,12 @@ REQUESTS: tuple[type[Payload], ...] = (
     AbortRequested,
     RollbackRequested,
 )
+
+#: The inputs that still act once a rollout has ended (phase terminal); every other request
+#: is refused and every report ignored.
+AFTER_END: Mapping[type[Payload], Handler] = {
+    RollbackRequested: on_rollback_after_end,
+}
 
 HANDLERS: Mapping[type[Payload], Handler] = {
     DeploymentRequested: on_deployment,

@@ -48,10 +48,12 @@ def transition(
     dep = state.deployment
     command: Command | None = None
     if action is not None and (state.traffic_started or action is CommandAction.SET_TRAFFIC):
-        if action.is_terminal() and state.terminal_command_id is not None:
+        after_promotion = from_phase is Phase.PROMOTED and action is CommandAction.ROLLBACK
+        if action.is_terminal() and state.terminal_command_id is not None and not after_promotion:
             raise InvariantError(
                 f"rollout {dep.deployment_id} already sent its terminal command "
-                f"{state.terminal_command_id}: at most one terminal command per rollout"
+                f"{state.terminal_command_id}: at most one terminal command per rollout (and "
+                "one rollback after a promotion)"
             )
         percent = {
             CommandAction.SET_TRAFFIC: state.steps[state.step].canary_percent,
@@ -262,6 +264,42 @@ def open_gate(state: RolloutState, out: Collector, now: float) -> None:
         now,
         reason=f"{step_label(state, gate)} approved by {by}" + (f": {why}" if why else ""),
         evidence={"approved_by": by, "approval_reason": why},
+    )
+
+
+def roll_back_promoted(
+    state: RolloutState,
+    out: Collector,
+    now: float,
+    *,
+    by: str,
+    reason: str,
+) -> None:
+    """Roll a promoted model back out of production, to the deployment record's rollback
+    version (default: the baseline): the rollout's second and last terminal command."""
+    if state.phase is not Phase.PROMOTED:
+        raise InvariantError(
+            f"only a promoted rollout is rolled back after promotion, not {state.phase}"
+        )
+    dep = state.deployment
+    target = dep.rollback_version()
+    procedure = dep.rollback
+    detail = f": {reason}" if reason else ""
+    transition(
+        state,
+        Phase.ROLLED_BACK,
+        out,
+        now,
+        reason=f"rolled back after promotion to {target} by {by}{detail}",
+        evidence={
+            "by": by,
+            "rollback_version": target,
+            "from_version": dep.candidate_version,
+            "promote_command_id": state.terminal_command_id,
+            "procedure": "" if procedure is None else procedure.procedure,
+            "runbook_url": None if procedure is None else procedure.runbook_url,
+        },
+        action=CommandAction.ROLLBACK,
     )
 
 

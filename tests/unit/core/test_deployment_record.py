@@ -65,3 +65,105 @@ def test_only_a_rollback_says_what_version_it_returns_to() -> None:
     rollout.serve_until("promoted")
 
     assert {None} == {c.rollback_version for c in rollout.commands}
+
+
+# ---- a rollback after the promotion ---------------------------------------------------------
+
+
+def promoted(**record: Any) -> Rollout:
+    rollout = Rollout(request(**record))
+    rollout.serve_until("promoted")
+    return rollout
+
+
+def test_a_promoted_model_is_rolled_back_to_the_records_rollback_version() -> None:
+    rollout = promoted(
+        rollback=s.RollbackProcedure(
+            version="v0", procedure="redeploy v0", runbook_url="https://runbooks.example/rb"
+        )
+    )
+    promote = rollout.commands[-1]
+
+    step = rollout.send(s.RollbackRequested(deployment_id="dep-1", by="sre", reason="pager"))
+
+    assert Phase.ROLLED_BACK is rollout.state.phase
+    (command,) = step.commands
+    (decision,) = step.decisions
+    assert ("rollback", 0.0, "v0") == (
+        command.action.value,
+        command.canary_percent,
+        command.rollback_version,
+    )
+    assert "rolled back after promotion to v0 by sre: pager" == decision.reason == command.reason
+    assert ("promoted", "rolled_back") == (decision.from_phase, decision.to_phase)
+    assert (command.command_id,) == decision.command_ids
+    assert {
+        "by": "sre",
+        "rollback_version": "v0",
+        "from_version": "v2",
+        "promote_command_id": promote.command_id,
+        "procedure": "redeploy v0",
+        "runbook_url": "https://runbooks.example/rb",
+    } == decision.evidence
+
+
+def test_without_a_record_a_promoted_model_is_rolled_back_to_the_baseline() -> None:
+    rollout = promoted()
+
+    rollout.send(s.RollbackRequested(deployment_id="dep-1", by="sre"))
+
+    assert "v1" == rollout.commands[-1].rollback_version
+    assert "rolled back after promotion to v1 by sre" == rollout.decisions[-1].reason
+
+
+def test_a_rollback_after_promotion_is_the_same_in_a_replay() -> None:
+    """Deterministic: the same inputs give the same command and decision ids."""
+    first, second = promoted(), promoted()
+    rollback = s.RollbackRequested(deployment_id="dep-1", by="sre")
+
+    one = first.send(rollback, event_id="rb-1")
+    two = second.send(rollback, event_id="rb-1")
+
+    assert [o.model_dump() for o in one.outputs] == [o.model_dump() for o in two.outputs]
+
+
+def test_a_promoted_model_is_rolled_back_once() -> None:
+    rollout = promoted()
+    rollout.send(s.RollbackRequested(deployment_id="dep-1", by="sre"), event_id="rb-1")
+
+    again = rollout.send(s.RollbackRequested(deployment_id="dep-1", by="eve"), event_id="rb-2")
+    redelivered = rollout.send(s.RollbackRequested(deployment_id="dep-1", by="sre"), "rb-1")
+
+    assert again.is_noop() and redelivered.is_noop()
+    assert "rollout already rolled_back: RollbackRequested refused" == again.refusal
+    assert "" == redelivered.refusal
+    terminal = [c.action.value for c in rollout.commands if c.action.is_terminal()]
+    assert ["promote", "rollback"] == terminal
+
+
+def test_other_requests_after_the_promotion_are_still_refused() -> None:
+    rollout = promoted()
+
+    for request_ in (
+        s.AbortRequested(deployment_id="dep-1", by="sre"),
+        s.PauseRequested(deployment_id="dep-1", by="sre"),
+    ):
+        step = rollout.send(request_)
+        assert step.is_noop()
+        assert "rollout already promoted" in step.refusal
+    assert Phase.PROMOTED is rollout.state.phase
+
+
+def test_the_first_decision_keeps_the_record_for_the_audit_trail() -> None:
+    rollout = Rollout(request(environment="prod", rollback=s.RollbackProcedure(version="v0")))
+
+    record = rollout.decisions[0].evidence["record"]
+
+    assert ("prod", "v0") == (record["environment"], record["rollback"]["version"])
+    assert [] == record["approvals_required"]
+
+
+def test_a_request_without_a_record_decides_as_before() -> None:
+    rollout = Rollout(request())
+
+    assert "record" not in rollout.decisions[0].evidence

@@ -1,4 +1,5 @@
-"""Phases: one transition table, terminal phases with no way out, illegal moves named."""
+"""Phases: one transition table, terminal phases with no way out (but the rollback of a
+promoted model), illegal moves named."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ def test_promoted_rolled_back_and_aborted_are_terminal() -> None:
     }
 
 
-def test_a_terminal_phase_has_no_way_out() -> None:
-    for phase in Phase:
-        if phase.is_terminal():
-            assert frozenset() == TRANSITIONS[phase]
+def test_a_terminal_phase_has_no_way_out_but_a_rollback_of_the_promoted_model() -> None:
+    assert {
+        Phase.PROMOTED: frozenset({Phase.ROLLED_BACK}),
+        Phase.ROLLED_BACK: frozenset(),
+        Phase.ABORTED: frozenset(),
+    } == {phase: TRANSITIONS[phase] for phase in Phase if phase.is_terminal()}
 
 
 def test_every_live_phase_can_be_rolled_back_or_aborted() -> None:
@@ -44,12 +47,17 @@ def test_a_legal_transition_returns_the_new_phase() -> None:
 
 def test_an_illegal_transition_raises_naming_both_phases() -> None:
     with pytest.raises(IllegalTransition) as caught:
-        transition(Phase.PROMOTED, Phase.PROGRESSING)
+        transition(Phase.ROLLED_BACK, Phase.PROGRESSING)
 
     assert isinstance(caught.value, RolloutError)
-    assert "promoted -> progressing" in str(caught.value)
+    assert "rolled_back -> progressing" in str(caught.value)
     assert "terminal" in str(caught.value)
-    assert Phase.PROMOTED is caught.value.from_phase
+    assert Phase.ROLLED_BACK is caught.value.from_phase
+
+
+def test_a_promoted_rollout_goes_nowhere_but_rolled_back() -> None:
+    with pytest.raises(IllegalTransition, match=r"promoted -> progressing.*allows: rolled_back"):
+        transition(Phase.PROMOTED, Phase.PROGRESSING)
 
 
 def test_an_illegal_transition_lists_what_the_table_allows() -> None:

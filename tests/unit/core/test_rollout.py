@@ -427,12 +427,13 @@ def test_a_rule_without_data_rolls_back_at_the_deadline_when_told_to() -> None:
 
 
 def test_a_terminal_phase_never_changes_and_never_issues_another_command() -> None:
+    """But a person's rollback of the promoted model (tests/unit/core/test_deployment_record)."""
     rollout = Rollout()
     rollout.serve_until("promoted")
     commands = len(rollout.commands)
 
     for payload in (
-        s.RollbackRequested(deployment_id="dep-1", by="sre"),
+        s.AbortRequested(deployment_id="dep-1", by="sre"),
         s.PauseRequested(deployment_id="dep-1", by="sre"),
         s.ApprovalDenied(deployment_id="dep-1", step=0, by="bob"),
         deployment(),
