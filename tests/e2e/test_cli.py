@@ -1,4 +1,5 @@
-"""What people see: `rollout status` and `rollout watch` read a finished rollout's audit trail."""
+"""What people see: `rollout status` and `rollout watch` read a finished rollout's audit trail
+(and `status` of one rollout its deployment record)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from controller.cli import cli
-from schemas import ApprovalDenied
+from schemas import ApprovalDenied, RollbackProcedure
 from tests.e2e.harness import Rollouts, deployment_request, plan, step
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -19,7 +20,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 def test_status_and_watch_show_a_finished_rollout(world: Rollouts) -> None:
     world.start_worker()
     gated = plan(step(10), step(100), approval_to_start=True)
-    world.send(deployment_request("promo-v8", gated, model="promo"))
+    request = deployment_request("promo-v8", gated, model="promo").model_copy(
+        update={"environment": "staging", "rollback": RollbackProcedure(procedure="redeploy")}
+    )
+    world.send(request)
     world.wait_for(
         lambda: world.observer.phase("promo-v8") == "awaiting_approval",
         what="promo-v8 to wait for approval to start",
@@ -40,11 +44,19 @@ def test_status_and_watch_show_a_finished_rollout(world: Rollouts) -> None:
         status.output + as_json.output + watch.output
     )
     assert ["rollouts:"] == status.output.splitlines()[:1]
-    assert 2 == len(status.output.splitlines())  # the model promo is not named: not listed
     assert status.output.split()[1:6] == ["promo-v8", "aborted", "step", "0", "(0%)"]
     assert "step 0 (10%) denied by bob: freeze" in status.output
+    # one rollout named: its deployment record follows (the model promo is not named)
+    assert [
+        "environment staging, target -, requested by e2e",
+        "approval start step 0 (10%): from anyone; not granted yet",
+        "on failure: not recorded (the policy rolls back a failing canary)",
+        "rollback from production: to v1 (the baseline); redeploy",
+    ] == [line.strip() for line in status.output.splitlines()[2:]]
     latest = json.loads(as_json.output)["rollout"]
     assert ("awaiting_approval", "aborted") == (latest["from_phase"], latest["to_phase"])
+    assert "staging" == latest["record"]["environment"]
+    assert [{"step": 0, "canary_percent": 10.0, "by": []}] == latest["record"]["approvals_required"]
     lines = watch.output.splitlines()
     assert 2 == len(lines), watch.output
     assert "pending -> awaiting_approval" in lines[0]
