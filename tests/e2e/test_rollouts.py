@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from schemas import AbortRequested, ApprovalGranted, CommandAction, Severity
+from schemas import (
+    AbortRequested,
+    ApprovalGranted,
+    CommandAction,
+    RollbackProcedure,
+    RollbackRequested,
+    Severity,
+)
 from tests.e2e.harness import (
     Rollouts,
     actions,
@@ -160,3 +167,29 @@ def test_a_manual_abort_ends_the_rollout_and_takes_traffic_back(world: Rollouts)
     assert [("set_traffic", 10.0), ("rollback", 0.0)] == actions(commands)
     assert ended.command_ids == tuple(terminal_command_ids(commands))
     world.wait_for(lambda: fleet.canary_percent == 0.0, what="the router to apply the rollback")
+
+
+def test_a_promoted_model_is_rolled_back_to_its_records_rollback_version(world: Rollouts) -> None:
+    """`rollout rollback` after the promotion: the worker answers with the rollback to the
+    deployment record's version, once; a second rollback is refused."""
+    world.start_worker()
+    request = deployment_request("rank-v3", model="rank", baseline="v2", candidate="v3")
+    request = request.model_copy(update={"rollback": RollbackProcedure(version="v1")})
+    world.deploy(request, rate=500)
+    world.wait_terminal("rank-v3")
+
+    world.send(RollbackRequested(deployment_id="rank-v3", by="sre", reason="pager"))
+    world.wait_for(
+        lambda: world.observer.phase("rank-v3") == "rolled_back",
+        what="rank-v3 to be rolled back after its promotion",
+    )
+
+    last = world.observer.decisions("rank-v3")[-1]
+    assert ("promoted", "rolled_back") == (last.from_phase, last.to_phase)
+    assert "rolled back after promotion to v1 by sre: pager" == last.reason
+    world.wait_for(
+        lambda: set(last.command_ids) <= {c.command_id for c in world.observer.commands("rank-v3")},
+        what="the rollback command",
+    )
+    rollback = [c for c in world.observer.commands("rank-v3") if c.command_id in last.command_ids]
+    assert [("rollback", "v1")] == [(c.action.value, c.rollback_version) for c in rollback]
