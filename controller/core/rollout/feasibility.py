@@ -12,14 +12,17 @@ from controller.core.policy import DeadlineAction, Policy
 from schemas import RolloutPlan
 
 
-def plan_problems(plan: RolloutPlan, policy: Policy) -> list[str]:
+def plan_problems(
+    plan: RolloutPlan, policy: Policy, gated: frozenset[int] = frozenset()
+) -> list[str]:
     """Why `plan` cannot promote under `policy`; empty when nothing rules it out.
 
     - Its steps bake longer in all than its deadline (the plan's, else the policy's) allows,
       and the deadline rolls back: the last step cannot pass in time. (A deadline that
       promotes is a time box, one that pauses waits for a person: not problems.)
     - A step after one at 100 % changes nothing: a second full step is allowed only to wait
-      for an approval or to bake again, so it must say which.
+      for an approval (its own `requires_approval`, or approvers named for it in the
+      deployment record: `gated`) or to bake again, so it must say which.
     """
     problems: list[str] = []
     deadline = plan.deadline_s if plan.deadline_s is not None else policy.deadline.after_s
@@ -32,7 +35,8 @@ def plan_problems(plan: RolloutPlan, policy: Policy) -> list[str]:
             "rollout is rolled back: lengthen deadline_s or shorten min_bake_s"
         )
     for index, (before, step) in enumerate(zip(plan.steps, plan.steps[1:], strict=False), 1):
-        if before.canary_percent == 100 and not (step.requires_approval or step.min_bake_s > 0):
+        waits = step.requires_approval or index in gated or step.min_bake_s > 0
+        if before.canary_percent == 100 and not waits:
             problems.append(
                 f"step {index} follows a step at 100% with no approval and no bake: it "
                 "changes nothing; remove it, or give it requires_approval or min_bake_s"

@@ -64,3 +64,5 @@ def test_a_step_after_a_full_one_must_wait_for_something() -> None:
         p.split(":")[0] for p in plan_problems(idle, policy())
     ]
     assert [] == plan_problems(gated, policy())
+    # approvers named for the step in the deployment record make it a gate too
+    assert [] == plan_problems(idle, policy(), gated=frozenset({1}))
