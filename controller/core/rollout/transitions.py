@@ -220,14 +220,15 @@ def resume(
     if back is Phase.AWAITING_APPROVAL:
         gate = state.gate if state.gate is not None else state.step + 1
         if gate in state.approvals:
+            by, why = state.approvals[gate], state.approval_reasons.get(gate, "")
             start_step(
                 state,
                 gate,
                 out,
                 now,
-                reason=f"{reason}; {step_label(state, gate)} was approved by "
-                f"{state.approvals[gate]}",
-                evidence=evidence,
+                reason=f"{reason}; {step_label(state, gate)} was approved by {by}",
+                # the gate's approval, as open_gate records it (the audit trail and status)
+                evidence={**evidence, "approved_by": by, "approval_reason": why},
             )
             return
         back_to = Phase.AWAITING_APPROVAL

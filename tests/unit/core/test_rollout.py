@@ -217,6 +217,23 @@ def test_a_step_that_requires_approval_waits_with_traffic_held() -> None:
     assert ("set_traffic", 50.0) == rollout.actions()[-1]
 
 
+def test_an_approval_given_while_paused_at_a_gate_is_recorded_when_it_opens_the_gate() -> None:
+    plan = three_steps()
+    steps = list(plan.steps)
+    steps[1] = steps[1].model_copy(update={"requires_approval": True})
+    rollout = Rollout(deployment(steps=tuple(steps)))
+    rollout.serve_until("awaiting_approval")
+
+    rollout.send(s.PauseRequested(deployment_id="dep-1", by="sre", reason="freeze"))
+    rollout.send(s.ApprovalGranted(deployment_id="dep-1", step=1, by="carol", reason="LGTM"))
+    rollout.send(s.ResumeRequested(deployment_id="dep-1", by="sre"))
+
+    assert ("set_traffic", 50.0) == rollout.actions()[-1]
+    opened = rollout.decisions[-1]
+    assert "resumed by sre; step 1 (50%) was approved by carol" == opened.reason
+    assert ("carol", "LGTM") == (opened.evidence["approved_by"], opened.evidence["approval_reason"])
+
+
 def test_an_approval_given_ahead_of_time_opens_its_gate_when_reached() -> None:
     plan = three_steps()
     steps = list(plan.steps)
