@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +13,11 @@ import pytest
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from controller.dev.kafka import DevKafkaError, LocalKafka, SecureAccess
 from controller.settings import Settings, load_settings
 from controller.topics import create_topics
 from tests.conftest import unique_topic_name
+from tests.integration.test_devkafka_cli import free_port_pair
 
 
 @pytest.fixture
@@ -49,3 +53,29 @@ def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     )
     create_topics(settings)
     return settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="session")
+def secure_broker() -> Iterator[SecureAccess]:
+    """`rollout dev-kafka start --secure` for the session: SASL_SSL with SCRAM users, an mTLS
+    listener, the StandardAuthorizer (controller.dev.kafka); under CI=true a broker that does
+    not start fails the tests that need it (tests/conftest.py)."""
+    broker = LocalKafka(
+        free_port_pair(), cache_dir=load_settings().cache_dir, secure=True, mtls_port=free_port()
+    )
+    try:
+        broker.start(timeout=120)
+    except DevKafkaError as exc:
+        pytest.skip(f"the secure broker did not start: {exc}\n{exc.details}")  # fails in CI
+    try:
+        yield broker.access()
+    finally:
+        broker.stop()
+        shutil.rmtree(broker.data_dir, ignore_errors=True)

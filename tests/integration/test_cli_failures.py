@@ -7,12 +7,10 @@ free ports for the session; under CI=true a broker that cannot start fails these
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,25 +18,10 @@ from click.testing import CliRunner, Result
 
 from controller import kafka_clients
 from controller.cli import cli
-from controller.dev.kafka import DevKafkaError, LocalKafka, SecureAccess
+from controller.dev.kafka import SecureAccess
 from controller.settings import load_settings
-from tests.integration.test_devkafka_cli import free_port_pair
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
-
-
-@pytest.fixture(scope="session")
-def secure_broker() -> Iterator[SecureAccess]:
-    broker = LocalKafka(free_port_pair(), cache_dir=load_settings().cache_dir, secure=True)
-    try:
-        broker.start(timeout=120)
-    except DevKafkaError as exc:
-        pytest.skip(f"the secure broker did not start: {exc}\n{exc.details}")  # fails in CI
-    try:
-        yield broker.access()
-    finally:
-        broker.stop()
-        shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 def run(args: list[str], env: dict[str, str]) -> Result:

@@ -10,11 +10,8 @@ CI=true a broker that cannot start fails these tests (tests/conftest.py).
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAuthorizationFailedError
 
 from controller.cli import cli
-from controller.dev.kafka import DevKafkaError, LocalKafka, SecureAccess
+from controller.dev.kafka import SecureAccess
 from controller.engine import Engine
 from controller.policy_io import default_policy
 from controller.sdk import PredictionReporter
@@ -33,16 +30,8 @@ from controller.settings import Settings, load_settings
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
 from schemas import DeploymentRequested, Prediction, RolloutPlan, TrafficStep, make_event
-from tests.integration.test_devkafka_cli import free_port_pair
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @dataclass(frozen=True)
@@ -81,22 +70,6 @@ class Secured:
 
 def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> Result:
     return CliRunner().invoke(cli, args, env=env, input=stdin)
-
-
-@pytest.fixture(scope="module")
-def secure_broker() -> Iterator[SecureAccess]:
-    broker = LocalKafka(
-        free_port_pair(), cache_dir=load_settings().cache_dir, secure=True, mtls_port=free_port()
-    )
-    try:
-        broker.start(timeout=120)
-    except DevKafkaError as exc:
-        pytest.skip(f"the secure broker did not start: {exc}\n{exc.details}")  # fails in CI
-    try:
-        yield broker.access()
-    finally:
-        broker.stop()
-        shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
