@@ -334,7 +334,9 @@ class DeploymentRequested(Payload):
     #: where the canary (or experiment) runs: a cluster, region, service or traffic segment
     target: Name | None = None
     method: DeployMethod | None = None
-    approvals: tuple[RequiredApproval, ...] = Field(default=(), max_length=101)
+    #: None (not sent) when the record names no approvers: a request without a record keeps
+    #: the bytes it had before the record existed, which consumers of before accept
+    approvals: Annotated[tuple[RequiredApproval, ...], Field(max_length=101)] | None = None
     on_failure: OnFailure | None = None
     rollback: RollbackProcedure | None = None
 
@@ -347,7 +349,7 @@ class DeploymentRequested(Payload):
                 f"rollback.version must differ from candidate_version "
                 f"({self.candidate_version}): a rollback returns to another version"
             )
-        steps = [a.step for a in self.approvals]
+        steps = [a.step for a in self.approvals or ()]
         missing = sorted(k for k in steps if k >= len(self.plan.steps))
         if missing:
             raise ValueError(
@@ -367,7 +369,7 @@ class DeploymentRequested(Payload):
 
     def approvers(self, step: int) -> tuple[str, ...]:
         """Who the record asks to approve the gate before `step` (empty: nobody named)."""
-        for required in self.approvals:
+        for required in self.approvals or ():
             if required.step == step:
                 return required.by
         return ()
@@ -772,9 +774,10 @@ class Command(Payload):
     reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
     evidence: Evidence = Field(default_factory=dict)
     issued_at: Timestamp
-    #: A rollback's: the version that serves all traffic after it (the baseline during a
-    #: rollout; the deployment record's rollback version after a promotion). None otherwise,
-    #: and in commands of before, where a rollback returns to the baseline.
+    #: A rollback's after a promotion: the version that serves all traffic after it (the
+    #: deployment record's rollback version, else the baseline). None for every other command,
+    #: a rollback during a rollout included: it returns to the baseline, as commands did
+    #: before the field existed (so routers of before read them).
     rollback_version: Ident | None = None
 
 

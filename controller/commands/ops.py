@@ -218,7 +218,7 @@ def check_plan(payload: DeploymentRequested, policy_file: Path | None, force: bo
         records = effects.records
         reasons = [r.event.data.reason for r in records if isinstance(r.event.data, Decision)]
         raise PlanError(reasons[-1] if reasons else "the policy refuses this plan")
-    gated = frozenset(a.step for a in payload.approvals)
+    gated = frozenset(a.step for a in payload.approvals or ())
     problems = [] if force else plan_problems(payload.plan, engine.policy, gated)
     if problems:
         raise PlanError(f"{'; '.join(problems)} (--force sends it anyway)")

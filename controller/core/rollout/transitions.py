@@ -103,13 +103,12 @@ def transition(
 
 
 def _rollback_version(state: RolloutState, from_phase: Phase, action: CommandAction) -> str | None:
-    """The version a rollback returns all traffic to: the baseline during a rollout (it is
-    still serving), the deployment record's rollback version once the candidate was promoted;
-    None for the other actions."""
-    if action is not CommandAction.ROLLBACK:
+    """The version a rollback of a promoted model returns all traffic to (the deployment
+    record's rollback version, else the baseline); None for every other command: a rollback
+    during a rollout returns to the baseline, which routers know without it."""
+    if action is not CommandAction.ROLLBACK or from_phase is not Phase.PROMOTED:
         return None
-    dep = state.deployment
-    return dep.rollback_version() if from_phase is Phase.PROMOTED else dep.baseline_version
+    return state.deployment.rollback_version()
 
 
 def start_step(

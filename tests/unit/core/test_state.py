@@ -75,7 +75,7 @@ def with_profile_invalid_rates(state: dict[str, Any]) -> dict[str, Any]:
     state["deployment"]["plan"]["capacity"] = None  # the plan's capacity guard: none
     # the deployment record: none, written after `requested_by`
     state["deployment"].update(
-        environment=None, target=None, method=None, approvals=[], on_failure=None, rollback=None
+        environment=None, target=None, method=None, approvals=None, on_failure=None, rollback=None
     )
     return state
 

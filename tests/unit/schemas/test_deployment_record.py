@@ -63,7 +63,7 @@ def test_a_request_of_before_decodes_without_a_record() -> None:
 
     assert isinstance(decoded, s.Envelope)
     request = decoded.data
-    assert (None, None, None, (), None, None) == (
+    assert (None, None, None, None, None, None) == (
         request.environment,
         request.target,
         request.method,
