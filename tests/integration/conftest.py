@@ -7,6 +7,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from controller.dev.kafka import DevKafkaError, LocalKafka, SecureAccess
+from controller.sdk import PredictionReporter
 from controller.settings import Settings, load_settings
 from controller.topics import create_topics
+from schemas import Prediction
 from tests.conftest import unique_topic_name
 from tests.integration.test_devkafka_cli import free_port_pair
 
@@ -79,3 +82,22 @@ def secure_broker() -> Iterator[SecureAccess]:
     finally:
         broker.stop()
         shutil.rmtree(broker.data_dir, ignore_errors=True)
+
+
+def report_baseline(settings: Settings, deployment_id: str, count: int) -> None:
+    """`count` baseline predictions of model ranker v1 through the SDK's reporter, flushed."""
+    reporter = PredictionReporter(
+        settings, deployment_id=deployment_id, model="ranker", source="tests", linger_ms=5
+    )
+    for n in range(count):
+        reporter.report(
+            Prediction(
+                version="v1",
+                cohort="baseline",
+                request_id=f"r{n}",
+                event_time=datetime.now(UTC),
+                latency_ms=20.0,
+                prediction=0.5,
+            )
+        )
+    reporter.close()

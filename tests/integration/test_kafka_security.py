@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,11 +24,11 @@ from controller.cli import cli
 from controller.dev.kafka import SecureAccess
 from controller.engine import Engine
 from controller.policy_io import default_policy
-from controller.sdk import PredictionReporter
 from controller.settings import Settings, load_settings
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
-from schemas import DeploymentRequested, Prediction, RolloutPlan, TrafficStep, make_event
+from schemas import DeploymentRequested, RolloutPlan, TrafficStep, make_event
+from tests.integration.conftest import report_baseline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -129,21 +128,7 @@ def test_the_sdk_reports_predictions_over_mtls_with_a_client_certificate(
     settings = secured.settings(secured.access.mtls_environment("serving"))
     assert "SSL" == settings.security_protocol and settings.ssl_certfile
     before = written(secured, "predictions")
-    reporter = PredictionReporter(
-        settings, deployment_id="sec-sdk", model="ranker", source="tests", linger_ms=5
-    )
-    for n in range(5):
-        reporter.report(
-            Prediction(
-                version="v1",
-                cohort="baseline",
-                request_id=f"r{n}",
-                event_time=datetime.now(UTC),
-                latency_ms=12.0,
-                prediction=0.5,
-            )
-        )
-    reporter.close()
+    report_baseline(settings, "sec-sdk", 5)
     after = written(secured, "predictions")
     assert after > before, "the reporter wrote nothing"
 

@@ -9,7 +9,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import pytest
@@ -18,12 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.engine import Engine
 from controller.policy_io import default_policy
-from controller.sdk import PredictionReporter, emit
+from controller.sdk import emit
 from controller.settings import Settings
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
 from controller.topics import topic_name
-from schemas import DeploymentRequested, Prediction, RolloutPlan, Topic, TrafficStep, make_event
+from schemas import DeploymentRequested, RolloutPlan, Topic, TrafficStep, make_event
+from tests.integration.conftest import report_baseline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -101,21 +101,7 @@ def test_the_worker_serves_what_it_read_decided_and_holds(
     producer.send(topic_name(settings, Topic.DEPLOYMENTS), key=b"ranker-metrics", value=b"{oops")
     producer.flush()
     producer.close()
-    reporter = PredictionReporter(
-        settings, deployment_id="ranker-metrics", model="ranker", source="tests", linger_ms=10
-    )
-    for n in range(50):
-        reporter.report(
-            Prediction(
-                version="v1",
-                cohort="baseline",
-                request_id=f"r{n}",
-                event_time=datetime.now(UTC),
-                latency_ms=20.0,
-                prediction=0.5,
-            )
-        )
-    reporter.close()
+    report_baseline(settings, "ranker-metrics", 50)
 
     def settled() -> Samples | None:
         samples = scrape(port)
