@@ -18,9 +18,8 @@ from controller.commands.ops import (
     _settings,
     bootstrap_option,
     json_option,
-    no_wait_option,
     read_health,
-    wait_option,
+    request_options,
 )
 from schemas import MonitorConfigured, MonitorDeleted, Topic, TrainingProfile, make_event
 
@@ -53,12 +52,7 @@ def monitor_group() -> None:
     show_default=True,
     help="auto: learn a reference per version; relearn: start now; pin: keep it across versions.",
 )
-@click.option("--reason", default="", help="Why; it goes into the audit trail.")
-@click.option("--by", default=None, help="Who (default: the current user).")
-@bootstrap_option
-@json_option
-@wait_option
-@no_wait_option
+@request_options
 def monitor_set_cmd(
     model: str,
     version: str | None,
@@ -108,12 +102,7 @@ def monitor_set_cmd(
 
 @monitor_group.command("delete")
 @click.argument("model")
-@click.option("--reason", default="", help="Why; it goes into the audit trail.")
-@click.option("--by", default=None, help="Who (default: the current user).")
-@bootstrap_option
-@json_option
-@wait_option
-@no_wait_option
+@request_options
 def monitor_delete_cmd(
     model: str,
     reason: str,

@@ -88,6 +88,23 @@ no_wait_option = click.option(
 )
 
 
+def request_options(command: Any) -> Any:
+    """The options of a person's request to the worker: why and who (the audit trail), where
+    the brokers are, JSON output, and whether and how long to wait for the worker's answer."""
+    for option in reversed(
+        (
+            click.option("--reason", default="", help="Why; it goes into the audit trail."),
+            click.option("--by", default=None, help="Who (default: the current user)."),
+            bootstrap_option,
+            json_option,
+            wait_option,
+            no_wait_option,
+        )
+    ):
+        command = option(command)
+    return command
+
+
 class _Answers:
     """The worker's answers to one request: its decisions for the deployment and the dead
     letter that refuses the request (its original event's id). Positioned at the end of both
@@ -336,12 +353,7 @@ def deploy_cmd(
 def _person_command(name: str, cls: Any, help_text: str, with_step: bool = False) -> click.Command:
     @click.command(name, help=help_text)
     @click.argument("deployment_id")
-    @click.option("--reason", default="", help="Why; it goes into the audit trail.")
-    @click.option("--by", default=None, help="Who (default: the current user).")
-    @bootstrap_option
-    @json_option
-    @wait_option
-    @no_wait_option
+    @request_options
     def command(
         deployment_id: str,
         reason: str,

@@ -20,8 +20,7 @@ from controller.commands.ops import (
     _settings,
     bootstrap_option,
     json_option,
-    no_wait_option,
-    wait_option,
+    request_options,
 )
 from controller.errors import RolloutError
 from schemas import (
@@ -317,12 +316,7 @@ def _member_help() -> str:
     help="Publish throttle commands (pipeline.throttle.v1, commands topic) for the pipeline "
     "above its fair share or growing abnormally; without, the alerts alone say what to do.",
 )
-@click.option("--reason", default="", help="Why; it goes into the audit trail.")
-@click.option("--by", default=None, help="Who (default: the current user).")
-@bootstrap_option
-@json_option
-@wait_option
-@no_wait_option
+@request_options
 def pool_set_cmd(
     pool: str,
     resource: str,
@@ -361,12 +355,7 @@ def pool_set_cmd(
 
 @pool_group.command("delete")
 @click.argument("pool")
-@click.option("--reason", default="", help="Why; it goes into the audit trail.")
-@click.option("--by", default=None, help="Who (default: the current user).")
-@bootstrap_option
-@json_option
-@wait_option
-@no_wait_option
+@request_options
 def pool_delete_cmd(
     pool: str,
     reason: str,
