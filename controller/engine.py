@@ -41,6 +41,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from controller.core import monitor, rollout
+from controller.core.access import CONTROL_EVENTS
 from controller.core.ids import derive_id
 from controller.core.monitor import MonitoringPolicy, MonitorState
 from controller.core.pipelines import (
@@ -56,6 +57,7 @@ from controller.core.rollout import Output, Result, RolloutState
 from controller.core.rollout.result import cut_after
 from controller.core.stats.cohort import CohortStats
 from controller.core.stats.labelled import LabelFold
+from controller.security.signing import KeyRing, SigningKey
 from schemas import (
     ENVELOPES,
     Command,
@@ -294,6 +296,13 @@ class Engine:
     #: The next check of each quota pool, and of each deployment's pipelines (by record key).
     pool_wakeups: dict[str, float | None] = field(default_factory=dict)
     pipeline_wakeups: dict[str, float | None] = field(default_factory=dict)
+    #: The registered keys of people and CI systems (an identities file): when given, control
+    #: events must be signed by a key of the identity they name, and that identity authorized
+    #: (controller.core.access); None: nothing is verified.
+    identities: KeyRing | None = None
+    #: The controller's key: when given, every command and throttle is signed with it (at its
+    #: `issued_at`, so a replay with the same key gives the same bytes).
+    command_key: SigningKey | None = None
 
     @classmethod
     def from_policy_file(cls, path: Path | None, **kwargs: Any) -> Engine:
@@ -324,7 +333,11 @@ class Engine:
             wake = self.wakeups.get(state.deployment_id)
             if wake is not None and wake <= now:
                 before = self.on_tick(state, now)
-        after = self._effects(rollout.apply(state, event, self.policy, now), now)
+        identity = None
+        if self.identities is not None and isinstance(event.data, CONTROL_EVENTS):
+            identity = self.identities.identify(event.data, datetime.fromtimestamp(now, UTC))
+        applied = rollout.apply(state, event, self.policy, now, identity=identity)
+        after = self._effects(applied, now)
         if before is None or before.empty():
             return after
         return Effects(after.state, before.records + after.records, after.result)
@@ -473,7 +486,7 @@ class Engine:
         state = result.state
         if state is not None:
             self.pool_wakeups[state.pool] = quota.next_check(state, self.pipelines, now)
-        records = tuple(output_record(o, self.source) for o in result.outputs)
+        records = tuple(self._record(o) for o in result.outputs)
         return state, PipelineEffects(records, result.refusal)
 
     def on_pipeline_event(
@@ -529,7 +542,7 @@ class Engine:
     ) -> PipelineEffects:
         due = [pipeline.next_check(s, self.pipelines, now) for s in states.values()]
         self.pipeline_wakeups[key] = min((t for t in due if t is not None), default=None)
-        records = tuple(output_record(o, self.source) for o in result.outputs)
+        records = tuple(self._record(o) for o in result.outputs)
         return PipelineEffects(records, result.refusal)
 
     def pools_due(self, keys: Iterable[str], now: float) -> list[str]:
@@ -548,7 +561,7 @@ class Engine:
             self.monitor_wakeups[state.model] = monitor.next_check(
                 state, self.monitoring_policy(state), now
             )
-        records = tuple(output_record(o, self.source) for o in result.outputs)
+        records = tuple(self._record(o) for o in result.outputs)
         return MonitorEffects(state, records, result.refusal)
 
     def _monitor_configurations(
@@ -642,6 +655,12 @@ class Engine:
         for key in keys:
             self.wakeups.pop(key, None)
 
+    def _record(self, payload: AnyOutput) -> OutputRecord:
+        """An output's record; a command or a throttle signed when the engine has a key."""
+        if self.command_key is not None and isinstance(payload, Command | PipelineThrottle):
+            payload = self.command_key.sign(payload, signed_at=payload.issued_at)
+        return output_record(payload, self.source)
+
     def _effects(self, result: Result, now: float, state: RolloutState | None = None) -> Effects:
         state = result.state or state
         if state is not None:
@@ -652,7 +671,7 @@ class Engine:
                 self.wakeups[key] = rollout.next_wakeup(
                     state, self.policy, now, transitioned=bool(result.decisions)
                 )
-        records = tuple(output_record(o, self.source) for o in result.outputs)
+        records = tuple(self._record(o) for o in result.outputs)
         if result.decisions:
             records += self._monitor_configurations(state, result)
         return Effects(state, records, result)

@@ -99,6 +99,24 @@ class Settings(BaseSettings):
     label_horizon_s: float = Field(
         default=7 * 86400.0, gt=0, description="How long a prediction waits for its label."
     )
+    # signatures (controller/security/signing.py, docs/security.md)
+    identities_file: Path | None = Field(
+        default=None,
+        description="The people's and CI systems' public keys and groups: the worker then "
+        "accepts only signed, authorized control events.",
+    )
+    command_key_file: Path | None = Field(
+        default=None, description="The controller's private key: the worker signs every command."
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="The key the CLI signs control events with (approve, deny, pause, ...).",
+    )
+    controller_keys_file: Path | None = Field(
+        default=None,
+        description="The controller's public keys: a CommandListener then applies only commands "
+        "signed with one of them.",
+    )
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int | None = Field(
         default=None, description="KRaft controller port; default: kafka_port + 1."

@@ -425,6 +425,24 @@ class DeploymentRequested(Payload):
         )
 
 
+#: An Ed25519 signature in standard base64 (64 bytes: 86 characters and "==").
+SignatureValue = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+
+
+class Signature(Contract):
+    """An Ed25519 signature of the payload that carries it (docs/security.md, "Signatures").
+
+    The signed message is `rollout-controller.signature.v1`, a newline, the event type, a
+    newline, then the payload as canonical JSON: this signature with `value` left out
+    (`key_id` and `signed_at` are signed), fields whose value is null left out, object keys
+    sorted, no whitespace, UTF-8. `key_id` names the public key that verifies it: a person's
+    or a CI system's (approvals and manual actions), the controller's (commands)."""
+
+    key_id: Name
+    signed_at: Timestamp
+    value: SignatureValue
+
+
 class _Approval(Payload):
     TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
 
@@ -434,6 +452,8 @@ class _Approval(Payload):
     )
     by: Name
     reason: Text = ""
+    #: by `by`'s key: a worker with an identities file accepts only signed control events
+    signature: Signature | None = None
 
 
 class ApprovalGranted(_Approval):
@@ -450,6 +470,8 @@ class _ManualAction(Payload):
     deployment_id: Ident
     by: Name
     reason: Text = ""
+    #: by `by`'s key: a worker with an identities file accepts only signed control events
+    signature: Signature | None = None
 
 
 class PauseRequested(_ManualAction):
@@ -523,6 +545,21 @@ class TrafficApplied(Payload):
     canary_percent: Percent
     applied_by: Name
     applied_at: Timestamp
+
+
+class CommandRefused(Payload):
+    """A serving router's answer to a command it would not apply: unsigned, signed with a key
+    it does not trust, or with a signature that does not verify. The command id is the
+    refused command's (when it decoded); the worker raises a critical alert."""
+
+    EVENT_TYPE: ClassVar[str] = TYPE_PREFIX + "command.refused.v1"
+    TOPIC: ClassVar[Topic] = Topic.DEPLOYMENTS
+
+    deployment_id: Ident
+    command_id: Ident
+    refused_by: Name
+    reason: Text
+    refused_at: Timestamp
 
 
 class PoolMember(Contract):
@@ -779,6 +816,9 @@ class Command(Payload):
     #: a rollback during a rollout included: it returns to the baseline, as commands did
     #: before the field existed (so routers of before read them).
     rollback_version: Ident | None = None
+    #: by the controller's key (a worker with a command key signs every command; a
+    #: CommandListener given the controller's public keys applies only signed ones)
+    signature: Signature | None = None
 
 
 class PipelineThrottle(Payload):
@@ -798,6 +838,8 @@ class PipelineThrottle(Payload):
     #: the use to come down to (in the pool's unit); None with a release
     limit: NonNegative | None = None
     unit: Name = "1"
+    #: by the controller's key, as a Command's
+    signature: Signature | None = None
     reason: Annotated[str, Strict(), Field(min_length=1, max_length=4096)]
     evidence: Evidence = Field(default_factory=dict)
     issued_at: Timestamp
@@ -961,6 +1003,7 @@ PAYLOADS: tuple[type[Payload], ...] = (
     AbortRequested,
     RollbackRequested,
     TrafficApplied,
+    CommandRefused,
     MonitorConfigured,
     MonitorDeleted,
     QuotaPoolConfigured,

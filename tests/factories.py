@@ -103,7 +103,12 @@ def sample_payloads() -> list[s.Payload]:
         s.DeploymentRequested: make_deployment(),
         s.ApprovalGranted: s.ApprovalGranted(deployment_id="dep-1", step=1, by="bob", reason="ok"),
         s.ApprovalDenied: s.ApprovalDenied(deployment_id="dep-1", step=0, by="bob", reason="no"),
-        s.PauseRequested: s.PauseRequested(deployment_id="dep-1", by="sre", reason="freeze"),
+        s.PauseRequested: s.PauseRequested(
+            deployment_id="dep-1",
+            by="sre",
+            reason="freeze",
+            signature=s.Signature(key_id="sre-1", signed_at=T0, value="A" * 86 + "=="),
+        ),
         s.ResumeRequested: s.ResumeRequested(deployment_id="dep-1", by="sre"),
         s.AbortRequested: s.AbortRequested(deployment_id="dep-1", by="sre", reason="bad idea"),
         s.RollbackRequested: s.RollbackRequested(deployment_id="dep-1", by="sre", reason="pager"),
@@ -113,6 +118,13 @@ def sample_payloads() -> list[s.Payload]:
             canary_percent=10,
             applied_by="router-a",
             applied_at=T0,
+        ),
+        s.CommandRefused: s.CommandRefused(
+            deployment_id="dep-1",
+            command_id="cmd-1",
+            refused_by="router-a",
+            reason="signature: not signed",
+            refused_at=T0,
         ),
         s.PredictionServed: item,
         s.PredictionBatch: s.PredictionBatch(

@@ -12,6 +12,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "controller.commands.schemas_cmd": ("schemas_group",),
     "controller.commands.topics_cmd": ("topics_group",),
     "controller.commands.acls_cmd": ("acls_cmd",),
+    "controller.commands.keys_cmd": ("keys_group",),
     "controller.commands.replay_cmd": ("replay_cmd", "simulate_cmd"),
     "controller.commands.export_cmd": ("export_cmd",),
     "controller.commands.worker_cmd": ("worker_cmd",),

@@ -350,10 +350,38 @@ def deploy_cmd(
     _send_and_answer(_settings(bootstrap), event, as_json, wait_s, no_wait)
 
 
+key_option = click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ROLLOUT_SIGNING_KEY_FILE",
+    default=None,
+    help="Sign the request with this key file (`rollout keys generate`); a worker with an "
+    "identities file accepts only signed requests. --by defaults to the key's identity.",
+)
+
+
+def _signer(key_file: Path | None, by: str | None) -> tuple[Any, str]:
+    """The signing key (None: unsigned) and who the request names: --by, else the key's
+    identity, else the current user."""
+    if key_file is None:
+        return None, by or getpass.getuser()
+    from controller.security.signing import SigningKey
+
+    key = SigningKey.load(key_file)
+    if by is not None and by != key.identity:
+        raise click.ClickException(
+            f"--by {by} does not match the key's identity {key.identity}: leave --by out, or "
+            f"sign with {by}'s own key"
+        )
+    return key, key.identity
+
+
 def _person_command(name: str, cls: Any, help_text: str, with_step: bool = False) -> click.Command:
     @click.command(name, help=help_text)
     @click.argument("deployment_id")
     @request_options
+    @key_option
     def command(
         deployment_id: str,
         reason: str,
@@ -362,16 +390,17 @@ def _person_command(name: str, cls: Any, help_text: str, with_step: bool = False
         as_json: bool,
         wait_s: float,
         no_wait: bool,
+        key_file: Path | None,
         step: int | None = None,
     ) -> None:
-        fields: dict[str, Any] = {
-            "deployment_id": deployment_id,
-            "by": by or getpass.getuser(),
-            "reason": reason,
-        }
+        key, who = _signer(key_file, by)
+        fields: dict[str, Any] = {"deployment_id": deployment_id, "by": who, "reason": reason}
         if with_step:
             fields["step"] = step
-        event = make_event(cls(**fields), source=SOURCE)
+        payload = cls(**fields)
+        if key is not None:
+            payload = key.sign(payload)
+        event = make_event(payload, source=SOURCE)
         _send_and_answer(_settings(bootstrap), event, as_json, wait_s, no_wait)
 
     if with_step:

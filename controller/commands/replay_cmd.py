@@ -63,6 +63,20 @@ policy_option = click.option(
     help="Tick on past the last event to this time (RFC 3339 with its offset, e.g. "
     "2026-12-03T02:10:00+00:00): when the log was taken, as `rollout export` prints it.",
 )
+@click.option(
+    "--identities",
+    "identities_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The worker's identities file: verify control events as it did (refusing the same).",
+)
+@click.option(
+    "--command-key",
+    "command_key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The worker's command key: sign the commands as it did (the same bytes).",
+)
 def replay_cmd(
     log: str,
     policy_path: Path | None,
@@ -70,6 +84,8 @@ def replay_cmd(
     outputs: bool,
     tick_s: float,
     until: datetime | None,
+    identities_file: Path | None,
+    command_key_file: Path | None,
 ) -> None:
     """Run the rollout core over LOG (JSON lines of CloudEvents; - for stdin), through the
     same engine as the live worker (`rollout export` takes LOG from a live run's topics).
@@ -80,8 +96,11 @@ def replay_cmd(
     skipped. Same log, same policy: same bytes.
     """
     from controller.replay.replay import read_lines, replay, summary_table
+    from controller.security.signing import KeyRing, SigningKey
 
     policy = _policy(policy_path)
+    identities = None if identities_file is None else KeyRing.load(identities_file, "identities")
+    command_key = None if command_key_file is None else SigningKey.load(command_key_file)
     out = sys.stdout.buffer
     err = sys.stderr.buffer
 
@@ -103,6 +122,8 @@ def replay_cmd(
             emit=emit,
             reject=reject,
             until=None if until is None else until.timestamp(),
+            identities=identities,
+            command_key=command_key,
         )
     except OSError as exc:
         raise click.ClickException(f"cannot read {log}: {exc.strerror}") from exc

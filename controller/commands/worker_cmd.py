@@ -37,6 +37,7 @@ def worker_cmd(policy_file: Path | None, monitoring_file: Path | None, loglevel:
     from controller.engine import Engine
     from controller.observability import configure_logging, configure_tracing
     from controller.policy_io import load_monitoring_policy
+    from controller.security.signing import log_signing, signing_options
     from controller.settings import load_settings
     from controller.stream.app import RolloutWorker
     from controller.topics import create_topics
@@ -44,8 +45,10 @@ def worker_cmd(policy_file: Path | None, monitoring_file: Path | None, loglevel:
     settings = load_settings(**({"policy_file": policy_file} if policy_file else {}))
     # the policies first: a bad one is the person's mistake, told before any connection
     extra = {"monitoring": load_monitoring_policy(monitoring_file)} if monitoring_file else {}
+    extra.update(signing_options(settings))
     engine = Engine.from_policy_file(settings.policy_file, **extra)
     configure_logging(level=loglevel.upper())
+    log_signing(engine)
     configure_tracing("rollout-worker")
     create_topics(settings)  # probes the brokers first (controller.kafka_clients)
     worker = RolloutWorker(settings, engine)

@@ -271,6 +271,25 @@ class RouterSettings(_Model):
     ack_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+#: An access entry: an identity's name, a group, or "*" (any verified identity).
+Principal = Annotated[str, Field(min_length=1, max_length=256)]
+_ANYONE: tuple[str, ...] = ("*",)
+
+
+class AccessSettings(_Model):
+    """Who may act on a rollout once the worker verifies signed control events (an identities
+    file; controller.core.access): identity names or groups, "*" for any verified identity.
+    A gate whose approvers the deployment record names is theirs to approve or deny."""
+
+    #: approve or deny a gate the deployment record names nobody for
+    approve: tuple[Principal, ...] = _ANYONE
+    #: pause and resume
+    pause: tuple[Principal, ...] = _ANYONE
+    abort: tuple[Principal, ...] = _ANYONE
+    #: roll back, during a rollout or after its promotion
+    rollback: tuple[Principal, ...] = _ANYONE
+
+
 class PolicyDocument(_Model):
     """The policy file's schema (version 1)."""
 
@@ -285,6 +304,7 @@ class PolicyDocument(_Model):
     alerts: AlertSettings = AlertSettings()
     evaluation: Evaluation = Evaluation()
     router: RouterSettings = RouterSettings()
+    access: AccessSettings = AccessSettings()
     rules: tuple[RuleSpec, ...] = ()
 
     @model_validator(mode="after")
@@ -427,6 +447,10 @@ class Policy:
     @property
     def router(self) -> RouterSettings:
         return self.document.router
+
+    @property
+    def access(self) -> AccessSettings:
+        return self.document.access
 
     @property
     def recent_s(self) -> float:

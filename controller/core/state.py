@@ -174,6 +174,11 @@ class RolloutState:
     #: Approvals received, by step index: who approved, and the reason they gave.
     approvals: dict[int, str] = field(default_factory=dict)
     approval_reasons: dict[int, str] = field(default_factory=dict)
+    #: The key that signed each approval, by step, when it was verified (controller.core.access)
+    approval_keys: dict[int, str] = field(default_factory=dict)
+    #: Digests of the signatures of the control events applied, newest last (at most
+    #: MAX_CONTROL_SIGNATURES): a replayed copy of one is recognised and ignored.
+    control_signatures: list[str] = field(default_factory=list)
     #: Where a resume returns to.
     resume_phase: Phase | None = None
     stats: dict[str, CohortStats] = field(

@@ -39,6 +39,7 @@ from controller.core.policy import Policy
 from controller.core.state import RolloutState
 from controller.core.stats.labelled import LabelFold
 from controller.engine import SOURCE, Effects, Engine, MonitorEffects, next_tick
+from controller.security.signing import KeyRing, SigningKey
 from controller.stream.deltas import Folder
 from schemas import Envelope, Rejection, Topic
 
@@ -178,6 +179,10 @@ class Runner:
     monitoring: MonitoringPolicy | None = None
     monitors: dict[str, MonitorState] = field(default_factory=dict)
     monitor_reports: dict[str, MonitorReport] = field(default_factory=dict)
+    #: the worker's identities (verify control events) and command key (sign commands): with
+    #: the worker's own, a replay refuses and signs what the worker did
+    identities: KeyRing | None = None
+    command_key: SigningKey | None = None
     #: the controller's own monitor configurations found in the log (re-derived, not applied)
     skipped_own: int = 0
     now: float | None = None
@@ -200,7 +205,12 @@ class Runner:
         if self.monitoring is not None:
             extra["monitoring"] = self.monitoring
         self.engine = Engine(
-            self.policy, source=self.source, tick_every_rollout=self.tick_every_rollout, **extra
+            self.policy,
+            source=self.source,
+            tick_every_rollout=self.tick_every_rollout,
+            identities=self.identities,
+            command_key=self.command_key,
+            **extra,
         )
         self._folder = Folder()
 
@@ -422,6 +432,8 @@ def replay(
     tick_every_rollout: bool = False,
     until: float | None = None,
     monitoring: MonitoringPolicy | None = None,
+    identities: KeyRing | None = None,
+    command_key: SigningKey | None = None,
 ) -> ReplayResult:
     """Run the core over the lines of a log; `emit` gets each output, `reject` each bad line.
 
@@ -429,10 +441,16 @@ def replay(
     (reported, counted, skipped) and the replay goes on. `until` (epoch seconds) ticks on past
     the last event to that time, as the worker's timer did until the log was taken (`rollout
     export` says when): a decision the clock made after the last input (a bake that ends after
-    the traffic stopped) is replayed too.
+    the traffic stopped) is replayed too. `identities` and `command_key`: the worker's, to
+    verify control events and sign commands as it did.
     """
     runner = Runner(
-        policy, tick_s=tick_s, tick_every_rollout=tick_every_rollout, monitoring=monitoring
+        policy,
+        tick_s=tick_s,
+        tick_every_rollout=tick_every_rollout,
+        monitoring=monitoring,
+        identities=identities,
+        command_key=command_key,
     )
     result = ReplayResult()
     for number, line in enumerate(lines, start=1):

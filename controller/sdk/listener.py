@@ -18,6 +18,14 @@ retried when it is delivered again, and the listener goes on with the next one.
 Offsets are committed after each poll, once the acknowledgements of that poll are flushed
 (at-least-once). kafka-python consumers are not thread-safe: use either `start()` or your own
 loop around `poll_once()`, not both.
+
+Signed commands: given the controller's public keys (`trusted_keys`, or the settings'
+`ROLLOUT_CONTROLLER_KEYS_FILE`), the listener applies only commands signed with one of them,
+within its validity; an unsigned or forged command, or one signed with a key it does not trust,
+is refused: counted (`stats().refused`), logged (`listener.refused`) and answered with
+`command.refused` on the deployments topic (the worker raises a critical alert). To rotate the
+controller's key, trust the old and the new key, switch the worker to the new one, then drop the
+old one (docs/security.md).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -41,9 +50,19 @@ from controller.observability import (
     tracestate_of,
 )
 from controller.sdk.reporter import Clock, utc_now
+from controller.security.signing import KeyRing
 from controller.settings import Settings, load_settings
 from controller.topics import topic_name
-from schemas import Command, Rejection, Topic, TrafficApplied, decode, make_event
+from schemas import (
+    Command,
+    CommandRefused,
+    Envelope,
+    Rejection,
+    Topic,
+    TrafficApplied,
+    decode,
+    make_event,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -91,10 +110,14 @@ class ListenerStats:
     """Commands of other deployments, and events that are not commands."""
     rejected: int
     """Records that did not decode (logged with the reason)."""
+
     apply_errors: int
     acked: int
     """Acknowledgements the broker accepted."""
     ack_errors: int
+    refused: int = 0
+    """Commands refused for their signature (unsigned, an untrusted key, forged): logged,
+    answered with command.refused, never applied."""
 
 
 class CommandListener:
@@ -128,11 +151,16 @@ class CommandListener:
         consumer_options: Mapping[str, Any] | None = None,
         producer_options: Mapping[str, Any] | None = None,
         clock: Clock = utc_now,
+        trusted_keys: KeyRing | None = None,
     ) -> None:
         needs_settings = consumer is None or producer is None or topic is None or not ack_topic
         if settings is None and needs_settings:
             settings = load_settings()
         self._settings = settings
+        if trusted_keys is None and settings is not None and settings.controller_keys_file:
+            trusted_keys = KeyRing.load(Path(settings.controller_keys_file), "keys")
+        #: the controller's public keys: when given, only commands signed with one apply
+        self.trusted_keys = trusted_keys
         self.applied_by = applied_by
         self.source = source or applied_by
         self.group_id = group_id or f"rollout-router.{applied_by}"
@@ -236,6 +264,11 @@ class CommandListener:
                 "action": command.action.value,
                 "canary_percent": command.canary_percent,
             }
+            if self.trusted_keys is not None:
+                _key, problem = self.trusted_keys.check(command, self._clock())
+                if problem:
+                    self._refuse(command, problem, span, fields)
+                    return False
             if command.command_id in self.seen:
                 self._count("duplicates")
                 span.set_attribute("rollout.duplicate", True)
@@ -258,6 +291,28 @@ class CommandListener:
             self._ack(command, applied_at)
             return True
 
+    def _refuse(self, command: Command, problem: str, span: Any, fields: dict[str, Any]) -> None:
+        """Count, log and answer a command whose signature is not acceptable."""
+        self._count("refused")
+        span.set_status(Status(StatusCode.ERROR, "command refused"))
+        span.set_attribute("rollout.refused", problem)
+        log.warning("listener.refused", problem=problem, **fields)
+        refused = CommandRefused(
+            deployment_id=command.deployment_id,
+            command_id=command.command_id,
+            refused_by=self.applied_by,
+            reason=f"signature: {problem}",
+            refused_at=self._clock(),
+        )
+        event = make_event(
+            refused,
+            source=self.source,
+            time=self._clock(),
+            traceparent=traceparent_of(),
+            tracestate=tracestate_of(),
+        )
+        self._send(event)
+
     def _ack(self, command: Command, applied_at: datetime) -> None:
         """Publish TrafficApplied; its traceparent and headers carry the current (apply) span."""
         ack = TrafficApplied(
@@ -274,6 +329,10 @@ class CommandListener:
             traceparent=traceparent_of(),
             tracestate=tracestate_of(),
         )
+        self._send(event)
+
+    def _send(self, event: Envelope[Any]) -> None:
+        """Publish an answer (an acknowledgement or a refusal) with the current span."""
         try:
             future = self._producer_client().send(
                 self.ack_topic,

@@ -43,7 +43,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.core.access import CONTROL_EVENTS, Identity
 from controller.core.policy import Policy, PolicyError
+from controller.core.rollout import control
 from controller.core.rollout.assessment import Assessment, Judged, assess, gates, judge
 from controller.core.rollout.evaluation import evaluate_into
 from controller.core.rollout.inputs import (
@@ -86,11 +88,16 @@ def apply(
     policy: Policy,
     now: float,
     event_id: str | None = None,
+    identity: Identity | None = None,
 ) -> Result:
     """Apply one event (a payload, or an envelope whose id is then the event id), then evaluate.
 
     `state` is None until the deployment request arrives: other events for an unknown
     deployment are no-ops (the returned Result's state stays None).
+
+    `identity`: who sent a control event, as the shell verified it (None: nothing verified, a
+    worker without an identities file); the core refuses what that identity may not do
+    (`controller.core.rollout.control`).
     """
     if isinstance(event, Envelope):
         event_id = event_id or event.id
@@ -137,6 +144,24 @@ def apply(
             out.note(f"event {event_id} already applied: ignored")
             return out.result(state)
         state.remember(event_id)
+    start = len(out.outputs)
+    if (
+        identity is not None
+        and isinstance(payload, CONTROL_EVENTS)
+        and not control.admit(state, payload, identity, policy, now, out)
+    ):
+        return out.result(state)
+    result = _apply_to(state, payload, policy, now, out)
+    if identity is not None and identity.verified and isinstance(payload, CONTROL_EVENTS):
+        control.stamp(out, start, identity)
+        return out.result(result.state)
+    return result
+
+
+def _apply_to(
+    state: RolloutState, payload: Payload, policy: Policy, now: float, out: Collector
+) -> Result:
+    """An event of a live or ended rollout, once admitted."""
     if state.phase.is_terminal():
         after_end = AFTER_END.get(type(payload))
         if after_end is not None:

@@ -33,7 +33,7 @@ from controller.core.rollout.assessment import Judged
 from controller.core.rollout.result import Collector, at, clip
 from controller.core.state import MAX_KEY, RolloutState
 from controller.core.verdict import Outcome
-from schemas import Alert, ResourceUsage, TrainingRun
+from schemas import Alert, CommandRefused, ResourceUsage, TrainingRun
 from schemas.events import Severity
 
 
@@ -355,4 +355,42 @@ def _router(
     raise_alert(
         state, out, now, policy, status=status, severity=severity, kind=kind, key=key,
         rule=kind, summary=summary, evidence=evidence,
+    )  # fmt: skip
+
+
+REFUSED_KEY = "router.refused"
+
+
+def command_refused(
+    state: RolloutState, policy: Policy, now: float, out: Collector, event: CommandRefused
+) -> None:
+    """A router refused a command (its signature, its key): critical, since the router does
+    not do what the rollout decided. Resolved by the router's next acknowledgement."""
+    summary = (
+        f"router {event.refused_by} refused command {event.command_id}: {event.reason} (check "
+        "the controller's command key and the routers' trusted keys, docs/security.md)"
+    )
+    evidence = {
+        "command_id": event.command_id,
+        "refused_by": event.refused_by,
+        "reason": event.reason,
+        "refused_at": event.refused_at.isoformat(),
+    }
+    raise_alert(
+        state, out, now, policy, status="firing", severity=Severity.CRITICAL, kind="router",
+        key=dedup_key(state, REFUSED_KEY), rule="router", summary=summary, evidence=evidence,
+    )  # fmt: skip
+
+
+def refusal_resolved(
+    state: RolloutState, policy: Policy, now: float, out: Collector, command_id: str
+) -> None:
+    """Resolve the refused-command alert when a router acknowledges a command."""
+    key = dedup_key(state, REFUSED_KEY)
+    if key not in state.firing:
+        return
+    raise_alert(
+        state, out, now, policy, status="resolved", severity=Severity.CRITICAL, kind="router",
+        key=key, rule="router", summary=f"a router acknowledged command {command_id}",
+        evidence={"command_id": command_id},
     )  # fmt: skip

@@ -27,7 +27,13 @@ from typing import Any
 from controller.core.phases import Phase
 from controller.core.policy import Policy, PolicyError, Window
 from controller.core.rollout import alignment
-from controller.core.rollout.alerts import on_resource, on_training_run, router_acknowledged
+from controller.core.rollout.alerts import (
+    command_refused,
+    on_resource,
+    on_training_run,
+    refusal_resolved,
+    router_acknowledged,
+)
 from controller.core.rollout.result import Collector
 from controller.core.rollout.transitions import (
     approvers_note,
@@ -48,6 +54,7 @@ from schemas import (
     AbortRequested,
     ApprovalDenied,
     ApprovalGranted,
+    CommandRefused,
     DataProfile,
     DeploymentRequested,
     LabelReported,
@@ -405,9 +412,16 @@ def on_rollback_after_end(
     roll_back_promoted(state, out, now, by=event.by, reason=event.reason)
 
 
+def on_command_refused(
+    state: RolloutState, event: CommandRefused, policy: Policy, now: float, out: Collector
+) -> None:
+    command_refused(state, policy, now, out, event)
+
+
 def on_traffic_applied(
     state: RolloutState, event: TrafficApplied, policy: Policy, now: float, out: Collector
 ) -> None:
+    refusal_resolved(state, policy, now, out, event.command_id)
     if event.command_id != state.step_command_id or state.step_started_at is None:
         out.note(f"traffic applied for command {event.command_id}: not the current step's")
         return
@@ -468,6 +482,7 @@ REQUESTS: tuple[type[Payload], ...] = (
 #: is refused and every report ignored.
 AFTER_END: Mapping[type[Payload], Handler] = {
     RollbackRequested: on_rollback_after_end,
+    CommandRefused: on_command_refused,
 }
 
 HANDLERS: Mapping[type[Payload], Handler] = {
@@ -479,6 +494,7 @@ HANDLERS: Mapping[type[Payload], Handler] = {
     AbortRequested: on_abort,
     RollbackRequested: on_rollback,
     TrafficApplied: on_traffic_applied,
+    CommandRefused: on_command_refused,
     DataProfile: on_profile,
     LabelReported: on_label,
     MetricReported: on_metric,

@@ -219,7 +219,7 @@ def resume(
     if back is Phase.AWAITING_APPROVAL:
         gate = state.gate if state.gate is not None else state.step + 1
         if gate in state.approvals:
-            by, why = state.approvals[gate], state.approval_reasons.get(gate, "")
+            by = state.approvals[gate]
             start_step(
                 state,
                 gate,
@@ -227,7 +227,7 @@ def resume(
                 now,
                 reason=f"{reason}; {step_label(state, gate)} was approved by {by}",
                 # the gate's approval, as open_gate records it (the audit trail and status)
-                evidence={**evidence, "approved_by": by, "approval_reason": why},
+                evidence={**evidence, **approval_evidence(state, gate)},
             )
             return
         back_to = Phase.AWAITING_APPROVAL
@@ -263,8 +263,22 @@ def open_gate(state: RolloutState, out: Collector, now: float) -> None:
         out,
         now,
         reason=f"{step_label(state, gate)} approved by {by}" + (f": {why}" if why else ""),
-        evidence={"approved_by": by, "approval_reason": why},
+        evidence=approval_evidence(state, gate),
     )
+
+
+def approval_evidence(state: RolloutState, gate: int) -> dict[str, Any]:
+    """Who approved the gate before step `gate`, and the key that signed it when the worker
+    verified it (absent when nothing was verified: the evidence of before)."""
+    found: dict[str, Any] = {
+        "approved_by": state.approvals[gate],
+        "approval_reason": state.approval_reasons.get(gate, ""),
+    }
+    key = state.approval_keys.get(gate)
+    if key is not None:
+        found["approval_verified"] = True
+        found["approval_key"] = key
+    return found
 
 
 def roll_back_promoted(

@@ -91,7 +91,8 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     them does not wait for any), and the joined labels (none), written last; and in the
     training profiles (the state's and the request's), each feature's `invalid_rate` (0, after
     `missing_rate`); the plan's `capacity` (none); the deployment record (none); the serving
-    pool's free capacity (none)."""
+    pool's free capacity (none); the verified approvals' keys and the control events'
+    signatures (none: nothing was verified), after the approvals' reasons."""
     stored = stored_v1()
     items = list(with_profile_invalid_rates(with_exact_counts(stored)).items())
     after_seq = [k for k, _ in items].index("seq") + 1
@@ -104,6 +105,8 @@ def test_a_state_stored_by_version_1_loads_and_dumps_to_the_very_same_dict() -> 
     alignment += [("label_seen", {}), ("labels_unplaced", 0), ("free_capacity", {})]
     after_approvals = [k for k, _ in items].index("approvals") + 1
     items.insert(after_approvals, ("approval_reasons", {}))
+    items.insert(after_approvals + 1, ("approval_keys", {}))
+    items.insert(after_approvals + 2, ("control_signatures", []))
     expected = dict([*items[:after_seq], ("alert_seq", 0), *items[after_seq:], *alignment])
 
     state = RolloutState.from_dict(stored)
@@ -165,6 +168,8 @@ def every_field_set() -> RolloutState:
     state = RolloutState.from_dict(stored_v1())
     state.alert_seq = 3
     state.approval_reasons = {2: "LGTM"}
+    state.approval_keys = {2: "bob-2026"}
+    state.control_signatures = ["9c8160ce28ab0392b28bc24be3f31b46"]
     state.align_s = 5.0
     state.received = {"baseline": 1795000020.5, "canary": 1795000021.25}
     held = CohortStats()
