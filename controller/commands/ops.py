@@ -591,6 +591,8 @@ def read_records(events: Iterator[Envelope[Any]]) -> dict[str, RolloutRecord]:
                     "by": evidence["approved_by"],
                     "reason": evidence.get("approval_reason", ""),
                     "at": data.at.isoformat(),
+                    # the key that signed it, when the worker verified it (None: unverified)
+                    "key_id": evidence.get("approval_key"),
                 }
             )
     for deployment_id, approvals in granted.items():
@@ -622,7 +624,11 @@ def record_lines(record: RolloutRecord) -> list[str]:
             lines.append(f"approval {label}: from {asked}; not granted yet")
         else:
             why = f": {g['reason']}" if g["reason"] else ""
-            lines.append(f"approval {label}: from {asked}; granted by {g['by']} at {g['at']}{why}")
+            key = g.get("key_id")
+            signed = f" (verified, key {key})" if key else " (unverified)"
+            lines.append(
+                f"approval {label}: from {asked}; granted by {g['by']}{signed} at {g['at']}{why}"
+            )
     if not required:
         lines.append("approvals: none required")
     on_failure = doc.get("on_failure")

@@ -45,7 +45,8 @@ def test_one_rollouts_status_shows_its_whole_record_with_the_approvals_granted()
     assert [
         "environment prod, target eu-west-1 checkout, requested by alice",
         "deployed with kserve (registry/fraud:v2)",
-        f"approval start step 0 (10%): from sre-oncall; granted by dana at {opened}: go",
+        f"approval start step 0 (10%): from sre-oncall; granted by dana (unverified) at "
+        f"{opened}: go",
         "approval widen to step 1 (50%): from ml-leads or carol; not granted yet",
         "on failure: pause; page the fraud on-call",
         "rollback from production: to v0; redeploy v0; runbook https://runbooks.example/rb",
@@ -58,7 +59,9 @@ def test_one_rollouts_status_shows_its_whole_record_with_the_approvals_granted()
             {"step": 0, "canary_percent": 10.0, "by": ["sre-oncall"]},
             {"step": 1, "canary_percent": 50.0, "by": ["ml-leads", "carol"]},
         ],
-        "approvals_granted": [{"step": 0, "by": "dana", "reason": "go", "at": opened}],
+        "approvals_granted": [
+            {"step": 0, "by": "dana", "reason": "go", "at": opened, "key_id": None}
+        ],
         "on_failure": {"action": "pause", "note": "page the fraud on-call", "runbook_url": None},
         "rollback": {
             "version": "v0",
@@ -89,3 +92,38 @@ def test_a_request_without_a_record_leaves_its_decisions_as_they_were() -> None:
 
     assert "record" not in rollout.decisions[0].evidence
     assert {} == read_records(iter(published(rollout)))
+
+
+def test_an_approval_the_worker_verified_shows_its_key() -> None:
+    from datetime import UTC, datetime
+
+    from controller.engine import Engine
+    from controller.security.signing import KeyRing, RegisteredKey, SigningKey
+    from tests.unit.core.rollout_helpers import START, unit_policy
+
+    dana = SigningKey.generate("dana-2026", "dana")
+    engine = Engine(
+        unit_policy(),
+        identities=KeyRing.of([RegisteredKey("dana-2026", "dana", ("sre-oncall",), dana.public)]),
+    )
+    first = engine.on_event(None, make_event(recorded()), START)
+    approval = dana.sign(
+        s.ApprovalGranted(deployment_id="dep-1", step=0, by="dana"),
+        signed_at=datetime.fromtimestamp(START + 1, UTC),
+    )
+    second = engine.on_event(first.state, make_event(approval, id="evt-approval"), START + 1)
+    decisions = [
+        make_event(r.event.data)
+        for r in (*first.records, *second.records)
+        if isinstance(r.event.data, s.Decision)
+    ]
+
+    lines = record_lines(read_records(iter(decisions))["dep-1"])
+
+    assert any(
+        line.startswith(
+            "approval start step 0 (10%): from sre-oncall; granted by dana "
+            "(verified, key dana-2026) at "
+        )
+        for line in lines
+    ), lines
