@@ -16,7 +16,9 @@ CUSUM (controller.core.monitor.cusum). A new version learns a new reference, unl
 
 **Rules** (their parameters: controller.core.monitor.policy):
 - error_rate: failed share against the reference's, alternative `ratio` times it.
-- latency_shift: share slower than the reference's `quantile`, alternative `ratio` times it.
+- latency_shift: share slower than the reference's `quantile` (the tail), alternative `ratio`
+  times it; with `body_quantile`, a second key `body` judges the share slower than that (the
+  typical request) alike (alternative: `_slower`).
 - latency_slo: share slower than `threshold_ms` against `1 - objective`, alternative `ratio`
   times it (no reference needed, only calibration).
 - outage: requests served well against the learned rate (recent, and by hour of the day once
@@ -463,14 +465,7 @@ def freeze(
     for rule in policy.rules:
         entry: dict[str, Any] = {}
         if rule.detector == "latency_shift":
-            bucket = stats.latency.quantile_bucket(float(rule.param("quantile")))
-            if bucket is not None and stats.latency.count:
-                entry = {
-                    "slot": list(bucket.slot),
-                    "value_ms": bucket.value,
-                    "p0": stats.latency.count_above(bucket.slot) / stats.latency.count,
-                    "n": stats.latency.count,
-                }
+            entry = _latency_entry(stats, rule)
         elif rule.detector == "latency_slo":
             threshold = float(rule.param("threshold_ms"))
             entry = {"slot": list(stats.latency.key_of(threshold)), "threshold_ms": threshold}
@@ -501,6 +496,31 @@ def freeze(
             entry = {"quality": quality, "events": stats.feature_events}
         frozen["rules"][rule.name] = entry
     return frozen
+
+
+def _latency_entry(stats: CohortStats, rule: MonitorRule) -> dict[str, Any]:
+    """A latency_shift rule's reference: the bucket of its `quantile` and the share above it
+    (the tail key), and with `body_quantile` the same of that quantile under `BODY_KEY`."""
+    latency = stats.latency
+    bucket = latency.quantile_bucket(float(rule.param("quantile")))
+    if bucket is None or not latency.count:
+        return {}
+    entry: dict[str, Any] = {
+        "slot": list(bucket.slot),
+        "value_ms": bucket.value,
+        "p0": latency.count_above(bucket.slot) / latency.count,
+        "n": latency.count,
+    }
+    body_quantile = rule.param("body_quantile")
+    body = None if body_quantile is None else latency.quantile_bucket(float(body_quantile))
+    if body is not None:
+        entry[BODY_KEY] = {
+            "quantile": float(body_quantile),
+            "slot": list(body.slot),
+            "value_ms": body.value,
+            "p0": latency.count_above(body.slot) / latency.count,
+        }
+    return entry
 
 
 def _bins(dist: ValueDistribution, rule: MonitorRule) -> dict[str, Any]:
@@ -592,28 +612,15 @@ def observations(
         p0 = min(max(share, 1e-5), 0.5)
         p1 = min(max(p0 * float(rule.param("ratio")), p0 + float(rule.param("min_rate"))), 0.999)
         return [("", "binomial", [float(w.errors), float(w.requests), p0, p1])]
-    if detector in ("latency_shift", "latency_slo"):
+    if detector == "latency_shift":
+        return _latency_shift(rule, w, ref, state, entry, start, now)
+    if detector == "latency_slo":
         if not entry:
             return []
         slot = (int(entry["slot"][0]), int(entry["slot"][1]))
         n = w.latency.count
         x = w.latency.count_above(slot) if n else 0
-        if detector == "latency_shift":
-            timed = float(entry.get("n", ref.frozen["requests"]))
-            history_s = float(rule.param("history_s") or 0.0)
-            if history_s > 0:
-                share = _recent_rate(state, rule.name, entry, timed, x, n, now - start, history_s)
-            else:
-                share = _reference_rate(
-                    state,
-                    ref.calibrated_at is not None,
-                    rule.name,
-                    float(entry["p0"]) * timed,
-                    timed,
-                )
-            p0 = min(max(share, 1e-4), 0.5)
-        else:
-            p0 = 1.0 - float(rule.param("objective"))
+        p0 = 1.0 - float(rule.param("objective"))
         p1 = min(p0 * float(rule.param("ratio")), 0.999)
         return [("", "binomial", [float(x), float(n), p0, p1])]
     if detector == "outage":
@@ -648,6 +655,65 @@ def observations(
     return []
 
 
+#: The latency_shift key of the share slower than the reference's `body_quantile`.
+BODY_KEY = "body"
+
+
+def _latency_keys(
+    rule: MonitorRule, entry: Mapping[str, Any]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """A latency_shift rule's keys with their reference buckets: the tail (key "", the rule's
+    `quantile`) and, when the policy sets `body_quantile` and the reference has its bucket, the
+    body. A reference frozen before the body key existed has none: until the next reference
+    (a new version, a relearn, a policy set) the rule judges the tail alone."""
+    if not entry:
+        return []
+    keys: list[tuple[str, Mapping[str, Any]]] = [("", entry)]
+    body = entry.get(BODY_KEY)
+    if body and rule.param("body_quantile") is not None:
+        keys.append((BODY_KEY, body))
+    return keys
+
+
+def _latency_shift(
+    rule: MonitorRule,
+    w: CohortStats,
+    ref: Reference,
+    state: MonitorState,
+    entry: Mapping[str, Any],
+    start: float,
+    now: float,
+) -> list[Observation]:
+    """Each latency key's share slower than its reference bucket, against the reference's
+    share (at its upper bound) or, with `history_s`, the share of its recent history."""
+    n = w.latency.count
+    timed = float(entry.get("n", ref.frozen["requests"]))
+    history_s = float(rule.param("history_s") or 0.0)
+    ratio = float(rule.param("ratio"))
+    found: list[Observation] = []
+    for key, spot in _latency_keys(rule, entry):
+        name = f"{rule.name}/{key}" if key else rule.name
+        slot = (int(spot["slot"][0]), int(spot["slot"][1]))
+        x = w.latency.count_above(slot) if n else 0
+        learned = float(spot["p0"])
+        if history_s > 0:
+            share = _recent_rate(state, name, learned, timed, x, n, now - start, history_s)
+        else:
+            calibrated = ref.calibrated_at is not None
+            share = _reference_rate(state, calibrated, name, learned * timed, timed)
+        p0 = min(max(share, 1e-4), 0.99)
+        found.append((key, "binomial", [float(x), float(n), p0, _slower(p0, ratio)]))
+    return found
+
+
+def _slower(p0: float, ratio: float) -> float:
+    """A latency key's alternative: `ratio` times the share slower than its bucket, or the share
+    faster than it divided by `ratio`, whichever is the smaller change. The first for a tail
+    (5 % -> 10 % at ratio 2), the second for the body (50 % -> 75 %, where ratio times the share
+    would be every request)."""
+    return min(p0 * ratio, 1.0 - (1.0 - p0) / ratio)
+
+
 def _reference_rate(state: MonitorState, calibrated: bool, name: str, x: float, n: float) -> float:
     """A binomial key's reference rate: the reference's share `x / n` while it calibrates, then
     frozen by its CUSUM at an upper confidence bound (cusum.Cusum.freeze_rate)."""
@@ -662,7 +728,7 @@ def _reference_rate(state: MonitorState, calibrated: bool, name: str, x: float, 
 def _recent_rate(
     state: MonitorState,
     name: str,
-    entry: Mapping[str, Any],
+    learned: float,
     timed: float,
     x: float,
     n: float,
@@ -671,16 +737,17 @@ def _recent_rate(
 ) -> float:
     """A share judged against its own recent history: the estimate before this check (at its
     upper bound), then this check's data weighed in, unless the key is firing (a change is not
-    learned as the new normal while it is declared). It starts from the reference's share."""
+    learned as the new normal while it is declared). It starts from the reference's share
+    (`learned`, of `timed` requests)."""
     cusum = state.cusums.get(name)
     if cusum is None:
-        return float(entry["p0"])
+        return learned
     if cusum.recent is None:
-        cusum.recent, cusum.recent_n = float(entry["p0"]), timed
+        cusum.recent, cusum.recent_n = learned, timed
     share = cusum.recent_rate() if cusum.calibrated else cusum.recent
     if not cusum.firing:
         cusum.learn_recent(float(x), float(n), dt, history_s)
-    return float(entry["p0"]) if share is None else share
+    return learned if share is None else share
 
 
 def _multinomial(
@@ -980,7 +1047,11 @@ def _describe(
         evidence.update(observed=round(rate, 6), reference=round(p0, 6), samples=cusum.den)
         if rule.detector in LABEL_DETECTORS:
             return _describe_labelled(state, rule, what, since_text, cusum, p0, rate, evidence)
-        label = _label(rule, name)
+        if rule.detector == "latency_shift":
+            label, quantile, value_ms = _latency_label(state, rule, name)
+            evidence.update(quantile=quantile, quantile_ms=value_ms)
+        else:
+            label = _label(rule, name)
         ratio = rate / p0 if p0 else float("inf")
         return (
             f"{what}: {label} {100 * rate:.2f} % since {since_text} vs {100 * p0:.2f} % "
@@ -1023,12 +1094,29 @@ def _describe(
     )
 
 
+def _latency_label(
+    state: MonitorState, rule: MonitorRule, name: str
+) -> tuple[str, float, float | None]:
+    """What a latency_shift key counts, in words (which key: the tail or the body, at which
+    quantile of the reference and how many ms), the quantile and its value."""
+    ref = state.reference
+    entry = {} if ref is None else ref.frozen.get("rules", {}).get(rule.name, {})
+    if name.endswith("/" + BODY_KEY):
+        spot = entry.get(BODY_KEY) or {}
+        quantile = float(spot.get("quantile", rule.param("body_quantile") or 0.5))
+        part = "the body"
+    else:
+        spot, quantile, part = entry, float(rule.param("quantile")), "the tail"
+    value = spot.get("value_ms")
+    value_ms = None if value is None else round(float(value), 3)
+    at = "" if value_ms is None else f", {value_ms:.4g} ms"
+    return f"share slower than the reference's p{100 * quantile:g} ({part}{at})", quantile, value_ms
+
+
 def _label(rule: MonitorRule, name: str) -> str:
     """What a binomial key counts, in words."""
     if rule.detector == "error_rate":
         return "error rate"
-    if rule.detector == "latency_shift":
-        return f"share slower than the reference's p{100 * float(rule.param('quantile')):g}"
     if rule.detector == "latency_slo":
         return f"share slower than {float(rule.param('threshold_ms')):g} ms"
     return f"{name.rsplit(':', 1)[-1].replace('_', '-')} share"

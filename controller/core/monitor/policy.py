@@ -26,8 +26,9 @@ rules:
 (controller.core.monitor.cusum). Lorden's bound gives a CUSUM that alarms at `h` an average run
 length to a false alarm of at least e^h checks when the observations follow the reference; the
 policy sets `h = ln(per_rule_days * 86400 / every_s * keys)` so that each rule (all of its keys:
-features, output fields, kinds) alarms falsely at most once per `per_rule_days` on average. What
-that assumes (independent checks once over-dispersion is scaled out) is in docs/monitoring.md.
+features, output fields, kinds, a latency rule's tail and body) alarms falsely at most once per
+`per_rule_days` on average. What that assumes (independent checks once over-dispersion is scaled
+out) is in docs/monitoring.md.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ DETECTOR_PARAMS: dict[str, dict[str, float | int | bool | None]] = {
     # the failed share of requests against the reference's: alarm on `ratio` times it (at
     # least `min_rate` above it)
     "error_rate": {"ratio": 2.0, "min_rate": 0.002},
-    # the share of requests slower than the reference's `quantile` (a slow-down of the body),
-    # against the reference's share, or with `history_s` > 0 against the share of its recent
-    # history (exponentially weighted: what is `history_s` old counts half)
-    "latency_shift": {"quantile": 0.95, "ratio": 2.0, "history_s": 0.0},
+    # the share of requests slower than the reference's `quantile` (the tail), against the
+    # reference's share, or with `history_s` > 0 against the share of its recent history
+    # (exponentially weighted: what is `history_s` old counts half); with `body_quantile` (below
+    # `quantile`), a second key (`body`) judges the share slower than the reference's
+    # `body_quantile` alike: a slow-down of the typical request, whatever the tail does
+    "latency_shift": {"quantile": 0.95, "ratio": 2.0, "history_s": 0.0, "body_quantile": None},
     # the share slower than an absolute threshold against the objective's allowance
     "latency_slo": {"threshold_ms": None, "objective": 0.99, "ratio": 2.0},
     # requests served well (not failed) against the learned rate: alarm when it falls to
@@ -189,6 +192,7 @@ class _PolicyModel(_Strict):
                 problems.append(f"{where}: every_s must be a multiple of check_s ({self.check_s})")
             if rule.detector == "latency_slo" and rule.param("threshold_ms") is None:
                 problems.append(f"{where}: latency_slo needs params.threshold_ms")
+            problems += _body_problems(where, rule)
             problems += _range_problems(where, rule)
         if problems:
             raise ValueError("; ".join(problems))
@@ -199,10 +203,25 @@ def _multiple(a: float, b: float) -> bool:
     return abs(a / b - round(a / b)) < 1e-9
 
 
+def _body_problems(where: str, rule: MonitorRule) -> list[str]:
+    """A latency_shift rule's body quantile lies below its (tail) quantile."""
+    if rule.detector != "latency_shift":
+        return []
+    body, tail = rule.param("body_quantile"), rule.param("quantile")
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (body, tail))
+    if body is None or not numbers or not (0 < body < 1 and 0 < tail < 1) or body < tail:
+        return []  # absent, or out of range on its own (named by _range_problems)
+    return [
+        f"{where}: body_quantile={body} must be below quantile={tail} (the body key judges the "
+        "typical request, the quantile key the tail: e.g. body_quantile: 0.5)"
+    ]
+
+
 def _range_problems(where: str, rule: MonitorRule) -> list[str]:
     checks = {
         "ratio": lambda v: v > 1,
         "quantile": lambda v: 0 < v < 1,
+        "body_quantile": lambda v: 0 < v < 1,
         "objective": lambda v: 0 < v < 1,
         "drop_to": lambda v: 0 < v < 1,
         "threshold_ms": lambda v: v > 0,

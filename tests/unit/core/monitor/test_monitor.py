@@ -15,6 +15,8 @@ import schemas as s
 from controller.core import monitor
 from controller.core.monitor import MonitoringPolicy, MonitorState
 from controller.core.monitor.cusum import Cusum, binomial_llr
+from controller.core.monitor.monitor import observations
+from controller.core.monitor.state import Reference
 from controller.core.policy import PolicyError
 from controller.core.stats.cohort import CohortStats
 from controller.policy_io import default_monitoring_policy
@@ -45,6 +47,9 @@ class Traffic:
     rate: float = 50.0
     error_rate: float = 0.01
     latency_ms: float = 50.0
+    #: a slow mode of its own: this share of requests about `slow_ms` (heavy-tailed traffic)
+    slow_share: float = 0.0
+    slow_ms: float = 400.0
     missing: float = 0.0
     score_shift: float = 0.0
     version: str = "v1"
@@ -60,10 +65,13 @@ class Traffic:
         for i in range(n):
             ok = rng.random() >= self.error_rate
             age = None if rng.random() < self.missing else float(rng.randint(18, 80))
+            latency = rng.lognormvariate(math.log(self.latency_ms), 0.3)
+            if self.slow_share and rng.random() < self.slow_share:
+                latency = rng.lognormvariate(math.log(self.slow_ms), 0.6)
             rows.append(
                 Row(
                     ok,
-                    rng.lognormvariate(math.log(self.latency_ms), 0.3),
+                    latency,
                     t + i / max(n, 1),
                     None if ok else "internal",
                     min(1.0, rng.betavariate(2, 5) + self.score_shift),
@@ -127,7 +135,7 @@ def test_a_configured_monitor_learns_its_reference_then_calibrates_then_watches(
     stages = [o.reason for o in outputs if o.action == "reference_learned"]
     assert 2 == len(stages)
     assert "reference learned from" in stages[0]
-    assert "watching 12 statistics of 8 rules" in stages[1]
+    assert "watching 14 statistics of 8 rules" in stages[1]  # the latency rules: tail, body
     assert "watching" == state.stage()
     # dispersion is measured, never sharper than independence
     assert all(c.phi >= 1.0 for c in state.cusums.values())
@@ -503,3 +511,133 @@ def test_dispersion_keeps_being_measured_while_watching_but_a_change_is_not_take
     changed.release(half_life_bins=1440)
     changed.release(half_life_bins=1440)
     assert changed.phi < 2
+
+
+# ---- the latency rules' body key ------------------------------------------------------------
+
+
+def latency_policy(**params: Any) -> MonitoringPolicy:
+    rule = {"name": "latency", "detector": "latency_shift", "params": params}
+    return MonitoringPolicy.from_mapping({"rules": [rule]})
+
+
+def literal_latencies(values: Iterable[float]) -> CohortStats:
+    stats = CohortStats()
+    stats.observe_many([Row(True, float(ms), T0, None, None, None) for ms in values])
+    return stats
+
+
+def test_a_latency_rule_judges_the_share_above_its_p95_and_above_its_median() -> None:
+    """Literal latencies of 1 to 100 ms: the tail key counts what is slower than the
+    reference's p95 (5 %, alternative twice that), the body key what is slower than its median
+    (50 %, alternative: the faster half halved, 75 %); a policy without `body_quantile` judges
+    the tail alone, as before the body key."""
+    reference = literal_latencies(range(1, 101))
+    window = literal_latencies([10.0] * 5 + [70.0] * 4 + [99.0])
+    judged = {}
+    for name, policy in (
+        ("both", latency_policy(body_quantile=0.5)),
+        ("tail", latency_policy()),
+    ):
+        ref = Reference(T0, reference, learned_at=T0, version="v1")
+        ref.frozen = monitor.freeze(reference, policy, None)
+        state = configured()
+        judged[name] = observations(policy.rules[0], window, ref, state, T0, T0 + 1, None)
+
+    assert [
+        ("", "binomial", [1.0, 10.0, pytest.approx(0.05), pytest.approx(0.10)]),
+        ("body", "binomial", [5.0, 10.0, pytest.approx(0.5), pytest.approx(0.75)]),
+    ] == judged["both"]
+    assert [judged["both"][0]] == judged["tail"]
+
+
+def test_a_slower_body_under_an_unchanged_tail_fires_the_body_key_and_says_by_how_much() -> None:
+    """Heavy-tailed traffic: 8 % of requests in a slow mode about 400 ms, so the reference's
+    p95 lies in it. The typical request gets 50 % slower and the slow mode stays where it was:
+    the share above the p95 does not move, the share above the median does."""
+    traffic = Traffic(rate=50.0, latency_ms=45.0, slow_share=0.08, slow_ms=400.0, seed=12)
+    state, policy, t = watching(traffic)
+    calm = run(state, policy, traffic, t, 120)
+    traffic.latency_ms = 67.5
+    slower = run(state, policy, traffic, t + 120, 180)
+
+    assert [] == fired(calm)
+    alarms = {d.rule: d for d in fired(slower)}
+    assert "latency" not in alarms  # the tail key: the share above the p95 has not moved
+    alarm = alarms["latency/body"]
+    # the rule wants a minute of evidence, and the shift gives it at once
+    assert 60 <= alarm.at.timestamp() - (t + 120) < 90
+    assert "latency/body: share slower than the reference's p50 (the body, " in alarm.reason
+    assert 0.5 == alarm.evidence["quantile"]
+    assert 40 < alarm.evidence["quantile_ms"] < 55
+    assert alarm.evidence["observed"] > 0.8 and alarm.evidence["reference"] < 0.56
+    # the rule's false alarm rate is split between its two keys
+    assert alarm.evidence["threshold"] == pytest.approx(math.log(2 * 30 * 86400), abs=1e-3)
+    alerts = [o for o in slower if isinstance(o, s.Alert) and o.status == "firing"]
+    assert "fraud/monitor.latency/body" in [a.dedup_key for a in alerts]
+
+
+def test_heavy_tailed_traffic_that_does_not_change_raises_nothing() -> None:
+    traffic = Traffic(rate=20.0, latency_ms=45.0, slow_share=0.08, slow_ms=400.0, seed=13)
+    state, policy, t = watching(traffic)
+
+    outputs = run(state, policy, traffic, t, 3600)
+
+    assert [] == fired(outputs)
+    assert {"latency/body", "latency_recent/body"} <= set(state.cusums)
+    assert all(state.cusums[k].calibrated for k in ("latency/body", "latency_recent/body"))
+
+
+def test_a_monitor_stored_before_the_body_key_judges_the_tail_until_its_next_reference() -> None:
+    """A state stored before the body key: its frozen reference has no body bucket and it has
+    no body CUSUM. It goes on checking (the tail alone, at the alarm level of one key), and a
+    new reference brings the body key."""
+    traffic = Traffic(rate=50.0)
+    state, policy, t = watching(traffic)
+    stored = state.to_dict()
+    for rule in ("latency", "latency_recent"):
+        del stored["reference"]["frozen"]["rules"][rule]["body"]
+        del stored["cusums"][f"{rule}/body"]
+    old = MonitorState.from_dict(orjson.loads(orjson.dumps(stored)))
+
+    traffic.latency_ms = 150.0  # three times slower: the tail key fires, alone
+    outputs = run(old, policy, traffic, t, 120)
+
+    alarms = {d.rule: d for d in fired(outputs)}
+    assert "latency" in alarms and "latency/body" not in alarms
+    assert alarms["latency"].evidence["threshold"] == pytest.approx(math.log(30 * 86400), abs=1e-3)
+    assert "latency/body" not in old.cusums
+    relearn = s.MonitorConfigured(model="fraud", version="v1", by="bob", reference="relearn")
+    monitor.configure(old, relearn, t + 120)
+    run(old, policy, Traffic(rate=50.0), t + 120, 130)
+    assert "watching" == old.stage()
+    assert {"latency/body", "latency_recent/body"} <= set(old.cusums)
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"body_quantile": 0.95}, "body_quantile=0.95 must be below quantile=0.95"),
+        ({"quantile": 0.4, "body_quantile": 0.5}, "body_quantile=0.5 must be below quantile=0.4"),
+        ({"body_quantile": 0.0}, "body_quantile=0.0 is out of range"),
+        ({"body_quantile": 1.5}, "body_quantile=1.5 is out of range"),
+        ({"body_quantile": "median"}, "body_quantile"),
+    ],
+)
+def test_a_body_quantile_lies_between_0_and_the_rule_s_quantile(
+    params: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(PolicyError) as caught:
+        latency_policy(**params)
+
+    assert problem in str(caught.value)
+    assert "rule 'latency'" in str(caught.value) or "rules.0" in str(caught.value)
+
+
+def test_a_body_quantile_is_a_latency_shift_parameter_and_may_be_left_out() -> None:
+    assert latency_policy(body_quantile=None).rules[0].param("body_quantile") is None
+    assert latency_policy().rules[0].param("body_quantile") is None
+    with pytest.raises(PolicyError, match="unknown parameter 'body_quantile' of error_rate"):
+        MonitoringPolicy.from_mapping(
+            {"rules": [{"name": "e", "detector": "error_rate", "params": {"body_quantile": 0.5}}]}
+        )
