@@ -393,3 +393,26 @@ def test_the_plain_manifest_example_is_the_charts_rendering(helm: str) -> None:
     text = WORKER_EXAMPLE.read_text()
     body = text[text.index("---") :]
     assert done.stdout.strip() == body.strip(), "run `make k8s-example`"
+
+
+def test_the_signing_files_are_mounted_where_the_worker_reads_them(all_on: list[Manifest]) -> None:
+    from controller.security.signing import KeyRing
+
+    env = {e["name"]: e.get("value") for e in container(worker(all_on))["env"]}
+    mounts = {m["name"]: m for m in container(worker(all_on))["volumeMounts"]}
+    identities = one(all_on, "ConfigMap", "-identities")["data"]["identities.yaml"]
+
+    ring = KeyRing.identities(yaml.safe_load(identities))  # what the worker will load
+
+    assert ["alice-1"] == sorted(ring.keys)
+    assert env["ROLLOUT_IDENTITIES_FILE"] == mounts["identities"]["mountPath"] + "/identities.yaml"
+    assert env["ROLLOUT_COMMAND_KEY_FILE"].startswith(mounts["command-key"]["mountPath"] + "/")
+    assert mounts["command-key"]["readOnly"] and mounts["identities"]["readOnly"]
+    volumes = {v["name"]: v for v in worker(all_on)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["command-key"]["secret"]["secretName"] == "rollout-command-key"
+
+
+def test_without_signing_values_nothing_is_mounted(default: list[Manifest]) -> None:
+    env = {e["name"] for e in container(worker(default))["env"]}
+
+    assert not env & {"ROLLOUT_IDENTITIES_FILE", "ROLLOUT_COMMAND_KEY_FILE"}
