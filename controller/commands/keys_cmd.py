@@ -21,8 +21,9 @@ def keys_group() -> None:
 @keys_group.command("generate")
 @click.option("--identity", required=True, help="Who signs with it: a person, a CI system, or "
               "rollout-controller for the worker's command key.")  # fmt: skip
-@click.option("--key-id", default=None, help="The key's id (default: <identity>-<YYYYMMDD>); "
-              "unique among every registered key.")  # fmt: skip
+@click.option("--key-id", default=None, help="The key's id, unique among every registered key "
+              "(default: <identity>-<YYYYMMDD>-<6 random hex digits>, so that a key generated "
+              "to replace one of the same day gets an id of its own).")  # fmt: skip
 @click.option(
     "--out",
     "out",
@@ -33,11 +34,13 @@ def keys_group() -> None:
 def generate_cmd(identity: str, key_id: str | None, out: Path) -> None:
     """Write a new private key file and print its public entry (YAML) for the identities file
     (a person's or CI system's key) or the routers' trusted keys (the controller's)."""
+    import secrets
     from datetime import UTC, datetime
 
     from controller.security.signing import SigningKey
 
-    key = SigningKey.generate(key_id or f"{identity}-{datetime.now(UTC):%Y%m%d}", identity)
+    default_id = f"{identity}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+    key = SigningKey.generate(key_id or default_id, identity)
     try:
         key.save(out)
     except FileExistsError:

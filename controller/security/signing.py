@@ -249,11 +249,18 @@ class KeyRing:
     max_skew_s: float = MAX_SKEW_S
 
     @classmethod
-    def of(cls, keys: Iterable[RegisteredKey], max_skew_s: float = MAX_SKEW_S) -> KeyRing:
+    def of(
+        cls, keys: Iterable[RegisteredKey], max_skew_s: float = MAX_SKEW_S, where: str = "keys"
+    ) -> KeyRing:
         ring = cls({}, max_skew_s)
         for key in keys:
-            if key.key_id in ring.keys:
-                raise SigningKeyError(f"key id {key.key_id!r} is registered twice: ids are unique")
+            first = ring.keys.get(key.key_id)
+            if first is not None:
+                raise SigningKeyError(
+                    f"{where}: key id {key.key_id!r} is registered twice ({first.owner} and "
+                    f"{key.owner}): key ids are unique, so generate one of the keys again with "
+                    "another --key-id"
+                )
             ring.keys[key.key_id] = key
         return ring
 
@@ -262,14 +269,15 @@ class KeyRing:
         """The keys of an identities document (`identities: [{name, groups, keys}]`)."""
         parsed = _entries(doc, where, IdentitiesDocument)
         return cls.of(
-            _registered(k, i.name, i.groups, where) for i in parsed.identities for k in i.keys
+            (_registered(k, i.name, i.groups, where) for i in parsed.identities for k in i.keys),
+            where=where,
         )
 
     @classmethod
     def trusted(cls, doc: Mapping[str, Any], owner: str, where: str = "keys") -> KeyRing:
         """The keys of a trusted-keys document (`keys: [...]`), all registered to `owner`."""
         parsed = _entries(doc, where, TrustedKeysDocument)
-        return cls.of(_registered(k, owner, (), where) for k in parsed.keys)
+        return cls.of((_registered(k, owner, (), where) for k in parsed.keys), where=where)
 
     @classmethod
     def load(cls, path: Path, kind: str, owner: str = "rollout-controller") -> KeyRing:
