@@ -687,6 +687,7 @@ def _latency_shift(
     """Each latency key's share slower than its reference bucket, against the reference's
     share (at its upper bound) or, with `history_s`, the share of its recent history."""
     n = w.latency.count
+    buckets = w.latency.slot_counts() if n else []  # once for every key
     timed = float(entry.get("n", ref.frozen["requests"]))
     history_s = float(rule.param("history_s") or 0.0)
     ratio = float(rule.param("ratio"))
@@ -694,7 +695,7 @@ def _latency_shift(
     for key, spot in _latency_keys(rule, entry):
         name = f"{rule.name}/{key}" if key else rule.name
         slot = (int(spot["slot"][0]), int(spot["slot"][1]))
-        x = w.latency.count_above(slot) if n else 0
+        x = sum(count for other, count in buckets if other > slot)
         learned = float(spot["p0"])
         if history_s > 0:
             share = _recent_rate(state, name, learned, timed, x, n, now - start, history_s)
