@@ -148,14 +148,15 @@ class _Answers:
         if not isinstance(got, Envelope):
             return None
         data = got.data
-        if topic == self.decisions and event.key() in (
+        answering = (
             getattr(data, "deployment_id", None),
             getattr(data, "model", None) if isinstance(data, MonitorDecision) else None,
             # a pool's answer is its configuration or deletion (not the alerts it resolves)
             data.pool
             if isinstance(data, PipelineDecision) and data.action in ("configured", "deleted")
             else None,
-        ):
+        )
+        if topic == self.decisions and event.key() in answering and _follows_from(data, event.data):
             return ("decision", data)
         if topic == self.letters and data.reason.startswith("refused: "):
             import base64
@@ -167,6 +168,29 @@ class _Answers:
             if isinstance(original, dict) and original.get("id") == event.id:
                 return ("refused", data.reason.removeprefix("refused: "))
         return None
+
+
+def _follows_from(decision: Any, request: Any) -> bool:
+    """Whether a rollout's decision is the one a person's request leads to (another decision
+    of the rollout, such as the deployment's own arriving late, is not its answer)."""
+    if not isinstance(decision, Decision):
+        return True  # a monitor's or a pool's: its configuration's answer
+    evidence = decision.evidence
+    if isinstance(request, DeploymentRequested):
+        return decision.from_phase == "pending"
+    if isinstance(request, ApprovalGranted):
+        return evidence.get("approved_by") == request.by and decision.step == request.step
+    if isinstance(request, ApprovalDenied):
+        return evidence.get("denied_by") == request.by
+    if isinstance(request, PauseRequested):
+        return decision.to_phase == "paused"
+    if isinstance(request, ResumeRequested):
+        return decision.from_phase == "paused"
+    if isinstance(request, AbortRequested):
+        return decision.to_phase == "aborted"
+    if isinstance(request, RollbackRequested):
+        return decision.to_phase == "rolled_back"
+    return True
 
 
 def _send_and_answer(
