@@ -2,8 +2,8 @@
 users, an mTLS listener, the StandardAuthorizer) with the ACLs of `rollout acls --apply`.
 
 Only the controller's principal writes commands, decisions and alerts; only serving principals
-write predictions; the CLI connects over SASL_SSL, the SDK over mTLS with a client certificate,
-and the worker runs over SASL_SSL as `controller` and decides on a request an SRE sent. Under
+write predictions; the worker, the SDK and the CLI connect over SASL_SSL (SCRAM) and over mTLS
+(a client certificate), and the worker, as `controller`, decides on a request an SRE sent. Under
 CI=true a broker that cannot start fails these tests (tests/conftest.py).
 """
 
@@ -24,10 +24,11 @@ from controller.cli import cli
 from controller.dev.kafka import SecureAccess
 from controller.engine import Engine
 from controller.policy_io import default_policy
+from controller.sdk import CommandListener
 from controller.settings import Settings, load_settings
 from controller.stream.app import RolloutWorker
 from controller.stream.embedded import EmbeddedWorker
-from schemas import DeploymentRequested, RolloutPlan, TrafficStep, make_event
+from schemas import Command, DeploymentRequested, RolloutPlan, TrafficStep, make_event
 from tests.integration.conftest import report_baseline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -41,10 +42,11 @@ class Secured:
     prefix: str
     group: str
 
-    def env(self, user: str) -> dict[str, str]:
-        """The CLI's environment for `user` over SASL_SSL."""
+    def env(self, user: str, transport: str = "sasl_ssl") -> dict[str, str]:
+        """The CLI's environment for `user` over SASL_SSL (or mTLS: `transport` "mtls")."""
+        connect = self.access.mtls_environment if transport == "mtls" else self.access.environment
         return {
-            **self.access.environment(user),
+            **connect(user),
             "ROLLOUT_TOPIC_PREFIX": self.prefix,
             "ROLLOUT_CONSUMER_GROUP": self.group,
             "ROLLOUT_CONNECT_TIMEOUT_S": "10",
@@ -122,11 +124,17 @@ def written(secured: Secured, name: str) -> int:
         reader.close()
 
 
-def test_the_sdk_reports_predictions_over_mtls_with_a_client_certificate(
-    secured: Secured,
+TRANSPORTS = ["sasl_ssl", "mtls"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_sdk_reports_predictions_over_sasl_ssl_and_mtls(
+    secured: Secured, transport: str
 ) -> None:
-    settings = secured.settings(secured.access.mtls_environment("serving"))
-    assert "SSL" == settings.security_protocol and settings.ssl_certfile
+    settings = secured.settings(secured.env("serving", transport))
+    expected = "SSL" if transport == "mtls" else "SASL_SSL"
+    assert expected == settings.security_protocol
+    assert bool(settings.ssl_certfile) == (transport == "mtls")
     before = written(secured, "predictions")
     report_baseline(settings, "sec-sdk", 5)
     after = written(secured, "predictions")
@@ -166,18 +174,21 @@ def decisions_for(secured: Secured, deployment_id: str, timeout: float = 90.0) -
     return []
 
 
-def test_the_worker_decides_over_sasl_ssl_as_the_controller(
-    secured: Secured, tmp_path: Path
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_worker_decides_as_the_controller_and_the_cli_reads_it(
+    secured: Secured, tmp_path: Path, transport: str
 ) -> None:
+    """The worker over SASL_SSL (SCRAM) or mTLS (CN=controller); the CLI as sre the same way."""
     settings = secured.settings(
-        secured.access.environment("controller"),
+        secured.env("controller", transport),
         tick_interval_s=0.5,
         data_dir=tmp_path,
         metrics_port=0,
         metrics_host="127.0.0.1",
     )
+    deployment_id = f"ranker-secure-{transport}"
     deployment = DeploymentRequested(
-        deployment_id="ranker-secure",
+        deployment_id=deployment_id,
         model="ranker",
         candidate_version="v2",
         baseline_version="v1",
@@ -190,10 +201,10 @@ def test_the_worker_decides_over_sasl_ssl_as_the_controller(
     )
     with EmbeddedWorker(RolloutWorker(settings, Engine(default_policy()))):
         line = make_event(deployment, source="sre").to_json().decode()
-        sent = run(["emit"], secured.env("sre"), stdin=line + "\n")
+        sent = run(["emit"], secured.env("sre", transport), stdin=line + "\n")
         assert 0 == sent.exit_code, sent.output
-        decisions = decisions_for(secured, "ranker-secure")
-    assert decisions, "no decision for ranker-secure"
+        decisions = decisions_for(secured, deployment_id)
+    assert decisions, f"no decision for {deployment_id}"
     # Faust created its changelog topics under the prefixed grant on `<group>-`
     admin = KafkaAdminClient(**secured.access.kafka_python_options("admin"))
     try:
@@ -201,10 +212,26 @@ def test_the_worker_decides_over_sasl_ssl_as_the_controller(
     finally:
         admin.close()
     assert f"{secured.group}-rollouts-changelog" in topics
-    assert any(json.loads(d)["data"]["deployment_id"] == "ranker-secure" for d in decisions)
-    status = run(["status", "ranker-secure"], secured.env("sre"))
+    assert any(json.loads(d)["data"]["deployment_id"] == deployment_id for d in decisions)
+    status = run(["status", deployment_id], secured.env("sre", transport))
     assert 0 == status.exit_code, status.output
-    assert "ranker-secure" in status.output
+    assert deployment_id in status.output
+    # a router (the SDK's CommandListener, as serving) applies the worker's first command
+    applied: list[Command] = []
+    listener = CommandListener(
+        secured.settings(secured.env("serving", transport)),
+        apply=applied.append,
+        applied_by=f"router-{transport}",
+        deployment_ids=[deployment_id],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not applied and time.monotonic() < deadline:
+            listener.poll_once(timeout_ms=500)
+    finally:
+        listener.close()
+    assert [("set_traffic", 20.0)] == [(c.action.value, c.canary_percent) for c in applied]
+    assert 1 == listener.stats().acked
 
 
 def test_the_cli_is_refused_what_its_user_may_not_do(secured: Secured) -> None:
