@@ -48,9 +48,9 @@ def worker_cmd(policy_file: Path | None, monitoring_file: Path | None, loglevel:
     extra.update(signing_options(settings))
     engine = Engine.from_policy_file(settings.policy_file, **extra)
     configure_logging(level=loglevel.upper())
-    log_signing(engine)
     configure_tracing("rollout-worker")
     create_topics(settings)  # probes the brokers first (controller.kafka_clients)
+    log_signing(engine)  # after the probe: a broker that cannot be reached is the one line
     worker = RolloutWorker(settings, engine)
     runner = faust.Worker(worker.app, loglevel=loglevel, override_logging=False)
     if not _is_terminal(runner.stdout):
