@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from controller.core.access import CONTROL_EVENTS
 from controller.core.phases import Phase
 from controller.core.policy import Policy, PolicyError, Window
 from controller.core.rollout import alignment
@@ -468,15 +469,7 @@ def on_metric(
 #: The explicit table of inputs: payload type -> handler. Predictions take the fast path.
 #: The requests of people and deployers: when one cannot apply, the result says why
 #: (`Result.refusal`) and the shell answers it; reports (traffic, data, metrics) are notes.
-REQUESTS: tuple[type[Payload], ...] = (
-    DeploymentRequested,
-    ApprovalGranted,
-    ApprovalDenied,
-    PauseRequested,
-    ResumeRequested,
-    AbortRequested,
-    RollbackRequested,
-)
+REQUESTS: tuple[type[Payload], ...] = (DeploymentRequested, *CONTROL_EVENTS)
 
 #: The inputs that still act once a rollout has ended (phase terminal); every other request
 #: is refused and every report ignored.
