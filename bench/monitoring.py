@@ -3,7 +3,7 @@ where nothing changes, its delay in detecting step changes beside their informat
 its cost per monitor.
 
     python bench/monitoring.py [--days 112] [--monitor-days 7] [--seeds 20] [--processes 2]
-        [--families independent,errors_in_runs,bursts,heavy_tails] [--quick]
+        [--families independent,errors_in_runs,bursts,heavy_tails] [--quick] [--cost-only]
 
 Traffic is `controller.dev.production` (a daily cycle from 3 req/s at 03:00 to 20 req/s at
 15:00 UTC, in each traffic family), folded per second as the worker gives it to the monitor;
@@ -859,6 +859,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--policy", default=None, help="a monitoring policy file (experiments)")
     p.add_argument(
+        "--cost-only",
+        action="store_true",
+        help="the cost part alone (on a machine with nothing else running)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="a small run: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
@@ -899,6 +904,12 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         cli.error(f"unknown step change {unknown}; known: {', '.join(STEPS)}")
     policy = _load_policy(args.policy)
+    if args.cost_only:
+        cost = measure_cost(policy, args.cost_monitors, args.cost_seconds)
+        print(f"Command: `{command_line(argv)}`\n")
+        print(f"- Code: commit {code}; the monitor core sha256 {core}; {cpu_model()}.\n")
+        print("\n".join(cost_table(cost)))
+        return
 
     per_family = args.days / len(families)
     monitors = max(1, math.ceil(per_family / args.monitor_days - 1e-9))
