@@ -41,7 +41,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from controller.core import monitor, rollout
-from controller.core.access import CONTROL_EVENTS
+from controller.core.access import SIGNED_REQUESTS
 from controller.core.ids import derive_id
 from controller.core.monitor import MonitoringPolicy, MonitorState
 from controller.core.pipelines import (
@@ -334,7 +334,7 @@ class Engine:
             if wake is not None and wake <= now:
                 before = self.on_tick(state, now)
         identity = None
-        if self.identities is not None and isinstance(event.data, CONTROL_EVENTS):
+        if self.identities is not None and isinstance(event.data, SIGNED_REQUESTS):
             identity = self.identities.identify(event.data, datetime.fromtimestamp(now, UTC))
         applied = rollout.apply(state, event, self.policy, now, identity=identity)
         after = self._effects(applied, now)

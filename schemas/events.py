@@ -271,6 +271,24 @@ class RolloutPlan(Contract):
         return self
 
 
+#: An Ed25519 signature in standard base64 (64 bytes: 86 characters and "==").
+SignatureValue = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+
+
+class Signature(Contract):
+    """An Ed25519 signature of the payload that carries it (docs/security.md, "Signatures").
+
+    The signed message is `rollout-controller.signature.v1`, a newline, the event type, a
+    newline, then the payload as canonical JSON: this signature with `value` left out
+    (`key_id` and `signed_at` are signed), fields whose value is null left out, object keys
+    sorted, no whitespace, UTF-8. `key_id` names the public key that verifies it: a person's
+    or a CI system's (approvals and manual actions), the controller's (commands)."""
+
+    key_id: Name
+    signed_at: Timestamp
+    value: SignatureValue
+
+
 #: A link or a reference (a runbook, a build, an artifact): free text, bounded like a URL.
 Reference = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=2048)]
 
@@ -339,6 +357,8 @@ class DeploymentRequested(Payload):
     approvals: Annotated[tuple[RequiredApproval, ...], Field(max_length=101)] | None = None
     on_failure: OnFailure | None = None
     rollback: RollbackProcedure | None = None
+    #: by `requested_by`'s key: a worker with an identities file starts only signed requests
+    signature: Signature | None = None
 
     @model_validator(mode="after")
     def _distinct_versions(self) -> DeploymentRequested:
@@ -423,24 +443,6 @@ class DeploymentRequested(Payload):
             or plan.steps[step].requires_approval
             or bool(self.approvers(step))
         )
-
-
-#: An Ed25519 signature in standard base64 (64 bytes: 86 characters and "==").
-SignatureValue = Annotated[str, Strict(), StringConstraints(pattern=r"^[A-Za-z0-9+/]{86}==$")]
-
-
-class Signature(Contract):
-    """An Ed25519 signature of the payload that carries it (docs/security.md, "Signatures").
-
-    The signed message is `rollout-controller.signature.v1`, a newline, the event type, a
-    newline, then the payload as canonical JSON: this signature with `value` left out
-    (`key_id` and `signed_at` are signed), fields whose value is null left out, object keys
-    sorted, no whitespace, UTF-8. `key_id` names the public key that verifies it: a person's
-    or a CI system's (approvals and manual actions), the controller's (commands)."""
-
-    key_id: Name
-    signed_at: Timestamp
-    value: SignatureValue
 
 
 class _Approval(Payload):

@@ -310,6 +310,33 @@ def emit_cmd(file: Path, event_type: str | None, bootstrap: str | None, as_json:
         click.echo(f"{sent} event(s) sent")
 
 
+key_option = click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ROLLOUT_SIGNING_KEY_FILE",
+    default=None,
+    help="Sign the request with this key file (`rollout keys generate`); a worker with an "
+    "identities file accepts only signed requests. --by defaults to the key's identity.",
+)
+
+
+def _signer(key_file: Path | None, by: Any, what: str = "--by") -> tuple[Any, str]:
+    """The signing key (None: unsigned) and who the request names: `by` (--by, or a plan's
+    requested_by), else the key's identity, else the current user."""
+    if key_file is None:
+        return None, by or getpass.getuser()
+    from controller.security.signing import SigningKey
+
+    key = SigningKey.load(key_file)
+    if by is not None and by != key.identity:
+        raise click.ClickException(
+            f"{what} {by} does not match the key's identity {key.identity}: leave {what} out, or "
+            f"sign with {by}'s own key"
+        )
+    return key, key.identity
+
+
 @click.command("deploy")
 @click.argument(
     "plan", type=click.Path(exists=True, dir_okay=False, path_type=Path, allow_dash=True)
@@ -336,6 +363,7 @@ def emit_cmd(file: Path, event_type: str | None, bootstrap: str | None, as_json:
 @json_option
 @wait_option
 @no_wait_option
+@key_option
 def deploy_cmd(
     plan: Path,
     deployment_id: str | None,
@@ -345,6 +373,7 @@ def deploy_cmd(
     as_json: bool,
     wait_s: float,
     no_wait: bool,
+    key_file: Path | None,
 ) -> None:
     """Request a rollout described by PLAN (YAML or JSON: the fields of deployment.requested).
 
@@ -359,7 +388,8 @@ def deploy_cmd(
         "deployment_id",
         f"{doc.get('model', 'model')}-{doc.get('candidate_version', 'v')}-{uuid.uuid4().hex[:6]}",
     )
-    doc.setdefault("requested_by", getpass.getuser())
+    key, who = _signer(key_file, doc.get("requested_by"), what="the plan's requested_by")
+    doc["requested_by"] = who
     try:
         payload = DeploymentRequested.model_validate_json(orjson.dumps(doc))
     except ValueError as exc:
@@ -370,35 +400,10 @@ def deploy_cmd(
         check_plan(payload, policy_file, force)
     except PlanError as exc:
         raise click.ClickException(f"{plan}: not sent: {exc}") from exc
+    if key is not None:
+        payload = key.sign(payload)
     event = make_event(payload, source=SOURCE)
     _send_and_answer(_settings(bootstrap), event, as_json, wait_s, no_wait)
-
-
-key_option = click.option(
-    "--key",
-    "key_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="ROLLOUT_SIGNING_KEY_FILE",
-    default=None,
-    help="Sign the request with this key file (`rollout keys generate`); a worker with an "
-    "identities file accepts only signed requests. --by defaults to the key's identity.",
-)
-
-
-def _signer(key_file: Path | None, by: str | None) -> tuple[Any, str]:
-    """The signing key (None: unsigned) and who the request names: --by, else the key's
-    identity, else the current user."""
-    if key_file is None:
-        return None, by or getpass.getuser()
-    from controller.security.signing import SigningKey
-
-    key = SigningKey.load(key_file)
-    if by is not None and by != key.identity:
-        raise click.ClickException(
-            f"--by {by} does not match the key's identity {key.identity}: leave --by out, or "
-            f"sign with {by}'s own key"
-        )
-    return key, key.identity
 
 
 def _person_command(name: str, cls: Any, help_text: str, with_step: bool = False) -> click.Command:

@@ -9,7 +9,8 @@ The core then decides, here, whether that identity may do what it asks:
 
 - an approval or a denial of the gate before step k: anyone the deployment record names for
   that gate (`approvals[].by`), else anyone the policy's `access.approve` names;
-- a pause or a resume: `access.pause`; an abort: `access.abort`; a rollback: `access.rollback`.
+- a pause or a resume: `access.pause`; an abort: `access.abort`; a rollback: `access.rollback`;
+- a deployment request (the rollout's start): `access.deploy`.
 
 An entry names an identity or a group; `*` is any verified identity. Without an identities file
 nothing is verified and everything is allowed, as before signatures existed (the worker says so
@@ -51,6 +52,10 @@ Control = (
     | AbortRequested
     | RollbackRequested
 )
+
+#: What a worker with an identities file wants signed: the control events and the deployment
+#: request (`signer` names the identity each names).
+SIGNED_REQUESTS = (DeploymentRequested, *CONTROL_EVENTS)
 
 #: An access entry that any verified identity matches.
 ANYONE = "*"
@@ -122,6 +127,21 @@ def allowed_for(
     return tuple(getattr(access, action)), f"the policy's access.{action}"
 
 
+def deploy_refusal(request: DeploymentRequested, identity: Identity, access: Any) -> str:
+    """Why `identity` may not start the rollout `request` asks for (empty: it may): the
+    policy's `access.deploy`."""
+    who = request.requested_by or identity.name
+    if identity.problem:
+        return f"deployment request by {who} refused: {identity.problem}"
+    if not identity.verified or identity.matches(access.deploy):
+        return ""
+    return (
+        f"deployment request by {identity.name} refused: not authorized (the policy's "
+        f"access.deploy allows {', '.join(access.deploy) or 'nobody'}; {identity.name} is in "
+        f"groups {', '.join(identity.groups) or 'none'})"
+    )
+
+
 def refusal(
     event: Control, identity: Identity, deployment: DeploymentRequested, access: Any
 ) -> str:
@@ -141,3 +161,11 @@ def refusal(
         f"{', '.join(allowed) or 'nobody'}; {identity.name} is in groups "
         f"{', '.join(identity.groups) or 'none'})"
     )
+
+
+def signer(request: Any) -> str | None:
+    """The identity a signed request names: a control event's `by`, a deployment request's
+    `requested_by`."""
+    if isinstance(request, DeploymentRequested):
+        return request.requested_by
+    return str(request.by)

@@ -281,6 +281,8 @@ class AccessSettings(_Model):
     file; controller.core.access): identity names or groups, "*" for any verified identity.
     A gate whose approvers the deployment record names is theirs to approve or deny."""
 
+    #: request a rollout (a signed deployment request)
+    deploy: tuple[Principal, ...] = _ANYONE
     #: approve or deny a gate the deployment record names nobody for
     approve: tuple[Principal, ...] = _ANYONE
     #: pause and resume

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from controller.core.access import Identity
+from controller.core.access import Identity, signer
 from controller.errors import RolloutError
 from schemas import Payload
 from schemas.events import Signature
@@ -327,10 +327,14 @@ class KeyRing:
         return key, ""
 
     def identify(self, payload: Any, now: datetime) -> Identity:
-        """The identity behind a control event (its `by`), verified or with the problem."""
-        key, problem = self.check(payload, now, signer=payload.by)
+        """The identity behind a control event (its `by`) or a deployment request (its
+        `requested_by`), verified or with the problem."""
+        name = signer(payload)
+        if name is None:
+            return Identity("", problem="it names no requested_by, the identity that signs it")
+        key, problem = self.check(payload, now, signer=name)
         if key is None:
-            return Identity(payload.by, problem=problem)
+            return Identity(name, problem=problem)
         return Identity(
             key.owner,
             key.groups,

@@ -69,15 +69,20 @@ def worker(settings: Settings) -> Iterator[EmbeddedWorker]:
         yield running
 
 
-def approve(settings: Settings, *args: str) -> Result:
-    """`rollout approve DEPLOYMENT --step 0 ...`, waiting for the worker's answer."""
+def cli_run(settings: Settings, *args: str) -> Result:
+    """A `rollout` command against the test's broker and topics, waiting for the answer."""
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "ROLLOUT_TOPIC_PREFIX": settings.topic_prefix,
         "ROLLOUT_SIGNING_KEY_FILE": None,
+        "ROLLOUT_POLICY_FILE": None,
     }
-    command = ["approve", DEPLOYMENT, "--step", "0", "--wait", str(WAIT_S), *args]
-    return CliRunner().invoke(cli, command, env=env)
+    return CliRunner().invoke(cli, [*args, "--wait", str(WAIT_S)], env=env)
+
+
+def approve(settings: Settings, *args: str) -> Result:
+    """`rollout approve DEPLOYMENT --step 0 ...`, waiting for the worker's answer."""
+    return cli_run(settings, "approve", DEPLOYMENT, "--step", "0", *args)
 
 
 def payloads(
@@ -135,6 +140,7 @@ def test_only_signed_controls_move_a_rollout_and_only_signed_commands_apply(
         model="fraud",
         candidate_version="v2",
         baseline_version="v1",
+        requested_by="alice",
         plan=s.RolloutPlan(
             approval_to_start=True,
             steps=(
@@ -148,18 +154,30 @@ def test_only_signed_controls_move_a_rollout_and_only_signed_commands_apply(
         listener(settings, "router-stale", stale, refused_by_stale),
     ]
     try:
+        # an unsigned deployment request starts nothing: refused, with why
         emit(settings, [s.make_event(deployment, source="tests")])
+        (refused,) = payloads(settings, s.Topic.DEAD_LETTER, bool)
+        assert "refused: deployment request by alice refused: not signed" == refused.reason
+        assert [] == payloads(settings, s.Topic.DECISIONS)
+        # `rollout deploy --key alice.key`: signed with alice's key, the rollout starts
+        plan = keys["identities"].parent / "plan.yaml"
+        plan.write_text(yaml.safe_dump(deployment.model_dump(mode="json", exclude_none=True)))
+        deployed = cli_run(settings, "deploy", str(plan), "--key", str(keys["alice"]))
+        assert 0 == deployed.exit_code, deployed.output
+        assert "decision: pending -> awaiting_approval" in deployed.output
         # the rollout holds at its gate first (`rollout approve` takes the next decision of
         # the deployment as its answer: the gate's own must not come after the request)
         waiting = payloads(settings, s.Topic.DECISIONS, bool)
         assert ["awaiting_approval"] == [d.to_phase for d in waiting]
+        assert "alice-1" == waiting[0].evidence["identity"]["key_id"]  # who started it
 
         # unsigned: refused, with why, before anything moves
         unsigned = approve(settings, "--by", "alice")
         assert 1 == unsigned.exit_code, unsigned.output
         assert "Error: refused: approval by alice refused: not signed" in unsigned.output
 
-        (letter,) = payloads(settings, s.Topic.DEAD_LETTER, bool)
+        letters = payloads(settings, s.Topic.DEAD_LETTER, lambda found: len(found) >= 2)
+        (letter,) = [x for x in letters if "approval" in x.reason]
         assert "refused: approval by alice refused: not signed" == letter.reason
         original = s.decode(base64.b64decode(letter.original_b64))
         assert isinstance(original, s.Envelope) and isinstance(original.data, s.ApprovalGranted)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.core.access import CONTROL_EVENTS, Identity
+from controller.core.access import CONTROL_EVENTS, Identity, deploy_refusal
 from controller.core.policy import Policy, PolicyError
 from controller.core.rollout import control
 from controller.core.rollout.assessment import Assessment, Judged, assess, gates, judge
@@ -123,12 +123,22 @@ def apply(
         return evaluate_into(state, policy, now, out)
 
     if isinstance(payload, DeploymentRequested) and state is None:
+        if identity is not None:
+            why = deploy_refusal(payload, identity, policy.access)
+            if why:
+                out.refuse(why)
+                return out.result(None)
         state = create(payload, policy, now, out)
         if event_id is not None:
             state.remember(event_id)
         if state.phase.is_terminal():
-            return out.result(state)
-        return evaluate_into(state, policy, now, out)
+            created = out.result(state)
+        else:
+            created = evaluate_into(state, policy, now, out)
+        if identity is not None and identity.verified:  # who requested it, in its decisions
+            control.stamp(out, 0, identity)
+            return out.result(created.state)
+        return created
     if state is None:
         text = (
             f"no rollout {getattr(payload, 'deployment_id', '?')!r}: "

@@ -141,3 +141,22 @@ def test_a_request_with_a_key_file_that_is_not_one_is_refused_before_any_connect
     for command in (["pause", "fraud-v2"], ["abort", "fraud-v2"], ["rollback", "fraud-v2"]):
         line = error_line(run(*command, "--key", str(key_file)))
         assert line.startswith(f"Error: {key_file} is not a key file"), line
+
+
+def test_a_plan_requested_by_someone_else_than_the_key_is_refused_before_any_connection(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "alice.key"
+    SigningKey.generate("alice-1", "alice").save(key_file)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "model: fraud\ncandidate_version: v2\nbaseline_version: v1\nrequested_by: bob\n"
+        "plan:\n  steps:\n    - {canary_percent: 10}\n    - {canary_percent: 100}\n"
+    )
+
+    line = error_line(run("deploy", str(plan), "--key", str(key_file)))
+
+    assert (
+        "Error: the plan's requested_by bob does not match the key's identity alice: leave the "
+        "plan's requested_by out, or sign with bob's own key"
+    ) == line

@@ -106,7 +106,10 @@ def test_an_approval_the_worker_verified_shows_its_key() -> None:
         unit_policy(),
         identities=KeyRing.of([RegisteredKey("dana-2026", "dana", ("sre-oncall",), dana.public)]),
     )
-    first = engine.on_event(None, make_event(recorded()), START)
+    alice = SigningKey.generate("alice-2026", "alice")
+    engine.identities.keys["alice-2026"] = RegisteredKey("alice-2026", "alice", (), alice.public)
+    request = alice.sign(recorded(), signed_at=datetime.fromtimestamp(START, UTC))
+    first = engine.on_event(None, make_event(request), START)
     approval = dana.sign(
         s.ApprovalGranted(deployment_id="dep-1", step=0, by="dana"),
         signed_at=datetime.fromtimestamp(START + 1, UTC),

@@ -45,7 +45,8 @@ class Controls:
         self.engine = Engine(unit_policy(**(policy or {})), identities=ring())
         self.now = START
         plan = three_steps(approval_to_start=True)
-        self.request = make_deployment(plan=plan, training_profile=None, **request)
+        unsigned = make_deployment(plan=plan, training_profile=None, **request)
+        self.request = ALICE.sign(unsigned, signed_at=at(self.now))  # requested_by alice
         self.state = self.engine.on_event(None, make_event(self.request), self.now).state
         assert self.state is not None and self.state.phase.value == "awaiting_approval"
         self.records: list[Any] = []
@@ -259,8 +260,10 @@ def test_a_routers_refusal_fires_a_critical_alert_resolved_by_its_next_acknowled
 
 
 def test_replay_with_the_workers_identities_refuses_what_the_worker_refused() -> None:
-    request = make_deployment(plan=three_steps(approval_to_start=True), training_profile=None)
     t0 = at(START)
+    request = ALICE.sign(
+        make_deployment(plan=three_steps(approval_to_start=True), training_profile=None), t0
+    )
     events = [
         make_event(request, time=t0),
         make_event(approve("alice"), time=t0 + timedelta(seconds=1), id="evt-1"),
@@ -303,3 +306,51 @@ def test_each_control_event_is_governed_by_its_access_list(event: Any, action: s
     effects = c.send(event, ALICE)
 
     assert f"access.{action} allows nobody" in effects.result.refusal
+
+
+def test_an_unsigned_deployment_request_starts_nothing() -> None:
+    engine = Engine(unit_policy(), identities=ring())
+    request = make_deployment(plan=three_steps(), training_profile=None)
+
+    effects = engine.on_event(None, make_event(request), START)
+
+    assert effects.state is None and not effects.records
+    assert effects.result.refusal == "deployment request by alice refused: not signed"
+
+
+def test_a_signed_deployment_request_starts_the_rollout_under_its_verified_requester() -> None:
+    engine = Engine(unit_policy(), identities=ring())
+    request = ALICE.sign(make_deployment(plan=three_steps(), training_profile=None), at(START))
+
+    effects = engine.on_event(None, make_event(request), START)
+
+    assert effects.state is not None and effects.result.refusal == ""
+    decisions = [r.event.data for r in effects.records if isinstance(r.event.data, s.Decision)]
+    assert decisions and all(d.evidence["identity"]["key_id"] == "alice-1" for d in decisions)
+
+
+def test_the_policys_access_deploy_list_says_who_may_start_a_rollout() -> None:
+    engine = Engine(unit_policy(access={"deploy": ["release-managers"]}), identities=ring())
+    by_alice = ALICE.sign(make_deployment(plan=three_steps(), training_profile=None), at(START))
+    by_bob = BOB.sign(
+        make_deployment(plan=three_steps(), training_profile=None, requested_by="bob"), at(START)
+    )
+
+    refused = engine.on_event(None, make_event(by_alice), START)
+    started = engine.on_event(None, make_event(by_bob), START)
+
+    assert "policy's access.deploy allows release-managers" in refused.result.refusal
+    assert refused.state is None
+    assert started.state is not None and started.result.refusal == ""
+
+
+def test_a_deployment_request_naming_someone_else_than_its_signer_is_refused() -> None:
+    engine = Engine(unit_policy(), identities=ring())
+    request = ALICE.sign(
+        make_deployment(plan=three_steps(), training_profile=None, requested_by="bob"), at(START)
+    )
+
+    effects = engine.on_event(None, make_event(request), START)
+
+    assert effects.state is None
+    assert "key 'alice-1' belongs to 'alice', not to 'bob'" in effects.result.refusal

@@ -73,10 +73,11 @@ def with_profile_invalid_rates(state: dict[str, Any]) -> dict[str, Any]:
         entry.clear()
         entry.update(rebuilt)
     state["deployment"]["plan"]["capacity"] = None  # the plan's capacity guard: none
-    # the deployment record: none, written after `requested_by`
+    # the deployment record: none, written after `requested_by`; then the request's signature
     state["deployment"].update(
         environment=None, target=None, method=None, approvals=None, on_failure=None, rollback=None
     )
+    state["deployment"]["signature"] = None
     return state
 
 
