@@ -296,9 +296,9 @@ class Engine:
     #: The next check of each quota pool, and of each deployment's pipelines (by record key).
     pool_wakeups: dict[str, float | None] = field(default_factory=dict)
     pipeline_wakeups: dict[str, float | None] = field(default_factory=dict)
-    #: The registered keys of people and CI systems (an identities file): when given, control
-    #: events must be signed by a key of the identity they name, and that identity authorized
-    #: (controller.core.access); None: nothing is verified.
+    #: The registered keys of people and CI systems (an identities file): when given,
+    #: deployment requests and control events must be signed by a key of the identity they
+    #: name, and that identity authorized (controller.core.access); None: nothing is verified.
     identities: KeyRing | None = None
     #: The controller's key: when given, every command and throttle is signed with it (at its
     #: `issued_at`, so a replay with the same key gives the same bytes).

@@ -1,10 +1,11 @@
-"""Who may act on a rollout: the identity behind a control event and whether it may.
+"""Who may act on a rollout: the identity behind a request and whether it may.
 
 A control event is a person's or a CI system's request to a live rollout: an approval or a
-denial of a gate, a pause, a resume, an abort, a rollback. When the worker verifies signatures
-(it has an identities file), the shell checks each control event's Ed25519 signature against
-the signer's registered keys (`controller.security.signing`) and hands the core an `Identity`:
-verified, with the identity's groups, or with the problem that made the signature unacceptable.
+denial of a gate, a pause, a resume, an abort, a rollback; a deployment request starts one.
+When the worker verifies signatures (it has an identities file), the shell checks each such
+request's Ed25519 signature against the signer's registered keys (`controller.security.
+signing`) and hands the core an `Identity`: verified, with the identity's groups, or with the
+problem that made the signature unacceptable.
 The core then decides, here, whether that identity may do what it asks:
 
 - an approval or a denial of the gate before step k: anyone the deployment record names for

@@ -95,9 +95,9 @@ def apply(
     `state` is None until the deployment request arrives: other events for an unknown
     deployment are no-ops (the returned Result's state stays None).
 
-    `identity`: who sent a control event, as the shell verified it (None: nothing verified, a
-    worker without an identities file); the core refuses what that identity may not do
-    (`controller.core.rollout.control`).
+    `identity`: who sent a deployment request or a control event, as the shell verified it
+    (None: nothing verified, a worker without an identities file); the core refuses what that
+    identity may not do (`controller.core.access`, `controller.core.rollout.control`).
     """
     if isinstance(event, Envelope):
         event_id = event_id or event.id
