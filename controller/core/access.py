@@ -77,6 +77,9 @@ class Identity:
     verified: bool = False
     problem: str = ""
     signature: str | None = None
+    #: the problem looks like a forgery: a registered key of someone else, or a signature
+    #: that does not verify (a missing, unknown or stale key does not)
+    forged: bool = False
 
     def evidence(self) -> dict[str, Any]:
         """The identity as the decision trail records it."""

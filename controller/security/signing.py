@@ -301,30 +301,40 @@ class KeyRing:
     ) -> tuple[RegisteredKey | None, str]:
         """The key that verifies the payload's signature, or why none does. `signer`: the
         identity the payload names (its `by`), which must own the key."""
+        key, problem, _forged = self._check(payload, now, signer)
+        return key, problem
+
+    def _check(
+        self, payload: Payload, now: datetime, signer: str | None
+    ) -> tuple[RegisteredKey | None, str, bool]:
+        """`check`, and whether the failure looks like a forgery: a registered key of
+        someone else, or a signature that does not verify (not a missing or stale key)."""
         signature = getattr(payload, "signature", None)
         if signature is None:
-            return None, "not signed"
+            return None, "not signed", False
         key = self.keys.get(signature.key_id)
         if key is None:
-            return None, f"signed with key {signature.key_id!r}, which is not registered"
+            return None, f"signed with key {signature.key_id!r}, which is not registered", False
         if signer is not None and key.owner != signer:
-            return None, f"key {key.key_id!r} belongs to {key.owner!r}, not to {signer!r}"
+            return None, f"key {key.key_id!r} belongs to {key.owner!r}, not to {signer!r}", True
         if (signature.signed_at - now).total_seconds() > self.max_skew_s:
-            return None, (
+            ahead = (
                 f"signed at {signature.signed_at.isoformat()}, more than "
                 f"{self.max_skew_s:g} s ahead of this clock"
             )
+            return None, ahead, False
         problem = key.problem_at(signature.signed_at)
         if problem:
-            return None, problem
+            return None, problem, False
         try:
             key.key.verify(base64.b64decode(signature.value), signing_message(payload))
         except InvalidSignature:
-            return None, (
+            changed = (
                 f"the signature does not verify with key {key.key_id!r} (the event was "
                 "changed after it was signed, or signed with another key)"
             )
-        return key, ""
+            return None, changed, True
+        return key, "", False
 
     def identify(self, payload: Any, now: datetime) -> Identity:
         """The identity behind a control event (its `by`) or a deployment request (its
@@ -332,9 +342,9 @@ class KeyRing:
         name = signer(payload)
         if name is None:
             return Identity("", problem="it names no requested_by, the identity that signs it")
-        key, problem = self.check(payload, now, signer=name)
+        key, problem, forged = self._check(payload, now, name)
         if key is None:
-            return Identity(name, problem=problem)
+            return Identity(name, problem=problem, forged=forged)
         return Identity(
             key.owner,
             key.groups,

@@ -29,8 +29,6 @@ from schemas.events import Severity
 #: Signature digests kept per rollout: a rollout sees a handful of control events.
 MAX_CONTROL_SIGNATURES = 512
 CONTROL_KEY = "control.refused"
-#: Problems that point at forgery rather than at a missing or unregistered key.
-_FORGED = ("does not verify", "belongs to")
 
 
 def admit(
@@ -49,8 +47,7 @@ def admit(
     why = refusal(event, identity, state.deployment, policy.access)
     if why:
         out.refuse(why)
-        forged = any(mark in identity.problem for mark in _FORGED)
-        _alert(state, policy, now, out, "firing", why, event, identity, forged=forged)
+        _alert(state, policy, now, out, "firing", why, event, identity, forged=identity.forged)
         return False
     if identity.signature is not None:
         state.control_signatures.append(identity.signature)
