@@ -1,17 +1,17 @@
-r"""The fast path for prediction records: the worker's hot loop decodes them here.
+r"""The fast path for prediction and label records: the worker's hot loops decode them here.
 
 `decode_predictions(raw)` accepts only what `schemas.decode` accepts, and returns lean values
-(msgspec structs) instead of pydantic models, at about half the cost. It is *sound* by design,
-not complete: whenever it cannot vouch for a record (any failure, any type but
-`prediction.served` / `prediction.batch`) it answers `None`, and the caller falls back to
-`schemas.decode`, which gives the full typed event or the structured rejection. Tests check the
-soundness on every rejection case of `decode` and on generated mutations of valid records.
-Like `decode`, it hands msgspec nothing larger than `MAX_RECORD_BYTES`. Depth needs no scan of
-its own here: every type the fast path reads nests at most five levels, so msgspec refuses a
-deeper value where it meets it, and one it must skip (before the `type` tag) recurses until
-Python's recursion limit stops it; either way the record goes to `decode`, which rejects
-anything nested deeper than `MAX_DEPTH` before parsing it. (A scan on every record cost a fifth
-of the fast path's decode time.)
+(msgspec structs) instead of pydantic models, at about half the cost; `decode_label(raw)` does
+the same for a `label.reported` record (the label join's input). Each is *sound* by design, not
+complete: whenever it cannot vouch for a record (any failure, any other type) it answers `None`,
+and the caller falls back to `schemas.decode`, which gives the full typed event or the
+structured rejection. Tests check the soundness on every rejection case of `decode` and on
+generated mutations of valid records. Like `decode`, it hands msgspec nothing larger than
+`MAX_RECORD_BYTES`. Depth needs no scan of its own here: every type the fast path reads nests at
+most five levels, so msgspec refuses a deeper value where it meets it, and one it must skip
+(before the `type` tag) recurses until Python's recursion limit stops it; either way the record
+goes to `decode`, which rejects anything nested deeper than `MAX_DEPTH` before parsing it. (A
+scan on every record cost a fifth of the fast path's decode time.)
 
 Identifiers are checked after decoding, not by msgspec's `pattern` (which runs a Python regex
 per string and took two thirds of the decode time): an identifier is accepted only if it has no
@@ -21,6 +21,7 @@ either end, which is stricter than `^\S(.*\S)?$`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -32,7 +33,7 @@ import msgspec
 
 from schemas.decode import MAX_RECORD_BYTES
 from schemas.envelope import TRACEPARENT_PATTERN
-from schemas.events import MAX_BATCH, PredictionBatch, PredictionServed
+from schemas.events import MAX_BATCH, LabelReported, PredictionBatch, PredictionServed
 
 #: an identifier's length; its blanks rule is checked by `_idents_ok`
 Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -92,6 +93,24 @@ class _ServedEnvelope(_Envelope, tag=PredictionServed.EVENT_TYPE, frozen=True):
 class _BatchEnvelope(_Envelope, tag=PredictionBatch.EVENT_TYPE, frozen=True):
     data: Batch | None = None
 
+
+class LabelData(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """The data of a `label.reported` record, with the field names of `schemas.LabelReported`
+    (a number label is a float, as there: an integer on the wire is accepted as a float)."""
+
+    deployment_id: Ident
+    request_id: Ident
+    label: float | Name
+    event_time: Aware
+
+
+class _LabelEnvelope(_Envelope, tag=LabelReported.EVENT_TYPE, frozen=True):
+    data: LabelData | None = None
+
+
+#: a union (with a prediction's envelope, answered None) so that msgspec requires the type
+#: tag: alone, a tagged struct takes a record without one
+_LABEL_DECODER = msgspec.json.Decoder(_LabelEnvelope | _ServedEnvelope)
 
 #: a prediction record as the fast path decodes it
 PredictionEvent = _ServedEnvelope | _BatchEnvelope
@@ -167,6 +186,57 @@ def predictions_decoder(
     `now`, giving the decoded event as it is (its `data` is never None: a `Served`
     prediction, or a `Batch` of them)."""
     return partial(_decode, latest=now + max_future_skew)
+
+
+def decode_label(
+    raw: bytes, *, now: datetime | None = None, max_future_skew: timedelta = MAX_FUTURE_SKEW
+) -> LabelData | None:
+    """The data of a `label.reported` record, or None when the fast path cannot vouch for the
+    record (then use `schemas.decode`)."""
+    return label_decoder(now, max_future_skew)(raw) if now is not None else _label(raw, None)
+
+
+def label_decoder(
+    now: datetime, max_future_skew: timedelta = MAX_FUTURE_SKEW
+) -> Callable[[bytes], LabelData | None]:
+    """`decode_label` for a group of records read at one time `now`."""
+    return partial(_label, latest=now + max_future_skew)
+
+
+def _label(raw: bytes, latest: datetime | None) -> LabelData | None:
+    """The record's label, when the fast path vouches for it."""
+    if len(raw) > MAX_RECORD_BYTES:  # `decode` rejects it as oversized
+        return None
+    try:
+        event = _LABEL_DECODER.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+    if type(event) is not _LabelEnvelope:
+        return None
+    data = event.data
+    if data is None:
+        return None
+    label = data.label
+    if type(label) is float and not math.isfinite(label):  # a number too large: inf
+        return None
+    deployment_id, request_id, event_id = data.deployment_id, data.request_id, event.id
+    if event.subject is not None and event.subject != deployment_id:
+        return None
+    traceparent = event.traceparent
+    if traceparent is not None and _TRACEPARENT.fullmatch(traceparent) is None:
+        return None
+    if not _vetted(deployment_id, deployment_id, deployment_id):
+        return None
+    if (
+        event_id.strip() != event_id
+        or request_id.strip() != request_id
+        or "\n" in event_id
+        or "\n" in request_id
+    ):
+        return None
+    if latest is not None and event.time > latest:  # as `decode`: the envelope's time
+        return None
+    return data
 
 
 def _decode(raw: bytes, latest: datetime | None) -> PredictionEvent | None:

@@ -123,7 +123,10 @@ class LogJoin:
         model, version, cohort, predicted_at, prediction = self.pending[key]
         self.models[key[0]] = model
         self.joined.add(key)
-        fold = self.folds.setdefault(key[0], {}).setdefault((cohort, version), LabelFold())
+        folds = self.folds.setdefault(key[0], {})
+        fold = folds.get((cohort, version))
+        if fold is None:  # not setdefault: a LabelFold per pair costs three sketches
+            fold = folds[(cohort, version)] = LabelFold()
         try:
             added = fold.add(key[1], prediction, label, predicted_at, labelled_at)
         except ValueError:

@@ -60,7 +60,7 @@ from controller.stream.deltas import LabelsDelta
 from controller.stream.lane import consumer_lags
 from controller.stream.pending import JoinedPair, Label, PendingPrediction, PendingStore
 from schemas import LabelReported, PredictionBatch, PredictionServed, Rejection, decode
-from schemas.fast import PredictionEvent, Served, predictions_decoder
+from schemas.fast import LabelData, PredictionEvent, Served, label_decoder, predictions_decoder
 
 
 class Record(Protocol):
@@ -105,13 +105,14 @@ class Joiner:
         labels: list[Label] = []
         offsets: dict[str, int] = {}
         fast = predictions_decoder(at)
+        fast_label = label_decoder(at)
         for record in records:
             where = f"{record.topic}:{record.partition}"
             offsets[where] = max(offsets.get(where, 0), record.offset + 1)
             if record.topic == self.predictions_topic:
                 predictions += self._predictions(record.value, at, fast)
             elif record.topic == self.labels_topic:
-                label = self._label(record, at)
+                label = self._label(record, at, fast_label)
                 if label is not None:
                     labels.append(label)
         pairs = self.store.add_predictions(predictions, offsets=offsets) if predictions else []
@@ -171,12 +172,18 @@ class Joiner:
             )
         return found
 
-    def _label(self, record: Record, at: datetime) -> Label | None:
-        result = decode(record.value or b"", now=at)
-        if isinstance(result, Rejection) or not isinstance(result.data, LabelReported):
-            self.counters.invalid_labels += 1
-            return None
-        data = result.data
+    def _label(
+        self, record: Record, at: datetime, fast: Callable[[bytes], LabelData | None]
+    ) -> Label | None:
+        """The record's label: through the fast decoder (schemas.fast), else the full one."""
+        value = record.value
+        data: LabelData | LabelReported | None = fast(value) if value else None
+        if data is None:
+            result = decode(value or b"", now=at)
+            if isinstance(result, Rejection) or not isinstance(result.data, LabelReported):
+                self.counters.invalid_labels += 1
+                return None
+            data = result.data
         return Label(
             deployment_id=data.deployment_id,
             request_id=data.request_id,
@@ -190,27 +197,34 @@ class Joiner:
         """One delta per deployment: its pairs folded per (cohort, version)."""
         by_deployment: dict[str, list[JoinedPair]] = {}
         for pair in pairs:
-            by_deployment.setdefault(pair.deployment_id, []).append(pair)
+            found = by_deployment.get(pair.deployment_id)
+            if found is None:
+                found = by_deployment[pair.deployment_id] = []
+            found.append(pair)
         deltas = []
         for deployment_id, found in sorted(by_deployment.items()):
-            folds: dict[tuple[str, str], LabelFold] = {}
-            used = 0
+            groups: dict[tuple[str, str], list[tuple[str, Any, Any, float, float]]] = {}
             for pair in found:
-                fold = folds.setdefault((pair.cohort, pair.version), LabelFold())
-                try:
-                    added = fold.add(
+                key = (pair.cohort, pair.version)
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = []
+                group.append(
+                    (
                         pair.request_id,
                         pair.prediction,
                         pair.label,
                         pair.prediction_time,
                         pair.label_time,
                     )
-                except ValueError:
-                    added = False
-                if added:
-                    used += 1
-                else:
-                    self.counters.unusable += 1
+                )
+            folds: dict[tuple[str, str], LabelFold] = {}
+            used = 0
+            for key, group in groups.items():
+                fold = folds[key] = LabelFold()
+                added = fold.add_many(group)
+                used += added
+                self.counters.unusable += len(group) - added
             offsets = sorted(p.label_offset for p in found)
             delta_id = (
                 f"labels:{found[0].label_partition}:{offsets[0]}:{offsets[-1]}:{deployment_id}"

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from controller.core.stats.distribution import StatsConfig
 from controller.core.stats.model_quality import (
+    LOG_LOSS_EPS,
     ClassifierQuality,
     ExactSum,
     LossKind,
@@ -50,7 +51,7 @@ from controller.core.stats.sequential import (
     SequentialTest,
     stratified_share_test,
 )
-from controller.core.stats.sketch import QuantileSketch
+from controller.core.stats.sketch import QuantileSketch, canonical_partials
 
 Kind = Literal["binary", "multiclass", "regression"]
 KINDS: tuple[Kind, ...] = ("binary", "multiclass", "regression")
@@ -304,6 +305,54 @@ class LabelledStats:
 BUCKET_S = 60
 
 
+class _Gathered:
+    """What `LabelFold.add_many` gathers of a run of binary scores before adding it at once:
+    the terms of the exact sums (the Brier scores are also the losses) and the values of the
+    sketches."""
+
+    __slots__ = (
+        "auc_bins",
+        "bin_scores",
+        "brier",
+        "calibration_bins",
+        "delays",
+        "labels",
+        "log_loss",
+        "quality",
+    )
+
+    def __init__(self) -> None:
+        self.quality: ClassifierQuality | None = None
+        self.calibration_bins = self.auc_bins = 0
+        self.log_loss: list[float] = []
+        self.brier: list[float] = []
+        self.bin_scores: list[list[float]] = []
+        self.delays: list[float] = []
+        self.labels: list[float] = []
+
+    def start(self, quality: ClassifierQuality) -> None:
+        self.quality = quality
+        self.calibration_bins, self.auc_bins = quality.calibration_bins, quality.auc_bins
+        self.bin_scores = [[] for _ in range(quality.calibration_bins)]
+
+    def flush(self, stats: LabelledStats) -> _Gathered:
+        """Add what was gathered to `stats`; a fresh one to gather the next run."""
+        quality = self.quality
+        if quality is None:
+            return self
+        for total, terms in (
+            (quality.log_loss_sum, self.log_loss),
+            (quality.brier_sum, self.brier),
+            (stats.loss, self.brier),
+            *zip(quality.bin_scores, self.bin_scores, strict=True),
+        ):
+            if terms:
+                total.parts = canonical_partials(total.parts + terms)
+        stats.delay.add_many(self.delays)
+        stats.label_values.add_many(self.labels)
+        return _Gathered()
+
+
 @dataclass(eq=False)
 class LabelFold:
     """What the label join hands a rollout or a monitor for one cohort and version: the pairs
@@ -332,6 +381,82 @@ class LabelFold:
         counts[0] += 1
         counts[1] += self.stats.loss_events - before
         return True
+
+    def add_many(self, pairs: Iterable[tuple[str, Any, Any, float, float]]) -> int:
+        """Fold pairs of (request_id, prediction, label, predicted_at, labelled_at); the
+        number folded. The state after is the one `add` gives pair by pair (`==`, the same
+        `to_dict`); a pair `add` refuses (another kind) or raises on (no metric takes it) is
+        not folded and not counted here, the caller counts it.
+
+        A binary classifier's score (a float in [0, 1]) against a 0.0 or 1.0 label, the pair
+        the label join sees most, is folded inline: its exact sums' terms and its sketches'
+        values gathered and added once (`QuantileSketch.add_many`), at about a third of
+        `add`'s cost. Any other pair goes through `add`."""
+        stats = self.stats
+        buckets = self.buckets
+        folded = 0
+        gathered = _Gathered()
+        for request_id, prediction, label, predicted_at, labelled_at in pairs:
+            if not (
+                type(prediction) is float
+                and 0.0 <= prediction <= 1.0
+                and type(label) is float
+                and (label == 1.0 or label == 0.0)
+                and stats.kind != "multiclass"
+                and stats.kind != "regression"
+            ):
+                gathered = gathered.flush(stats)  # `add` folds after what came before
+                try:
+                    added = self.add(request_id, prediction, label, predicted_at, labelled_at)
+                except ValueError:
+                    added = False
+                folded += added
+                continue
+            quality = gathered.quality
+            if quality is None:
+                quality = stats.binary
+                if quality is None:
+                    quality = stats.binary = ClassifierQuality()
+                gathered.start(quality)
+            # ClassifierQuality.add, inline
+            p = prediction
+            y = 1 if label == 1.0 else 0
+            quality.count += 1
+            quality.scored += 1
+            quality.positives += y
+            quality.correct += (p >= quality.threshold) == bool(y)
+            q = p if y else 1.0 - p
+            gathered.log_loss.append(-math.log(min(max(q, LOG_LOSS_EPS), 1.0 - LOG_LOSS_EPS)))
+            loss = (p - y) * (p - y)  # the Brier score: a binary score's bounded loss
+            gathered.brier.append(loss)
+            b = min(int(p * gathered.calibration_bins), gathered.calibration_bins - 1)
+            quality.bin_counts[b] += 1
+            quality.bin_positives[b] += y
+            gathered.bin_scores[b].append(p)
+            a = min(int(p * gathered.auc_bins), gathered.auc_bins - 1)
+            if y:
+                quality.auc_positives[a] += 1
+            else:
+                quality.auc_negatives[a] += 1
+            # LabelledStats.add, inline
+            stats.kind = "binary"
+            stats.pairs += 1
+            event = loss_event(request_id, loss)
+            stats.loss_events += event
+            delay_s = labelled_at - predicted_at
+            if delay_s >= 0 and math.isfinite(delay_s):
+                gathered.delays.append(delay_s)
+            gathered.labels.append(label)
+            # and the bucket
+            bucket = int(math.floor(predicted_at / BUCKET_S) * BUCKET_S)
+            counts = buckets.get(bucket)
+            if counts is None:
+                counts = buckets[bucket] = [0, 0]
+            counts[0] += 1
+            counts[1] += event
+            folded += 1
+        gathered.flush(stats)
+        return folded
 
     def merge_from(self, other: LabelFold) -> None:
         self.stats.merge_from(other.stats)

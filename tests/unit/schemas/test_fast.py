@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas as s
-from schemas.fast import decode_predictions
+from schemas.fast import decode_label, decode_predictions
 from tests.factories import T0, make_event, make_prediction, sample_payloads
 from tests.unit.schemas.test_decode import BAD_INPUTS
 
@@ -225,3 +225,129 @@ def test_an_oversized_record_is_left_to_decode_which_rejects_it() -> None:
     assert decode_predictions(raw) is not None
     assert isinstance(s.decode(padded), s.Rejection)
     assert decode_predictions(padded) is None
+
+
+# ---- label records ----------------------------------------------------------------------------
+
+LABELS = [
+    make_event(
+        s.LabelReported(deployment_id="dep-1", request_id="r-1", label=1.0, event_time=T0),
+        time=T0,
+    ).to_json(),
+    make_event(
+        s.LabelReported(deployment_id="dep-1", request_id="r-2", label="fraud", event_time=T0),
+        time=T0,
+    ).to_json(),
+]
+
+
+def _label_agrees(raw: bytes) -> None:
+    """Soundness: whatever the label fast path accepts, decode accepts with the same values
+    (and the same types: a number label is a float)."""
+    fast = decode_label(raw)
+    if fast is None:
+        return
+    full = s.decode(raw)
+    assert isinstance(full, s.Envelope), f"fast path accepted what decode rejects: {full}"
+    assert isinstance(full.data, s.LabelReported)
+    data = full.data
+    assert (data.deployment_id, data.request_id, data.label, data.event_time) == (
+        fast.deployment_id,
+        fast.request_id,
+        fast.label,
+        fast.event_time,
+    )
+    assert type(data.label) is type(fast.label)
+
+
+@pytest.mark.parametrize("raw", LABELS, ids=["number", "class"])
+def test_valid_label_records_take_the_fast_path_with_the_same_values(raw: bytes) -> None:
+    assert decode_label(raw) is not None
+    _label_agrees(raw)
+
+
+@pytest.mark.parametrize("raw", [c[1] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_every_rejection_of_decode_is_refused_by_the_label_fast_path(raw: bytes) -> None:
+    assert decode_label(raw) is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [p for p in sample_payloads() if not isinstance(p, s.LabelReported)],
+    ids=lambda p: type(p).__name__,
+)
+def test_other_event_types_are_left_to_decode_by_the_label_fast_path(payload: s.Payload) -> None:
+    assert decode_label(make_event(payload).to_json()) is None
+
+
+@pytest.mark.parametrize(
+    "label,fast_label",
+    [(b"1", 1.0), (b"0", 0.0), (b"2.5", 2.5), (b"true", None), (b"1e999", None), (b"null", None)],
+)
+def test_a_label_number_is_a_float_and_what_decode_refuses_is_refused(
+    label: bytes, fast_label: float | None
+) -> None:
+    raw = LABELS[0].replace(b'"label":1.0', b'"label":' + label)
+    assert raw != LABELS[0]
+
+    found = decode_label(raw)
+
+    assert fast_label == (None if found is None else found.label)
+    assert isinstance(s.decode(raw), s.Rejection) == (fast_label is None)
+    _label_agrees(raw)
+
+
+def test_a_label_record_from_the_future_is_refused_when_the_clock_is_given() -> None:
+    raw = make_event(
+        s.LabelReported(deployment_id="d", request_id="r", label=1.0, event_time=T0),
+        time=T0 + timedelta(hours=1),
+    ).to_json()
+
+    assert decode_label(raw) is not None
+    assert decode_label(raw, now=T0) is None
+    assert isinstance(s.decode(raw, now=T0), s.Rejection)
+
+
+@pytest.mark.parametrize("value", ODD_STRINGS, ids=repr)
+@pytest.mark.parametrize(
+    "path", [("id",), ("subject",), ("data", "deployment_id"), ("data", "request_id")]
+)
+def test_label_identifiers_with_blanks_or_line_breaks_never_pass_the_fast_path_alone(
+    path: tuple[Any, ...], value: str
+) -> None:
+    doc = json.loads(LABELS[0])
+    *parents, last = path
+    node = doc
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    raw = json.dumps(doc).encode()
+
+    _label_agrees(raw)
+    if isinstance(s.decode(raw), s.Rejection):
+        assert decode_label(raw) is None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.sampled_from([0, 1]),
+    data=st.data(),
+    value=_json_values,
+    mode=st.sampled_from(["set", "delete", "add"]),
+)
+def test_mutated_label_records_never_pass_the_fast_path_alone(
+    which: int, data: st.DataObject, value: Any, mode: str
+) -> None:
+    doc = json.loads(LABELS[which])
+    path = data.draw(st.sampled_from(_paths(doc)))
+    *parents, last = path
+    node = doc
+    for p in parents:
+        node = node[p]
+    if mode == "delete" and isinstance(node, dict):
+        del node[last]
+    elif mode == "add" and isinstance(node, dict):
+        node[str(last) + "_extra"] = value
+    else:
+        node[last] = value
+    _label_agrees(json.dumps(doc).encode())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import brier_score_loss, log_loss, mean_absolute_error
@@ -14,7 +18,13 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from controller.core.stats.labelled import LabelledStats, kind_of, loss_event, quality_test
+from controller.core.stats.labelled import (
+    LabelFold,
+    LabelledStats,
+    kind_of,
+    loss_event,
+    quality_test,
+)
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +186,71 @@ def test_the_quality_test_rolls_back_a_worse_model_whose_outputs_look_the_same(
 
     assert found >= 8  # 9 of 10 as measured
     assert false <= 2  # alpha 0.01 in each of 60 A/A rollouts: 0.6 expected at most
+
+
+# ---- LabelFold.add_many: the join's bulk path is `add` pair by pair ---------------------------
+
+_score = st.floats(0.0, 1.0, allow_nan=False)
+_pair_value = st.one_of(
+    st.tuples(_score, st.sampled_from([0.0, 1.0])),  # the inline path
+    st.tuples(_score, st.sampled_from([0, 1, True, 2.0, -1.0])),  # binary-ish, other types
+    st.tuples(st.sampled_from([0, 1, True]), st.sampled_from([0.0, 1.0])),  # a bare class
+    st.tuples(st.floats(-5.0, 5.0, allow_nan=False), st.floats(-5.0, 5.0, allow_nan=False)),
+    st.tuples(st.sampled_from(["cat", "dog"]), st.sampled_from(["cat", "dog", "bird"])),
+    st.tuples(st.just({"cat": 0.25, "dog": 0.75}), st.sampled_from(["cat", "dog"])),
+    st.tuples(st.sampled_from([1.5, -0.1, float("nan"), float("inf")]), st.just(1.0)),
+    st.tuples(_score, st.sampled_from([float("nan"), "x"])),
+)
+_pairs = st.lists(
+    st.tuples(
+        st.text("abcdef0123456789", min_size=1, max_size=12),
+        _pair_value,
+        st.floats(1.7e9, 1.7e9 + 3600, allow_nan=False),
+        st.floats(-100.0, 86_400.0, allow_nan=False),
+    ).map(lambda t: (t[0], t[1][0], t[1][1], t[2], t[2] + t[3])),
+    max_size=80,
+)
+
+
+def _one_by_one(fold: LabelFold, pairs: list[tuple[str, Any, Any, float, float]]) -> int:
+    folded = 0
+    for pair in pairs:
+        with contextlib.suppress(ValueError):
+            folded += fold.add(*pair)
+    return folded
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=_pairs, second=_pairs)
+def test_folding_pairs_in_bulk_is_folding_them_one_by_one(
+    first: list[tuple[str, Any, Any, float, float]],
+    second: list[tuple[str, Any, Any, float, float]],
+) -> None:
+    bulk, single = LabelFold(), LabelFold()
+
+    folded = bulk.add_many(first), bulk.add_many(second)
+
+    assert folded == (_one_by_one(single, first), _one_by_one(single, second))
+    assert single.to_dict() == bulk.to_dict()
+    assert single.stats.summary() == bulk.stats.summary()
+    assert single == LabelFold.from_dict(json.loads(json.dumps(bulk.to_dict())))
+
+
+def test_a_real_classifier_s_pairs_fold_in_bulk_as_one_by_one() -> None:
+    data = load_breast_cancer()
+    scores = cross_val_predict(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        data.data,
+        data.target,
+        cv=5,
+        method="predict_proba",
+    )[:, 1]
+    pairs = [
+        (f"r-{i}", float(p), float(y), 1.7e9 + i, 1.7e9 + i + 60.0 * (i % 7))
+        for i, (p, y) in enumerate(zip(scores, data.target, strict=True))
+    ]
+    bulk, single = LabelFold(), LabelFold()
+
+    assert len(pairs) == bulk.add_many(pairs) == _one_by_one(single, pairs)
+    assert single.to_dict() == bulk.to_dict()
+    assert bulk.stats.binary is not None and bulk.stats.binary.scored == len(pairs)
