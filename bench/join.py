@@ -11,21 +11,25 @@ the fill left (a worker writes ten million predictions in hours or days, not in 
 its compactions keep up), then joins `--labels` labels
 (`add_labels` in batches of `--batch`): a share `--miss-share` for requests never predicted
 (they wait as early labels), the rest for predictions drawn at random (some drawn twice: a
-duplicate label). Last, one sweep (`expire`) at the time when the first tenth of the day has
-passed the horizon.
+duplicate label). Then the worker's path: as many labels again (`--worker-labels`), drawn the
+same way, as `label.reported` records (wire JSON, made outside the timed calls) through the
+worker's joiner (`controller.stream.join.Joiner.add`: decode, join, fold the pairs into one
+delta per deployment). Last, one sweep (`expire`) at the time when the first tenth of the day
+has passed the horizon.
 
-Prints predictions written per second, labels joined per second (the time inside
-`add_labels`; request ids are generated outside the timed calls) and per CPU-second of the
-calling thread (what the joins cost the worker's thread, without RocksDB's background flushes
-and compactions, which run on threads of their own, nor the wait for a core when another
-process or those threads hold them), the sweep's rate, disk bytes
-per pending prediction (the store's directory after a flush), the bloom filter and index bytes
-per pending prediction (from RocksDB's table properties: what the block cache must hold for
-lookups without disk reads of metadata), memtable bytes per prediction, the block cache in use
-and the table files the joins read by key (a block the cache misses is read from them: from the
-operating system's page cache when they fit there, else from the disk), the process's peak RSS,
-the store's settings, the commit and the command line. Request ids are derived from their
-number (splitmix64), so nothing of the data set is held in memory beside the store.
+Prints predictions written per second, labels joined per second (the time inside `add_labels`;
+request ids are generated outside the timed calls) and per CPU-second of the calling thread
+(what the joins cost the worker's thread, without RocksDB's background flushes and compactions,
+which run on threads of their own, nor the wait for a core when another process or those
+threads hold them), the same two through the worker's joiner (the time inside `Joiner.add`),
+the sweep's rate, disk bytes per pending prediction (the store's directory after a flush), the
+bloom filter and index bytes per pending prediction (from RocksDB's table properties: what the
+block cache must hold for lookups without disk reads of metadata), memtable bytes per
+prediction, the block cache in use and the table files the joins read by key (a block the cache
+misses is read from them: from the operating system's page cache when they fit there, else from
+the disk), the process's peak RSS, the store's settings, the commit and the command line.
+Request ids are derived from their number (splitmix64), so nothing of the data set is held in
+memory beside the store.
 
 Not a test: it prints figures, no time is asserted. `--quick` is a small run (200,000
 predictions, 50,000 labels; a few seconds).
@@ -45,6 +49,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +57,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from bench.common import commit, cpu_model  # noqa: E402
+from controller.stream.join import Joiner  # noqa: E402
 from controller.stream.pending import (  # noqa: E402
     EARLY_CF,
     EXPIRY_CF,
@@ -61,6 +67,7 @@ from controller.stream.pending import (  # noqa: E402
     PendingPrediction,
     PendingStore,
 )
+from schemas import LabelReported  # noqa: E402
 
 QUICK = {"pending": 200_000, "labels": 50_000}
 #: The first prediction's event time (2026-01-01 00:00 UTC); the predictions span a day.
@@ -117,6 +124,36 @@ class Workload:
         )
 
 
+LABEL_TYPE = LabelReported.EVENT_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A labels-topic record, as the joiner reads one."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+def _rfc3339(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+def label_record(label: Label) -> Record:
+    """`label` as the labels topic holds it: a `label.reported` event in its envelope."""
+    topic, partition = label.topic_partition.split(":")
+    value = (
+        f'{{"specversion":"1.0","id":"label-{partition}-{label.offset}","source":"labeller",'
+        f'"type":"{LABEL_TYPE}","time":"{_rfc3339(label.event_time)}",'
+        f'"subject":"{label.deployment_id}","data":{{"deployment_id":"{label.deployment_id}",'
+        f'"request_id":"{label.request_id}","label":{label.label!r},'
+        f'"event_time":"{_rfc3339(label.event_time)}"}}}}'
+    )
+    return Record(topic, int(partition), label.offset, value.encode())
+
+
 @dataclass(slots=True)
 class Figures:
     write_s: float = 0.0
@@ -142,6 +179,12 @@ class Figures:
     lookup_tables: int = 0
     #: seconds the fill's flushes and compactions ran on after the fill
     settle_s: float = 0.0
+    #: the worker's path: labels through `Joiner.add`, its time and CPU time, pairs folded
+    worker_labels: int = 0
+    worker_s: float = 0.0
+    worker_cpu_s: float = 0.0
+    worker_pairs: int = 0
+    worker_invalid: int = 0
 
 
 def _table_property(text: str | None, name: str) -> int:
@@ -201,6 +244,7 @@ def run(store: PendingStore, args: argparse.Namespace) -> Figures:
         figures.joined += total.joined
         figures.duplicate += total.duplicate
         figures.waiting += total.waiting
+    worker(store, args, work, rng, figures)
     figures.cache_usage = store.property_int("rocksdb.block-cache-usage") or 0
     figures.lookup_tables = sum(
         store.property_int("rocksdb.total-sst-files-size", family) or 0
@@ -217,6 +261,37 @@ def run(store: PendingStore, args: argparse.Namespace) -> Figures:
     store.flush()
     figures.disk_at_end = store.disk_bytes()
     return figures
+
+
+def worker(
+    store: PendingStore,
+    args: argparse.Namespace,
+    work: Workload,
+    rng: random.Random,
+    figures: Figures,
+) -> None:
+    """The worker's path: label records through the joiner (see the module docstring)."""
+    joiner = Joiner(store, predictions_topic="predictions", labels_topic="labels")
+    now = T0 + 2 * SPAN_S  # after every label's time
+    first, last = args.labels, args.labels + args.worker_labels
+    for start in range(first, last, args.batch):
+        records = [
+            label_record(
+                work.label(
+                    args.pending + number if _is_miss(number, args.miss_share)
+                    else rng.randrange(args.pending),
+                    number,
+                )
+            )
+            for number in range(start, min(start + args.batch, last))
+        ]  # fmt: skip
+        started, cpu = time.perf_counter(), time.thread_time()
+        joiner.add(records, now)
+        figures.worker_s += time.perf_counter() - started
+        figures.worker_cpu_s += time.thread_time() - cpu
+    figures.worker_labels = joiner.counters.labels
+    figures.worker_pairs = joiner.counters.pairs
+    figures.worker_invalid = joiner.counters.invalid_labels + joiner.counters.unusable
 
 
 def settle(store: PendingStore, limit_s: float = 1800.0) -> float:
@@ -275,6 +350,12 @@ def report(
         f"| labels joined per CPU-second of the calling thread | {_rate(labels, f.join_cpu_s)} |",
         f"| labels: joined / duplicate / waiting | {f.joined:,} / {f.duplicate:,} / "
         f"{f.waiting:,} |",
+        f"| labels through the worker's joiner (decode, join, fold) per second | "
+        f"{_rate(f.worker_labels, f.worker_s)} |",
+        f"| the same per CPU-second of the calling thread | "
+        f"{_rate(f.worker_labels, f.worker_cpu_s)} |",
+        f"| the worker's path: labels / pairs folded / refused | {f.worker_labels:,} / "
+        f"{f.worker_pairs:,} / {f.worker_invalid:,} |",
         f"| index entries swept per second (one sweep) | {_rate(f.swept, f.sweep_s)} "
         f"({f.expired:,} predictions, {f.unmatched:,} early labels) |",
         f"| disk bytes per pending prediction (after the fill, flushed) | "
@@ -300,6 +381,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--pending", type=int, default=10_000_000, help="predictions written")
     p.add_argument("--labels", type=int, default=1_000_000, help="labels joined")
+    p.add_argument(
+        "--worker-labels",
+        type=int,
+        default=None,
+        help="labels through the worker's joiner (default: as many as --labels)",
+    )
     p.add_argument("--batch", type=int, default=5_000, help="predictions or labels a call")
     p.add_argument("--miss-share", type=float, default=0.1, help="labels never predicted")
     p.add_argument("--deployments", type=int, default=20)
@@ -326,6 +413,10 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in QUICK.items():
             if getattr(args, key) == defaults[key]:
                 setattr(args, key, value)
+    if args.worker_labels is None:
+        args.worker_labels = args.labels
+    if args.worker_labels < 0:
+        cli.error("--worker-labels must be >= 0")
     if args.pending < 1 or args.labels < 1 or args.batch < 1 or args.deployments < 1:
         cli.error("--pending, --labels, --batch and --deployments must be >= 1")
     if not 0.0 <= args.miss_share <= 1.0:

@@ -112,7 +112,7 @@ class Joiner:
             if record.topic == self.predictions_topic:
                 predictions += self._predictions(record.value, at, fast)
             elif record.topic == self.labels_topic:
-                label = self._label(record, at, fast_label)
+                label = self._label(record, where, at, fast_label)
                 if label is not None:
                     labels.append(label)
         pairs = self.store.add_predictions(predictions, offsets=offsets) if predictions else []
@@ -173,7 +173,11 @@ class Joiner:
         return found
 
     def _label(
-        self, record: Record, at: datetime, fast: Callable[[bytes], LabelData | None]
+        self,
+        record: Record,
+        where: str,
+        at: datetime,
+        fast: Callable[[bytes], LabelData | None],
     ) -> Label | None:
         """The record's label: through the fast decoder (schemas.fast), else the full one."""
         value = record.value
@@ -185,12 +189,12 @@ class Joiner:
                 return None
             data = result.data
         return Label(
-            deployment_id=data.deployment_id,
-            request_id=data.request_id,
-            label=data.label,
-            event_time=data.event_time.timestamp(),
-            topic_partition=f"{record.topic}:{record.partition}",
-            offset=record.offset,
+            data.deployment_id,
+            data.request_id,
+            data.label,
+            data.event_time.timestamp(),
+            where,  # "topic:partition"
+            record.offset,
         )
 
     def fold(self, pairs: Iterable[JoinedPair]) -> list[LabelsDelta]:

@@ -189,9 +189,9 @@ class PendingPrediction:
         return cls(**data)
 
 
-@dataclass(frozen=True, slots=True)
-class Label:
-    """Ground truth for a request, and where it was read (topic-partition and offset)."""
+class Label(msgspec.Struct, frozen=True, gc=False):
+    """Ground truth for a request, and where it was read (topic-partition and offset). (A
+    msgspec struct, not a dataclass: made for every label record, at a fifth of the cost.)"""
 
     deployment_id: str
     request_id: str
@@ -202,7 +202,8 @@ class Label:
     topic_partition: str
     offset: int
 
-    to_dict = _to_dict
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.structs.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Label:
