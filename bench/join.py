@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,7 +57,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from bench.common import commit, cpu_model  # noqa: E402
-from controller.stream.join import Joiner  # noqa: E402
+from controller.stream.join import Joiner, JoinPipeline  # noqa: E402
 from controller.stream.pending import (  # noqa: E402
     EARLY_CF,
     EXPIRY_CF,
@@ -125,6 +125,8 @@ class Workload:
 
 
 LABEL_TYPE = LabelReported.EVENT_TYPE
+#: batches of the worker's path timed one way before switching to the other
+WORKER_CHUNK = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +181,9 @@ class Figures:
     lookup_tables: int = 0
     #: seconds the fill's flushes and compactions ran on after the fill
     settle_s: float = 0.0
-    #: the worker's path: labels through `Joiner.add`, its time and CPU time, pairs folded
-    worker_labels: int = 0
-    worker_s: float = 0.0
-    worker_cpu_s: float = 0.0
+    #: the worker's path: (labels, seconds, CPU seconds of the process) through `Joiner.add`,
+    #: then through `JoinPipeline`; the pairs folded of both
+    worker: list[tuple[int, float, float]] = field(default_factory=list)
     worker_pairs: int = 0
     worker_invalid: int = 0
 
@@ -270,26 +271,45 @@ def worker(
     rng: random.Random,
     figures: Figures,
 ) -> None:
-    """The worker's path: label records through the joiner (see the module docstring)."""
+    """The worker's path: label records through the joiner alone and through the pipeline
+    the join lane runs, `--worker-labels` each, alternating every `WORKER_CHUNK` batches (both
+    meet a store in the same states; see the module docstring)."""
     joiner = Joiner(store, predictions_topic="predictions", labels_topic="labels")
     now = T0 + 2 * SPAN_S  # after every label's time
-    first, last = args.labels, args.labels + args.worker_labels
-    for start in range(first, last, args.batch):
-        records = [
-            label_record(
-                work.label(
-                    args.pending + number if _is_miss(number, args.miss_share)
-                    else rng.randrange(args.pending),
-                    number,
+    totals = [[0, 0.0, 0.0], [0, 0.0, 0.0]]  # alone, piped: labels, seconds, CPU seconds
+    first, end = args.labels, args.labels + 2 * args.worker_labels
+    chunk = WORKER_CHUNK * args.batch
+    for number, start in enumerate(range(first, end, chunk)):
+        piped = number % 2
+        pipeline = JoinPipeline(joiner) if piped else None
+        labels_before = joiner.counters.labels
+        started, cpu = time.perf_counter(), time.process_time()
+        for batch in range(start, min(start + chunk, end), args.batch):
+            records = [
+                label_record(
+                    work.label(
+                        args.pending + n if _is_miss(n, args.miss_share)
+                        else rng.randrange(args.pending),
+                        n,
+                    )
                 )
-            )
-            for number in range(start, min(start + args.batch, last))
-        ]  # fmt: skip
-        started, cpu = time.perf_counter(), time.thread_time()
-        joiner.add(records, now)
-        figures.worker_s += time.perf_counter() - started
-        figures.worker_cpu_s += time.thread_time() - cpu
-    figures.worker_labels = joiner.counters.labels
+                for n in range(batch, min(batch + args.batch, end))
+            ]  # fmt: skip
+            started_batch, cpu_batch = time.perf_counter(), time.process_time()
+            if pipeline is None:
+                joiner.add(records, now)
+            else:
+                pipeline.add(records, now)
+            totals[piped][1] += time.perf_counter() - started_batch
+            totals[piped][2] += time.process_time() - cpu_batch
+        if pipeline is not None:
+            started, cpu = time.perf_counter(), time.process_time()
+            pipeline.flush()
+            pipeline.close()
+            totals[piped][1] += time.perf_counter() - started
+            totals[piped][2] += time.process_time() - cpu
+        totals[piped][0] += joiner.counters.labels - labels_before
+    figures.worker = [(int(n), float(s), float(c)) for n, s, c in totals]
     figures.worker_pairs = joiner.counters.pairs
     figures.worker_invalid = joiner.counters.invalid_labels + joiner.counters.unusable
 
@@ -350,12 +370,7 @@ def report(
         f"| labels joined per CPU-second of the calling thread | {_rate(labels, f.join_cpu_s)} |",
         f"| labels: joined / duplicate / waiting | {f.joined:,} / {f.duplicate:,} / "
         f"{f.waiting:,} |",
-        f"| labels through the worker's joiner (decode, join, fold) per second | "
-        f"{_rate(f.worker_labels, f.worker_s)} |",
-        f"| the same per CPU-second of the calling thread | "
-        f"{_rate(f.worker_labels, f.worker_cpu_s)} |",
-        f"| the worker's path: labels / pairs folded / refused | {f.worker_labels:,} / "
-        f"{f.worker_pairs:,} / {f.worker_invalid:,} |",
+        *worker_lines(f),
         f"| index entries swept per second (one sweep) | {_rate(f.swept, f.sweep_s)} "
         f"({f.expired:,} predictions, {f.unmatched:,} early labels) |",
         f"| disk bytes per pending prediction (after the fill, flushed) | "
@@ -377,6 +392,24 @@ def report(
     return "\n".join(lines)
 
 
+def worker_lines(f: Figures) -> list[str]:
+    if len(f.worker) != 2:
+        return []
+    (alone, alone_s, alone_cpu), (piped, piped_s, piped_cpu) = f.worker
+    return [
+        "| the worker's path (decode, join, fold), labels per second: the joiner alone / "
+        f"the join lane's pipeline | {_rate(alone, alone_s)} / {_rate(piped, piped_s)} "
+        f"(x{(piped / piped_s) / (alone / alone_s):.2f}) |"
+        if alone_s > 0 and piped_s > 0 and alone
+        else "| the worker's path | n/a |",
+        "| the same, CPU microseconds of the process per label (RocksDB's own threads "
+        f"included) | {1e6 * alone_cpu / max(alone, 1):.1f} / "
+        f"{1e6 * piped_cpu / max(piped, 1):.1f} |",
+        f"| the worker's path: labels / pairs folded / refused | {alone + piped:,} / "
+        f"{f.worker_pairs:,} / {f.worker_invalid:,} |",
+    ]
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--pending", type=int, default=10_000_000, help="predictions written")
@@ -385,7 +418,8 @@ def parser() -> argparse.ArgumentParser:
         "--worker-labels",
         type=int,
         default=None,
-        help="labels through the worker's joiner (default: as many as --labels)",
+        help="labels through the worker's joiner, and as many through its pipeline "
+        "(default: as many as --labels)",
     )
     p.add_argument("--batch", type=int, default=5_000, help="predictions or labels a call")
     p.add_argument("--miss-share", type=float, default=0.1, help="labels never predicted")

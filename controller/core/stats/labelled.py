@@ -58,6 +58,7 @@ KINDS: tuple[Kind, ...] = ("binary", "multiclass", "regression")
 
 #: The key of the loss events' hash: no router hashes request ids with it.
 _EVENT_KEY = b"rollout-controller/loss-event/v1"
+_EVENT_HASH = hashlib.blake2b(key=_EVENT_KEY, digest_size=8)
 #: Distinct label classes counted for label drift; the rest are folded into "__other__".
 MAX_LABEL_CLASSES = 20
 OTHER = "__other__"
@@ -68,8 +69,9 @@ def loss_event(request_id: str, loss: float) -> bool:
     keyed hash of its request id falls below the loss."""
     if not 0.0 <= loss <= 1.0 or math.isnan(loss):
         raise ValueError(f"a loss event needs a loss in [0, 1], got {loss!r}")
-    digest = hashlib.blake2b(request_id.encode(), key=_EVENT_KEY, digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < loss
+    hasher = _EVENT_HASH.copy()  # a copy of the keyed state: no key block to compress again
+    hasher.update(request_id.encode())
+    return int.from_bytes(hasher.digest(), "big") / 2.0**64 < loss
 
 
 def kind_of(prediction: Any, label: Any) -> Kind:

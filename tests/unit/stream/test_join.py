@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import schemas as s
-from controller.stream.join import Joiner
+from controller.stream.join import Joiner, JoinPipeline
 from controller.stream.pending import PendingStore
 from tests.factories import T0, make_prediction
 
@@ -136,3 +138,72 @@ def test_a_batch_record_pends_each_of_its_predictions(tmp_path: Path) -> None:
 
     ((_, _, fold),) = delta.folds
     assert (3, "multiclass") == (fold.stats.pairs, fold.stats.kind)
+
+
+# ---- the pipeline: the store's work of a poll overlapped with the next poll's decode ---------
+
+
+def _polls() -> list[list[Record]]:
+    """Polls of predictions and labels, some labels before their predictions, some twice,
+    some for requests never predicted, and a poll of labels alone."""
+    rng = random.Random(7)
+    polls: list[list[Record]] = []
+    prediction_offset = label_offset = 0
+    for poll in range(12):
+        records = []
+        for i in range(40):
+            n = poll * 40 + i
+            cohort = "canary" if n % 3 == 0 else "baseline"
+            if poll != 5:
+                records.append(prediction(prediction_offset, f"r{n}", cohort=cohort))
+                prediction_offset += 1
+            target = n + rng.randrange(-60, 30)  # earlier, later, or never predicted
+            records.append(label(label_offset, f"r{max(target, 0)}", float(rng.random() < 0.5)))
+            label_offset += 1
+        rng.shuffle(records)
+        polls.append(records)
+    return polls
+
+
+def test_the_pipeline_gives_the_deltas_and_store_of_the_joiner_alone(tmp_path: Path) -> None:
+    alone, piped = joiner(tmp_path / "alone"), joiner(tmp_path / "piped")
+    pipeline = JoinPipeline(piped)
+    expected, found = [], []
+
+    for records in _polls():
+        expected.append(alone.add(records, NOW))
+        found.append(pipeline.add(records, NOW))
+    found.append(pipeline.flush())
+    pipeline.close()
+
+    assert found[0] == []  # a poll's deltas come out when the next poll starts
+    assert expected == found[1:]
+    assert sum(d.pairs for ds in expected for d in ds) > 200
+    assert alone.counters == piped.counters
+    for where in (f"{PREDICTIONS}:0", f"{LABELS}:0"):
+        assert alone.store.offset(where) == piped.store.offset(where)
+    for n in range(0, 480, 7):
+        assert alone.store.get("dep-1", f"r{n}") == piped.store.get("dep-1", f"r{n}")
+
+
+def test_the_store_work_runs_on_its_own_thread_and_calls_wait_for_it(tmp_path: Path) -> None:
+    join = joiner(tmp_path / "store")
+    pipeline = JoinPipeline(join)
+    threads: list[str] = []
+    add_labels = join.store.add_labels
+
+    def recording(*args: object, **kwargs: object) -> object:
+        threads.append(threading.current_thread().name)
+        return add_labels(*args, **kwargs)  # type: ignore[arg-type]
+
+    join.store.add_labels = recording  # type: ignore[method-assign]
+    pipeline.start([prediction(0, "a"), label(0, "a")], NOW)
+
+    # a read through the pipeline sees the poll's writes: it runs after them
+    assert 1 == pipeline.call(join.store.offset, f"{LABELS}:0").result()
+    assert [threading.current_thread().name] != threads
+    assert threads[0].startswith("join-store")
+    (delta,) = pipeline.flush()
+    assert 1 == delta.pairs
+    assert [] == pipeline.flush()
+    pipeline.close()
