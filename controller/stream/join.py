@@ -25,6 +25,10 @@ topics (both keyed by deployment id, with as many partitions), assigned by range
 member gets the same partition numbers of both: a deployment's labels and predictions meet in
 one worker's store. It sends each delta on the internal stats topic, keyed by deployment id,
 and commits the consumed offsets once every delta sent before is acknowledged (at least once).
+It runs the joiner through a `JoinPipeline`: a poll's store work (the join proper, mostly
+RocksDB's, which runs without the GIL) on a thread of its own while the event loop decodes the
+next poll and folds the one before, one poll at a time in order; a poll's deltas are sent when
+the next poll is taken (at once when nothing more is waiting), and before any commit.
 Every `expire_every_s` it sweeps the store (predictions past the horizon, early labels past
 their wait), and logs what the sweep counted.
 
@@ -294,6 +298,11 @@ class JoinPipeline:
         previous, self._running = self._running, self._thread.submit(self.joiner.join, decoded)
         return previous
 
+    @property
+    def busy(self) -> bool:
+        """Whether a poll's store work was started and not taken."""
+        return self._running is not None
+
     def take(self) -> Future[list[JoinedPair]] | None:
         """The store work started last, if any; the pipeline is empty after."""
         running, self._running = self._running, None
@@ -451,13 +460,15 @@ class JoinLane:
         consumer, joiner, pipeline = self._consumer, self.joiner, self.pipeline
         if consumer is None or joiner is None or pipeline is None or self._producer is None:
             raise RuntimeError("start() the join lane first")
+        # with a poll's store work in flight, take only what the consumer holds already:
+        # with nothing more, that poll's pairs are sent now, not after a wait for records
         batches = await consumer.getmany(
-            timeout_ms=self.poll_timeout_ms, max_records=self.max_records
+            timeout_ms=0 if pipeline.busy else self.poll_timeout_ms, max_records=self.max_records
         )
         records = [r for rs in batches.values() for r in rs]
         now = self.clock()
         # this poll's store work starts; the poll before's pairs are folded and sent (and,
-        # with nothing polled, the last poll's: a label waits no longer than one poll)
+        # with nothing polled, the last poll's)
         previous = pipeline.start(records, now) if records else pipeline.take()
         await self._send(previous)
         for tp, target in list(self.rebuilding.items()):
