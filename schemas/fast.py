@@ -151,6 +151,11 @@ def _idents_ok(idents: list[str]) -> bool:
     return list(map(str.strip, idents)) == idents and "\n" not in "".join(idents)
 
 
+def _pair_ok(a: str, b: str) -> bool:
+    """`_idents_ok` for two identifiers that do not recur (an event id, a request id)."""
+    return a.strip() == a and b.strip() == b and "\n" not in a and "\n" not in b
+
+
 def _vetted(a: str, b: str, c: str) -> bool:
     """`_idents_ok` for identifiers that recur, remembered."""
     if a in _VETTED and b in _VETTED and c in _VETTED:
@@ -227,12 +232,7 @@ def _label(raw: bytes, latest: datetime | None) -> LabelData | None:
         return None
     if not _vetted(deployment_id, deployment_id, deployment_id):
         return None
-    if (
-        event_id.strip() != event_id
-        or request_id.strip() != request_id
-        or "\n" in event_id
-        or "\n" in request_id
-    ):
+    if not _pair_ok(event_id, request_id):
         return None
     if latest is not None and event.time > latest:  # as `decode`: the envelope's time
         return None
@@ -279,13 +279,7 @@ def _decode(raw: bytes, latest: datetime | None) -> PredictionEvent | None:
             return None
         if not _vetted(deployment_id, model, data.version):
             return None
-        event_id, request_id = event.id, data.request_id
-        if (
-            event_id.strip() != event_id
-            or request_id.strip() != request_id
-            or "\n" in event_id
-            or "\n" in request_id
-        ):
+        if not _pair_ok(event.id, data.request_id):
             return None
         if latest is not None and (event.time > latest or data.event_time > latest):
             return None

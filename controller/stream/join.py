@@ -279,9 +279,9 @@ class JoinPipeline:
     its own, while the caller decodes the next poll and folds the one before. The store's work
     runs one poll at a time in the order started, so the store sees what `Joiner.add` would
     give it, and a poll's pairs fold into the same deltas; they come out one poll later (when
-    the next starts, or at `take`). On ten million pending predictions this took the worker's
-    path (decode, join, fold) from about 80,000 to over 100,000 labels a second on 2 cores
-    (docs/labels.md).
+    the next starts, or at `take`). On ten million pending predictions and 2 cores it took the
+    worker's path (decode, join, fold) from 68,641 to 129,244 labels a second (docs/labels.md,
+    `bench/join.py` at 0a01bed).
 
     Not thread-safe: one caller. Every other use of the store goes through `call`, which runs
     after the store's work started before it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -60,9 +61,12 @@ def test_valid_prediction_records_take_the_fast_path_with_the_same_values(raw: b
     _agrees(raw)
 
 
+@pytest.mark.parametrize("fast", [decode_predictions, decode_label], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("raw", [c[1] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
-def test_every_rejection_of_decode_is_refused_by_the_fast_path(raw: bytes) -> None:
-    assert decode_predictions(raw) is None
+def test_every_rejection_of_decode_is_refused_by_the_fast_paths(
+    raw: bytes, fast: Callable[[bytes], object]
+) -> None:
+    assert fast(raw) is None
 
 
 @pytest.mark.parametrize(
@@ -199,10 +203,12 @@ def test_mutated_records_never_pass_the_fast_path_alone(
     _agrees(mutated(which, data, value, mode))
 
 
-def mutated(which: int, data: st.DataObject, value: Any, mode: str) -> bytes:
-    """A valid record (`VALID[which]`) with one field set to `value`, deleted, or a field
+def mutated(
+    which: int, data: st.DataObject, value: Any, mode: str, valid: list[bytes] = VALID
+) -> bytes:
+    """A valid record (`valid[which]`) with one field set to `value`, deleted, or a field
     added next to it."""
-    doc = json.loads(VALID[which])
+    doc = json.loads(valid[which])
     path = data.draw(st.sampled_from(_paths(doc)))
     *parents, last = path
     node = doc
@@ -266,11 +272,6 @@ def test_valid_label_records_take_the_fast_path_with_the_same_values(raw: bytes)
     _label_agrees(raw)
 
 
-@pytest.mark.parametrize("raw", [c[1] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
-def test_every_rejection_of_decode_is_refused_by_the_label_fast_path(raw: bytes) -> None:
-    assert decode_label(raw) is None
-
-
 @pytest.mark.parametrize(
     "payload",
     [p for p in sample_payloads() if not isinstance(p, s.LabelReported)],
@@ -328,26 +329,8 @@ def test_label_identifiers_with_blanks_or_line_breaks_never_pass_the_fast_path_a
         assert decode_label(raw) is None
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    which=st.sampled_from([0, 1]),
-    data=st.data(),
-    value=_json_values,
-    mode=st.sampled_from(["set", "delete", "add"]),
-)
+@mutations
 def test_mutated_label_records_never_pass_the_fast_path_alone(
     which: int, data: st.DataObject, value: Any, mode: str
 ) -> None:
-    doc = json.loads(LABELS[which])
-    path = data.draw(st.sampled_from(_paths(doc)))
-    *parents, last = path
-    node = doc
-    for p in parents:
-        node = node[p]
-    if mode == "delete" and isinstance(node, dict):
-        del node[last]
-    elif mode == "add" and isinstance(node, dict):
-        node[str(last) + "_extra"] = value
-    else:
-        node[last] = value
-    _label_agrees(json.dumps(doc).encode())
+    _label_agrees(mutated(which, data, value, mode, LABELS))
