@@ -279,7 +279,13 @@ def _decode(raw: bytes, latest: datetime | None) -> PredictionEvent | None:
             return None
         if not _vetted(deployment_id, model, data.version):
             return None
-        if not _pair_ok(event.id, data.request_id):
+        event_id, request_id = event.id, data.request_id
+        if (
+            event_id.strip() != event_id
+            or request_id.strip() != request_id
+            or "\n" in event_id
+            or "\n" in request_id
+        ):
             return None
         if latest is not None and (event.time > latest or data.event_time > latest):
             return None
