@@ -28,7 +28,9 @@ and commits the consumed offsets once every delta sent before is acknowledged (a
 It runs the joiner through a `JoinPipeline`: a poll's store work (the join proper, mostly
 RocksDB's, which runs without the GIL) on a thread of its own while the event loop decodes the
 next poll and folds the one before, one poll at a time in order; a poll's deltas are sent when
-the next poll is taken (at once when nothing more is waiting), and before any commit.
+the next poll is taken (at once when nothing more is waiting), and before any commit. A poll
+whose store work or deltas fail is not skipped: the lane reads every partition again from its
+last commit (the joins are idempotent) and raises, and the worker steps again.
 Every `expire_every_s` it sweeps the store (predictions past the horizon, early labels past
 their wait), and logs what the sweep counted.
 
@@ -42,6 +44,7 @@ committed offset never goes back). The topics must keep predictions for the hori
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -379,6 +382,10 @@ class JoinLane:
         self.pipeline: JoinPipeline | None = None
         #: predictions partitions being rebuilt: the committed offset they must reach
         self.rebuilding: dict[TopicPartition, int] = {}
+        #: where each rebuild started reading
+        self._rebuild_from: dict[TopicPartition, int] = {}
+        #: polls that failed (the store or the producer raised) and were read again
+        self.rewinds = 0
         self.deltas = 0
         self._unacked: list[asyncio.Future[Any]] = []
         self._last_commit = clock()
@@ -448,7 +455,8 @@ class JoinLane:
             since = (self.clock() - self.horizon_s) * 1000
             found = await consumer.offsets_for_times({tp: int(since)})
             start = found.get(tp)
-            consumer.seek(tp, start.offset if start is not None else committed)
+            self._rebuild_from[tp] = start.offset if start is not None else committed
+            consumer.seek(tp, self._rebuild_from[tp])
             labels = TopicPartition(self.labels_topic, tp.partition)
             if labels in consumer.assignment():
                 consumer.pause(labels)
@@ -469,8 +477,12 @@ class JoinLane:
         now = self.clock()
         # this poll's store work starts; the poll before's pairs are folded and sent (and,
         # with nothing polled, the last poll's)
-        previous = pipeline.start(records, now) if records else pipeline.take()
-        await self._send(previous)
+        try:
+            previous = pipeline.start(records, now) if records else pipeline.take()
+            await self._send(previous)
+        except Exception:
+            await self._rewind()
+            raise
         for tp, target in list(self.rebuilding.items()):
             if await consumer.position(tp) >= target:
                 del self.rebuilding[tp]
@@ -494,6 +506,34 @@ class JoinLane:
     async def lags(self) -> dict[tuple[str, int], int]:
         """The records of each assigned partition (predictions and labels) not yet taken."""
         return await consumer_lags(self._consumer)
+
+    async def _rewind(self) -> None:
+        """After a poll whose store work or deltas failed: drop the store work in flight and
+        read every partition again from where nothing after it was committed, so no label is
+        skipped. The store's joins are idempotent (a label read again joins again to the same
+        pair), so reading again gives at least once, as after a restart. A predictions
+        partition being rebuilt reads again from the store's offset (or where its rebuild
+        started)."""
+        consumer, joiner, pipeline = self._consumer, self.joiner, self.pipeline
+        if consumer is None or joiner is None or pipeline is None:
+            return
+        running = pipeline.take()
+        if running is not None:
+            with contextlib.suppress(Exception):  # the failure is the caller's to report
+                await asyncio.wrap_future(running)
+        self.rewinds += 1
+        for tp in consumer.assignment():
+            if tp in self.rebuilding:
+                where = f"{tp.topic}:{tp.partition}"
+                known = await asyncio.wrap_future(pipeline.call(joiner.store.offset, where))
+                consumer.seek(tp, known if known is not None else self._rebuild_from[tp])
+                continue
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)  # nothing committed: as at the start
+            else:
+                consumer.seek(tp, committed)
+        log.warning("join.rewound", partitions=len(consumer.assignment()))
 
     async def _send(self, work: Future[list[JoinedPair]] | None) -> None:
         """Wait for a poll's store work, fold its pairs and send the deltas."""

@@ -6,6 +6,7 @@ before it joins the labels that came while it was away."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from controller.sdk import emit
 from controller.settings import load_settings
 from controller.stream.deltas import LabelsDelta, decode_delta
 from controller.stream.join import JoinLane
+from controller.stream.pending import PendingStore
 from controller.topics import create_topics, stats_topic_name, topic_name
 from schemas import Topic
 from tests.factories import T0, make_event, make_prediction
@@ -120,3 +122,65 @@ def test_labels_join_across_partitions_and_an_empty_store_rebuilds(
 def _labels(records: list[object]) -> list[LabelsDelta]:
     found = [decode_delta(r.value) for r in records]  # type: ignore[attr-defined]
     return [d for d in found if isinstance(d, LabelsDelta)]
+
+
+def test_a_poll_whose_store_work_fails_is_read_again_and_no_label_is_lost(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=f"join.{uuid.uuid4().hex[:8]}."
+    )
+    create_topics(settings)
+    lane = JoinLane(
+        settings,
+        predictions_topic=topic_name(settings, Topic.PREDICTIONS),
+        labels_topic=topic_name(settings, Topic.LABELS),
+        stats_topic=stats_topic_name(settings),
+        group_id=f"join-{uuid.uuid4().hex[:8]}",
+        store_path=tmp_path / "store",
+        clock=lambda: NOW,
+        max_records=10,  # several polls, so that a failed one sits between others
+    )
+    assert N == emit(settings, predictions(0, N))
+    assert N == emit(settings, labels(0, N))
+    failures: list[str] = []
+
+    async def run() -> None:
+        await lane.start()
+        assert lane.joiner is not None
+        store = lane.joiner.store
+        add_labels = store.add_labels
+
+        def failing_once(*args: object, **kwargs: object) -> object:
+            if not failures:
+                failures.append("the disk is full")
+                raise OSError("the disk is full")
+            return add_labels(*args, **kwargs)  # type: ignore[arg-type]
+
+        store.add_labels = failing_once  # type: ignore[method-assign]
+        try:
+            async with asyncio.timeout(60):
+                while lane.joiner.counters.pairs < N:
+                    # as the worker does: a failed step is logged and the next one runs
+                    with contextlib.suppress(OSError):
+                        await lane.step()
+            await lane.commit()
+        finally:
+            await lane.stop()
+
+    asyncio.run(run())
+
+    assert ["the disk is full"] == failures
+    assert 1 == lane.rewinds
+    # every label joined, those of the failed poll too: they were read again
+    with PendingStore(tmp_path / "store") as store:
+        entries = [store.get(f"dep-{i % 8}", f"r{i}") for i in range(N)]
+    assert all(entry is not None and entry.joined_by is not None for entry in entries)
+    # and their pairs reached the stats topic (at least once)
+    records = read_topic(
+        kafka_bootstrap,
+        stats_topic_name(settings),
+        lambda rs: sum(d.pairs for d in _labels(rs) if d.target == "rollout") >= N,
+        timeout_s=20,
+    )
+    assert N <= sum(d.pairs for d in _labels(records) if d.target == "rollout")
