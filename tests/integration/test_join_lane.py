@@ -10,12 +10,13 @@ import contextlib
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import schemas as s
 from controller.sdk import emit
-from controller.settings import load_settings
+from controller.settings import Settings, load_settings
 from controller.stream.deltas import LabelsDelta, decode_delta
 from controller.stream.join import JoinLane
 from controller.stream.pending import PendingStore
@@ -62,25 +63,36 @@ def labels(first: int, n: int) -> list[s.Envelope[s.LabelReported]]:
     ]
 
 
-def test_labels_join_across_partitions_and_an_empty_store_rebuilds(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+def fresh_settings(kafka_bootstrap: str) -> Settings:
+    """Settings with topics of their own, created."""
     settings = load_settings(
         bootstrap_servers=kafka_bootstrap, topic_prefix=f"join.{uuid.uuid4().hex[:8]}."
     )
     create_topics(settings)
+    return settings
+
+
+def join_lane(settings: Settings, group: str, store: Path, **options: Any) -> JoinLane:
+    return JoinLane(
+        settings,
+        predictions_topic=topic_name(settings, Topic.PREDICTIONS),
+        labels_topic=topic_name(settings, Topic.LABELS),
+        stats_topic=stats_topic_name(settings),
+        group_id=group,
+        store_path=store,
+        clock=lambda: NOW,
+        **options,
+    )
+
+
+def test_labels_join_across_partitions_and_an_empty_store_rebuilds(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = fresh_settings(kafka_bootstrap)
     group = f"join-{uuid.uuid4().hex[:8]}"
 
     def lane(store: Path) -> JoinLane:
-        return JoinLane(
-            settings,
-            predictions_topic=topic_name(settings, Topic.PREDICTIONS),
-            labels_topic=topic_name(settings, Topic.LABELS),
-            stats_topic=stats_topic_name(settings),
-            group_id=group,
-            store_path=store,
-            clock=lambda: NOW,
-        )
+        return join_lane(settings, group, store)
 
     async def run_until(joining: JoinLane, pairs: int) -> None:
         await joining.start()
@@ -127,20 +139,9 @@ def _labels(records: list[object]) -> list[LabelsDelta]:
 def test_a_poll_whose_store_work_fails_is_read_again_and_no_label_is_lost(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    settings = load_settings(
-        bootstrap_servers=kafka_bootstrap, topic_prefix=f"join.{uuid.uuid4().hex[:8]}."
-    )
-    create_topics(settings)
-    lane = JoinLane(
-        settings,
-        predictions_topic=topic_name(settings, Topic.PREDICTIONS),
-        labels_topic=topic_name(settings, Topic.LABELS),
-        stats_topic=stats_topic_name(settings),
-        group_id=f"join-{uuid.uuid4().hex[:8]}",
-        store_path=tmp_path / "store",
-        clock=lambda: NOW,
-        max_records=10,  # several polls, so that a failed one sits between others
-    )
+    settings = fresh_settings(kafka_bootstrap)
+    # several polls, so that a failed one sits between others
+    lane = join_lane(settings, f"join-{uuid.uuid4().hex[:8]}", tmp_path / "store", max_records=10)
     assert N == emit(settings, predictions(0, N))
     assert N == emit(settings, labels(0, N))
     failures: list[str] = []
