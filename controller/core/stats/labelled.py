@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 from controller.core.stats.distribution import StatsConfig
 from controller.core.stats.model_quality import (
-    LOG_LOSS_EPS,
     ClassifierQuality,
     ExactSum,
     LossKind,
@@ -309,50 +308,32 @@ BUCKET_S = 60
 
 class _Gathered:
     """What `LabelFold.add_many` gathers of a run of binary scores before adding it at once:
-    the terms of the exact sums (the Brier scores are also the losses) and the values of the
-    sketches."""
+    the pairs (for `ClassifierQuality.add_scores`), their losses (the exact sum's terms) and
+    the sketches' values."""
 
-    __slots__ = (
-        "auc_bins",
-        "bin_scores",
-        "brier",
-        "calibration_bins",
-        "delays",
-        "labels",
-        "log_loss",
-        "quality",
-    )
+    __slots__ = ("delays", "labels", "losses", "scores")
 
     def __init__(self) -> None:
-        self.quality: ClassifierQuality | None = None
-        self.calibration_bins = self.auc_bins = 0
-        self.log_loss: list[float] = []
-        self.brier: list[float] = []
-        self.bin_scores: list[list[float]] = []
+        self.scores: list[float] = []
+        self.labels: list[int] = []
+        self.losses: list[float] = []
         self.delays: list[float] = []
-        self.labels: list[float] = []
 
-    def start(self, quality: ClassifierQuality) -> None:
-        self.quality = quality
-        self.calibration_bins, self.auc_bins = quality.calibration_bins, quality.auc_bins
-        self.bin_scores = [[] for _ in range(quality.calibration_bins)]
+    def clear(self) -> None:
+        self.scores, self.labels, self.losses, self.delays = [], [], [], []
 
-    def flush(self, stats: LabelledStats) -> _Gathered:
-        """Add what was gathered to `stats`; a fresh one to gather the next run."""
-        quality = self.quality
+    def flush(self, stats: LabelledStats) -> None:
+        """Add what was gathered to `stats`, and start again."""
+        if not self.scores:
+            return
+        quality = stats.binary
         if quality is None:
-            return self
-        for total, terms in (
-            (quality.log_loss_sum, self.log_loss),
-            (quality.brier_sum, self.brier),
-            (stats.loss, self.brier),
-            *zip(quality.bin_scores, self.bin_scores, strict=True),
-        ):
-            if terms:
-                total.parts = canonical_partials(total.parts + terms)
+            quality = stats.binary = ClassifierQuality()
+        quality.add_scores(self.scores, self.labels)
+        stats.loss.parts = canonical_partials(stats.loss.parts + self.losses)
         stats.delay.add_many(self.delays)
-        stats.label_values.add_many(self.labels)
-        return _Gathered()
+        stats.label_values.add_many([float(y) for y in self.labels])
+        self.clear()
 
 
 @dataclass(eq=False)
@@ -391,9 +372,9 @@ class LabelFold:
         not folded and not counted here, the caller counts it.
 
         A binary classifier's score (a float in [0, 1]) against a 0.0 or 1.0 label, the pair
-        the label join sees most, is folded inline: its exact sums' terms and its sketches'
-        values gathered and added once (`QuantileSketch.add_many`), at about a third of
-        `add`'s cost. Any other pair goes through `add`."""
+        the label join sees most, is gathered and added in bulk (`ClassifierQuality.add_scores`,
+        `QuantileSketch.add_many`, the exact sums' terms at once), at about a third of `add`'s
+        cost. Any other pair goes through `add`."""
         stats = self.stats
         buckets = self.buckets
         folded = 0
@@ -407,40 +388,18 @@ class LabelFold:
                 and stats.kind != "multiclass"
                 and stats.kind != "regression"
             ):
-                gathered = gathered.flush(stats)  # `add` folds after what came before
+                gathered.flush(stats)  # `add` folds after what came before
                 try:
                     added = self.add(request_id, prediction, label, predicted_at, labelled_at)
                 except ValueError:
                     added = False
                 folded += added
                 continue
-            quality = gathered.quality
-            if quality is None:
-                quality = stats.binary
-                if quality is None:
-                    quality = stats.binary = ClassifierQuality()
-                gathered.start(quality)
-            # ClassifierQuality.add, inline
-            p = prediction
             y = 1 if label == 1.0 else 0
-            quality.count += 1
-            quality.scored += 1
-            quality.positives += y
-            quality.correct += (p >= quality.threshold) == bool(y)
-            q = p if y else 1.0 - p
-            gathered.log_loss.append(-math.log(min(max(q, LOG_LOSS_EPS), 1.0 - LOG_LOSS_EPS)))
-            loss = (p - y) * (p - y)  # the Brier score: a binary score's bounded loss
-            gathered.brier.append(loss)
-            b = min(int(p * gathered.calibration_bins), gathered.calibration_bins - 1)
-            quality.bin_counts[b] += 1
-            quality.bin_positives[b] += y
-            gathered.bin_scores[b].append(p)
-            a = min(int(p * gathered.auc_bins), gathered.auc_bins - 1)
-            if y:
-                quality.auc_positives[a] += 1
-            else:
-                quality.auc_negatives[a] += 1
-            # LabelledStats.add, inline
+            loss = (prediction - y) * (prediction - y)  # Brier: a binary score's bounded loss
+            gathered.scores.append(prediction)
+            gathered.labels.append(y)
+            gathered.losses.append(loss)
             stats.kind = "binary"
             stats.pairs += 1
             event = loss_event(request_id, loss)
@@ -448,8 +407,6 @@ class LabelFold:
             delay_s = labelled_at - predicted_at
             if delay_s >= 0 and math.isfinite(delay_s):
                 gathered.delays.append(delay_s)
-            gathered.labels.append(label)
-            # and the bucket
             bucket = int(math.floor(predicted_at / BUCKET_S) * BUCKET_S)
             counts = buckets.get(bucket)
             if counts is None:

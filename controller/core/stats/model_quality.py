@@ -339,6 +339,42 @@ class ClassifierQuality:
         else:
             self.auc_negatives[a] += 1
 
+    def add_scores(self, scores: Sequence[float], labels: Sequence[int]) -> None:
+        """`add` for each (score, label) pair, the bulk path: the same state, with each exact
+        sum's terms added at once. The caller has checked them: scores floats in [0, 1],
+        labels 0 or 1 (ints)."""
+        calibration_bins, auc_bins, threshold = self.calibration_bins, self.auc_bins, self.threshold
+        log_losses: list[float] = []
+        briers: list[float] = []
+        bin_terms: list[list[float]] = [[] for _ in range(calibration_bins)]
+        bin_counts, bin_positives = self.bin_counts, self.bin_positives
+        auc_positives, auc_negatives = self.auc_positives, self.auc_negatives
+        correct = 0
+        for p, y in zip(scores, labels, strict=True):
+            correct += (p >= threshold) == bool(y)
+            log_losses.append(_log_loss(p if y else 1.0 - p))
+            briers.append((p - y) * (p - y))
+            b = min(int(p * calibration_bins), calibration_bins - 1)
+            bin_counts[b] += 1
+            bin_positives[b] += y
+            bin_terms[b].append(p)
+            a = min(int(p * auc_bins), auc_bins - 1)
+            if y:
+                auc_positives[a] += 1
+            else:
+                auc_negatives[a] += 1
+        self.count += len(briers)
+        self.scored += len(briers)
+        self.positives += sum(labels)
+        self.correct += correct
+        for total, terms in (
+            (self.log_loss_sum, log_losses),
+            (self.brier_sum, briers),
+            *zip(self.bin_scores, bin_terms, strict=True),
+        ):
+            if terms:
+                total.parts = canonical_partials(total.parts + terms)
+
     def add_class(self, predicted: BinaryLabel, label: BinaryLabel) -> None:
         """Record one pair whose prediction is only a class (0 or 1): accuracy, no scores."""
         guess = _binary_label(predicted, "a predicted class")

@@ -761,3 +761,33 @@ def test_bad_per_request_pairs_are_refused() -> None:
         per_request_loss("zero_one", math.nan, 1)
     with pytest.raises(ValueError, match="must be a number"):
         per_request_loss("absolute_error", {"a": 1.0}, 1.0)
+
+
+@given(
+    st.lists(st.tuples(st.floats(0.0, 1.0), st.sampled_from([0, 1])), max_size=60),
+    st.sampled_from([(0.5, 10, 1000), (0.3, 7, 13)]),
+)
+def test_scores_added_in_bulk_are_added_one_by_one(
+    pairs: list[tuple[float, int]], settings: tuple[float, int, int]
+) -> None:
+    threshold, calibration_bins, auc_bins = settings
+    bulk = ClassifierQuality(threshold, calibration_bins, auc_bins)
+    single = ClassifierQuality(threshold, calibration_bins, auc_bins)
+    bulk.add(0.25, 1)  # onto a state that has pairs already
+
+    single.add(0.25, 1)
+    for p, y in pairs:
+        single.add(p, y)
+    bulk.add_scores(*unzip(pairs))
+
+    assert single == bulk
+    assert single.to_dict() == bulk.to_dict()
+    assert single.summary() == bulk.summary()
+
+
+def test_a_real_classifier_s_scores_added_in_bulk_give_its_quality(breast_cancer: Binary) -> None:
+    bulk = ClassifierQuality()
+
+    bulk.add_scores(breast_cancer.scores, breast_cancer.labels)
+
+    assert binary_quality(breast_cancer.scores, breast_cancer.labels) == bulk
