@@ -486,6 +486,7 @@ class JoinLane:
         for tp, target in list(self.rebuilding.items()):
             if await consumer.position(tp) >= target:
                 del self.rebuilding[tp]
+                self._rebuild_from.pop(tp, None)
                 consumer.resume(TopicPartition(self.labels_topic, tp.partition))
                 log.info("join.rebuilt", partition=tp.partition)
         if now - self._last_commit >= self.commit_interval_s:
