@@ -283,8 +283,8 @@ class JoinPipeline:
     runs one poll at a time in the order started, so the store sees what `Joiner.add` would
     give it, and a poll's pairs fold into the same deltas; they come out one poll later (when
     the next starts, or at `take`). On ten million pending predictions and 2 cores it took the
-    worker's path (decode, join, fold) from 68,641 to 129,244 labels a second (docs/labels.md,
-    `bench/join.py` at 0a01bed).
+    worker's path (decode, join, fold) from 71,346 to 140,910 labels a second (docs/labels.md,
+    `bench/join.py` at c21eaf5).
 
     Not thread-safe: one caller. Every other use of the store goes through `call`, which runs
     after the store's work started before it."""
